@@ -1,0 +1,218 @@
+"""The storage contract: :class:`StoredFile` (a file read back) and :class:`FileStorage`."""
+from __future__ import annotations
+
+import io
+from abc import ABCMeta, abstractmethod
+from datetime import datetime
+from typing import IO, Any, Callable, Iterator, List, Optional, Tuple
+
+__all__ = ["StoredFile", "FileStorage"]
+
+#: Default chunk for :meth:`StoredFile.iter_range`: large enough for throughput,
+#: small enough to keep memory bounded whatever the file size.
+DEFAULT_CHUNK_SIZE = 256 * 1024
+
+
+class StoredFile(io.IOBase):
+    """A read-only file returned by :meth:`FileStorage.get`.
+
+    Besides the stream API it carries the file's facts as plain attributes:
+    ``file_id``, ``filename``, ``content_type``, ``last_modified`` (a naive UTC
+    :class:`~datetime.datetime` to the second, or ``None``) and
+    ``content_length``.  Content is fetched lazily on the first :meth:`read`.
+
+    :meth:`seekable` answers ``False`` as in filedepot; random access for
+    HTTP ranges goes through :meth:`iter_range`, and zero-copy serving through
+    :meth:`real_file`, which backends override when they can do better than
+    reading from the start.
+    """
+
+    #: True when :attr:`public_url` is a signed URL that expires: such a URL
+    #: must not be cached or handed out as a permanent redirect.
+    public_url_signed: bool = False
+
+    def __init__(
+        self,
+        file_id: str,
+        filename: Optional[str] = None,
+        content_type: Optional[str] = None,
+        last_modified: Optional[datetime] = None,
+        content_length: Optional[int] = None,
+    ) -> None:
+        self.file_id = file_id
+        self.filename = filename
+        self.content_type = content_type
+        self.last_modified = last_modified
+        self.content_length = content_length
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    @abstractmethod
+    def read(self, n: int = -1) -> bytes:  # pragma: no cover - abstract
+        """Read up to ``n`` bytes (everything when ``n`` is negative or omitted)."""
+
+    @abstractmethod
+    def close(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract
+        """Release the underlying resources; later reads raise :class:`ValueError`."""
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool:  # pragma: no cover - abstract
+        """Whether :meth:`close` has been called."""
+
+    @property
+    def name(self) -> Optional[str]:
+        return self.filename
+
+    @property
+    def public_url(self) -> Optional[str]:
+        """A URL the browser can fetch the file from directly, or ``None``."""
+        return None
+
+    def iter_range(
+        self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Iterator[bytes]:
+        """Yield the bytes ``[start, stop)`` of the file in chunks of at most ``chunk_size``.
+
+        ``stop`` of ``None`` means the end of the file.  This generic version
+        reads from the current position and discards what precedes ``start``;
+        backends that can seek or request a byte range override it so that the
+        skipped bytes are never transferred.  It is meant for a freshly
+        obtained file (position 0).
+        """
+        skip = start
+        while skip > 0:
+            chunk = self.read(min(skip, chunk_size))
+            if not chunk:
+                return
+            skip -= len(chunk)
+        remaining = None if stop is None else stop - start
+        while remaining is None or remaining > 0:
+            want = chunk_size if remaining is None else min(chunk_size, remaining)
+            chunk = self.read(want)
+            if not chunk:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+
+    def real_file(self) -> Optional[IO[bytes]]:
+        """A new, open operating-system file holding the content, or ``None``.
+
+        Servers can hand such a file (it has a working ``fileno()``) to
+        ``sendfile``.  The caller owns it and must close it.  Only storages
+        that keep content on a local file system return one.
+        """
+        return None
+
+    def __repr__(self) -> str:
+        return "<%s:%s filename=%s content_type=%s last_modified=%s>" % (
+            self.__class__.__name__,
+            self.file_id,
+            self.filename,
+            self.content_type,
+            self.last_modified,
+        )
+
+
+ContentInfo = Tuple[Any, str, str]
+
+
+class FileStorage(metaclass=ABCMeta):
+    """A place where files are stored and read back by id.
+
+    Every backend offers the same six operations: :meth:`get`, :meth:`create`,
+    :meth:`replace`, :meth:`delete`, :meth:`exists` and :meth:`list`.  Content
+    may be ``bytes``, a file object, a FieldStorage-like upload, a
+    :class:`~depot.io.utils.FileIntent` or another :class:`StoredFile`.
+    """
+
+    @staticmethod
+    def fileid(file_or_id: Any) -> str:
+        """The id of a :class:`StoredFile` (or anything with ``file_id``), or the id itself."""
+        return getattr(file_or_id, "file_id", file_or_id)
+
+    @staticmethod
+    def fileinfo(
+        fileobj: Any,
+        filename: Optional[str] = None,
+        content_type: Optional[str] = None,
+        existing: Any = None,
+    ) -> ContentInfo:
+        """Resolve ``(content, filename, content_type)`` for ``fileobj``.
+
+        See :class:`depot.io.utils._FileInfo` for the rules.
+        """
+        from .utils import _FileInfo
+
+        return _FileInfo(fileobj, filename, content_type).get_info(existing)
+
+    @abstractmethod
+    def get(self, file_or_id: Any) -> StoredFile:  # pragma: no cover - abstract
+        """The stored file; :class:`ValueError` for a malformed id, :class:`IOError` if missing."""
+
+    @abstractmethod
+    def create(
+        self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> str:  # pragma: no cover - abstract
+        """Store ``content`` as a new file and return its new id."""
+
+    @abstractmethod
+    def replace(
+        self,
+        file_or_id: Any,
+        content: Any,
+        filename: Optional[str] = None,
+        content_type: Optional[str] = None,
+    ) -> str:  # pragma: no cover - abstract
+        """Store ``content`` under an existing id and return the id.
+
+        Without a filename, the existing file's filename and content type are
+        kept.  ``other.replace(f, f)`` copies the StoredFile ``f`` of another
+        storage under the same id, even if it does not exist here yet.
+        """
+
+    @abstractmethod
+    def delete(self, file_or_id: Any) -> None:  # pragma: no cover - abstract
+        """Remove the file; removing a missing file does nothing."""
+
+    @abstractmethod
+    def exists(self, file_or_id: Any) -> bool:  # pragma: no cover - abstract
+        """Whether a file with this id is stored."""
+
+    @abstractmethod
+    def list(self) -> List[str]:  # pragma: no cover - abstract
+        """The ids of the files in the backing store."""
+
+    # Shared by the backends' replace(): the rules of SPEC 2.0 live here once.
+    _check_file_id: Callable[[str], Any]
+
+    def _prepare_replace(
+        self,
+        file_or_id: Any,
+        content: Any,
+        filename: Optional[str] = None,
+        content_type: Optional[str] = None,
+    ) -> Tuple[str, Any, str, str]:
+        """Validate a replace and resolve its ``(file_id, content, filename, content_type)``.
+
+        Raises :class:`ValueError` for a malformed id and :class:`IOError` when
+        the id is not stored, except in the backup form ``replace(f, f)`` where
+        the content is the very StoredFile whose id is reused.
+        """
+        file_id = self.fileid(file_or_id)
+        self._check_file_id(file_id)
+        backup = isinstance(file_or_id, StoredFile) and content is file_or_id
+        if not backup and not self.exists(file_id):
+            raise IOError("File %s not existing" % file_id)
+        content, filename, content_type = self.fileinfo(
+            content, filename, content_type, lambda: self.get(file_id)
+        )
+        return file_id, content, filename, content_type

@@ -1,0 +1,304 @@
+"""Input resolution and streaming helpers shared by every storage backend."""
+from __future__ import annotations
+
+import io
+import mimetypes
+import os
+import shutil
+import stat
+import tempfile
+import uuid
+from datetime import datetime
+from typing import IO, Any, Callable, Iterator, Optional, Tuple
+
+from depot.utils import utcnow_naive
+
+__all__ = [
+    "INMEMORY_FILESIZE",
+    "DEFAULT_CONTENT_TYPE",
+    "DEFAULT_NAME",
+    "CHUNK_SIZE",
+    "timestamp",
+    "parse_timestamp",
+    "file_from_content",
+    "FileIntent",
+    "check_content",
+    "copy_stream",
+    "iter_file",
+    "check_uuid",
+    "new_uuid",
+]
+
+#: Bytes kept in memory by :func:`file_from_content` before spilling to disk.
+INMEMORY_FILESIZE = 1024 * 1024
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+DEFAULT_NAME = "unnamed"
+#: Chunk used when copying streams: memory is bounded by it, never by the file size.
+CHUNK_SIZE = 1024 * 1024
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def timestamp() -> str:
+    """The current UTC time as ``'YYYY-MM-DD HH:MM:SS'``, as stored in file metadata.
+
+    Backends call it through this module at write time (``utils.timestamp()``)
+    so that tests can patch it.
+    """
+    return utcnow_naive().strftime(TIMESTAMP_FORMAT)
+
+
+def parse_timestamp(value: Any) -> Optional[datetime]:
+    """Parse a :func:`timestamp` string; ``None`` when missing or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, TIMESTAMP_FORMAT)
+    except ValueError:
+        return None
+
+
+def new_uuid() -> str:
+    """A new random file id (UUID4: unlike UUID1 it reveals neither host nor time)."""
+    return str(uuid.uuid4())
+
+
+def check_uuid(file_id: Any) -> None:
+    """Raise ``ValueError('Invalid file id ...')`` unless ``file_id`` is a UUID string.
+
+    Every form :class:`uuid.UUID` accepts stays valid (uppercase, no hyphens,
+    ``urn:uuid:``), as in filedepot; such ids are simply not found.
+    """
+    try:
+        uuid.UUID("{%s}" % file_id)
+    except Exception:
+        raise ValueError("Invalid file id %s" % (file_id,)) from None
+
+
+def _is_fieldstorage_like(obj: Any) -> bool:
+    """Whether ``obj`` looks like an upload field (cgi/WebOb FieldStorage, UploadFile...)."""
+    return getattr(obj, "filename", None) is not None and getattr(obj, "file", None) not in (None, False)
+
+
+class FileIntent:
+    """Content paired with the filename and content type to store it under.
+
+    The explicit name and type win over anything :class:`FileStorage.create`
+    would guess, and no guessing happens at all.  ``fileobj`` may be a file
+    object or ``bytes``.
+    """
+
+    def __init__(self, fileobj: Any, filename: Optional[str], content_type: Optional[str]) -> None:
+        self._fileobj = fileobj
+        self._filename = filename
+        self._content_type = content_type
+
+    @property
+    def fileinfo(self) -> Tuple[Any, Optional[str], Optional[str]]:
+        return self._fileobj, self._filename, self._content_type
+
+    def __repr__(self) -> str:
+        return "<FileIntent filename=%r content_type=%r>" % (self._filename, self._content_type)
+
+
+def _name_of(fileobj: Any) -> Optional[str]:
+    filename = getattr(fileobj, "filename", None)
+    if isinstance(filename, str) and filename:
+        return filename
+    name = getattr(fileobj, "name", None)
+    if isinstance(name, str) and name:
+        return os.path.basename(name) or None
+    return None
+
+
+class _FileInfo:
+    """Resolve what to store and under which filename and content type.
+
+    Filename: the explicit argument, then ``fileobj.filename``, then the
+    basename of ``fileobj.name``, then ``'unnamed'``.  Content type: the
+    explicit argument, then ``fileobj.content_type``, then ``fileobj.type``
+    (cgi.FieldStorage), then a guess from the filename, then
+    ``'application/octet-stream'``.  A :class:`FileIntent` is taken as given.
+    """
+
+    def __init__(self, fileobj: Any, filename: Optional[str] = None, content_type: Optional[str] = None):
+        self._content, self._filename, self._content_type = self._resolve(fileobj, filename, content_type)
+
+    @staticmethod
+    def _resolve(fileobj: Any, filename: Optional[str], content_type: Optional[str]):
+        if isinstance(fileobj, FileIntent):
+            return fileobj.fileinfo
+        content = fileobj.file if _is_fieldstorage_like(fileobj) else fileobj
+        if isinstance(fileobj, (bytes, bytearray, memoryview, str)):
+            return content, filename, content_type
+        filename = filename or _name_of(fileobj)
+        content_type = (
+            content_type
+            or getattr(fileobj, "content_type", None)
+            or getattr(fileobj, "type", None)
+            or (filename and mimetypes.guess_type(filename, strict=False)[0])
+            or None
+        )
+        if content_type is not None and not isinstance(content_type, str):
+            content_type = None
+        return content, filename, content_type
+
+    def get_info(self, existing: Any = None) -> Tuple[Any, str, str]:
+        if self._filename is None and existing is not None:
+            if callable(existing):
+                existing = existing()
+            return self._content, existing.filename, existing.content_type
+        filename = self._filename or DEFAULT_NAME
+        content_type = self._content_type
+        if content_type is None and self._filename:
+            content_type = mimetypes.guess_type(self._filename, strict=False)[0]
+        return self._content, filename, content_type or DEFAULT_CONTENT_TYPE
+
+
+def check_content(content: Any) -> None:
+    """Raise :class:`TypeError` unless ``content`` is bytes or a readable file object."""
+    if isinstance(content, str):
+        raise TypeError("Only bytes can be stored, not unicode")
+    if not hasattr(content, "read") and not isinstance(content, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            "Cannot store %s: content must be bytes or a file object" % type(content).__name__
+        )
+
+
+def _spool(src: IO[bytes]) -> IO[bytes]:
+    spooled = tempfile.SpooledTemporaryFile(INMEMORY_FILESIZE)
+    copy_stream(src, spooled)
+    return spooled
+
+
+def file_from_content(content: Any) -> Tuple[bool, IO[bytes]]:
+    """A seekable file object, rewound, for ``content``; returns ``(must_close, fileobj)``.
+
+    Bytes (also inside a :class:`FileIntent`) become a spooled temporary file,
+    and so does content that cannot seek (a pipe, another storage's
+    :class:`StoredFile`); ``must_close`` then tells the caller to close it.
+    """
+    if isinstance(content, FileIntent):
+        content = content._fileobj
+    check_content(content.file if _is_fieldstorage_like(content) else content)
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        spooled = tempfile.SpooledTemporaryFile(INMEMORY_FILESIZE)
+        spooled.write(content)
+        spooled.seek(0)
+        return True, spooled
+    f = content.file if _is_fieldstorage_like(content) else content
+    if not _can_seek(f):
+        f = _spool(f)
+        f.seek(0)
+        return True, f
+    f.seek(0)
+    return False, f
+
+
+def _can_seek(f: Any) -> bool:
+    seekable = getattr(f, "seekable", None)
+    if seekable is not None:
+        try:
+            return bool(seekable())
+        except (ValueError, OSError):
+            return False
+    return hasattr(f, "seek")
+
+
+def _real_fd(f: Any) -> Optional[int]:
+    """The descriptor of ``f`` if it is a plain OS file, without forcing temp files to disk."""
+    if isinstance(f, tempfile._TemporaryFileWrapper):
+        f = f.file
+    elif isinstance(f, tempfile.SpooledTemporaryFile):
+        if not getattr(f, "_rolled", False):
+            return None
+        f = f._file
+    if not isinstance(f, (io.FileIO, io.BufferedReader, io.BufferedRandom)):
+        return None
+    try:
+        fd = f.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _zero_copy(src: Any, src_fd: int, dst_fd: int) -> int:
+    """Copy from ``src``'s position to EOF inside the kernel; returns the byte count."""
+    offset = start = src.tell()
+    size = os.fstat(src_fd).st_size
+    copy = getattr(os, "copy_file_range", None)
+    try:
+        while offset < size:
+            count = min(size - offset, 1 << 30)
+            if copy is not None:
+                sent = copy(src_fd, dst_fd, count, offset)
+            else:
+                sent = os.sendfile(dst_fd, src_fd, offset, count)
+            if sent == 0:
+                break
+            offset += sent
+    finally:
+        src.seek(offset)
+    return offset - start
+
+
+def copy_stream(src: Any, dst: Any, chunk_size: int = CHUNK_SIZE) -> int:
+    """Copy everything left in ``src`` to ``dst``; returns the number of bytes copied.
+
+    When both are plain files the kernel copies the data (copy_file_range or
+    sendfile), otherwise it goes through one reusable buffer of ``chunk_size``:
+    memory stays bounded whatever the size.  An exception from ``src`` is
+    propagated, so callers can discard a partial copy.
+    """
+    src_fd = _real_fd(src)
+    if src_fd is not None:
+        dst.flush()
+        dst_fd = _real_fd(dst)
+        if dst_fd is not None:
+            try:
+                return _zero_copy(src, src_fd, dst_fd)
+            except OSError:
+                pass  # e.g. a file system without copy_file_range support: copy in user space
+    readinto = getattr(src, "readinto", None)
+    total = 0
+    if readinto is not None and not isinstance(src, io.TextIOBase):
+        buf = bytearray(chunk_size)
+        view = memoryview(buf)
+        while True:
+            n = readinto(view)
+            if not n:
+                break
+            dst.write(view[:n])
+            total += n
+        return total
+    while True:
+        chunk = src.read(chunk_size)
+        if not chunk:
+            break
+        if isinstance(chunk, str):
+            raise TypeError("Only bytes can be stored, not unicode")
+        dst.write(chunk)
+        total += len(chunk)
+    return total
+
+
+def iter_file(fileobj: Any, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Yield ``fileobj``'s remaining content in chunks of at most ``chunk_size``."""
+    while True:
+        chunk = fileobj.read(chunk_size)
+        if not chunk:
+            return
+        if isinstance(chunk, str):
+            raise TypeError("Only bytes can be stored, not unicode")
+        yield chunk
+
+
+def write_content(content: Any, dst: Any, chunk_size: int = CHUNK_SIZE) -> int:
+    """Write ``content`` (bytes or a file object) into ``dst``; returns the byte count."""
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        dst.write(content)
+        return len(content)
+    check_content(content)
+    return copy_stream(content, dst, chunk_size)
+
+
+OnExisting = Callable[[], Any]

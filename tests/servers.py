@@ -1,0 +1,1 @@
+"""Session fixtures that start real servers (being written: see issue 5)."""
