@@ -1,0 +1,262 @@
+"""A storage on the local file system: one folder per file, written atomically.
+
+Layout (compatible with filedepot): ``<storage_path>/<file_id>/file`` holds the
+bytes and ``<storage_path>/<file_id>/metadata.json`` the filename, content
+type, length and modification time.
+
+Every write goes to a temporary name in the same folder and is moved into
+place with a single rename, so readers only ever see complete files and a
+crash leaves the previous version intact.  Temporary names start with a dot
+and are never valid ids, so :meth:`LocalFileStorage.list` skips leftovers.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import uuid
+from typing import IO, Any, Iterator, List, Optional
+
+from depot.io import utils
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
+from depot.io.utils import DEFAULT_CONTENT_TYPE, check_content, check_uuid, new_uuid
+
+__all__ = ["LocalStoredFile", "LocalFileStorage"]
+
+_check_file_id = check_uuid
+
+
+def _metadata_path(local_path: str) -> str:
+    return os.path.join(local_path, "metadata.json")
+
+
+def _file_path(local_path: str) -> str:
+    return os.path.join(local_path, "file")
+
+
+def _tmp_name(prefix: str) -> str:
+    return "%s%s.tmp" % (prefix, uuid.uuid4().hex)
+
+
+class _ClosedLocalFile(io.BytesIO):
+    """Stands in for the content of a file closed before it was ever read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.close()
+
+
+_CLOSED = _ClosedLocalFile()
+
+
+class LocalStoredFile(StoredFile):
+    """A file of :class:`LocalFileStorage`; the data file is opened on the first read."""
+
+    def __init__(self, file_id: str, local_path: str) -> None:
+        _check_file_id(file_id)
+        self._metadata_path = _metadata_path(local_path)
+        self._file_path = _file_path(local_path)
+        try:
+            with open(self._metadata_path, "rb") as f:
+                raw = f.read()
+        except OSError:
+            raise IOError("File %s not existing" % file_id) from None
+        try:
+            metadata = json.loads(raw)
+            modified = metadata.get("last_modified")
+            last_modified = utils.parse_timestamp(modified) if modified else None
+            if modified and last_modified is None:
+                raise ValueError(modified)
+        except (ValueError, TypeError, AttributeError):
+            raise ValueError("Invalid file metadata for %s" % file_id) from None
+        super().__init__(
+            file_id,
+            filename=metadata.get("filename", "unnamed"),
+            content_type=metadata.get("content_type", DEFAULT_CONTENT_TYPE),
+            last_modified=last_modified,
+            content_length=metadata.get("content_length"),
+        )
+        self._file: Optional[IO[bytes]] = None
+
+    def _opened(self) -> IO[bytes]:
+        f = self._file
+        if f is None:
+            f = self._file = open(self._file_path, "rb")
+        return f
+
+    def read(self, n: int = -1) -> bytes:
+        return self._opened().read(n)
+
+    def readinto(self, buffer: Any) -> int:
+        return self._opened().readinto(buffer)
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        return self._opened().readline(size)
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        if self._file is None:
+            self._file = _CLOSED
+        else:
+            self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file is not None and self._file.closed
+
+    @property
+    def version(self) -> str:
+        """Changes with every write: each one installs a new inode."""
+        st = os.stat(self._file_path)
+        return "%x-%x-%x" % (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def iter_range(
+        self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Iterator[bytes]:
+        f = self._opened()
+        f.seek(start)
+        remaining = None if stop is None else stop - start
+        while remaining is None or remaining > 0:
+            chunk = f.read(chunk_size if remaining is None else min(chunk_size, remaining))
+            if not chunk:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+
+    def real_file(self) -> IO[bytes]:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        return open(self._file_path, "rb")
+
+
+class LocalFileStorage(FileStorage):
+    """Files stored below ``storage_path`` on the local file system.
+
+    ``storage_path`` is kept as given in :attr:`storage_path`; a relative path
+    or ``~`` is resolved once, when the storage is created, so a later change
+    of working directory does not move the files.  The folder is created on
+    the first write.
+    """
+
+    _check_file_id = staticmethod(_check_file_id)
+
+    def __init__(self, storage_path: str) -> None:
+        if not isinstance(storage_path, (str, os.PathLike)) or not os.fspath(storage_path):
+            raise ValueError("LocalFileStorage needs a storage_path, got %r" % (storage_path,))
+        self.storage_path = storage_path
+        self._root = os.path.abspath(os.path.expanduser(os.fspath(storage_path)))
+
+    def __repr__(self) -> str:
+        return "<LocalFileStorage %s>" % self._root
+
+    def _dir(self, file_id: str) -> str:
+        return os.path.join(self._root, file_id)
+
+    def get(self, file_or_id: Any) -> LocalStoredFile:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        return LocalStoredFile(file_id, self._dir(file_id))
+
+    @staticmethod
+    def _write_files(data_path: str, meta_path: str, content: Any, filename: str, content_type: str) -> None:
+        """Write the data and metadata files; on any failure neither is left behind."""
+        try:
+            with open(data_path, "xb") as f:
+                length = utils.write_content(content, f)
+            metadata = {
+                "filename": filename,
+                "content_type": content_type,
+                "content_length": length,
+                "last_modified": utils.timestamp(),
+            }
+            with open(meta_path, "xb") as f:
+                f.write(json.dumps(metadata).encode("utf-8"))
+        except BaseException:
+            _remove_quietly(data_path)
+            _remove_quietly(meta_path)
+            raise
+
+    def _create_folder(self, file_id: str, content: Any, filename: str, content_type: str) -> None:
+        check_content(content)
+        staging = os.path.join(self._root, _tmp_name(".new-"))
+        try:
+            os.mkdir(staging)
+        except FileNotFoundError:
+            os.makedirs(self._root, exist_ok=True)
+            os.mkdir(staging)
+        try:
+            self._write_files(_file_path(staging), _metadata_path(staging), content, filename, content_type)
+            # One rename publishes data and metadata together.
+            os.rename(staging, self._dir(file_id))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
+        new_id = new_uuid()
+        content, filename, content_type = self.fileinfo(content, filename, content_type)
+        self._create_folder(new_id, content, filename, content_type)
+        return new_id
+
+    def replace(
+        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> str:
+        file_id, content, filename, content_type = self._prepare_replace(
+            file_or_id, content, filename, content_type
+        )
+        check_content(content)
+        folder = self._dir(file_id)
+        if not os.path.isdir(folder):  # the backup form: the id is new here
+            self._create_folder(file_id, content, filename, content_type)
+            return file_id
+        data_tmp = os.path.join(folder, _tmp_name(".file-"))
+        meta_tmp = os.path.join(folder, _tmp_name(".metadata-"))
+        self._write_files(data_tmp, meta_tmp, content, filename, content_type)
+        try:
+            # Data first: a crash between the renames leaves complete data with
+            # the previous metadata, never a missing or partial file.
+            os.replace(data_tmp, _file_path(folder))
+            os.replace(meta_tmp, _metadata_path(folder))
+        finally:
+            _remove_quietly(data_tmp)
+            _remove_quietly(meta_tmp)
+        return file_id
+
+    def delete(self, file_or_id: Any) -> None:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        graveyard = os.path.join(self._root, _tmp_name(".del-"))
+        try:
+            # Renamed first so that readers see the file or nothing, never a half-removed folder.
+            os.rename(self._dir(file_id), graveyard)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(graveyard, ignore_errors=True)
+
+    def exists(self, file_or_id: Any) -> bool:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        return os.path.exists(_metadata_path(self._dir(file_id)))
+
+    def list(self) -> List[str]:
+        try:
+            names = os.listdir(self._root)
+        except FileNotFoundError:
+            return []
+        return [name for name in names if _is_valid_id(name)]
+
+
+def _is_valid_id(name: str) -> bool:
+    try:
+        _check_file_id(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,141 @@
+"""A storage that keeps everything in the process's memory: meant for test suites."""
+from __future__ import annotations
+
+import io
+import itertools
+from typing import Any, Dict, Iterator, List, Optional
+
+from depot.io import utils
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
+from depot.io.utils import check_content, check_uuid, new_uuid
+
+__all__ = ["MemoryStoredFile", "MemoryFileStorage"]
+
+_check_file_id = check_uuid
+
+# A write counter makes every stored version distinguishable (for ETags), even
+# two writes of the same length within one second.
+_versions = itertools.count(1)
+
+
+class MemoryStoredFile(StoredFile):
+    """A file of :class:`MemoryFileStorage`; content is looked up on the first read."""
+
+    def __init__(self, files: Dict[str, Dict[str, Any]], file_id: str, file_data: Dict[str, Any]) -> None:
+        _check_file_id(file_id)
+        metadata = file_data["metadata"]
+        super().__init__(
+            file_id,
+            filename=metadata["filename"],
+            content_type=metadata["content_type"],
+            last_modified=metadata["last_modified"],
+            content_length=metadata["content_length"],
+        )
+        self._files = files
+        self._file_data = file_data
+        self._stream: Optional[io.BytesIO] = None
+
+    @property
+    def version(self) -> str:
+        return str(self._file_data["version"])
+
+    def _data(self) -> bytes:
+        # Looked up at read time so a handle taken before replace() reads the new content.
+        entry = self._files.get(self.file_id, self._file_data)
+        return entry["data"]
+
+    def read(self, n: int = -1) -> bytes:
+        if self._stream is None:
+            self._stream = io.BytesIO(self._data())
+        return self._stream.read(n)
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        if self._stream is None:
+            self._stream = io.BytesIO()
+        self._stream.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._stream is not None and self._stream.closed
+
+    def iter_range(
+        self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Iterator[bytes]:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        view = memoryview(self._data())[start:stop]
+        for offset in range(0, len(view), chunk_size):
+            yield bytes(view[offset : offset + chunk_size])
+
+
+class MemoryFileStorage(FileStorage):
+    """Files kept in a dict of this instance; options are accepted and ignored.
+
+    Ignoring options lets a test configuration swap any storage for this one
+    without editing the rest of its settings.
+    """
+
+    _check_file_id = staticmethod(_check_file_id)
+
+    def __init__(self, **options: Any) -> None:
+        self.files: Dict[str, Dict[str, Any]] = {}
+
+    def get(self, file_or_id: Any) -> MemoryStoredFile:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        try:
+            file_data = self.files[file_id]
+        except KeyError:
+            raise IOError("File %s not existing" % file_id) from None
+        return MemoryStoredFile(self.files, file_id, file_data)
+
+    def _save(self, file_id: str, content: Any, filename: str, content_type: str) -> None:
+        check_content(content)
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            data = bytes(content)
+        else:
+            buf = io.BytesIO()
+            utils.copy_stream(content, buf)
+            data = buf.getvalue()
+        # Built completely before it is published: a failing stream leaves nothing behind.
+        self.files[file_id] = {
+            "data": data,
+            "metadata": {
+                "filename": filename,
+                "content_type": content_type,
+                "content_length": len(data),
+                "last_modified": utils.parse_timestamp(utils.timestamp()),
+            },
+            "version": next(_versions),
+        }
+
+    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
+        new_id = new_uuid()
+        content, filename, content_type = self.fileinfo(content, filename, content_type)
+        self._save(new_id, content, filename, content_type)
+        return new_id
+
+    def replace(
+        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> str:
+        file_id, content, filename, content_type = self._prepare_replace(
+            file_or_id, content, filename, content_type
+        )
+        self._save(file_id, content, filename, content_type)
+        return file_id
+
+    def delete(self, file_or_id: Any) -> None:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        self.files.pop(file_id, None)
+
+    def exists(self, file_or_id: Any) -> bool:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        return file_id in self.files
+
+    def list(self) -> List[str]:
+        return list(self.files)
+
+    def __repr__(self) -> str:
+        return "<MemoryFileStorage files=%d>" % len(self.files)

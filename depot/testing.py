@@ -1,0 +1,544 @@
+"""The storage conformance suite: what it means to be a depot storage.
+
+A backend's test module subclasses :class:`StorageConformance` and provides a
+``storage`` fixture returning an empty storage; every test here then runs
+against it.  A backend that passes is correct by definition::
+
+    import pytest
+    from depot.testing import StorageConformance
+
+    class TestMyStorage(StorageConformance):
+        @pytest.fixture
+        def storage(self, tmp_path):
+            return MyStorage(tmp_path)
+
+Fixtures a subclass may override: ``missing_id`` (a well-formed id that is
+not stored; a random UUID by default), ``invalid_id`` and ``backup_storage``
+(a second, empty storage accepting this backend's ids; a
+:class:`~depot.io.memory.MemoryFileStorage` by default).
+
+Requires pytest.
+"""
+from __future__ import annotations
+
+import datetime
+import io
+import tempfile
+import threading
+import uuid
+from typing import Any, Optional
+from unittest import mock
+
+import pytest
+
+from depot.io.interfaces import FileStorage, StoredFile
+from depot.io.memory import MemoryFileStorage
+from depot.io.utils import FileIntent
+
+__all__ = ["StorageConformance", "FieldStorageLike", "FailingStream", "NonSeekableStream", "ForeignStoredFile"]
+
+FILE_CONTENT = b"HELLO WORLD"
+
+
+class FieldStorageLike:
+    """What cgi.FieldStorage, WebOb and multipart parsers hand to applications."""
+
+    def __init__(self, data: bytes, filename: str, type: Optional[str] = None) -> None:
+        self.file = io.BytesIO(data)
+        self.filename = filename
+        self.type = type
+
+
+class NonSeekableStream(io.RawIOBase):
+    """A read-only stream that cannot seek or tell, like a socket or a pipe."""
+
+    def __init__(self, data: bytes, chunk: int = 7919) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+        self._chunk = chunk
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self._chunk, len(self._data) - self._pos)
+        b[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+class FailingStream(NonSeekableStream):
+    """Yields ``good`` bytes, then raises: a client that disconnects mid-upload."""
+
+    class Boom(Exception):
+        pass
+
+    def readinto(self, b: Any) -> int:
+        n = super().readinto(b)
+        if n == 0:
+            raise self.Boom("stream broke after %d bytes" % self._pos)
+        return n
+
+
+class ForeignStoredFile(StoredFile):
+    """A StoredFile of some other storage, for the ``replace(f, f)`` backup form."""
+
+    def __init__(self, file_id: str, data: bytes, filename: str, content_type: str) -> None:
+        super().__init__(file_id, filename, content_type, None, len(data))
+        self._stream = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._stream.read(n)
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        self._stream.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._stream.closed
+
+
+def _patched_timestamp(value: str):
+    return mock.patch("depot.io.utils.timestamp", return_value=value)
+
+
+class StorageConformance:
+    """The behaviour every :class:`~depot.io.interfaces.FileStorage` must show."""
+
+    #: Bytes for the streaming tests: larger than any chunk, not a multiple of one.
+    large_size = 3 * 1024 * 1024 + 4321
+    #: Whether :meth:`StoredFile.real_file` gives an OS file (storages on a local disk).
+    has_real_files = False
+
+    @pytest.fixture
+    def storage(self) -> FileStorage:  # pragma: no cover - must be overridden
+        raise NotImplementedError("subclasses provide the storage fixture")
+
+    @pytest.fixture
+    def missing_id(self) -> str:
+        return str(uuid.uuid4())
+
+    @pytest.fixture
+    def invalid_id(self) -> str:
+        return "not-a-valid-id"
+
+    @pytest.fixture
+    def backup_storage(self) -> FileStorage:
+        return MemoryFileStorage()
+
+    # -- creation from every kind of content ---------------------------------
+
+    def test_create_from_bytes(self, storage):
+        file_id = storage.create(FILE_CONTENT)
+        assert isinstance(file_id, str)
+        f = storage.get(file_id)
+        assert f.file_id == file_id
+        assert f.read() == FILE_CONTENT
+        assert f.filename == "unnamed"
+        assert f.content_type == "application/octet-stream"
+        assert f.content_length == len(FILE_CONTENT)
+
+    def test_create_returns_new_ids(self, storage):
+        ids = {storage.create(FILE_CONTENT) for _ in range(5)}
+        assert len(ids) == 5
+
+    def test_create_bytes_with_filename_guesses_type(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT, "image.png"))
+        assert (f.filename, f.content_type) == ("image.png", "image/png")
+
+    def test_explicit_content_type_wins(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT, "image.png", "text/plain"))
+        assert (f.filename, f.content_type) == ("image.png", "text/plain")
+
+    def test_create_empty(self, storage):
+        f = storage.get(storage.create(b""))
+        assert f.read() == b""
+        assert f.content_length == 0
+
+    def test_create_from_bytesio(self, storage):
+        f = storage.get(storage.create(io.BytesIO(FILE_CONTENT), "hello.txt"))
+        assert f.read() == FILE_CONTENT
+        assert (f.filename, f.content_type) == ("hello.txt", "text/plain")
+
+    def test_create_from_named_file(self, storage):
+        with tempfile.NamedTemporaryFile() as tmp:
+            tmp.write(FILE_CONTENT)
+            tmp.flush()
+            tmp.seek(0)
+            f = storage.get(storage.create(tmp))
+            assert f.read() == FILE_CONTENT
+            assert f.filename == tmp.name.rsplit("/", 1)[-1]
+            assert f.content_type == "application/octet-stream"
+
+    def test_create_from_named_file_guesses_type(self, storage):
+        with tempfile.NamedTemporaryFile(suffix=".txt") as tmp:
+            tmp.write(FILE_CONTENT)
+            tmp.flush()
+            tmp.seek(0)
+            f = storage.get(storage.create(tmp))
+            assert f.filename.endswith(".txt")
+            assert f.content_type == "text/plain"
+
+    def test_create_from_fieldstorage_like(self, storage):
+        upload = FieldStorageLike(FILE_CONTENT, "report.pdf", "application/x-custom")
+        f = storage.get(storage.create(upload))
+        assert f.read() == FILE_CONTENT
+        assert (f.filename, f.content_type) == ("report.pdf", "application/x-custom")
+
+    def test_create_from_fieldstorage_like_guesses_type(self, storage):
+        f = storage.get(storage.create(FieldStorageLike(FILE_CONTENT, "report.pdf")))
+        assert f.content_type == "application/pdf"
+
+    def test_create_from_file_intent(self, storage):
+        intent = FileIntent(io.BytesIO(FILE_CONTENT), "file.bin", "image/x-intent")
+        f = storage.get(storage.create(intent, "ignored.txt", "text/ignored"))
+        assert f.read() == FILE_CONTENT
+        assert (f.filename, f.content_type) == ("file.bin", "image/x-intent")
+
+    def test_create_from_file_intent_bytes(self, storage):
+        f = storage.get(storage.create(FileIntent(FILE_CONTENT, "a.txt", "text/csv")))
+        assert f.read() == FILE_CONTENT
+        assert (f.filename, f.content_type) == ("a.txt", "text/csv")
+
+    def test_create_from_stored_file(self, storage):
+        source = storage.get(storage.create(FILE_CONTENT, "source.txt"))
+        f = storage.get(storage.create(source))
+        assert f.read() == FILE_CONTENT
+        assert (f.filename, f.content_type) == ("source.txt", "text/plain")
+
+    def test_create_from_other_storage_file(self, storage):
+        other = MemoryFileStorage()
+        source = other.get(other.create(FILE_CONTENT, "other.csv"))
+        f = storage.get(storage.create(source))
+        assert f.read() == FILE_CONTENT
+        assert (f.filename, f.content_type) == ("other.csv", "text/csv")
+
+    def test_create_from_non_seekable_stream(self, storage):
+        data = bytes(range(256)) * 4099
+        f = storage.get(storage.create(NonSeekableStream(data), "stream.bin"))
+        assert f.content_length == len(data)
+        assert f.read() == data
+
+    def test_create_large_stream(self, storage):
+        data = (b"0123456789abcdef" * (self.large_size // 16 + 1))[: self.large_size]
+        f = storage.get(storage.create(io.BytesIO(data), "large.bin"))
+        assert f.content_length == len(data)
+        chunks = []
+        while True:
+            chunk = f.read(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert b"".join(chunks) == data
+
+    def test_unicode_filename_round_trips(self, storage):
+        name = "Крупный файл àèìòù 😀.txt"
+        f = storage.get(storage.create(FILE_CONTENT, name))
+        assert f.filename == name
+        assert f.content_type == "text/plain"
+
+    # -- bad input changes nothing ---------------------------------------------
+
+    def test_str_content_is_refused(self, storage):
+        before = set(storage.list())
+        with pytest.raises(TypeError):
+            storage.create("this is text")
+        assert set(storage.list()) == before
+
+    def test_text_mode_file_is_refused(self, storage, tmp_path):
+        path = tmp_path / "text.txt"
+        path.write_text("text content")
+        before = set(storage.list())
+        with open(path) as text_file, pytest.raises(TypeError):
+            storage.create(text_file)
+        assert set(storage.list()) == before
+
+    def test_failing_stream_leaves_nothing(self, storage):
+        before = set(storage.list())
+        with pytest.raises(FailingStream.Boom):
+            storage.create(FailingStream(b"x" * 100000), "broken.bin")
+        assert set(storage.list()) == before
+
+    def test_failing_replace_keeps_original(self, storage):
+        file_id = storage.create(FILE_CONTENT, "keep.txt")
+        with pytest.raises(FailingStream.Boom):
+            storage.replace(file_id, FailingStream(b"y" * 100000), "broken.bin")
+        f = storage.get(file_id)
+        assert f.read() == FILE_CONTENT
+        assert f.filename == "keep.txt"
+        assert storage.list().count(file_id) == 1
+
+    def test_str_replace_keeps_original(self, storage):
+        file_id = storage.create(FILE_CONTENT, "keep.txt")
+        with pytest.raises(TypeError):
+            storage.replace(file_id, "text")
+        assert storage.get(file_id).read() == FILE_CONTENT
+
+    # -- metadata -----------------------------------------------------------
+
+    def test_last_modified_comes_from_timestamp(self, storage):
+        with _patched_timestamp("2001-01-01 00:00:01"):
+            file_id = storage.create(FILE_CONTENT)
+        assert storage.get(file_id).last_modified == datetime.datetime(2001, 1, 1, 0, 0, 1)
+
+    def test_last_modified_is_naive_utc_to_the_second(self, storage):
+        before = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+        modified = storage.get(storage.create(FILE_CONTENT)).last_modified
+        after = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        assert modified.tzinfo is None
+        assert modified.microsecond == 0
+        assert before <= modified <= after
+
+    def test_repr(self, storage):
+        with _patched_timestamp("2001-01-01 00:00:01"):
+            f = storage.get(storage.create(FILE_CONTENT, "file.txt"))
+        assert repr(f).startswith("<%s:%s " % (type(f).__name__, f.file_id))
+        assert repr(f).endswith(
+            "filename=file.txt content_type=text/plain last_modified=2001-01-01 00:00:01>"
+        )
+
+    def test_name_is_filename(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT, "named.txt"))
+        assert f.name == "named.txt"
+
+    def test_stream_capabilities(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT))
+        assert f.readable() is True
+        assert f.writable() is False
+        assert f.seekable() is False
+
+    # -- get, exists, delete, list --------------------------------------------
+
+    def test_get_accepts_stored_file_and_objects_with_file_id(self, storage):
+        file_id = storage.create(FILE_CONTENT)
+        f = storage.get(file_id)
+        assert storage.get(f).file_id == file_id
+        assert storage.get(type("Uploaded", (), {"file_id": file_id})()).read() == FILE_CONTENT
+
+    def test_get_invalid_id(self, storage, invalid_id):
+        with pytest.raises(ValueError):
+            storage.get(invalid_id)
+
+    def test_get_missing(self, storage, missing_id):
+        with pytest.raises(IOError):
+            storage.get(missing_id)
+
+    def test_exists(self, storage, missing_id, invalid_id):
+        file_id = storage.create(FILE_CONTENT)
+        assert storage.exists(file_id) is True
+        assert storage.exists(storage.get(file_id)) is True
+        assert storage.exists(missing_id) is False
+        with pytest.raises(ValueError):
+            storage.exists(invalid_id)
+
+    def test_delete(self, storage):
+        file_id = storage.create(FILE_CONTENT)
+        storage.delete(file_id)
+        assert storage.exists(file_id) is False
+        with pytest.raises(IOError):
+            storage.get(file_id)
+
+    def test_delete_stored_file(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT))
+        storage.delete(f)
+        assert storage.exists(f.file_id) is False
+
+    def test_delete_is_idempotent(self, storage, missing_id):
+        file_id = storage.create(FILE_CONTENT)
+        storage.delete(file_id)
+        storage.delete(file_id)
+        storage.delete(missing_id)
+
+    def test_delete_invalid_id(self, storage, invalid_id):
+        with pytest.raises(ValueError):
+            storage.delete(invalid_id)
+
+    def test_list(self, storage):
+        ids = [storage.create(FILE_CONTENT) for _ in range(3)]
+        listed = storage.list()
+        assert isinstance(listed, list)
+        assert set(ids) <= set(listed)
+        storage.delete(ids[0])
+        listed = storage.list()
+        assert ids[0] not in listed
+        assert set(ids[1:]) <= set(listed)
+
+    def test_list_names_every_file_even_with_same_filename(self, storage):
+        ids = {storage.create(FILE_CONTENT, "same.txt") for _ in range(3)}
+        ids.add(storage.create(FILE_CONTENT))
+        assert ids <= set(storage.list())
+
+    # -- replace --------------------------------------------------------------
+
+    def test_replace_returns_id_and_keeps_filename(self, storage):
+        file_id = storage.create(FILE_CONTENT, "file.txt")
+        old_handle = storage.get(file_id)
+        assert storage.replace(file_id, b"NEW CONTENT") == file_id
+        f = storage.get(file_id)
+        assert f.read() == b"NEW CONTENT"
+        assert (f.filename, f.content_type) == ("file.txt", "text/plain")
+        # A handle taken before the replace reads the new content (read is lazy).
+        assert old_handle.read() == b"NEW CONTENT"
+
+    def test_replace_by_stored_file(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT, "file.txt"))
+        assert storage.replace(f, io.BytesIO(b"BY HANDLE")) == f.file_id
+        assert storage.get(f.file_id).read() == b"BY HANDLE"
+
+    def test_replace_without_filename_ignores_content_type(self, storage):
+        file_id = storage.create(FILE_CONTENT, "file.txt")
+        storage.replace(file_id, b"x", content_type="image/png")
+        f = storage.get(file_id)
+        assert (f.filename, f.content_type) == ("file.txt", "text/plain")
+
+    def test_replace_with_filename_changes_type(self, storage):
+        file_id = storage.create(FILE_CONTENT, "file.txt")
+        storage.replace(file_id, b"x", "image.png")
+        f = storage.get(file_id)
+        assert (f.filename, f.content_type) == ("image.png", "image/png")
+
+    def test_replace_with_fieldstorage_like(self, storage):
+        file_id = storage.create(FILE_CONTENT, "file.txt")
+        storage.replace(file_id, FieldStorageLike(b"form data", "form.csv"))
+        f = storage.get(file_id)
+        assert f.read() == b"form data"
+        assert (f.filename, f.content_type) == ("form.csv", "text/csv")
+
+    def test_replace_refreshes_metadata(self, storage):
+        with _patched_timestamp("2001-01-01 00:00:01"):
+            file_id = storage.create(FILE_CONTENT)
+        with _patched_timestamp("2002-02-02 00:00:02"):
+            storage.replace(file_id, b"longer content than before")
+        f = storage.get(file_id)
+        assert f.last_modified == datetime.datetime(2002, 2, 2, 0, 0, 2)
+        assert f.content_length == len(b"longer content than before")
+
+    def test_replace_missing(self, storage, missing_id):
+        with pytest.raises(IOError):
+            storage.replace(missing_id, FILE_CONTENT)
+        assert storage.exists(missing_id) is False
+
+    def test_replace_invalid_id(self, storage, invalid_id):
+        with pytest.raises(ValueError):
+            storage.replace(invalid_id, FILE_CONTENT)
+
+    def test_replace_changes_version(self, storage):
+        """``version`` (what ETags derive from) changes even for same-length writes within a second."""
+        f = storage.get(storage.create(b"AAAA"))
+        before = f.version
+        storage.replace(f.file_id, b"BBBB")
+        after = storage.get(f.file_id).version
+        assert isinstance(before, str) and before
+        assert before != after
+        assert storage.get(f.file_id).version == after
+
+    def test_backup_to_another_storage(self, storage, backup_storage):
+        with _patched_timestamp("2001-01-01 00:00:01"):
+            f = storage.get(storage.create(FILE_CONTENT, "backup.txt"))
+        assert backup_storage.replace(f, f) == f.file_id
+        copy = backup_storage.get(f.file_id)
+        assert copy.read() == FILE_CONTENT
+        assert (copy.filename, copy.content_type) == ("backup.txt", "text/plain")
+
+    def test_restore_from_another_storage(self, storage):
+        file_id = storage.create(b"placeholder")
+        storage.delete(file_id)
+        foreign = ForeignStoredFile(file_id, FILE_CONTENT, "restored.txt", "text/plain")
+        assert storage.replace(foreign, foreign) == file_id
+        f = storage.get(file_id)
+        assert f.read() == FILE_CONTENT
+        assert (f.filename, f.content_type) == ("restored.txt", "text/plain")
+        assert storage.list().count(file_id) == 1
+
+    def test_replace_with_itself(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT, "self.txt"))
+        storage.replace(f, f)
+        assert storage.get(f.file_id).read() == FILE_CONTENT
+
+    # -- reading --------------------------------------------------------------
+
+    def test_read_in_chunks(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT))
+        assert f.read(5) == FILE_CONTENT[:5]
+        assert f.read(3) == FILE_CONTENT[5:8]
+        assert f.read() == FILE_CONTENT[8:]
+        assert f.read() == b""
+        assert f.read(10) == b""
+
+    def test_read_zero(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT))
+        assert f.read(0) == b""
+        assert f.read() == FILE_CONTENT
+
+    def test_close_before_read(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT))
+        assert f.closed is False
+        f.close()
+        assert f.closed is True
+        with pytest.raises(ValueError):
+            f.read()
+
+    def test_close_after_read(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT))
+        f.read(1)
+        f.close()
+        assert f.closed is True
+        with pytest.raises(ValueError):
+            f.read()
+
+    def test_context_manager_closes(self, storage):
+        file_id = storage.create(FILE_CONTENT)
+        with storage.get(file_id) as f:
+            assert f.read() == FILE_CONTENT
+        assert f.closed is True
+
+    def test_iter_range(self, storage):
+        data = bytes(range(256)) * 40
+        file_id = storage.create(data)
+        cases = [(0, None), (0, 1), (10, 20), (1000, None), (len(data) - 1, None), (5, len(data) + 100)]
+        for start, stop in cases:
+            got = b"".join(storage.get(file_id).iter_range(start, stop, chunk_size=777))
+            assert got == data[start:stop], (start, stop)
+        chunks = list(storage.get(file_id).iter_range(0, None, chunk_size=1000))
+        assert all(len(c) <= 1000 for c in chunks)
+        assert list(storage.get(file_id).iter_range(len(data), None)) in ([], [b""])
+
+    def test_real_file(self, storage):
+        f = storage.get(storage.create(FILE_CONTENT))
+        real = f.real_file()
+        if not self.has_real_files:
+            assert real is None
+            return
+        with real:
+            assert isinstance(real.fileno(), int)
+            assert real.read() == FILE_CONTENT
+
+    def test_concurrent_readers_during_replace(self, storage):
+        """Readers never see a missing or mixed file while another thread replaces it."""
+        versions = [bytes([65 + i]) * (1000 + i) for i in range(8)]
+        file_id = storage.create(versions[0], "race.bin")
+        errors = []
+        stop = threading.Event()
+
+        def reader():
+            while not stop.is_set():
+                try:
+                    data = storage.get(file_id).read()
+                except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                    errors.append(exc)
+                    return
+                if data not in versions:
+                    errors.append(AssertionError("read %d bytes of a partial file" % len(data)))
+                    return
+
+        threads = [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(40):
+                storage.replace(file_id, versions[i % len(versions)])
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert errors == []
