@@ -1,0 +1,187 @@
+import io
+import os
+import tempfile
+from unittest import mock
+
+import pytest
+
+from depot.io import utils
+from depot.io.interfaces import FileStorage
+from depot.io.memory import MemoryFileStorage
+from depot.io.utils import FileIntent, _FileInfo, _is_fieldstorage_like, file_from_content
+from depot.testing import FieldStorageLike, NonSeekableStream
+
+
+def test_constants():
+    assert utils.INMEMORY_FILESIZE == 1024 * 1024
+    assert utils.DEFAULT_CONTENT_TYPE == "application/octet-stream"
+    assert utils.DEFAULT_NAME == "unnamed"
+
+
+def test_timestamp_format():
+    value = utils.timestamp()
+    assert len(value) == 19
+    assert utils.parse_timestamp(value).strftime("%Y-%m-%d %H:%M:%S") == value
+
+
+@pytest.mark.parametrize("bad", [None, "", "2001-01-01", "2001-01-01T00:00:01", "2001-13-01 00:00:01", 5,
+                                 "2001-01-01 00:00:01+00:00"])
+def test_parse_timestamp_rejects(bad):
+    assert utils.parse_timestamp(bad) is None
+
+
+def test_fileid():
+    assert FileStorage.fileid("abc") == "abc"
+    assert FileStorage.fileid(type("F", (), {"file_id": "xyz"})()) == "xyz"
+
+
+class TestFileInfo:
+    def test_bytes(self):
+        assert FileStorage.fileinfo(b"x") == (b"x", "unnamed", "application/octet-stream")
+
+    def test_bytes_with_name(self):
+        assert FileStorage.fileinfo(b"x", "a.png") == (b"x", "a.png", "image/png")
+
+    def test_unknown_extension(self):
+        assert FileStorage.fileinfo(b"x", "a.unknownext")[2] == "application/octet-stream"
+
+    def test_fieldstorage(self):
+        fs = FieldStorageLike(b"data", "a.txt", "text/x-custom")
+        content, name, ctype = FileStorage.fileinfo(fs)
+        assert content is fs.file
+        assert (name, ctype) == ("a.txt", "text/x-custom")
+
+    def test_content_type_attribute(self):
+        obj = io.BytesIO(b"x")
+        obj.content_type = "image/gif"
+        obj.filename = "a.png"
+        assert FileStorage.fileinfo(obj)[1:] == ("a.png", "image/gif")
+
+    def test_explicit_arguments_win(self):
+        fs = FieldStorageLike(b"data", "a.txt", "text/x-custom")
+        assert FileStorage.fileinfo(fs, "b.csv", "text/y")[1:] == ("b.csv", "text/y")
+
+    def test_named_file(self):
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            assert FileStorage.fileinfo(f)[1:] == (os.path.basename(f.name), "application/json")
+
+    def test_file_intent_is_taken_as_given(self):
+        intent = FileIntent(b"x", "name.png", "text/plain")
+        assert FileStorage.fileinfo(intent, "other.txt", "image/jpeg") == (b"x", "name.png", "text/plain")
+        assert intent._filename == "name.png" and intent._content_type == "text/plain"
+
+    def test_existing_used_without_filename(self):
+        existing = type("E", (), {"filename": "old.txt", "content_type": "text/old"})()
+        assert FileStorage.fileinfo(b"x", None, "ignored/type", existing) == (b"x", "old.txt", "text/old")
+        assert FileStorage.fileinfo(b"x", None, None, lambda: existing)[1:] == ("old.txt", "text/old")
+
+    def test_existing_ignored_with_filename(self):
+        existing = type("E", (), {"filename": "old.txt", "content_type": "text/old"})()
+        assert FileStorage.fileinfo(b"x", "new.csv", None, existing)[1:] == ("new.csv", "text/csv")
+
+    def test_fileinfo_class(self):
+        assert _FileInfo(b"x", "a.txt").get_info() == (b"x", "a.txt", "text/plain")
+
+
+def test_is_fieldstorage_like():
+    assert _is_fieldstorage_like(FieldStorageLike(b"x", "a"))
+    assert not _is_fieldstorage_like(io.BytesIO())
+    fs = FieldStorageLike(b"x", "a")
+    fs.file = None
+    assert not _is_fieldstorage_like(fs)
+
+
+class TestFileFromContent:
+    def test_bytes(self):
+        must_close, f = file_from_content(b"hello")
+        assert must_close is True
+        assert f.read() == b"hello"
+        f.close()
+
+    def test_file_is_rewound(self):
+        src = io.BytesIO(b"hello")
+        src.read()
+        must_close, f = file_from_content(src)
+        assert (must_close, f.read()) == (False, b"hello")
+
+    def test_fieldstorage(self):
+        fs = FieldStorageLike(b"data", "a.txt")
+        assert file_from_content(fs) == (False, fs.file)
+
+    def test_file_intent_bytes(self):
+        must_close, f = file_from_content(FileIntent(b"abc", "a", "b"))
+        assert (must_close, f.read()) == (True, b"abc")
+
+    def test_file_intent_file(self):
+        src = io.BytesIO(b"abc")
+        assert file_from_content(FileIntent(src, "a", "b")) == (False, src)
+
+    def test_stored_file_is_spooled(self):
+        storage = MemoryFileStorage()
+        stored = storage.get(storage.create(b"stored"))
+        must_close, f = file_from_content(stored)
+        assert (must_close, f.read()) == (True, b"stored")
+
+    def test_non_seekable_is_spooled(self):
+        must_close, f = file_from_content(NonSeekableStream(b"x" * 3000000))
+        assert must_close is True
+        assert f.read() == b"x" * 3000000
+
+    def test_str_is_refused(self):
+        with pytest.raises(TypeError, match="Only bytes can be stored"):
+            file_from_content("text")
+
+
+class TestCopyStream:
+    def test_user_space_copy(self):
+        dst = io.BytesIO()
+        assert utils.copy_stream(NonSeekableStream(b"abc" * 100000), dst, chunk_size=1000) == 300000
+        assert dst.getvalue() == b"abc" * 100000
+
+    def test_read_only_objects(self):
+        class ReadOnly:
+            def __init__(self):
+                self.src = io.BytesIO(b"q" * 5000)
+
+            def read(self, n=-1):
+                return self.src.read(n)
+
+        dst = io.BytesIO()
+        assert utils.copy_stream(ReadOnly(), dst, chunk_size=1000) == 5000
+
+    def test_text_is_refused(self):
+        with pytest.raises(TypeError):
+            utils.copy_stream(io.StringIO("text"), io.BytesIO())
+
+    def test_kernel_copy_falls_back(self, tmp_path):
+        src_path = tmp_path / "src"
+        src_path.write_bytes(b"k" * 100000)
+        with open(src_path, "rb") as src, open(tmp_path / "dst", "wb") as dst:
+            with mock.patch("os.copy_file_range", side_effect=OSError("unsupported"), create=True):
+                assert utils.copy_stream(src, dst) == 100000
+        assert (tmp_path / "dst").read_bytes() == b"k" * 100000
+
+    def test_spooled_file_is_not_forced_to_disk(self):
+        spooled = tempfile.SpooledTemporaryFile(1024 * 1024)
+        spooled.write(b"s" * 1000)
+        spooled.seek(0)
+        dst = io.BytesIO()
+        utils.copy_stream(spooled, dst)
+        assert dst.getvalue() == b"s" * 1000
+        assert not spooled._rolled
+
+
+def test_check_content():
+    utils.check_content(b"x")
+    utils.check_content(io.BytesIO())
+    with pytest.raises(TypeError, match="Only bytes can be stored, not unicode"):
+        utils.check_content("x")
+    with pytest.raises(TypeError, match="content must be bytes or a file object"):
+        utils.check_content(42)
+
+
+def test_new_uuid_is_random_and_valid():
+    ids = {utils.new_uuid() for _ in range(100)}
+    assert len(ids) == 100
+    for i in ids:
+        utils.check_uuid(i)

@@ -1,0 +1,195 @@
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from depot import manager
+from depot.io.local import LocalFileStorage
+from depot.io.memory import MemoryFileStorage
+from depot.manager import DepotManager, DepotNotFoundError
+
+
+@pytest.fixture(autouse=True)
+def clean_manager():
+    DepotManager._clear()
+    yield
+    DepotManager._clear()
+
+
+def test_module_aliases():
+    assert manager.get_depot == DepotManager.get
+    assert manager.get_file == DepotManager.get_file
+    assert manager.configure == DepotManager.configure
+    assert manager.set_default == DepotManager.set_default
+
+
+def test_first_configured_is_default(tmp_path):
+    first = DepotManager.configure("first", {"depot.storage_path": str(tmp_path)})
+    DepotManager.configure("second", {"depot.backend": "depot.io.memory.MemoryFileStorage"})
+    assert isinstance(first, LocalFileStorage)
+    assert DepotManager.get_default() == "first"
+    assert DepotManager.get() is first
+    assert isinstance(DepotManager.get("second"), MemoryFileStorage)
+
+
+def test_short_backend_names():
+    assert isinstance(DepotManager.configure("m", {"depot.backend": "memory"}), MemoryFileStorage)
+
+
+def test_configure_twice():
+    DepotManager.configure("x", {"depot.backend": "memory"})
+    with pytest.raises(RuntimeError, match="Depot x has already been configured"):
+        DepotManager.configure("x", {"depot.backend": "memory"})
+
+
+def test_failed_configure_leaves_nothing():
+    with pytest.raises(TypeError):
+        DepotManager.configure("broken", {})  # local storage needs storage_path
+    with pytest.raises(RuntimeError, match="No depots have been configured!"):
+        DepotManager.get_default()
+    assert DepotManager.get("broken") is None
+
+
+def test_custom_prefix(tmp_path):
+    storage = DepotManager.configure(
+        "p", {"app.files.backend": "depot.io.local.LocalFileStorage", "app.files.storage_path": str(tmp_path),
+              "depot.other": "ignored"}, prefix="app.files."
+    )
+    assert storage.storage_path == str(tmp_path)
+
+
+def test_from_config_does_not_register():
+    storage = DepotManager.from_config({"depot.backend": "memory"})
+    assert isinstance(storage, MemoryFileStorage)
+    assert DepotManager._depots == {}
+    assert DepotManager.from_config({"depot.backend": "memory"}) is not storage
+
+
+def test_unknown_backend_messages():
+    with pytest.raises(ValueError, match="Unknown storage backend"):
+        DepotManager.configure("u", {"depot.backend": "nosuch"})
+    with pytest.raises(ImportError):
+        DepotManager.configure("u", {"depot.backend": "nosuch.module.Storage"})
+    with pytest.raises(ImportError, match="has no storage class"):
+        DepotManager.configure("u", {"depot.backend": "depot.io.memory.Nope"})
+
+
+def test_get_unknown_is_none():
+    DepotManager.configure("x", {"depot.backend": "memory"})
+    assert DepotManager.get("unknown") is None
+
+
+def test_get_default_without_depots():
+    with pytest.raises(RuntimeError, match="No depots have been configured!"):
+        DepotManager.get()
+
+
+def test_set_default():
+    DepotManager.configure("a", {"depot.backend": "memory"})
+    DepotManager.configure("b", {"depot.backend": "memory"})
+    DepotManager.set_default("b")
+    assert DepotManager.get_default() == "b"
+    with pytest.raises(RuntimeError, match="nope depot has not been configured"):
+        DepotManager.set_default("nope")
+
+
+def test_set_default_accepts_alias():
+    DepotManager.configure("a", {"depot.backend": "memory"})
+    DepotManager.configure("b", {"depot.backend": "memory"})
+    DepotManager.alias("current", "b")
+    DepotManager.set_default("current")
+    assert DepotManager.get_default() == "b"
+
+
+def test_aliases():
+    a = DepotManager.configure("a", {"depot.backend": "memory"})
+    b = DepotManager.configure("b", {"depot.backend": "memory"})
+    DepotManager.alias("live", "a")
+    assert DepotManager.get("live") is a
+    assert DepotManager.resolve_alias("live") == "a"
+    DepotManager.alias("live", "b")
+    assert DepotManager.get("live") is b
+    with pytest.raises(ValueError, match="You can only alias an existing storage, live not found"):
+        DepotManager.alias("other", "live")
+    with pytest.raises(ValueError, match="Cannot use an existing storage name as an alias"):
+        DepotManager.alias("a", "b")
+    assert DepotManager.resolve_alias("unknown") is None
+
+
+def test_get_file():
+    storage = DepotManager.configure("files", {"depot.backend": "memory"})
+    file_id = storage.create(b"content")
+    assert DepotManager.get_file("files/%s" % file_id).read() == b"content"
+    with pytest.raises(IOError):
+        DepotManager.get_file("files/%s" % "00000000-0000-0000-0000-000000000000")
+
+
+def test_get_file_unknown_depot():
+    with pytest.raises(DepotNotFoundError, match="nodepot"):
+        DepotManager.get_file("nodepot/123")
+    with pytest.raises(AttributeError):  # what filedepot raised: existing handlers keep working
+        DepotManager.get_file("nodepot/123")
+
+
+def test_middleware_registry():
+    with pytest.raises(RuntimeError, match="No WSGI middleware currently registered"):
+        DepotManager.get_middleware()
+
+    class Mw:
+        def url_for(self, path):
+            return "/m/" + path
+
+    mw = Mw()
+    DepotManager.set_middleware(mw)
+    assert DepotManager.get_middleware() is mw
+    assert DepotManager.url_for("a/b") == "/m/a/b"
+    with pytest.raises(RuntimeError, match="There is already a WSGI middleware registered"):
+        DepotManager.set_middleware(Mw())
+
+
+def test_clear():
+    DepotManager.configure("a", {"depot.backend": "memory"})
+    DepotManager.alias("b", "a")
+    DepotManager._clear()
+    assert (DepotManager._default_depot, DepotManager._depots, DepotManager._aliases,
+            DepotManager._middleware) == (None, {}, {}, None)
+
+
+def test_concurrent_configure_is_safe():
+    errors = []
+
+    def worker(i):
+        try:
+            DepotManager.configure("d%d" % (i % 5), {"depot.backend": "memory"})
+        except RuntimeError:
+            errors.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(DepotManager._depots) == 5
+    assert len(errors) == 45
+
+
+def test_core_imports_without_optional_libraries():
+    """`import depot` and the core modules need none of the optional libraries."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'boto3','botocore','boto','pymongo','gridfs','bson','google',"
+        "'sqlalchemy','ming','PIL','webob'}:\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import depot, depot.utils, depot.manager, depot.io.utils, depot.io.local, depot.io.memory\n"
+        "from depot.manager import DepotManager\n"
+        "try:\n"
+        "    DepotManager.configure('s3', {'depot.backend': 'depot.io.boto3.S3Storage'})\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install 'depot[s3]'" in out

@@ -1,0 +1,36 @@
+"""The README's two commands, .ci/run and the packaging metadata stay in step."""
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def readme_commands():
+    text = (ROOT / "README.rst").read_text()
+    return re.findall(r"^    (python3 -m venv .*)$", text, flags=re.M)[:2]
+
+
+def test_readme_starts_with_two_commands():
+    text = (ROOT / "README.rst").read_text()
+    head = text[: text.index("----")]
+    commands = readme_commands()
+    assert len(commands) == 2
+    assert all(cmd in head for cmd in commands)
+    assert "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert readme_commands()[1] in ci.splitlines()
+    assert "DEPOT_TEST_REQUIRE_SERVERS=1" in ci
+
+
+def test_py_typed_is_shipped():
+    assert (ROOT / "depot" / "py.typed").exists()
+    assert 'depot = ["py.typed"]' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_version():
+    import depot
+
+    assert re.match(r"\d+\.\d+", depot.__version__)
