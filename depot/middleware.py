@@ -1,0 +1,360 @@
+"""WSGI middleware serving stored files under a mountpoint (filedepot-compatible).
+
+``DepotMiddleware(app)`` answers ``GET``/``HEAD`` for ``/depot/<storage>/<id>``
+and passes everything else to ``app``.  The HTTP rules (conditional requests,
+ranges, ETags, safe content types, signed links) live in :mod:`depot.serving`;
+this module only adapts them to WSGI and picks the cheapest way to send the
+bytes: the server's ``wsgi.file_wrapper`` over a real file (sendfile), an
+offload header for the front server, or chunks read from the storage.
+"""
+from __future__ import annotations
+
+import html
+import os
+from datetime import datetime
+from typing import IO, Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from urllib.parse import quote
+
+from depot.io.interfaces import StoredFile
+from depot.manager import DepotManager
+from depot.serving.caching import cache_headers
+from depot.serving.conditional import Outcome, evaluate_preconditions
+from depot.serving.content import InlinePolicy
+from depot.serving.dates import parse_http_date
+from depot.serving.etags import make_etag
+from depot.serving.offload import AccelMapping, Offload
+from depot.serving.paths import is_under_mount, mount_prefix, split_file_path
+from depot.serving.plan import FileFacts, plan_response
+from depot.serving.signing import LinkSigner
+from depot.utils import asbool, asint, http_date, utcnow_naive
+
+__all__ = ["DepotMiddleware", "FileServeApp"]
+
+#: Chunk handed to ``wsgi.file_wrapper`` and read from storages (256 KiB).
+_BLOCK_SIZE = 4096 * 64
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
+
+
+class _FileIter:
+    """Iterates over ``file`` in ``block_size`` chunks; :meth:`close` closes it.
+
+    The fallback ``wsgi.file_wrapper`` (PEP 3333's interface), also installed
+    in the environ by ``replace_wsgi_filewrapper=True``.
+    """
+
+    def __init__(self, file: Any, block_size: int = _BLOCK_SIZE) -> None:
+        self.file = file
+        self.block_size = block_size
+
+    def __iter__(self) -> "_FileIter":
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = self.file.read(self.block_size)
+        if not chunk:
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _RangeIter:
+    """The bytes ``[start, stop)`` of a StoredFile, through its ``iter_range``."""
+
+    def __init__(self, file: StoredFile, start: int, stop: Optional[int]) -> None:
+        self.file = file
+        self._chunks = file.iter_range(start, stop, _BLOCK_SIZE)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _BoundedFile:
+    """A real file positioned at a range's start that reads no further than its end.
+
+    It keeps ``fileno()``, so a server with sendfile still uses it: gunicorn
+    sends ``Content-Length`` bytes from the current offset.  Servers that
+    read instead get exactly the range from :meth:`read`.
+    """
+
+    def __init__(self, real: IO[bytes], length: int) -> None:
+        self._real = real
+        self._left = length
+        self.fileno = real.fileno
+        self.close = real.close
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        chunk = self._real.read(size)
+        self._left -= len(chunk)
+        return chunk
+
+
+def _html(start_response: StartResponse, status: str, message: str, headers: List[Tuple[str, str]] = ()) -> List[bytes]:
+    body = ("<html><head><title>%s</title></head><body><h1>%s</h1></body></html>" % (status, message)).encode()
+    start_response(status, [*headers, ("Content-Type", "text/html"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _not_found(start_response: StartResponse) -> List[bytes]:
+    return _html(start_response, "404 Not Found", "File Not Found")
+
+
+_ERROR_MESSAGES = {
+    "400 Bad Request": "Bad Request",
+    "403 Forbidden": "Forbidden",
+    "412 Precondition Failed": "Precondition Failed",
+    "416 Range Not Satisfiable": "Range Not Satisfiable",
+}
+
+
+class FileServeApp:
+    """A WSGI application answering a GET or HEAD for one stored file.
+
+    Keeps filedepot's constructor, attributes (``file``, ``filename``,
+    ``last_modified``, ``content_length``, ``content_type``,
+    ``cache_expires``, ``replace_wsgi_filewrapper``) and helper methods.  The
+    keyword-only options are set by :class:`DepotMiddleware`.
+    """
+
+    def __init__(
+        self,
+        storedfile: StoredFile,
+        cache_max_age: int,
+        replace_wsgi_filewrapper: bool = False,
+        *,
+        inline_policy: Optional[InlinePolicy] = None,
+        offload: Optional[Offload] = None,
+        link_remaining: Optional[int] = None,
+    ) -> None:
+        self.file = storedfile
+        self.filename = storedfile.filename
+        self.last_modified = storedfile.last_modified
+        self.content_length = storedfile.content_length
+        self.content_type = storedfile.content_type
+        self.cache_expires = cache_max_age
+        self.replace_wsgi_filewrapper = replace_wsgi_filewrapper
+        self._policy = inline_policy if inline_policy is not None else _DEFAULT_POLICY
+        self._offload = offload
+        self._link_remaining = link_remaining
+
+    def generate_etag(self) -> str:
+        """The file's entity-tag (see :func:`depot.serving.etags.make_etag`).
+
+        filedepot's was ``"<last_modified>-<content_length>"``, which has a
+        space (invalid) and misses changes within one second.
+        """
+        f = self.file
+        return make_etag(f.file_id, getattr(f, "version", None), self.last_modified, self.content_length)
+
+    def parse_date(self, value: str) -> datetime:
+        """Parse an HTTP date to naive UTC; ``RuntimeError`` if it is not one.
+
+        ``self`` is unused: filedepot's tests call ``FileServeApp.parse_date(None, value)``.
+        """
+        try:
+            return parse_http_date(value)
+        except (TypeError, ValueError) as exc:
+            raise RuntimeError("Invalid HTTP date %r" % (value,)) from exc
+
+    @classmethod
+    def make_date(cls, d: Union[datetime, float, None]) -> str:
+        """An RFC 1123 date from a naive-UTC datetime or an epoch number (``None``: now)."""
+        return http_date(d)
+
+    def has_been_modified(self, environ: dict, etag: str, last_modified: Optional[datetime]) -> bool:
+        """Whether ``If-None-Match``/``If-Modified-Since`` let the file be sent again.
+
+        ``If-None-Match`` takes lists, weak tags and ``*``; when present,
+        ``If-Modified-Since`` is ignored.  ``RuntimeError`` for a malformed
+        ``If-Modified-Since`` (the middleware answers 400).
+        """
+        outcome = evaluate_preconditions(
+            etag,
+            last_modified,
+            if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
+            if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),
+        )
+        if outcome is Outcome.BAD_REQUEST:
+            raise RuntimeError("Invalid If-Modified-Since %r" % (environ.get("HTTP_IF_MODIFIED_SINCE"),))
+        return outcome is not Outcome.NOT_MODIFIED
+
+    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        f = self.file
+        real = None
+        handed_over = None  # the resource the returned body closes
+        try:
+            if self.replace_wsgi_filewrapper:
+                environ["wsgi.file_wrapper"] = _FileIter
+            size = self.content_length
+            if environ.get("REQUEST_METHOD") == "GET":
+                # Opened before deciding, so that the length announced is the
+                # length of the very bytes sent even if a write lands meanwhile.
+                real = f.real_file()
+                if real is not None:
+                    size = os.fstat(real.fileno()).st_size
+            facts = FileFacts(self.generate_etag(), self.last_modified, size, self.content_type, self.filename)
+            cache_control, expires = cache_headers(self.cache_expires, self._link_remaining)
+            now = utcnow_naive()
+            plan = plan_response(environ, facts, cache_control, expires, self._policy, now)
+            if plan.status in _ERROR_MESSAGES:
+                return _html(start_response, plan.status, _ERROR_MESSAGES[plan.status], plan.headers)
+            if plan.status[0] == "2" and self._offload:
+                if real is None:
+                    real = f.real_file()
+                target = None if real is None else self._offload.header_for(real.name)
+                if target is not None:
+                    # The front server applies Range itself and computes the length.
+                    plan = plan_response(environ, facts, cache_control, expires, self._policy, now, ranges=False)
+                    headers = [h for h in plan.headers if h[0] != "Content-Length"]
+                    start_response(plan.status, headers + [target])
+                    return []
+            start_response(plan.status, plan.headers)
+            if plan.body is None:
+                return []
+            start, stop = plan.body
+            wrapper = environ.get("wsgi.file_wrapper", _FileIter)
+            if real is not None:
+                handed_over = real
+                if start:
+                    real.seek(start)
+                return wrapper(real if stop == size else _BoundedFile(real, stop - start), _BLOCK_SIZE)
+            handed_over = f
+            if start == 0 and stop == size:
+                return wrapper(f, _BLOCK_SIZE)
+            return _RangeIter(f, start, stop)
+        finally:
+            for resource in (real, f):
+                if resource is not None and resource is not handed_over:
+                    resource.close()
+
+
+_DEFAULT_POLICY = InlinePolicy()
+
+
+def _safe_location(url: str) -> str:
+    # A URL from a storage goes into a header: percent-encode anything that is
+    # not printable ASCII (existing escapes are kept) so it cannot split it.
+    return quote(url, safe="!#$%&'()*+,/:;=?@[]~-._")
+
+
+def _as_types(value: Union[None, str, Iterable[str]]) -> Tuple[str, ...]:
+    if not value:
+        return ()
+    if isinstance(value, str):
+        return tuple(item for item in value.replace(",", " ").split() if item)
+    return tuple(value)
+
+
+class DepotMiddleware:
+    """Serves the files of every configured storage under ``mountpoint``.
+
+    ``GET``/``HEAD`` of ``<mountpoint>/<storage>/<file id>`` answers the file
+    (or a redirect to its public URL); every other request goes to ``app``.
+    The first four arguments are filedepot's; string values (from INI files)
+    are accepted for every option.  The keyword-only options:
+
+    ``inline_types``
+        media types (``type/sub`` or ``type/*``) served inline even though a
+        browser would run them (HTML, SVG, XML, JavaScript...), which are
+        otherwise served as attachments with ``Content-Security-Policy: sandbox``.
+    ``x_sendfile``
+        answer local files with an ``X-Sendfile`` header and no body, for
+        Apache's mod_xsendfile or lighttpd.
+    ``x_accel_redirect``
+        ``{directory: internal location}`` (or ``"DIR=LOCATION, ..."``): answer
+        local files below ``directory`` with nginx's ``X-Accel-Redirect``.
+    ``secret``, ``link_lifetime``
+        with a secret, :meth:`url_for` gives links valid for ``link_lifetime``
+        seconds (default one hour), and files are only served through such
+        links: an expired, altered or missing signature answers 403.
+    """
+
+    def __init__(
+        self,
+        app: Optional[WSGIApp],
+        mountpoint: str = "/depot",
+        cache_max_age: int = 3600 * 24 * 7,
+        replace_wsgi_filewrapper: bool = False,
+        *,
+        inline_types: Union[None, str, Iterable[str]] = None,
+        x_sendfile: bool = False,
+        x_accel_redirect: AccelMapping = None,
+        secret: Union[None, str, bytes] = None,
+        link_lifetime: int = 3600,
+    ) -> None:
+        self.app = app
+        self.mountpoint = mountpoint
+        self._prefix = mount_prefix(mountpoint)
+        self.cache_max_age = asint(cache_max_age, "cache_max_age")
+        self.replace_wsgi_filewrapper = asbool(replace_wsgi_filewrapper)
+        self.inline_policy = InlinePolicy(_as_types(inline_types))
+        offload = Offload(asbool(x_sendfile), x_accel_redirect)
+        self.offload = offload if offload else None
+        self.signer = LinkSigner(secret, asint(link_lifetime, "link_lifetime")) if secret else None
+
+    def url_for(self, path: str) -> str:
+        """The URL of ``'<storage>/<file id>'`` (signed when a secret is configured)."""
+        url = "%s/%s" % (self._prefix, path)
+        if self.signer is not None:
+            url = "%s?%s" % (url, self.signer.sign(path))
+        return url
+
+    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD") or not is_under_mount(path, self._prefix):
+            return self.app(environ, start_response)
+        target = split_file_path(path, self._prefix)
+        if target is None:
+            return _not_found(start_response)
+        depot_name, file_id = target
+        remaining = None
+        if self.signer is not None:
+            signed_path = ("%s/%s" % target).encode("latin-1", "replace")
+            remaining = self.signer.remaining(signed_path, environ.get("QUERY_STRING", ""))
+            if remaining is None:
+                return _html(start_response, "403 Forbidden", "Forbidden")
+        depot = DepotManager.get(depot_name)
+        if depot is None:
+            return _not_found(start_response)
+        try:
+            f = depot.get(file_id)
+        except (IOError, ValueError):
+            return _not_found(start_response)
+        try:
+            public_url = f.public_url
+        except BaseException:
+            f.close()
+            raise
+        if public_url is not None:
+            f.close()
+            return self._redirect(start_response, public_url, f.public_url_signed)
+        return FileServeApp(
+            f,
+            self.cache_max_age,
+            self.replace_wsgi_filewrapper,
+            inline_policy=self.inline_policy,
+            offload=self.offload,
+            link_remaining=remaining,
+        )(environ, start_response)
+
+    @staticmethod
+    def _redirect(start_response: StartResponse, url: str, signed: bool) -> List[bytes]:
+        """301 to a permanent public URL (as filedepot); 302 to a signed, expiring one."""
+        location = _safe_location(url)
+        if signed:
+            status, extra = "302 Found", [("Cache-Control", "no-store")]
+        else:
+            status, extra = "301 Moved Permanently", []
+        body = ('<html><body>Moved to <a href="%s">%s</a></body></html>' % ((html.escape(location),) * 2)).encode()
+        headers = [("Content-Type", "text/html"), ("Location", location), *extra, ("Content-Length", str(len(body)))]
+        start_response(status, headers)
+        return [body]

@@ -1,0 +1,129 @@
+"""The decision for one GET or HEAD of a stored file: status, headers and bytes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import List, Mapping, Optional, Tuple
+
+from depot.utils import http_date
+
+from .conditional import Outcome, evaluate_preconditions, if_range_holds
+from .content import SANDBOX_CSP, InlinePolicy, safe_content_type
+from .ranges import UNSATISFIABLE, content_range, parse_range
+
+__all__ = ["FileFacts", "Plan", "plan_response"]
+
+Headers = List[Tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What the HTTP rules need to know about a stored file."""
+
+    etag: str
+    last_modified: Optional[datetime]
+    content_length: Optional[int]
+    content_type: Optional[str]
+    filename: Optional[str]
+
+
+@dataclass
+class Plan:
+    """The response to send.
+
+    ``body`` is ``None`` when no content is sent (HEAD, 304, errors with no
+    file content), else the byte range ``(start, stop)`` of the file to send,
+    or ``(0, None)`` for the whole file of unknown size.
+    """
+
+    status: str
+    headers: Headers
+    body: Optional[Tuple[int, Optional[int]]]
+
+
+_STATUS = {
+    Outcome.NOT_MODIFIED: "304 Not Modified",
+    Outcome.BAD_REQUEST: "400 Bad Request",
+    Outcome.PRECONDITION_FAILED: "412 Precondition Failed",
+}
+
+
+def plan_response(
+    environ: Mapping[str, str],
+    facts: FileFacts,
+    cache_control: str,
+    expires: str,
+    policy: InlinePolicy,
+    now: datetime,
+    ranges: bool = True,
+) -> Plan:
+    """Apply RFC 9110 to a GET or HEAD (``environ`` holds its WSGI header keys).
+
+    200 headers keep filedepot's order (``ETag``, ``Cache-Control``,
+    ``Expires``, ``Content-Type``, ``Content-Length``, ``Last-Modified``,
+    ``Content-Disposition``) and add ``Accept-Ranges``,
+    ``X-Content-Type-Options: nosniff`` and, for active content,
+    ``Content-Security-Policy: sandbox``.  A 304 carries the validators and
+    cache headers; 400 and 412 carry none (their bodies are the caller's).
+    ``ranges=False`` ignores ``Range`` (the front server will apply it).
+    ``now`` is a naive UTC time, used by ``If-Range`` dates.
+    """
+    get = environ.get
+    outcome = evaluate_preconditions(
+        facts.etag,
+        facts.last_modified,
+        get("HTTP_IF_MATCH"),
+        get("HTTP_IF_UNMODIFIED_SINCE"),
+        get("HTTP_IF_NONE_MATCH"),
+        get("HTTP_IF_MODIFIED_SINCE"),
+    )
+    last_modified = None if facts.last_modified is None else http_date(facts.last_modified)
+    if outcome is Outcome.NOT_MODIFIED:
+        headers = [("ETag", facts.etag), ("Cache-Control", cache_control), ("Expires", expires)]
+        if last_modified is not None:
+            headers.append(("Last-Modified", last_modified))
+        return Plan(_STATUS[outcome], headers, None)
+    if outcome is not Outcome.PROCEED:
+        return Plan(_STATUS[outcome], [], None)
+
+    size = facts.content_length
+    status, body = "200 OK", (0, size)
+    content_range_value = None
+    range_value = get("HTTP_RANGE") if ranges and get("REQUEST_METHOD") == "GET" else None
+    if range_value is not None:
+        if_range = get("HTTP_IF_RANGE")
+        if if_range is None or if_range_holds(if_range, facts.etag, facts.last_modified, now):
+            wanted = parse_range(range_value, size)
+            if wanted is UNSATISFIABLE:
+                return Plan(
+                    "416 Range Not Satisfiable",
+                    [("Content-Range", "bytes */%d" % size)],
+                    None,
+                )
+            if wanted is not None:
+                status, body = "206 Partial Content", wanted
+                content_range_value = content_range(wanted[0], wanted[1], size)
+
+    content_type, media_type = safe_content_type(facts.content_type)
+    disposition, sandbox = policy.disposition(media_type, facts.filename)
+    headers = [
+        ("ETag", facts.etag),
+        ("Cache-Control", cache_control),
+        ("Expires", expires),
+        ("Content-Type", content_type),
+    ]
+    if size is not None:
+        headers.append(("Content-Length", str(body[1] - body[0])))
+    if content_range_value is not None:
+        headers.append(("Content-Range", content_range_value))
+    if last_modified is not None:
+        headers.append(("Last-Modified", last_modified))
+    headers.append(("Content-Disposition", disposition))
+    if ranges and size is not None:
+        headers.append(("Accept-Ranges", "bytes"))
+    headers.append(("X-Content-Type-Options", "nosniff"))
+    if sandbox:
+        headers.append(("Content-Security-Policy", SANDBOX_CSP))
+    if get("REQUEST_METHOD") == "HEAD":
+        body = None
+    return Plan(status, headers, body)
