@@ -19,7 +19,7 @@ UNSATISFIABLE = _Unsatisfiable()
 # A single range with two 19-digit positions fits many times over; longer
 # headers are ignored unparsed, which bounds the work a request can cause.
 MAX_HEADER_LENGTH = 200
-_SPEC = re.compile(r"[ \t]*(\d*)-(\d*)[ \t]*\Z")
+_SPEC = re.compile(r"[ \t]*([0-9]*)-([0-9]*)[ \t]*\Z")
 _UNIT = re.compile(r"[ \t]*bytes[ \t]*=", re.IGNORECASE)
 
 
