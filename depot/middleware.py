@@ -195,13 +195,18 @@ class FileServeApp:
             if self.replace_wsgi_filewrapper:
                 environ["wsgi.file_wrapper"] = _FileIter
             size = self.content_length
-            if environ.get("REQUEST_METHOD") == "GET":
-                # Opened before deciding, so that the length announced is the
-                # length of the very bytes sent even if a write lands meanwhile.
-                real = f.real_file()
-                if real is not None:
-                    size = os.fstat(real.fileno()).st_size
-            facts = FileFacts(self.generate_etag(), self.last_modified, size, self.content_type, self.filename)
+            try:
+                if environ.get("REQUEST_METHOD") == "GET":
+                    # Opened before deciding, so that the length announced is the
+                    # length of the very bytes sent even if a write lands meanwhile.
+                    real = f.real_file()
+                    if real is not None:
+                        size = os.fstat(real.fileno()).st_size
+                etag = self.generate_etag()
+            except OSError:
+                # Deleted between get() and now: as missing as a failed get().
+                return _not_found(start_response)
+            facts = FileFacts(etag, self.last_modified, size, self.content_type, self.filename)
             cache_control, expires = cache_headers(self.cache_expires, self._link_remaining)
             now = utcnow_naive()
             plan = plan_response(environ, facts, cache_control, expires, self._policy, now)
