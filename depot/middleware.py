@@ -196,7 +196,7 @@ class FileServeApp:
                 environ["wsgi.file_wrapper"] = _FileIter
             size = self.content_length
             try:
-                if environ.get("REQUEST_METHOD") == "GET":
+                if environ.get("REQUEST_METHOD") == "GET" or self._offload:
                     # Opened before deciding, so that the length announced is the
                     # length of the very bytes sent even if a write lands meanwhile.
                     real = f.real_file()
@@ -212,16 +212,16 @@ class FileServeApp:
             plan = plan_response(environ, facts, cache_control, expires, self._policy, now)
             if plan.status in _ERROR_MESSAGES:
                 return _html(start_response, plan.status, _ERROR_MESSAGES[plan.status], plan.headers)
-            if plan.status[0] == "2" and self._offload:
-                if real is None:
-                    real = f.real_file()
-                target = None if real is None else self._offload.header_for(real.name)
-                if target is not None:
-                    # The front server applies Range itself and computes the length.
-                    plan = plan_response(environ, facts, cache_control, expires, self._policy, now, ranges=False)
-                    headers = [h for h in plan.headers if h[0] != "Content-Length"]
-                    start_response(plan.status, headers + [target])
-                    return []
+            target = None
+            if self._offload and real is not None and plan.status[0] == "2":
+                target = self._offload.header_for(real.name)
+            if target is not None:
+                # The front server sends the bytes: it applies Range itself and
+                # computes the length, so neither is decided here.
+                plan = plan_response(environ, facts, cache_control, expires, self._policy, now, ranges=False)
+                headers = [h for h in plan.headers if h[0] != "Content-Length"]
+                start_response(plan.status, headers + [target])
+                return []
             start_response(plan.status, plan.headers)
             if plan.body is None:
                 return []

@@ -1,0 +1,253 @@
+"""DepotMiddleware beyond filedepot: RFC 9110 ranges, preconditions, HEAD, ETags, safe serving."""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from unittest import mock
+
+import pytest
+
+from depot.io.interfaces import StoredFile
+from depot.middleware import _BoundedFile, _FileIter
+from depot.serving.dates import parse_http_date
+
+from .test_middleware_support import (  # noqa: F401  (fixtures)
+    CONTENT,
+    clean_manager,
+    local_storage,
+    make_app,
+    storage,
+)
+
+ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e\x80-\xff]*"\Z')
+
+
+@pytest.fixture
+def served(storage):
+    """(TestApp, url, file id) of a text file holding CONTENT."""
+    fid = storage.create(CONTENT, "file.txt", "text/plain")
+    return make_app(), "/depot/default/%s" % fid, fid
+
+
+@pytest.mark.parametrize(
+    "header, start, stop",
+    [("bytes=0-9", 0, 10), ("bytes=10-", 10, 108), ("bytes=-5", 103, 108), ("bytes=100-500", 100, 108),
+     ("bytes=0-0", 0, 1), ("bytes=107-107", 107, 108)],
+)
+def test_single_range(served, header, start, stop):
+    app, url, _ = served
+    resp = app.get(url, headers={"Range": header}, status=206)
+    assert resp.body == CONTENT[start:stop]
+    assert resp.headers["Content-Range"] == "bytes %d-%d/%d" % (start, stop - 1, len(CONTENT))
+    assert resp.headers["Content-Length"] == str(stop - start)
+    assert resp.headers["Accept-Ranges"] == "bytes"
+
+
+def test_accept_ranges_on_200(served):
+    app, url, _ = served
+    assert app.get(url).headers["Accept-Ranges"] == "bytes"
+
+
+@pytest.mark.parametrize("header", ["bytes=108-", "bytes=1000-2000", "bytes=-0"])
+def test_unsatisfiable(served, header):
+    app, url, _ = served
+    resp = app.get(url, headers={"Range": header}, status=416)
+    assert resp.headers["Content-Range"] == "bytes */108"
+    assert CONTENT not in resp.body
+
+
+@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "bytes=5-1", "pages=1-2", "bytes=x", "bytes=" + "0-0," * 5000])
+def test_ignored_ranges_send_the_whole_file(served, header):
+    app, url, _ = served
+    resp = app.get(url, headers={"Range": header}, status=200)
+    assert resp.body == CONTENT
+
+
+def test_if_range(served):
+    app, url, _ = served
+    first = app.get(url)
+    etag, last_modified = first.headers["ETag"], first.headers["Last-Modified"]
+    assert app.get(url, headers={"Range": "bytes=0-3", "If-Range": etag}).status_int == 206
+    assert app.get(url, headers={"Range": "bytes=0-3", "If-Range": '"stale"'}).body == CONTENT
+    # A date validates only once its second is over (a later write could share it).
+    later = parse_http_date(last_modified) + datetime.timedelta(seconds=5)
+    with mock.patch("depot.middleware.utcnow_naive", return_value=later):
+        assert app.get(url, headers={"Range": "bytes=0-3", "If-Range": last_modified}).status_int == 206
+    assert app.get(url, headers={"Range": "bytes=0-3", "If-Range": "Thu, 01 Jan 1970 00:00:00 GMT"}).status_int == 200
+
+
+@pytest.mark.parametrize("inm", ["{tag}", '"a", {tag}', "W/{tag}", "*", ' "x" ,W/{tag} '])
+def test_if_none_match_forms(served, inm):
+    app, url, _ = served
+    etag = app.get(url).headers["ETag"]
+    resp = app.get(url, headers={"If-None-Match": inm.format(tag=etag)}, status=304)
+    assert resp.body == b""
+    assert set(resp.headers) >= {"ETag", "Cache-Control", "Last-Modified"}
+    assert "Content-Length" not in resp.headers or resp.headers["Content-Length"] == "0"
+
+
+def test_if_none_match_wins_over_if_modified_since(served):
+    app, url, _ = served
+    last_modified = app.get(url).headers["Last-Modified"]
+    resp = app.get(url, headers={"If-None-Match": '"other"', "If-Modified-Since": last_modified})
+    assert resp.status_int == 200 and resp.body == CONTENT
+    # and a malformed If-Modified-Since is then ignored, not a 400
+    assert app.get(url, headers={"If-None-Match": '"other"', "If-Modified-Since": "junk"}).status_int == 200
+
+
+def test_if_match_and_if_unmodified_since(served):
+    app, url, _ = served
+    etag = app.get(url).headers["ETag"]
+    assert app.get(url, headers={"If-Match": etag}).status_int == 200
+    app.get(url, headers={"If-Match": '"other"'}, status=412)
+    app.get(url, headers={"If-Unmodified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"}, status=412)
+
+
+def test_head_same_headers_no_content(served):
+    app, url, _ = served
+    get = app.get(url)
+    with mock.patch.object(StoredFile, "iter_range", side_effect=AssertionError("HEAD read content")), \
+            mock.patch("depot.io.memory.MemoryStoredFile.read", side_effect=AssertionError("HEAD read content")), \
+            mock.patch("depot.io.local.LocalStoredFile.read", side_effect=AssertionError("HEAD read content")), \
+            mock.patch("depot.io.local.LocalStoredFile.real_file", side_effect=AssertionError("HEAD opened content")):
+        head = app.head(url)
+    assert head.body == b""
+    assert head.headerlist == get.headerlist
+
+
+def test_etag_valid_and_changes_within_a_second_with_the_same_length(storage):
+    app = make_app()
+    fid = storage.create(b"aaaa", "file.txt", "text/plain")
+    url = "/depot/default/%s" % fid
+    with mock.patch("depot.io.utils.timestamp", return_value="2026-01-01 00:00:00"):
+        storage.replace(fid, b"bbbb")
+        first = app.get(url)
+        storage.replace(fid, b"cccc")
+        second = app.get(url)
+    assert first.headers["Last-Modified"] == second.headers["Last-Modified"]
+    assert first.headers["Content-Length"] == second.headers["Content-Length"]
+    assert ENTITY_TAG.match(first.headers["ETag"]) and ENTITY_TAG.match(second.headers["ETag"])
+    assert first.headers["ETag"] != second.headers["ETag"]
+    assert second.body == b"cccc"
+    # the stale tag no longer validates: the client gets the new content
+    assert app.get(url, headers={"If-None-Match": first.headers["ETag"]}).body == b"cccc"
+    assert app.get(url, headers={"Range": "bytes=0-1", "If-Range": first.headers["ETag"]}).body == b"cccc"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/javascript", "text/html; charset=utf-8"],
+)
+def test_active_content_is_downloaded_in_a_sandbox(storage, content_type):
+    app = make_app()
+    fid = storage.create(b"<script>alert(1)</script>", "evil.html", content_type)
+    resp = app.get("/depot/default/%s" % fid)
+    assert resp.headers["Content-Disposition"].startswith("attachment;")
+    assert resp.headers["Content-Security-Policy"] == "sandbox"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_inline_types_allow_list(storage):
+    app = make_app(inline_types=["image/svg+xml"])
+    fid = storage.create(b"<svg/>", "a.svg", "image/svg+xml")
+    resp = app.get("/depot/default/%s" % fid)
+    assert resp.headers["Content-Disposition"] == "inline;filename=\"a.svg\";filename*=utf-8''a.svg"
+    assert "Content-Security-Policy" not in resp.headers
+
+
+def test_hostile_metadata_gives_well_formed_headers(storage):
+    app = make_app()
+    fid = storage.create(b"x", 'a"b\r\nSet-Cookie: x=1.txt', "text/plain\r\nX-Evil: 1")
+    resp = app.get("/depot/default/%s" % fid)
+    assert "Set-Cookie" not in resp.headers and "X-Evil" not in resp.headers
+    assert resp.headers["Content-Type"] == "application/octet-stream"
+    assert len(resp.headers.getall("Content-Disposition")) == 1
+    assert resp.headers["Content-Disposition"].startswith('inline;filename="a\\"bSet-Cookie: x=1.txt";')
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/depot/default/..%2F..%2Fetc%2Fpasswd", "/depot/default/../../etc/passwd", "/depot/default/%2e%2e",
+     "/depot/default/..", "/depot/x/default/{id}", "/depot/default/{id}/", "/depot/default/{id}/file",
+     "/depot/default/{id}/metadata.json", "/depot/default/" + "a" * 5000, "/depot/default/%00",
+     "/depot/default/%C3%A9", "/depot//default/{id}", "/depot/default//{id}"],
+)
+def test_odd_paths_are_clean_404s(served, path):
+    app, _, fid = served
+    resp = app.get(path.format(id=fid), status=404, expect_errors=True)
+    assert resp.status == "404 Not Found"
+    assert CONTENT not in resp.body
+
+
+def test_memory_ranges_use_iter_range_not_read(storage):
+    """Ranges are read with iter_range; nothing before the range is read."""
+    app = make_app()
+    fid = storage.create(CONTENT, "file.txt", "text/plain")
+    seen = []
+    original = type(storage.get(fid)).iter_range
+
+    def spy(self, start=0, stop=None, chunk_size=1):
+        seen.append((start, stop))
+        return original(self, start, stop, chunk_size)
+
+    with mock.patch.object(type(storage.get(fid)), "iter_range", spy), \
+            mock.patch.object(type(storage.get(fid)), "real_file", lambda self: None), \
+            mock.patch.object(type(storage.get(fid)), "read", side_effect=AssertionError("read from the start")):
+        assert app.get("/depot/default/%s" % fid, headers={"Range": "bytes=50-59"}).body == CONTENT[50:60]
+    assert seen == [(50, 60)]
+
+
+def test_local_files_go_to_the_file_wrapper_as_real_files(local_storage):
+    """Zero-copy: the server's wrapper gets an OS file positioned at the range start."""
+    fid = local_storage.create(CONTENT, "file.txt", "text/plain")
+    handed = []
+
+    class Wrapper(_FileIter):
+        def __init__(self, filelike, block_size):
+            handed.append((filelike, os.lseek(filelike.fileno(), 0, os.SEEK_CUR)))
+            super().__init__(filelike, block_size)
+
+    app = make_app()
+    app.extra_environ = {"wsgi.file_wrapper": Wrapper}
+    url = "/depot/default/%s" % fid
+    assert app.get(url).body == CONTENT
+    assert app.get(url, headers={"Range": "bytes=100-"}).body == CONTENT[100:]
+    assert app.get(url, headers={"Range": "bytes=10-19"}).body == CONTENT[10:20]
+    (full, at0), (tail, at100), (middle, at10) = handed
+    assert at0 == 0 and at100 == 100 and at10 == 10
+    assert not isinstance(full, _BoundedFile) and not isinstance(tail, _BoundedFile)
+    assert isinstance(middle, _BoundedFile)
+    assert all(f.closed for f, _ in [(full, 0), (tail, 0)])
+
+
+def test_bounded_file_reads_only_its_range(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(CONTENT)
+    real = open(path, "rb")
+    real.seek(10)
+    bounded = _BoundedFile(real, 5)
+    assert bounded.fileno() == real.fileno()
+    assert bounded.read(3) == CONTENT[10:13]
+    assert bounded.read() == CONTENT[13:15]
+    assert bounded.read(100) == b""
+    bounded.close()
+    assert real.closed
+
+
+def test_length_comes_from_the_opened_file(local_storage):
+    """If the content changes after the metadata was read, the length sent matches the bytes sent."""
+    app = make_app()
+    fid = local_storage.create(b"short", "file.txt", "text/plain")
+    from depot.io.local import LocalStoredFile
+
+    original_real_file = LocalStoredFile.real_file
+
+    def replaced_meanwhile(self):
+        local_storage.replace(fid, b"a much longer content")
+        return original_real_file(self)
+
+    with mock.patch.object(LocalStoredFile, "real_file", replaced_meanwhile):
+        resp = app.get("/depot/default/%s" % fid)
+    assert resp.body == b"a much longer content"
+    assert resp.headers["Content-Length"] == str(len(resp.body))
