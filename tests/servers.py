@@ -187,6 +187,8 @@ def _launch_seaweedfs(weed: Path, process: ServerProcess) -> S3Server:
         "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={s3_config}",
         f"-s3.localSocket={process.workdir / 's3.sock'}",
         "-s3.port.iceberg=0", "-s3.port.lance=0",
+        # Refuse to delete a non-empty bucket, as AWS does.
+        "-s3.allowDeleteBucketNotEmpty=false",
     ])
     endpoint = f"http://{LOOPBACK}:{s3}"
     process.wait_until(lambda: _seaweedfs_ready(f"http://{LOOPBACK}:{master}", endpoint), STARTUP_TIMEOUT)

@@ -49,6 +49,21 @@ def test_seaweedfs_put_get(seaweedfs_server: servers.S3Server) -> None:
     assert ranged["Body"].read() == payload[10:20]
 
 
+def test_seaweedfs_keeps_non_empty_buckets(seaweedfs_server: servers.S3Server) -> None:
+    # Configured like AWS, unlike SeaweedFS's default.
+    from botocore.exceptions import ClientError
+
+    s3 = _s3_client(seaweedfs_server)
+    bucket = servers.unique_name()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    with pytest.raises(ClientError) as refused:
+        s3.delete_bucket(Bucket=bucket)
+    assert refused.value.response["Error"]["Code"] == "BucketNotEmpty"
+    s3.delete_object(Bucket=bucket, Key="k")
+    s3.delete_bucket(Bucket=bucket)
+
+
 def test_seaweedfs_checks_signatures(seaweedfs_server: servers.S3Server) -> None:
     from botocore.exceptions import ClientError
 
