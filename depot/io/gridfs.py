@@ -1,0 +1,578 @@
+"""A storage in MongoDB GridFS, compatible with the layout filedepot 0.12 writes.
+
+Each file is a standard GridFS file: a document in ``<collection>.files``
+whose ``_id`` is the file id (an ObjectId, given out as 24 hex characters),
+with ``filename``, ``contentType``, ``length``, ``chunkSize``, ``uploadDate``
+and depot's extra ``last_modified``; its bytes are the ``<collection>.chunks``
+documents with that ``files_id``.  Any GridFS tool (and filedepot) reads what
+this storage writes, and this storage reads files other tools wrote.
+
+Content moves in chunks both ways, so memory stays bounded by a few chunks
+whatever the file size.
+
+Replacing without a window.  GridFS cannot change a file in one operation, so
+:meth:`GridFSStorage.replace` works in steps that readers can follow:
+
+1. the new chunks are written under a fresh id ``T`` and tagged ``_depot_gen: T``
+   (a failure here deletes them and leaves the file untouched);
+2. one atomic update of the files document records ``_depot_replacing:
+   {gen: T, doc: <new files document>}``: from this point readers see the new
+   version, and everything needed to finish the swap is in the database;
+3. the old chunks are deleted, the new ones moved under the file's id, and the
+   files document replaced by the new one (which keeps ``_depot_gen: T``).
+
+Step 3 is idempotent: a writer that finds a swap left unfinished for a minute
+(a crashed process) completes it before starting its own.  Readers check the
+generation tag of every chunk against the version they started with, so they
+never mix two versions: a read that has not delivered anything yet restarts on
+the new version; one caught halfway raises :class:`IOError`.
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import re
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+
+from depot._optional import require
+from depot.io import utils
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
+from depot.io.utils import check_content
+from depot.utils import asint
+
+pymongo = require("pymongo", "gridfs", "depot.io.gridfs.GridFSStorage")
+gridfs = require("gridfs", "gridfs", "depot.io.gridfs.GridFSStorage")
+bson = require("bson", "gridfs", "depot.io.gridfs.GridFSStorage")
+from pymongo.errors import ConnectionFailure, DuplicateKeyError  # noqa: E402
+
+__all__ = ["GridFSStoredFile", "GridFSStorage"]
+
+ObjectId = bson.ObjectId
+
+#: GridFS's own default chunk size (255 KiB, so a chunk document stays under 256 KiB).
+GRIDFS_CHUNK_SIZE = 255 * 1024
+#: Bytes of chunks sent in one insert or fetched in one cursor batch: large
+#: enough to amortise round trips, small enough to keep memory flat.
+BATCH_BYTES = 4 * 1024 * 1024
+#: Database used when the URI names none (filedepot 0.12 refused such URIs).
+DEFAULT_DATABASE = "filedepot"
+#: An unfinished swap older than this is taken over by the next writer.
+STALE_SWAP_SECONDS = 60.0
+#: How long a replace waits for another writer's swap of the same file.
+SWAP_WAIT_SECONDS = 30.0
+#: How many times a read that has delivered nothing restarts on a newer version.
+READ_RESTARTS = 20
+
+_GEN = "_depot_gen"
+_PENDING = "_depot_replacing"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check_file_id(file_id: Any) -> Any:
+    """The ObjectId for ``file_id``; ``ValueError('Invalid file id ...')`` if it is not one."""
+    if isinstance(file_id, ObjectId):
+        return file_id
+    try:
+        if not isinstance(file_id, str):
+            raise TypeError(file_id)
+        return ObjectId(file_id)
+    except (TypeError, bson.errors.InvalidId):
+        raise ValueError("Invalid file id %s" % (file_id,)) from None
+
+
+def _redact(uri: str) -> str:
+    """``uri`` with any password replaced, fit for error messages and logs."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", uri)
+
+
+class _Superseded(Exception):
+    """The version being read is no longer (fully) stored: the file was replaced or deleted."""
+
+
+class _Version:
+    """One stored version of a file, as resolved from its files document.
+
+    During a swap (step 2 above) the version is the pending one, whose chunks
+    are found under either the temporary id or the file's id.
+    """
+
+    def __init__(self, file_id: Any, files_doc: Dict[str, Any]) -> None:
+        pending = files_doc.get(_PENDING)
+        if pending:
+            self.doc: Dict[str, Any] = pending["doc"]
+            self.sources = [file_id, pending["gen"]]
+        else:
+            self.doc = files_doc
+            self.sources = [file_id]
+        self.file_id = file_id
+        self.gen = self.doc.get(_GEN)
+        self.length = int(self.doc.get("length") or 0)
+        self.chunk_size = int(self.doc.get("chunkSize") or GRIDFS_CHUNK_SIZE)
+        self.chunk_count = -(-self.length // self.chunk_size)
+
+    @property
+    def token(self) -> str:
+        """Unique per write: the generation, or for files not replaced by depot id and upload time."""
+        uploaded = self.doc.get("uploadDate")
+        stamp = 0
+        if isinstance(uploaded, datetime.datetime):
+            # pymongo hands back naive UTC datetimes: never let the local zone in.
+            stamp = int(uploaded.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
+        return "%s-%x-%x" % (self.gen or self.file_id, stamp, self.length)
+
+    def expected_size(self, n: int) -> int:
+        return self.chunk_size if n < self.chunk_count - 1 else self.length - n * self.chunk_size
+
+    def iter_chunks(self, chunks: Any, first: int) -> Iterator[bytes]:
+        """Yield the data of chunks ``first``, ``first + 1``... of this version.
+
+        Raises :class:`_Superseded` when a chunk of this version is not found
+        (the file was replaced or deleted meanwhile).
+        """
+        n = first
+        if len(self.sources) == 1:
+            query: Dict[str, Any] = {"files_id": self.file_id}
+        else:
+            query = {"files_id": {"$in": self.sources}}
+        batch = max(1, BATCH_BYTES // self.chunk_size)
+        misses = 0
+        while n < self.chunk_count:
+            query["n"] = {"$gte": n}
+            found = False
+            cursor = chunks.find(query, {"_id": 0, "n": 1, "data": 1, _GEN: 1}).sort("n", 1).batch_size(batch)
+            try:
+                for chunk in cursor:
+                    if chunk.get(_GEN) != self.gen or chunk["n"] < n:
+                        continue  # another version's chunk, or one seen twice as it moved
+                    if chunk["n"] != n:
+                        break  # a gap: chunk n is moving or gone, ask again
+                    data = chunk["data"]
+                    if len(data) != self.expected_size(n):
+                        raise gridfs.errors.CorruptGridFile(
+                            "chunk %d of file %s holds %d bytes, expected %d"
+                            % (n, self.file_id, len(data), self.expected_size(n))
+                        )
+                    found = True
+                    n += 1
+                    yield data
+                    if n == self.chunk_count:
+                        break
+            finally:
+                cursor.close()
+            # A chunk moving between the two sources can escape one query; two
+            # misses in a row mean this version is gone.
+            misses = 0 if found else misses + 1
+            if misses == 2:
+                raise _Superseded(n)
+
+
+def _server_errors(method: F) -> F:
+    """Re-raise connection failures with the storage's (redacted) URI in the message.
+
+    The exception keeps its pymongo class, so callers catching pymongo errors
+    still do; it is never turned into IOError, which means "missing file".
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except ConnectionFailure as exc:
+            storage = getattr(self, "_storage", self)
+            message = "GridFSStorage cannot reach MongoDB at %s: %s" % (storage._uri_for_errors, exc)
+            try:
+                error = type(exc)(message)
+            except Exception:  # pragma: no cover - an exception class with another signature
+                raise exc
+            raise error from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+class GridFSStoredFile(StoredFile):
+    """A file of :class:`GridFSStorage`; chunks are fetched as they are read.
+
+    The version to read is resolved on the first read, so a handle obtained
+    before a replace reads the new content, as in filedepot.
+    """
+
+    def __init__(self, storage: "GridFSStorage", file_id: str, files_doc: Dict[str, Any]) -> None:
+        self._storage = storage
+        self._oid = files_doc["_id"]
+        version = _Version(self._oid, files_doc)
+        doc = version.doc
+        super().__init__(
+            file_id,
+            filename=doc.get("filename"),
+            content_type=doc.get("contentType"),
+            last_modified=utils.parse_timestamp(doc.get("last_modified")),
+            content_length=version.length,
+        )
+        self._version = version
+        self._stream: Optional[Iterator[bytes]] = None
+        self._pending = b""
+        self._closed = False
+
+    @property
+    def version(self) -> str:
+        return self._version.token
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("cannot read from a closed file")
+
+    @_server_errors
+    def read(self, n: int = -1) -> bytes:
+        self._check_open()
+        if self._stream is None:
+            self._stream = self._storage._stream(self._oid, 0)
+        if n is None or n < 0:
+            parts = [self._pending]
+            parts.extend(self._stream)
+            self._pending = b""
+            return b"".join(parts)
+        parts = []
+        while n > 0:
+            if not self._pending:
+                self._pending = next(self._stream, b"")
+                if not self._pending:
+                    break
+            piece = self._pending[:n]
+            self._pending = self._pending[len(piece):]
+            parts.append(piece)
+            n -= len(piece)
+        return b"".join(parts)
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        self._closed = True
+        self._pending = b""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()  # type: ignore[attr-defined]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def iter_range(
+        self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Iterator[bytes]:
+        """Yield bytes ``[start, stop)``, fetching only the chunks that hold them."""
+        self._check_open()
+        remaining = None if stop is None else stop - start
+        if remaining is not None and remaining <= 0:
+            return
+        stream = self._storage._stream(self._oid, start)
+        try:
+            for data in stream:
+                if remaining is not None:
+                    data = data[:remaining]
+                    remaining -= len(data)
+                for offset in range(0, len(data), chunk_size):
+                    yield data[offset : offset + chunk_size]
+                if remaining is not None and remaining <= 0:
+                    return
+        finally:
+            stream.close()  # type: ignore[attr-defined]
+
+
+class GridFSStorage(FileStorage):
+    """Files stored in GridFS in the MongoDB database named by ``mongouri``.
+
+    ``collection`` is the GridFS bucket: files live in ``<collection>.files``
+    and ``<collection>.chunks``.  When the URI names no database,
+    ``database`` (by default ``'filedepot'``) is used.  ``chunk_size`` sets
+    the chunk size of new files (GridFS's 255 KiB by default).
+
+    Nothing is sent to the server until the first operation; if the server
+    cannot be reached within pymongo's server-selection timeout (30 s, or
+    ``serverSelectionTimeoutMS`` in the URI) the operation raises pymongo's
+    error with the URI in its message.
+    """
+
+    _check_file_id = staticmethod(_check_file_id)
+
+    def __init__(
+        self,
+        mongouri: str,
+        collection: str = "filedepot",
+        database: Optional[str] = None,
+        chunk_size: Any = None,
+    ) -> None:
+        self._uri_for_errors = _redact(mongouri)
+        self._cli = pymongo.MongoClient(mongouri)
+        self._db = self._cli.get_default_database(database or DEFAULT_DATABASE)
+        self._collection = collection
+        self._gridfs = gridfs.GridFS(self._db, collection=collection)
+        self._files = self._db[collection + ".files"]
+        self._chunks = self._db[collection + ".chunks"]
+        self._chunk_size = asint(chunk_size) if chunk_size is not None else GRIDFS_CHUNK_SIZE
+        if self._chunk_size <= 0:
+            raise ValueError("GridFSStorage chunk_size must be positive, got %r" % (chunk_size,))
+        self._indexed = False
+
+    def __repr__(self) -> str:
+        return "<GridFSStorage %s %s>" % (self._uri_for_errors, self._collection)
+
+    # -- reading ---------------------------------------------------------------
+
+    @_server_errors
+    def get(self, file_or_id: Any) -> GridFSStoredFile:
+        file_id = self.fileid(file_or_id)
+        doc = self._files.find_one({"_id": _check_file_id(file_id)})
+        if doc is None:
+            raise IOError("File %s not existing" % file_id)
+        return GridFSStoredFile(self, str(file_id), doc)
+
+    def _resolve(self, oid: Any) -> _Version:
+        doc = self._files.find_one({"_id": oid})
+        if doc is None:
+            raise IOError("File %s not existing" % oid)
+        return _Version(oid, doc)
+
+    def _stream(self, oid: Any, start: int) -> Iterator[bytes]:
+        """Yield the current version's bytes from offset ``start``, chunk by chunk.
+
+        The version is fixed by the first lookup.  If it is replaced before
+        anything was yielded the stream restarts on the new version;
+        afterwards it raises :class:`IOError` rather than mix versions.
+        """
+        version = self._resolve(oid)
+        pos = start
+        restarts = 0
+        while True:
+            first, skip = divmod(pos, version.chunk_size)
+            try:
+                for data in version.iter_chunks(self._chunks, first):
+                    if skip:
+                        data, skip = data[skip:], 0
+                    pos += len(data)
+                    yield data
+                return
+            except _Superseded:
+                latest = self._resolve(oid)
+                if latest.token == version.token:
+                    raise gridfs.errors.CorruptGridFile(
+                        "file %s is missing chunk %d" % (oid, pos // version.chunk_size)
+                    ) from None
+                if pos != start or restarts >= READ_RESTARTS:
+                    raise IOError("File %s was replaced while it was being read" % oid) from None
+                version = latest
+                restarts += 1
+
+    @_server_errors
+    def exists(self, file_or_id: Any) -> bool:
+        oid = _check_file_id(self.fileid(file_or_id))
+        return self._files.find_one({"_id": oid}, {"_id": 1}) is not None
+
+    @_server_errors
+    def list(self) -> List[str]:
+        """Every file id in the bucket, one per file (files without a filename too)."""
+        return [str(doc["_id"]) for doc in self._files.find({}, {"_id": 1})]
+
+    # -- writing ---------------------------------------------------------------
+
+    def _ensure_indexes(self) -> None:
+        # The indexes GridFS drivers expect; (files_id, n) must be unique so
+        # that two writers can never interleave chunks of one file.
+        if self._indexed:
+            return
+        for collection, keys, unique in (
+            (self._files, [("filename", 1), ("uploadDate", 1)], False),
+            (self._chunks, [("files_id", 1), ("n", 1)], True),
+        ):
+            existing = [list(index["key"].items()) for index in collection.list_indexes()]
+            if keys not in existing:
+                collection.create_index(keys, unique=unique)
+        self._indexed = True
+
+    def _write_chunks(self, files_id: Any, content: Any, gen: Any = None) -> int:
+        """Store ``content`` as chunks of ``files_id``; returns its length.
+
+        On any failure, the chunks already written are deleted.
+        """
+        check_content(content)
+        size = self._chunk_size
+        per_batch = max(1, BATCH_BYTES // size)
+        batch: List[Dict[str, Any]] = []
+        n = length = 0
+        try:
+            for data in _chunks_of(content, size):
+                doc = {"files_id": files_id, "n": n, "data": data}
+                if gen is not None:
+                    doc[_GEN] = gen
+                batch.append(doc)
+                n += 1
+                length += len(data)
+                if len(batch) == per_batch:
+                    self._chunks.insert_many(batch)
+                    batch = []
+            if batch:
+                self._chunks.insert_many(batch)
+        except BaseException:
+            try:
+                self._chunks.delete_many({"files_id": files_id})
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
+            raise
+        return length
+
+    def _files_doc(self, length: int, filename: str, content_type: str, gen: Any = None) -> Dict[str, Any]:
+        doc: Dict[str, Any] = {
+            "filename": filename,
+            "contentType": content_type,
+            "chunkSize": self._chunk_size,
+            "length": bson.Int64(length),
+            # GridFS stores milliseconds; truncating here keeps version tokens stable.
+            "uploadDate": _now_ms(),
+            "last_modified": utils.timestamp(),
+        }
+        if gen is not None:
+            doc[_GEN] = gen
+        return doc
+
+    @_server_errors
+    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
+        content, filename, content_type = self.fileinfo(content, filename, content_type)
+        check_content(content)
+        self._ensure_indexes()
+        oid = ObjectId()
+        length = self._write_chunks(oid, content)
+        doc = self._files_doc(length, filename, content_type)
+        doc["_id"] = oid
+        try:
+            self._files.insert_one(doc)
+        except BaseException:
+            self._chunks.delete_many({"files_id": oid})
+            raise
+        return str(oid)
+
+    @_server_errors
+    def replace(
+        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> str:
+        file_id, content, filename, content_type = self._prepare_replace(
+            file_or_id, content, filename, content_type
+        )
+        check_content(content)
+        self._ensure_indexes()
+        oid = _check_file_id(file_id)
+        gen = ObjectId()
+        length = self._write_chunks(gen, content, gen)
+        try:
+            self._publish(oid, {"gen": gen, "doc": self._files_doc(length, filename, content_type, gen)})
+        except BaseException:
+            # Still ours unless the swap was recorded: then the next writer finishes it.
+            doc = self._files.find_one({"_id": oid, _PENDING + ".gen": gen}, {"_id": 1})
+            if doc is None:
+                self._chunks.delete_many({"files_id": gen})
+            raise
+        return str(file_id)
+
+    def _publish(self, oid: Any, swap: Dict[str, Any]) -> None:
+        """Make ``swap`` (new generation and files document) the content of ``oid``."""
+        deadline = time.monotonic() + SWAP_WAIT_SECONDS
+        while True:
+            swap["since"] = _now_ms()
+            claimed = self._files.find_one_and_update(
+                {"_id": oid, _PENDING: {"$exists": False}}, {"$set": {_PENDING: swap}}, {"_id": 1}
+            )
+            if claimed is not None:
+                self._finish_swap(oid, swap)
+                return
+            current = self._files.find_one({"_id": oid}, {_PENDING: 1})
+            if current is None:
+                # The backup form (the id is new here), or a file deleted meanwhile.
+                if self._insert_swapped(oid, swap):
+                    return
+                continue
+            other = current.get(_PENDING)
+            if other and _age(other.get("since")) > STALE_SWAP_SECONDS:
+                self._finish_swap(oid, other)
+            elif time.monotonic() > deadline:
+                raise IOError("File %s is being replaced by another writer" % oid)
+            else:
+                time.sleep(0.01)
+
+    def _move_chunks(self, oid: Any, gen: Any) -> None:
+        self._chunks.delete_many({"files_id": oid, _GEN: {"$ne": gen}})
+        self._chunks.update_many({"files_id": gen}, {"$set": {"files_id": oid}})
+
+    def _finish_swap(self, oid: Any, swap: Dict[str, Any]) -> None:
+        """Step 3 of a replace; safe to run again, by anyone, on an unfinished swap."""
+        gen = swap["gen"]
+        self._move_chunks(oid, gen)
+        doc = dict(swap["doc"], _id=oid)
+        replaced = self._files.replace_one({"_id": oid, _PENDING + ".gen": gen}, doc)
+        if replaced.matched_count == 0 and self._files.find_one({"_id": oid}, {"_id": 1}) is None:
+            self._chunks.delete_many({"files_id": oid})  # deleted meanwhile: drop what we moved
+
+    def _insert_swapped(self, oid: Any, swap: Dict[str, Any]) -> bool:
+        """Publish ``swap`` as the new file ``oid``; False if another writer created it first."""
+        self._move_chunks(oid, swap["gen"])
+        try:
+            self._files.insert_one(dict(swap["doc"], _id=oid))
+        except DuplicateKeyError:
+            # Put the chunks back under their generation for the claiming path.
+            self._chunks.update_many({"files_id": oid, _GEN: swap["gen"]}, {"$set": {"files_id": swap["gen"]}})
+            return False
+        return True
+
+    @_server_errors
+    def delete(self, file_or_id: Any) -> None:
+        oid = _check_file_id(self.fileid(file_or_id))
+        # The files document goes first: from then on readers get IOError, not partial data.
+        doc = self._files.find_one_and_delete({"_id": oid}, {_PENDING: 1})
+        pending = (doc or {}).get(_PENDING)
+        if pending:
+            self._chunks.delete_many({"files_id": pending["gen"]})
+        self._chunks.delete_many({"files_id": oid})
+
+
+def _chunks_of(content: Any, size: int) -> Iterator[bytes]:
+    """Split bytes or a file object into pieces of exactly ``size`` bytes (the last may be shorter).
+
+    File objects are read piece by piece; short reads (pipes, sockets) are
+    topped up, because GridFS requires every chunk but the last to be full.
+    """
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        view = memoryview(content)
+        for offset in range(0, len(view), size):
+            yield bytes(view[offset : offset + size])
+        return
+    read = content.read
+    while True:
+        data = read(size)
+        if isinstance(data, str):
+            raise TypeError("Only bytes can be stored, not unicode")
+        if not data:
+            return
+        if len(data) < size:
+            parts = [data]
+            missing = size - len(data)
+            while missing:
+                more = read(missing)
+                if not more:
+                    break
+                parts.append(more)
+                missing -= len(more)
+            data = b"".join(parts)
+        yield bytes(data)
+        if len(data) < size:
+            return
+
+
+def _now_ms() -> datetime.datetime:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _age(since: Any) -> float:
+    """Seconds elapsed since the (naive UTC, as pymongo returns it) datetime ``since``."""
+    if not isinstance(since, datetime.datetime):
+        return float("inf")
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=datetime.timezone.utc)
+    return (datetime.datetime.now(datetime.timezone.utc) - since).total_seconds()

@@ -1,0 +1,285 @@
+"""GridFSStorage against a real MongoDB-protocol server (secantusd)."""
+import datetime
+import io
+import tracemalloc
+
+import pytest
+
+pytest.importorskip("pymongo", reason="GridFS tests need pymongo: pip install -e '.[testing]'")
+
+import gridfs  # noqa: E402
+import pymongo  # noqa: E402
+from bson import ObjectId  # noqa: E402
+
+from depot.io import gridfs as gridfs_module  # noqa: E402
+from depot.io.gridfs import GridFSStorage  # noqa: E402
+from depot.testing import FailingStream, NonSeekableStream, StorageConformance  # noqa: E402
+from tests._procs import free_ports  # noqa: E402
+
+
+@pytest.fixture
+def gridfs_storage(mongo_database_uri):
+    storage = GridFSStorage(mongo_database_uri)
+    yield storage
+    storage._cli.close()
+
+
+class TestGridFSConformance(StorageConformance):
+    @pytest.fixture
+    def storage(self, gridfs_storage):
+        return gridfs_storage
+
+    @pytest.fixture
+    def missing_id(self):
+        return str(ObjectId())
+
+    @pytest.fixture
+    def invalid_id(self):
+        return "not-an-object-id"
+
+    @pytest.fixture
+    def backup_storage(self, mongo_database_uri):
+        storage = GridFSStorage(mongo_database_uri, collection="backup")
+        yield storage
+        storage._cli.close()
+
+
+def _chunk_docs(storage, files_id):
+    return list(storage._db[storage._collection + ".chunks"].find({"files_id": files_id}).sort("n", 1))
+
+
+def test_compatible_layout_and_attributes(gridfs_storage):
+    storage = gridfs_storage
+    assert storage._collection == "filedepot"
+    assert isinstance(storage._cli, pymongo.MongoClient)
+    assert isinstance(storage._gridfs, gridfs.GridFS)
+    file_id = storage.create(b"data", "a.txt")
+    assert len(file_id) == 24
+    doc = storage._db["filedepot.files"].find_one({"_id": ObjectId(file_id)})
+    assert (doc["filename"], doc["contentType"], doc["length"]) == ("a.txt", "text/plain", 4)
+    assert len(doc["last_modified"]) == 19
+    assert isinstance(doc["uploadDate"], datetime.datetime)
+    assert [c["data"] for c in _chunk_docs(storage, ObjectId(file_id))] == [b"data"]
+
+
+def test_pymongo_gridfs_reads_what_depot_writes_even_after_replace(gridfs_storage):
+    storage = gridfs_storage
+    file_id = storage.create(b"first", "a.txt")
+    assert storage._gridfs.get(ObjectId(file_id)).read() == b"first"
+    storage.replace(file_id, b"second version")
+    out = storage._gridfs.get(ObjectId(file_id))
+    assert (out.read(), out.filename) == (b"second version", "a.txt")
+
+
+def test_reads_files_written_outside_depot(gridfs_storage):
+    storage = gridfs_storage
+    oid = storage._gridfs.put(b"x" * 1000, chunkSize=64)
+    f = storage.get(str(oid))
+    assert (f.filename, f.content_type, f.last_modified) == (None, None, None)
+    assert f.read() == b"x" * 1000
+    assert b"".join(storage.get(str(oid)).iter_range(100, 300, 50)) == b"x" * 200
+    assert str(oid) in storage.list()
+    storage.replace(str(oid), b"replaced", "named.txt")
+    assert storage.get(str(oid)).read() == b"replaced"
+
+
+def test_invalid_last_modified_is_none(gridfs_storage):
+    oid = gridfs_storage._gridfs.put(b"x", filename="a.txt", last_modified="yesterday")
+    assert gridfs_storage.get(str(oid)).last_modified is None
+
+
+def test_list_has_every_file_including_unnamed(gridfs_storage):
+    storage = gridfs_storage
+    ids = {storage.create(b"same", "same.txt") for _ in range(3)}
+    ids.add(str(storage._gridfs.put(b"no name at all")))
+    assert sorted(storage.list()) == sorted(ids)
+
+
+def test_non_seekable_short_reads_give_full_chunks(mongo_database_uri):
+    storage = GridFSStorage(mongo_database_uri, chunk_size=10000)
+    data = bytes(range(256)) * 200
+    file_id = storage.create(NonSeekableStream(data, chunk=3001), "stream.bin")
+    chunks = _chunk_docs(storage, ObjectId(file_id))
+    assert [len(c["data"]) for c in chunks] == [10000] * 5 + [1200]
+    assert storage.get(file_id).read() == data
+
+
+def test_ranges_fetch_only_their_chunks(mongo_database_uri):
+    storage = GridFSStorage(mongo_database_uri, chunk_size=1000)
+    data = bytes(range(250)) * 20
+    file_id = storage.create(data)
+    # With the first chunks gone, only a read that needs them can fail.
+    storage._db["filedepot.chunks"].delete_many({"files_id": ObjectId(file_id), "n": {"$lt": 2}})
+    assert b"".join(storage.get(file_id).iter_range(2500, 4100, 300)) == data[2500:4100]
+    with pytest.raises(gridfs.errors.CorruptGridFile):
+        storage.get(file_id).read()
+
+
+def test_write_memory_is_bounded_by_chunks(mongo_database_uri):
+    storage = GridFSStorage(mongo_database_uri)
+    size = 24 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        file_id = storage.create(NonSeekableStream(b"z" * size, chunk=65536), "big.bin")
+        _, peak_write = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        f = storage.get(file_id)
+        total = 0
+        while chunk := f.read(256 * 1024):
+            total += len(chunk)
+        _, peak_read = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == size
+    # The source itself holds `size` bytes; the copy adds a few batches at most.
+    assert peak_write - size < 16 * 1024 * 1024
+    assert peak_read - size < 16 * 1024 * 1024
+
+
+def test_failures_leave_no_chunks(gridfs_storage):
+    storage = gridfs_storage
+    chunks = storage._db["filedepot.chunks"]
+    file_id = storage.create(b"keep", "keep.txt")
+    with pytest.raises(FailingStream.Boom):
+        storage.create(FailingStream(b"x" * 600000))
+    with pytest.raises(FailingStream.Boom):
+        storage.replace(file_id, FailingStream(b"x" * 600000))
+    assert chunks.count_documents({}) == 1
+    storage.replace(file_id, b"new")
+    assert [c["data"] for c in chunks.find()] == [b"new"]
+    storage.delete(file_id)
+    assert chunks.count_documents({}) == 0
+
+
+class _OneChunkPerQuery:
+    """Chunks collection whose queries end after one document.
+
+    secantusd serves a cursor from a snapshot, so a replace never shows up
+    in an open cursor there; MongoDB's cursors do see it.  Ending every
+    query after one chunk makes each chunk a fresh look at the collection.
+    """
+
+    def __init__(self, collection):
+        self._collection = collection
+
+    def __getattr__(self, name):
+        return getattr(self._collection, name)
+
+    def find(self, *args, **kwargs):
+        return self._collection.find(*args, **kwargs).limit(1)
+
+
+def test_partially_read_handle_never_mixes_versions(mongo_database_uri):
+    storage = GridFSStorage(mongo_database_uri, chunk_size=1000)
+    storage._chunks = _OneChunkPerQuery(storage._chunks)
+    file_id = storage.create(b"a" * 5000)
+    f = storage.get(file_id)
+    assert f.read(10) == b"a" * 10
+    storage.replace(file_id, b"b" * 5000)
+    with pytest.raises(IOError, match="replaced while it was being read"):
+        f.read()
+    # Nothing delivered yet: a stream restarts on the new version.
+    g = storage.get(file_id)
+    storage.replace(file_id, b"c" * 4000)
+    assert g.read() == b"c" * 4000
+    assert b"".join(storage.get(file_id).iter_range(3990, None, 7)) == b"c" * 10
+
+
+def test_open_cursor_reads_one_consistent_version(mongo_database_uri, monkeypatch):
+    monkeypatch.setattr(gridfs_module, "BATCH_BYTES", 1000)  # one chunk per round trip
+    storage = GridFSStorage(mongo_database_uri, chunk_size=1000)
+    file_id = storage.create(b"a" * 5000)
+    f = storage.get(file_id)
+    assert f.read(10) == b"a" * 10
+    storage.replace(file_id, b"b" * 5000)
+    try:
+        rest = f.read()
+    except IOError:
+        return  # a server whose cursors see the replace
+    assert rest == b"a" * 4990
+
+
+def test_missing_chunk_is_corruption_not_a_replace(gridfs_storage):
+    file_id = gridfs_storage.create(b"abc")
+    gridfs_storage._db["filedepot.chunks"].delete_many({})
+    with pytest.raises(gridfs.errors.CorruptGridFile, match="missing chunk 0"):
+        gridfs_storage.get(file_id).read()
+
+
+def test_unfinished_swap_is_readable_and_finished_by_next_writer(gridfs_storage):
+    """A writer that died after recording its swap: readers see its version, the next writer completes it."""
+    storage = gridfs_storage
+    file_id = storage.create(b"old content", "file.txt")
+    oid, gen = ObjectId(file_id), ObjectId()
+    storage._db["filedepot.chunks"].insert_one({"files_id": gen, "n": 0, "data": b"new content", "_depot_gen": gen})
+    doc = storage._files_doc(11, "file.txt", "text/plain", gen)
+    stale = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    storage._db["filedepot.files"].update_one(
+        {"_id": oid}, {"$set": {"_depot_replacing": {"gen": gen, "doc": doc, "since": stale}}}
+    )
+    assert storage.get(file_id).read() == b"new content"
+    assert storage._gridfs.get(oid).read() == b"old content"  # other tools see the last finished version
+    storage.replace(file_id, b"newest")
+    assert storage.get(file_id).read() == b"newest"
+    assert storage._gridfs.get(oid).read() == b"newest"
+    assert [c["data"] for c in storage._db["filedepot.chunks"].find()] == [b"newest"]
+    assert "_depot_replacing" not in storage._db["filedepot.files"].find_one({"_id": oid})
+
+
+def test_delete_during_unfinished_swap_removes_both_chunk_sets(gridfs_storage):
+    storage = gridfs_storage
+    file_id = storage.create(b"old")
+    gen = ObjectId()
+    storage._db["filedepot.chunks"].insert_one({"files_id": gen, "n": 0, "data": b"new", "_depot_gen": gen})
+    storage._db["filedepot.files"].update_one(
+        {"_id": ObjectId(file_id)},
+        {"$set": {"_depot_replacing": {"gen": gen, "doc": storage._files_doc(3, "u", "t/p", gen)}}},
+    )
+    storage.delete(file_id)
+    assert storage._db["filedepot.chunks"].count_documents({}) == 0
+    assert storage.exists(file_id) is False
+
+
+def test_uri_without_database_uses_default(mongo_server):
+    storage = GridFSStorage(mongo_server.uri)
+    try:
+        assert storage._db.name == "filedepot"
+    finally:
+        storage._cli.close()
+    storage = GridFSStorage(mongo_server.uri, database="other_db")
+    assert storage._db.name == "other_db"
+    storage._cli.close()
+
+
+def test_unreachable_server_names_the_uri():
+    (port,) = free_ports(1)
+    uri = "mongodb://user:s3cret@127.0.0.1:%d/files?serverSelectionTimeoutMS=200" % port
+    storage = GridFSStorage(uri)
+    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError) as info:
+        storage.create(b"data")
+    message = str(info.value)
+    assert "mongodb://user:***@127.0.0.1:%d/files" % port in message
+    assert "s3cret" not in message
+    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError, match="127.0.0.1:%d" % port):
+        storage.list()
+
+
+def test_chunk_size_option(mongo_database_uri):
+    with pytest.raises(ValueError):
+        GridFSStorage(mongo_database_uri, chunk_size="0")
+    storage = GridFSStorage(mongo_database_uri, chunk_size="4")
+    file_id = storage.create(b"0123456789")
+    assert [c["data"] for c in _chunk_docs(storage, ObjectId(file_id))] == [b"0123", b"4567", b"89"]
+    assert storage.get(file_id).read(5) == b"01234"
+
+
+def test_ids_are_checked(gridfs_storage):
+    for bad in ("x" * 24, 12345, None, b"123456789012"):
+        with pytest.raises(ValueError):
+            gridfs_storage.get(bad)
+
+
+def test_registry_short_name():
+    from depot.io.registry import load_backend
+
+    assert load_backend("gridfs") is GridFSStorage
