@@ -1,0 +1,123 @@
+"""Copying one file between storages under the same id, with optional verification.
+
+The copy uses the backup form of :meth:`FileStorage.replace`: the target is
+given a StoredFile as both the id and the content, which creates the file
+under that id whether or not it exists there.  The source is wrapped so that
+the bytes the target reads are counted (for the progress line) and hashed
+(for ``--verify``) on the way, without a second read of the source.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+from typing import Any, Callable, Optional
+
+from depot.io.interfaces import FileStorage, StoredFile
+from depot.io.utils import DEFAULT_NAME, iter_file
+
+__all__ = ["Outcome", "CopyError", "copy_file", "digest_of"]
+
+
+class Outcome(enum.Enum):
+    COPIED = "copied"
+    SKIPPED = "skipped"
+
+
+class CopyError(Exception):
+    """The copy of one file failed or did not verify; the message says why."""
+
+
+class _CountingSource(StoredFile):
+    """``source`` under its own id and metadata, hashing and counting what is read."""
+
+    def __init__(self, source: StoredFile, on_bytes: Callable[[int], None]) -> None:
+        super().__init__(
+            source.file_id,
+            # A file written outside depot may have no name; without one the
+            # target would look for an existing file to take it from.
+            source.filename or DEFAULT_NAME,
+            source.content_type,
+            source.last_modified,
+            source.content_length,
+        )
+        self._source = source
+        self._on_bytes = on_bytes
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._source.read(n)
+        if data:
+            self.hash.update(data)
+            self.size += len(data)
+            self._on_bytes(len(data))
+        return data
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        self._source.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._source.closed
+
+
+def digest_of(f: StoredFile) -> "tuple[str, int]":
+    """``(sha256 hex digest, size)`` of everything left to read in ``f``."""
+    h = hashlib.sha256()
+    size = 0
+    for chunk in iter_file(f):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _existing(target: FileStorage, file_id: str) -> Optional[StoredFile]:
+    if not target.exists(file_id):
+        return None
+    try:
+        return target.get(file_id)
+    except IOError:  # deleted between the two calls
+        return None
+
+
+def copy_file(
+    open_source: Callable[[], StoredFile],
+    target: FileStorage,
+    file_id: str,
+    *,
+    skip_existing: bool = True,
+    verify: bool = False,
+    on_bytes: Callable[[int], None] = lambda n: None,
+) -> Outcome:
+    """Copy the file ``open_source()`` returns to ``target`` under ``file_id``.
+
+    With ``skip_existing``, a file already in the target with the same length
+    is left alone (and with ``verify``, only if its content is identical too;
+    otherwise it is copied again).  With ``verify``, the copy is read back and
+    its SHA-256 compared to the bytes sent.  Raises :class:`CopyError` when
+    the copy is incomplete or differs; storage errors propagate.
+    """
+    if skip_existing:
+        with open_source() as source:
+            existing = _existing(target, file_id)
+            if existing is not None:
+                with existing:
+                    if existing.content_length == source.content_length:
+                        if not verify or digest_of(existing) == digest_of(source):
+                            return Outcome.SKIPPED
+    with open_source() as source:
+        counted = _CountingSource(source, on_bytes)
+        target.replace(counted, counted)
+    if source.content_length is not None and counted.size != source.content_length:
+        raise CopyError(
+            "source gave %d bytes but its length is %d" % (counted.size, source.content_length)
+        )
+    if verify:
+        with target.get(file_id) as copy:
+            digest, size = digest_of(copy)
+        if (digest, size) != (counted.hash.hexdigest(), counted.size):
+            raise CopyError(
+                "verification failed: the copy has %d bytes (sha256 %s), the source %d bytes (sha256 %s)"
+                % (size, digest[:16], counted.size, counted.hash.hexdigest()[:16])
+            )
+    return Outcome.COPIED

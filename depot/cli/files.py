@@ -1,0 +1,235 @@
+"""``put``, ``get``, ``ls``, ``info`` and ``rm``: working with the files of one storage."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from typing import Any, Dict, Optional
+
+from depot.cli.context import Context, describe, split_target
+from depot.cli.errors import CLIError, ExitCode
+from depot.io.interfaces import FileStorage, StoredFile
+from depot.io.utils import FileIntent, copy_stream
+
+__all__ = ["register"]
+
+TIMESTAMP = "%Y-%m-%d %H:%M:%S"
+
+
+def _storage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-s", "--storage", metavar="NAME",
+                        help="storage to use (default: the settings' default, or the only storage)")
+
+
+def _target_help(what: str) -> str:
+    return "%s: an ID of the storage chosen with -s, or STORAGE/ID" % what
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser("put", help="store files (or stdin) and print their ids",
+                       description="Store each FILE ('-' reads stdin) and print one id per line, in order.")
+    _storage_option(p)
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--name", help="filename to store (default: the file's own name; 'unnamed' for stdin)")
+    p.add_argument("--content-type", help="content type to store (default: guessed from the filename)")
+    p.add_argument("--path", action="store_true", help="print STORAGE/ID paths instead of bare ids")
+    p.set_defaults(run=put)
+
+    p = sub.add_parser("get", help="write a file's content to stdout or a file",
+                       description="Write the content of a stored file to stdout, or to -o PATH.")
+    _storage_option(p)
+    p.add_argument("target", metavar="ID", help=_target_help("the file"))
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="file to write ('-' is stdout); an existing directory receives the stored filename")
+    p.set_defaults(run=get)
+
+    p = sub.add_parser("ls", help="list the ids of a storage",
+                       description="List the file ids of a storage, sorted; -l adds the files' facts.")
+    _storage_option(p)
+    p.add_argument("-l", "--long", action="store_true", help="show size, date, type and filename")
+    p.add_argument("--json", action="store_true", help="one JSON object per file (implies -l)")
+    p.set_defaults(run=ls)
+
+    p = sub.add_parser("info", help="show files' metadata",
+                       description="Show the metadata of stored files, as text or JSON (one object per line).")
+    _storage_option(p)
+    p.add_argument("targets", nargs="+", metavar="ID", help=_target_help("each file"))
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(run=info)
+
+    p = sub.add_parser("rm", help="delete files",
+                       description="Delete stored files. A missing file is an error unless -f is given.")
+    _storage_option(p)
+    p.add_argument("targets", nargs="+", metavar="ID", help=_target_help("each file"))
+    p.add_argument("-f", "--force", action="store_true", help="ignore files that do not exist")
+    p.set_defaults(run=rm)
+
+
+def put(args: argparse.Namespace, ctx: Context) -> int:
+    if args.name is not None and len(args.files) > 1:
+        raise CLIError("--name applies to a single file")
+    name, storage = ctx.storage(args.storage)
+    progress = ctx.progress("put", len(args.files))
+    try:
+        for path in args.files:
+            file_id = _put_one(ctx, storage, name, path, args)
+            if file_id is not None:
+                ctx.print("%s/%s" % (name, file_id) if args.path else file_id)
+                ctx.stdout.flush()
+            progress.file_done()
+    finally:
+        progress.close()
+    return ctx.exit_code()
+
+
+def _put_one(ctx: Context, storage: FileStorage, name: str, path: str, args: argparse.Namespace) -> Optional[str]:
+    if path == "-":
+        stdin = getattr(sys.stdin, "buffer", sys.stdin)
+        source = None
+        content: Any = FileIntent(stdin, args.name or "unnamed", args.content_type)
+    else:
+        try:
+            source = content = open(path, "rb")
+        except OSError as exc:
+            ctx.fail("", path, "cannot read: %s" % (exc.strerror or exc))
+            return None
+    try:
+        if source is None:
+            return storage.create(content)
+        return storage.create(content, args.name or os.path.basename(path), args.content_type)
+    except Exception as exc:
+        ctx.fail(name, path, "storing failed: %s" % describe(exc))
+        return None
+    finally:
+        if source is not None:
+            source.close()
+
+
+def _open_target(ctx: Context, target: str, storage_opt: Optional[str]):
+    storage_name, file_id = split_target(target, storage_opt)
+    name, storage = ctx.storage(storage_name)
+    return name, file_id, ctx.open_file(name, storage, file_id)
+
+
+def get(args: argparse.Namespace, ctx: Context) -> int:
+    name, file_id, f = _open_target(ctx, args.target, args.storage)
+    if f is None:
+        return ctx.exit_code()
+    with f:
+        if args.output in (None, "-"):
+            out = ctx.binary_stdout
+            copy_stream(f, out)
+            out.flush()
+        else:
+            _write_file(ctx, f, args.output, name)
+    return ctx.exit_code()
+
+
+def _safe_basename(filename: Optional[str], fallback: str) -> str:
+    # The stored name comes from whoever uploaded the file: never let it
+    # climb out of the directory or hide as a dot-file.
+    base = os.path.basename((filename or "").replace("\\", "/")).lstrip(".")
+    return base or fallback
+
+
+def _write_file(ctx: Context, f: StoredFile, output: str, storage_name: str) -> None:
+    path = output
+    if os.path.isdir(output):
+        path = os.path.join(output, _safe_basename(f.filename, f.file_id))
+    directory = os.path.dirname(os.path.abspath(path))
+    # Written beside the destination and renamed, so a failed download never
+    # leaves a truncated file under the final name.
+    fd, tmp = tempfile.mkstemp(prefix=".depot-", suffix=".part", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            copy_stream(f, out)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    ctx.warn("wrote %s/%s to %s" % (storage_name, f.file_id, path))
+
+
+def facts(storage_name: str, f: StoredFile) -> Dict[str, Any]:
+    """The metadata of ``f`` as a JSON-ready dict."""
+    modified = f.last_modified.strftime(TIMESTAMP) if f.last_modified is not None else None
+    return {
+        "storage": storage_name,
+        "id": f.file_id,
+        "path": "%s/%s" % (storage_name, f.file_id),
+        "filename": f.filename,
+        "content_type": f.content_type,
+        "content_length": f.content_length,
+        "last_modified": modified,
+        "public_url": f.public_url,
+    }
+
+
+def _long_line(item: Dict[str, Any]) -> str:
+    size = item["content_length"]
+    return "%s  %12s  %-19s  %-24s  %s" % (
+        item["id"], "-" if size is None else size, item["last_modified"] or "-",
+        item["content_type"] or "-", item["filename"] or "-",
+    )
+
+
+def ls(args: argparse.Namespace, ctx: Context) -> int:
+    name, storage = ctx.storage(args.storage)
+    try:
+        ids = sorted(storage.list())
+    except Exception as exc:
+        raise CLIError("cannot list storage %r: %s" % (name, describe(exc)), ExitCode.STORAGE) from exc
+    if not (args.long or args.json):
+        for file_id in ids:
+            ctx.print(file_id)
+        return ExitCode.OK
+    for file_id in ids:
+        f = ctx.open_file(name, storage, file_id)
+        if f is None:
+            continue
+        with f:
+            item = facts(name, f)
+        ctx.print(json.dumps(item) if args.json else _long_line(item))
+    return ctx.exit_code()
+
+
+_INFO_FIELDS = ("path", "filename", "content_type", "content_length", "last_modified", "public_url")
+
+
+def info(args: argparse.Namespace, ctx: Context) -> int:
+    first = True
+    for target in args.targets:
+        name, file_id, f = _open_target(ctx, target, args.storage)
+        if f is None:
+            continue
+        with f:
+            item = facts(name, f)
+        if args.json:
+            ctx.print(json.dumps(item))
+            continue
+        if not first:
+            ctx.print()
+        first = False
+        for key in _INFO_FIELDS:
+            value = item[key]
+            ctx.print("%-15s %s" % (key + ":", "-" if value is None else value))
+    return ctx.exit_code()
+
+
+def rm(args: argparse.Namespace, ctx: Context) -> int:
+    for target in args.targets:
+        storage_name, file_id = split_target(target, args.storage)
+        name, storage = ctx.storage(storage_name)
+        try:
+            if not storage.exists(file_id):
+                if not args.force:
+                    ctx.fail(name, file_id, "no such file", missing=True)
+                continue
+            storage.delete(file_id)
+        except ValueError as exc:
+            ctx.fail(name, file_id, "not a valid file id (%s)" % exc, missing=True)
+        except Exception as exc:
+            ctx.fail(name, file_id, "delete failed: %s" % describe(exc))
+    return ctx.exit_code()

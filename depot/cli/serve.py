@@ -1,0 +1,110 @@
+"""``serve``: the configured storages behind DepotMiddleware on a local development server."""
+from __future__ import annotations
+
+import argparse
+import html
+import socketserver
+from typing import Any, Callable, Iterable, List
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from depot.cli.context import Context, describe
+from depot.cli.errors import CLIError, ExitCode
+from depot.manager import DepotManager
+
+__all__ = ["register", "index_app"]
+
+#: Files listed per storage on the index page.
+INDEX_LIMIT = 200
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser(
+        "serve", help="serve the storages over HTTP for development",
+        description=(
+            "Serve every configured storage through DepotMiddleware on a local WSGI server "
+            "(single process, for development; deploy the middleware in your application instead). "
+            "The index page at / lists the files."
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
+    p.add_argument("--mountpoint", default="/depot", help="URL prefix of the files (default: /depot)")
+    p.add_argument("--cache-max-age", type=int, default=3600, help="Cache-Control max-age in seconds")
+    p.add_argument("--secret", help="serve files only through signed links (see DepotMiddleware)")
+    p.add_argument("--quiet", action="store_true", help="do not log requests")
+    p.set_defaults(run=serve)
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    # A browser opens several connections: one slow download must not stall the rest.
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def index_app(names: List[str]) -> Callable[[dict, Callable[..., Any]], Iterable[bytes]]:
+    """A WSGI app answering ``/`` with a page linking to every file of the storages ``names``."""
+
+    def app(environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "/") != "/":
+            body = b"<h1>Not Found</h1>"
+            start_response("404 Not Found", [("Content-Type", "text/html"), ("Content-Length", str(len(body)))])
+            return [body]
+        parts = ["<!doctype html><meta charset='utf-8'><title>depot</title><h1>depot storages</h1>"]
+        for name in names:
+            parts.append(_storage_section(name))
+        body = "\n".join(parts).encode("utf-8")
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def _storage_section(name: str) -> str:
+    storage = DepotManager.get(name)
+    try:
+        ids = sorted(storage.list())
+    except Exception as exc:
+        return "<h2>%s</h2><p>cannot list: %s</p>" % (html.escape(name), html.escape(describe(exc)))
+    items = []
+    for file_id in ids[:INDEX_LIMIT]:
+        url = DepotManager.url_for("%s/%s" % (name, file_id))
+        try:
+            with storage.get(file_id) as f:
+                label = "%s (%s, %s bytes)" % (f.filename, f.content_type, f.content_length)
+        except Exception as exc:
+            label = "unreadable: %s" % describe(exc)
+        items.append("<li><a href='%s'>%s</a> %s</li>" % (html.escape(url), html.escape(file_id), html.escape(label)))
+    more = "<p>... and %d more</p>" % (len(ids) - INDEX_LIMIT) if len(ids) > INDEX_LIMIT else ""
+    return "<h2>%s</h2><p>%d files</p><ul>%s</ul>%s" % (html.escape(name), len(ids), "".join(items), more)
+
+
+def serve(args: argparse.Namespace, ctx: Context) -> int:
+    names = ctx.storages.register_all()
+    options: dict = {"mountpoint": args.mountpoint, "cache_max_age": args.cache_max_age}
+    if args.secret:
+        options["secret"] = args.secret
+    try:
+        app = DepotManager.make_middleware(index_app(names), **options)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    handler = _QuietHandler if args.quiet else WSGIRequestHandler
+    try:
+        server = make_server(args.host, args.port, app, server_class=_ThreadingServer, handler_class=handler)
+    except OSError as exc:
+        raise CLIError("cannot listen on %s:%d: %s" % (args.host, args.port, exc.strerror or exc))
+    host, port = server.server_address[:2]
+    shown = "[%s]" % host if ":" in host else host
+    ctx.print("Serving %s at http://%s:%d%s/<storage>/<id> (index: http://%s:%d/); Ctrl-C to stop"
+              % (", ".join(names), shown, port, args.mountpoint.rstrip("/"), shown, port))
+    ctx.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return ExitCode.OK

@@ -1,0 +1,199 @@
+"""``cp`` and ``migrate``: copying files between storages under the same ids.
+
+Keeping the id is what keeps references valid: an ``UploadedFileField``
+stores ``'<storage>/<id>'``, so once every file of storage ``old`` exists
+under the same id in ``new``, pointing the name ``old`` at the new backend
+(or aliasing it) moves the application without touching a database row.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import List
+
+from depot.cli.context import Context, describe, split_target
+from depot.cli.copying import CopyError, Outcome, copy_file
+from depot.cli.errors import CLIError, ExitCode
+from depot.cli.formatting import human_duration, human_rate, human_size
+from depot.cli.progress import Progress
+from depot.io.interfaces import FileStorage
+
+__all__ = ["register", "Tally"]
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser(
+        "cp", help="copy files to another storage, keeping their ids",
+        description="Copy files to the storage DEST under the same ids (an existing copy is overwritten).",
+    )
+    p.add_argument("-s", "--storage", metavar="NAME", help="storage of bare IDs (default: the default storage)")
+    p.add_argument("targets", nargs="+", metavar="ID", help="an ID of the -s storage, or STORAGE/ID")
+    p.add_argument("dest", metavar="DEST", help="the storage to copy to")
+    p.add_argument("--verify", action="store_true", help="read each copy back and compare its content")
+    p.set_defaults(run=cp)
+
+    p = sub.add_parser(
+        "migrate", help="copy every file of a storage to another, keeping ids (resumable)",
+        description=(
+            "Copy every file of SOURCE to TARGET under the same id. Files already in TARGET with the "
+            "same length are skipped, so an interrupted migration is resumed by running it again. "
+            "Failures are reported with their ids and make the exit status 1; nothing is deleted."
+        ),
+    )
+    p.add_argument("source", metavar="SOURCE", help="storage to copy from")
+    p.add_argument("target", metavar="TARGET", help="storage to copy to")
+    p.add_argument("--verify", action="store_true",
+                   help="compare content, not only length: copies are read back, and files already "
+                        "in TARGET with a different content are copied again")
+    p.add_argument("--dry-run", action="store_true", help="only report what would be copied")
+    p.set_defaults(run=migrate)
+
+
+@dataclass
+class Tally:
+    """What a transfer did, for its summary line."""
+
+    total: int = 0
+    copied: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes: int = 0
+    verified: bool = False
+
+    def summary(self, label: str, elapsed: float) -> str:
+        parts = ["%d copied (%s)" % (self.copied, human_size(self.bytes))]
+        if self.skipped:
+            parts.append("%d already there" % self.skipped)
+        parts.append("%d failed" % self.failed)
+        text = "%s: %d files: %s" % (label, self.total, ", ".join(parts))
+        if self.verified:
+            text += "; content verified"
+        return text + "; %s in %s" % (human_rate(self.bytes, elapsed), human_duration(elapsed))
+
+
+def _transfer_one(
+    ctx: Context,
+    tally: Tally,
+    progress: Progress,
+    source: "tuple[str, FileStorage]",
+    target: "tuple[str, FileStorage]",
+    file_id: str,
+    *,
+    skip_existing: bool,
+    verify: bool,
+) -> None:
+    (source_name, source_storage), (target_name, target_storage) = source, target
+    moved = 0
+
+    def on_bytes(n: int) -> None:
+        nonlocal moved
+        moved += n
+        progress.advance(n)
+
+    def open_source():
+        return source_storage.get(file_id)
+
+    try:
+        outcome = copy_file(open_source, target_storage, file_id,
+                            skip_existing=skip_existing, verify=verify, on_bytes=on_bytes)
+    except (IOError, ValueError) as exc:
+        # From the source (listed but now gone, unreadable) or the target (id refused).
+        tally.failed += 1
+        ctx.fail(source_name, file_id, "not copied to %s: %s" % (target_name, describe(exc)))
+    except CopyError as exc:
+        tally.failed += 1
+        ctx.fail(target_name, file_id, str(exc))
+    except Exception as exc:
+        tally.failed += 1
+        ctx.fail(source_name, file_id, "not copied to %s: %s" % (target_name, describe(exc)))
+    else:
+        if outcome is Outcome.SKIPPED:
+            tally.skipped += 1
+        else:
+            tally.copied += 1
+            tally.bytes += moved
+    finally:
+        progress.file_done()
+
+
+def _run_transfer(ctx: Context, label: str, jobs: "List[tuple[str, str, str]]", *,
+                  skip_existing: bool, verify: bool) -> int:
+    """Copy ``(source storage, file id, target storage)`` triples and print a summary."""
+    tally = Tally(total=len(jobs), verified=verify)
+    progress = ctx.progress(label, len(jobs))
+    interrupted = False
+    try:
+        for source_name, file_id, target_name in jobs:
+            _transfer_one(ctx, tally, progress, ctx.storage(source_name), ctx.storage(target_name), file_id,
+                          skip_existing=skip_existing, verify=verify)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+    ctx.print(tally.summary(label, progress.elapsed))
+    if interrupted:
+        done = tally.copied + tally.skipped + tally.failed
+        ctx.warn("interrupted after %d of %d files; run the same command again to resume" % (done, tally.total))
+        return ExitCode.INTERRUPTED
+    if tally.failed:
+        ctx.warn("%d file(s) failed, listed above; run the command again to retry them" % tally.failed)
+    return ctx.exit_code() if not tally.failed else ExitCode.FAILURES
+
+
+def cp(args: argparse.Namespace, ctx: Context) -> int:
+    dest = ctx.storages.name_of(args.dest)
+    ctx.storage(dest)  # fail early on an unknown or unreachable destination
+    jobs = []
+    for target in args.targets:
+        storage_name, file_id = split_target(target, args.storage)
+        source = ctx.storages.name_of(storage_name)
+        if source == dest:
+            raise CLIError("%s is already in storage %r" % (target, dest))
+        jobs.append((source, file_id, dest))
+    return _run_transfer(ctx, "cp -> %s" % dest, jobs, skip_existing=False, verify=args.verify)
+
+
+def _check_ids_fit(target_name: str, target: FileStorage, file_id: str, source_name: str) -> None:
+    try:
+        target.exists(file_id)
+    except ValueError as exc:
+        raise CLIError(
+            "storage %r cannot hold the ids of %r (%s): ids are kept, so both storages must use the "
+            "same id format (UUIDs for local, memory, S3 and GCS)" % (target_name, source_name, exc)
+        ) from None
+
+
+def migrate(args: argparse.Namespace, ctx: Context) -> int:
+    source_name, source = ctx.storage(args.source)
+    target_name, target = ctx.storage(args.target)
+    if source_name == target_name:
+        raise CLIError("source and target are the same storage %r" % source_name)
+    try:
+        ids = sorted(source.list())
+    except Exception as exc:
+        raise CLIError("cannot list storage %r: %s" % (source_name, describe(exc)), ExitCode.STORAGE) from exc
+    if ids:
+        _check_ids_fit(target_name, target, ids[0], source_name)
+    if args.dry_run:
+        return _dry_run(ctx, source_name, target_name, target, ids)
+    label = "migrate %s -> %s" % (source_name, target_name)
+    jobs = [(source_name, file_id, target_name) for file_id in ids]
+    return _run_transfer(ctx, label, jobs, skip_existing=True, verify=args.verify)
+
+
+def _dry_run(ctx: Context, source_name: str, target_name: str, target: FileStorage, ids: List[str]) -> int:
+    missing = 0
+    for file_id in ids:
+        try:
+            present = target.exists(file_id)
+        except Exception as exc:
+            ctx.fail(target_name, file_id, describe(exc))
+            continue
+        if not present:
+            missing += 1
+            ctx.print("would copy %s/%s" % (source_name, file_id))
+    ctx.print("migrate %s -> %s (dry run): %d files, %d to copy, %d already there (lengths not compared)"
+              % (source_name, target_name, len(ids), missing, len(ids) - missing))
+    return ctx.exit_code()
+
+
