@@ -1,0 +1,451 @@
+"""The ``depot`` command run in-process: settings, file commands, cp and migrate on local storages."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+
+import pytest
+
+from depot.cli import main
+from depot.cli.config import Settings, Storages, apply_options, find_settings_file, load_settings
+from depot.cli.copying import CopyError, Outcome, copy_file
+from depot.cli.errors import CLIError, ExitCode
+from depot.io.local import LocalFileStorage
+from depot.io.memory import MemoryFileStorage
+from depot.manager import DepotManager
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_settings(monkeypatch, tmp_path):
+    # Neither the developer's $DEPOT_CONFIG nor a depot.toml in the cwd may leak in.
+    monkeypatch.delenv("DEPOT_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def run(capsys):
+    """Run the command; returns (exit status, stdout, stderr)."""
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def files(tmp_path):
+    return tmp_path / "files"
+
+
+def local(files):
+    return LocalFileStorage(str(files))
+
+
+# -- settings ------------------------------------------------------------------
+
+INI = """
+[depot]
+default = files
+
+[depot.aliases]
+avatars = files
+
+[depot.storages.files]
+backend = local
+storage_path = {path}
+
+[depot.storages.scratch]
+depot.backend = memory
+depot.some_flag = false
+"""
+
+TOML = """
+[depot]
+default = "files"
+
+[depot.aliases]
+avatars = "files"
+
+[depot.storages.files]
+backend = "local"
+storage_path = "{path}"
+
+[depot.storages.scratch]
+depot.backend = "memory"
+depot.some_flag = false
+"""
+
+
+@pytest.mark.parametrize("name, text", [("depot.ini", INI), ("depot.toml", TOML)])
+def test_settings_file_formats_agree(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text.format(path=tmp_path / "files"))
+    settings = load_settings(str(path))
+    assert settings.default == "files"
+    assert settings.aliases == {"avatars": "files"}
+    assert settings.storages["files"] == {"depot.backend": "local", "depot.storage_path": str(tmp_path / "files")}
+    # INI values are strings, TOML keeps its types: backends coerce with asbool.
+    assert settings.storages["scratch"]["depot.backend"] == "memory"
+    assert settings.storages["scratch"]["depot.some_flag"] in ("false", False)
+
+
+def test_settings_file_is_found_in_cwd_and_env(tmp_path, monkeypatch):
+    assert find_settings_file(None, str(tmp_path)) is None
+    (tmp_path / "depot.ini").write_text("")
+    assert find_settings_file(None, str(tmp_path)) == str(tmp_path / "depot.ini")
+    (tmp_path / "depot.toml").write_text("")
+    assert find_settings_file(None, str(tmp_path)) == str(tmp_path / "depot.toml")
+    monkeypatch.setenv("DEPOT_CONFIG", "/etc/app/depot.ini")
+    assert find_settings_file(None, str(tmp_path)) == "/etc/app/depot.ini"
+    assert find_settings_file("mine.toml", str(tmp_path)) == "mine.toml"
+
+
+def test_settings_in_cwd_are_used(run, tmp_path):
+    (tmp_path / "depot.toml").write_text(TOML.format(path=tmp_path / "files"))
+    (tmp_path / "a.txt").write_bytes(b"from cwd settings")
+    code, out, _ = run("put", "a.txt")
+    assert code == 0
+    assert local(tmp_path / "files").get(out.strip()).read() == b"from cwd settings"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[depot]\ndefault = x\n", "defines no storage"),
+    ("[depot.storages.a]\nbackend = memory\n[depot]\nbogus = 1\n", "unknown key(s) in [depot]: bogus"),
+    ("[depot.storages.a\n", "not a valid INI file"),
+    ("[depot.storages.a]\nbackend = memory\n[depot.aliases]\nb = nowhere\n", "'b' points to 'nowhere'"),
+    ("[depot.storages.a]\nbackend = memory\n[depot]\ndefault = other\n", "default storage 'other'"),
+])
+def test_bad_settings_are_usage_errors(run, tmp_path, text, message):
+    path = tmp_path / "bad.ini"
+    path.write_text(text)
+    code, out, err = run("-c", path, "ls")
+    assert code == ExitCode.USAGE
+    assert message in err
+    assert out == ""
+
+
+def test_bad_toml_and_missing_file(run, tmp_path):
+    (tmp_path / "bad.toml").write_text("[depot\n")
+    code, _, err = run("-c", tmp_path / "bad.toml", "ls")
+    assert (code, "is not valid TOML" in err) == (ExitCode.USAGE, True)
+    code, _, err = run("-c", tmp_path / "missing.ini", "ls")
+    assert (code, "cannot read settings file" in err) == (ExitCode.USAGE, True)
+
+
+def test_command_line_options_define_and_override(tmp_path):
+    settings = Settings(storages={"files": {"depot.backend": "local", "depot.storage_path": "/old"}})
+    apply_options(settings, backends=["s3=s3"], options=["s3.bucket=media", "files.depot.storage_path=/new"],
+                  locals_=["disk=/srv/disk"])
+    assert settings.storages == {
+        "files": {"depot.backend": "local", "depot.storage_path": "/new"},
+        "s3": {"depot.backend": "s3", "depot.bucket": "media"},
+        "disk": {"depot.backend": "local", "depot.storage_path": "/srv/disk"},
+    }
+    for bad in (dict(backends=["nobackend"]), dict(options=["novalue"]), dict(options=["nokey=1"]),
+                dict(locals_=["=/path"])):
+        with pytest.raises(CLIError):
+            apply_options(Settings(), **bad)
+
+
+def test_storages_are_built_lazily_and_kept_out_of_the_manager(tmp_path):
+    settings = apply_options(Settings(), backends=["broken=depot.io.nowhere.Storage"], locals_=["files=%s" % tmp_path])
+    storages = Storages(settings)
+    assert isinstance(storages.get("files"), LocalFileStorage)
+    assert storages.get("files") is storages.get("files")
+    assert DepotManager.get("files") is None
+    with pytest.raises(CLIError) as err:
+        storages.get("broken")
+    assert err.value.code == ExitCode.USAGE and "'broken' is misconfigured" in str(err.value)
+
+
+def test_choosing_the_storage(run, tmp_path):
+    code, _, err = run("ls")
+    assert code == ExitCode.USAGE and "no storage configured" in err
+    code, _, err = run("--local", "a=%s" % (tmp_path / "a"), "--local", "b=%s" % (tmp_path / "b"), "ls")
+    assert code == ExitCode.USAGE and "several storages are configured (a, b)" in err
+    code, _, err = run("--local", "a=%s" % (tmp_path / "a"), "ls", "-s", "zzz")
+    assert code == ExitCode.NOT_FOUND and "no storage named 'zzz' (configured: a)" in err
+
+
+def test_missing_backend_class_is_a_usage_error(run):
+    code, _, err = run("--backend", "x=depot.io.memory.NoSuchStorage", "ls")
+    assert code == ExitCode.USAGE
+    assert "has no storage class NoSuchStorage" in err
+
+
+def test_backend_failing_to_start_is_a_storage_error(run, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    # A storage whose constructor fails for a reason other than its options.
+    code, _, err = run("--backend", "x=tests.test_cli.ExplodingStorage", "ls")
+    assert code == ExitCode.STORAGE
+    assert "storage 'x' could not be opened: connection refused" in err
+
+
+class ExplodingStorage(MemoryFileStorage):
+    def __init__(self, **options):
+        raise ConnectionRefusedError("connection refused")
+
+
+# -- put, ls, info, get, rm -------------------------------------------------------
+
+def test_put_ls_info_get_rm(run, tmp_path, files):
+    (tmp_path / "notes.txt").write_bytes(b"some notes\n")
+    (tmp_path / "data.bin").write_bytes(bytes(range(256)) * 10)
+    opts = ("--local", "files=%s" % files)
+
+    code, out, _ = run(*opts, "put", tmp_path / "notes.txt", tmp_path / "data.bin")
+    assert code == 0
+    notes_id, data_id = out.split()
+    storage = local(files)
+    assert storage.get(notes_id).read() == b"some notes\n"
+    assert (storage.get(notes_id).filename, storage.get(notes_id).content_type) == ("notes.txt", "text/plain")
+
+    code, out, _ = run(*opts, "ls")
+    assert (code, out.split()) == (0, sorted([notes_id, data_id]))
+    code, out, _ = run(*opts, "ls", "-l")
+    line = next(line for line in out.splitlines() if line.startswith(data_id))
+    assert line.split()[1:2] == ["2560"] and line.endswith("data.bin")
+
+    code, out, _ = run(*opts, "info", notes_id)
+    assert code == 0
+    assert "path:           files/%s" % notes_id in out
+    assert "filename:       notes.txt" in out
+    assert "content_length: 11" in out
+    assert "public_url:     -" in out
+
+    code, out, _ = run(*opts, "info", "--json", notes_id, "files/" + data_id)
+    first, second = [json.loads(line) for line in out.splitlines()]
+    assert first["id"] == notes_id and first["content_type"] == "text/plain" and first["public_url"] is None
+    assert second == {**second, "path": "files/" + data_id, "content_length": 2560, "filename": "data.bin"}
+    assert second["last_modified"] == storage.get(data_id).last_modified.strftime("%Y-%m-%d %H:%M:%S")
+
+    code, _, err = run(*opts, "get", data_id, "-o", tmp_path / "copy.bin")
+    assert code == 0 and (tmp_path / "copy.bin").read_bytes() == bytes(range(256)) * 10
+    assert "wrote files/%s to" % data_id in err
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    code, _, _ = run(*opts, "get", notes_id, "-o", outdir)
+    assert (outdir / "notes.txt").read_bytes() == b"some notes\n"
+    assert [p.name for p in outdir.iterdir()] == ["notes.txt"]  # no leftover temporary file
+
+    code, _, _ = run(*opts, "rm", notes_id)
+    assert code == 0 and not storage.exists(notes_id)
+    code, _, err = run(*opts, "rm", notes_id, data_id)
+    assert code == ExitCode.NOT_FOUND
+    assert "storage files, file %s: no such file" % notes_id in err
+    assert not storage.exists(data_id)  # the other one was still deleted
+    assert run(*opts, "rm", "-f", notes_id)[0] == 0
+
+
+def test_put_with_name_and_type(run, tmp_path, files):
+    (tmp_path / "x").write_bytes(b"<svg/>")
+    code, out, _ = run("--local", "files=%s" % files, "put", "--name", "logo.svg", "--path", tmp_path / "x")
+    assert code == 0
+    storage_name, file_id = out.strip().split("/")
+    f = local(files).get(file_id)
+    assert (storage_name, f.filename, f.content_type) == ("files", "logo.svg", "image/svg+xml")
+    code, out, _ = run("--local", "files=%s" % files, "put", "--content-type", "text/x-thing", tmp_path / "x")
+    assert local(files).get(out.strip()).content_type == "text/x-thing"
+    code, _, err = run("--local", "files=%s" % files, "put", "--name", "n", tmp_path / "x", tmp_path / "x")
+    assert code == ExitCode.USAGE and "--name applies to a single file" in err
+
+
+def test_put_from_stdin(run, files, monkeypatch):
+    class Stdin:
+        buffer = io.BytesIO(b"piped bytes")
+
+    monkeypatch.setattr("sys.stdin", Stdin)
+    code, out, _ = run("--local", "files=%s" % files, "put", "-", "--name", "piped.txt")
+    f = local(files).get(out.strip())
+    assert (code, f.read(), f.filename, f.content_type) == (0, b"piped bytes", "piped.txt", "text/plain")
+
+
+def test_put_reports_unreadable_files_and_goes_on(run, tmp_path, files):
+    (tmp_path / "ok.txt").write_bytes(b"ok")
+    code, out, err = run("--local", "files=%s" % files, "put", tmp_path / "missing.txt", tmp_path / "ok.txt")
+    assert code == ExitCode.FAILURES
+    assert "missing.txt: cannot read: No such file or directory" in err
+    assert local(files).get(out.strip()).read() == b"ok"
+
+
+def test_get_missing_or_invalid_ids(run, files):
+    opts = ("--local", "files=%s" % files)
+    code, out, err = run(*opts, "get", "0b8e7a9c-6c2b-4d4e-9d1b-2f3a4b5c6d7e")
+    assert (code, out) == (ExitCode.NOT_FOUND, "")
+    assert "storage files, file 0b8e7a9c-6c2b-4d4e-9d1b-2f3a4b5c6d7e: no such file" in err
+    code, _, err = run(*opts, "info", "not-an-id")
+    assert code == ExitCode.NOT_FOUND and "not a valid file id" in err
+    code, _, err = run(*opts, "get", "other/0b8e7a9c-6c2b-4d4e-9d1b-2f3a4b5c6d7e")
+    assert code == ExitCode.NOT_FOUND and "no storage named 'other'" in err
+
+
+def test_get_into_a_directory_never_leaves_it(run, tmp_path, files):
+    file_id = local(files).create(b"payload", "../../escape.txt")
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    assert run("--local", "files=%s" % files, "get", file_id, "-o", outdir)[0] == 0
+    assert [p.name for p in outdir.iterdir()] == ["escape.txt"]
+    hidden = local(files).create(b"x", ".bashrc")
+    assert run("--local", "files=%s" % files, "get", hidden, "-o", outdir)[0] == 0
+    assert sorted(p.name for p in outdir.iterdir()) == ["bashrc", "escape.txt"]
+
+
+def test_aliases_and_default_from_settings(run, tmp_path):
+    path = tmp_path / "depot.ini"
+    path.write_text(INI.format(path=tmp_path / "files"))
+    (tmp_path / "a.txt").write_bytes(b"aliased")
+    code, out, _ = run("-c", path, "put", "-s", "avatars", "--path", tmp_path / "a.txt")
+    assert code == 0 and out.startswith("files/")  # the alias resolves to the real name
+    code, out2, _ = run("-c", path, "ls")
+    assert out2.split() == [out.strip().split("/")[1]]
+
+
+# -- cp and migrate ------------------------------------------------------------------
+
+def two_stores(tmp_path):
+    return ("--local", "a=%s" % (tmp_path / "a"), "--local", "b=%s" % (tmp_path / "b"))
+
+
+def test_cp_keeps_ids_and_metadata(run, tmp_path):
+    a = local(tmp_path / "a")
+    ids = [a.create(b"first", "first.txt"), a.create(b"second" * 1000, "second.csv")]
+    code, out, err = run(*two_stores(tmp_path), "cp", "-s", "a", ids[0], "a/" + ids[1], "b", "--verify")
+    assert code == 0, err
+    assert "2 copied" in out and "0 failed" in out and "content verified" in out
+    b = local(tmp_path / "b")
+    for file_id in ids:
+        src, dst = a.get(file_id), b.get(file_id)
+        assert (dst.read(), dst.filename, dst.content_type) == (src.read(), src.filename, src.content_type)
+    code, _, err = run(*two_stores(tmp_path), "cp", "a/" + ids[0], "a")
+    assert code == ExitCode.USAGE and "already in storage 'a'" in err
+
+
+def copy(source, target, file_id):
+    f = source.get(file_id)
+    target.replace(f, f)
+
+
+def test_migrate_copies_everything_then_skips(run, tmp_path):
+    a = local(tmp_path / "a")
+    ids = sorted(a.create(os.urandom(1000 + i), "f%d.bin" % i) for i in range(5))
+    code, out, err = run(*two_stores(tmp_path), "migrate", "a", "b")
+    assert code == 0, err
+    assert out.startswith("migrate a -> b: 5 files: 5 copied (")
+    assert sorted(local(tmp_path / "b").list()) == ids
+    code, out, _ = run(*two_stores(tmp_path), "migrate", "a", "b", "--verify")
+    assert code == 0
+    assert "5 files: 0 copied (0 B), 5 already there, 0 failed; content verified" in out
+
+
+def test_migrate_recopies_stale_copies(run, tmp_path):
+    a, b = local(tmp_path / "a"), local(tmp_path / "b")
+    same_length, other_length, good = (a.create(b"original-%d" % i, "f.txt") for i in range(3))
+    for file_id in (same_length, other_length, good):
+        copy(a, b, file_id)
+    b.replace(same_length, b"ORIGINAL-0")          # same length, other content
+    b.replace(other_length, b"truncated")          # different length
+    code, out, _ = run(*two_stores(tmp_path), "migrate", "a", "b")
+    assert "1 copied" in out and "2 already there" in out  # length alone misses same_length
+    assert b.get(other_length).read() == b"original-1"
+    code, out, _ = run(*two_stores(tmp_path), "migrate", "a", "b", "--verify")
+    assert "1 copied" in out and "2 already there" in out
+    assert b.get(same_length).read() == b"original-0"
+
+
+def corrupt_metadata(storage, file_id):
+    with open(storage.get(file_id)._metadata_path, "w") as f:
+        f.write("{not json")
+
+
+def test_migrate_reports_failures_goes_on_and_resumes(run, tmp_path):
+    a = local(tmp_path / "a")
+    ids = sorted(a.create(b"content %d" % i, "f%d" % i) for i in range(4))
+    backup = a.get(ids[1])._metadata_path + ".bak"
+    shutil.copy(a.get(ids[1])._metadata_path, backup)
+    corrupt_metadata(a, ids[1])
+
+    code, out, err = run(*two_stores(tmp_path), "migrate", "a", "b", "--verify")
+    assert code == ExitCode.FAILURES
+    assert "4 files: 3 copied" in out and "1 failed" in out
+    assert "storage a, file %s: not copied to b: ValueError: Invalid file metadata" % ids[1] in err
+    assert "1 file(s) failed, listed above" in err
+    b = local(tmp_path / "b")
+    assert sorted(b.list()) == [i for i in ids if i != ids[1]]
+
+    os.replace(backup, a.get(ids[0])._metadata_path.replace(ids[0], ids[1]))
+    code, out, _ = run(*two_stores(tmp_path), "migrate", "a", "b", "--verify")
+    assert code == 0
+    assert "4 files: 1 copied" in out and "3 already there, 0 failed" in out
+    assert b.get(ids[1]).read() == a.get(ids[1]).read()
+
+
+def test_migrate_dry_run(run, tmp_path):
+    a = local(tmp_path / "a")
+    first, second = sorted(a.create(b"x%d" % i) for i in range(2))
+    copy(a, local(tmp_path / "b"), first)
+    code, out, _ = run(*two_stores(tmp_path), "migrate", "a", "b", "--dry-run")
+    assert code == 0
+    assert out.splitlines() == [
+        "would copy a/%s" % second,
+        "migrate a -> b (dry run): 2 files, 1 to copy, 1 already there (lengths not compared)",
+    ]
+    assert local(tmp_path / "b").list() == [first]
+
+
+def test_migrate_errors(run, tmp_path):
+    code, _, err = run(*two_stores(tmp_path), "migrate", "a", "a")
+    assert code == ExitCode.USAGE and "same storage 'a'" in err
+    code, _, err = run("--backend", "a=tests.test_cli.UnlistableStorage", "--local", "b=%s" % tmp_path,
+                       "migrate", "a", "b")
+    assert code == ExitCode.STORAGE and "cannot list storage 'a': ConnectionError: server went away" in err
+
+
+class UnlistableStorage(MemoryFileStorage):
+    def list(self):
+        raise ConnectionError("server went away")
+
+
+def test_migrate_of_an_empty_storage(run, tmp_path):
+    (tmp_path / "a").mkdir()
+    code, out, _ = run(*two_stores(tmp_path), "migrate", "a", "b")
+    assert code == 0 and "0 files: 0 copied (0 B), 0 failed" in out
+
+
+class CorruptingStorage(MemoryFileStorage):
+    """Stores every file with its first byte flipped: what --verify is for."""
+
+    def replace(self, file_or_id, content, filename=None, content_type=None):
+        file_id = super().replace(file_or_id, content, filename, content_type)
+        data = bytearray(self.files[file_id]["data"])
+        data[0] ^= 0xFF
+        self.files[file_id]["data"] = bytes(data)
+        return file_id
+
+
+def test_verify_catches_a_bad_copy():
+    source = MemoryFileStorage()
+    file_id = source.create(b"precious bytes", "p.txt")
+    target = CorruptingStorage()
+    assert copy_file(lambda: source.get(file_id), target, file_id) is Outcome.COPIED
+    with pytest.raises(CopyError, match="verification failed: the copy has 14 bytes"):
+        copy_file(lambda: source.get(file_id), target, file_id, skip_existing=False, verify=True)
+    # Same length: skipped without --verify, copied again (and caught again) with it.
+    assert copy_file(lambda: source.get(file_id), target, file_id) is Outcome.SKIPPED
+    with pytest.raises(CopyError):
+        copy_file(lambda: source.get(file_id), target, file_id, verify=True)
+
+
+def test_copy_counts_bytes_and_keeps_unnamed_files():
+    source = MemoryFileStorage()
+    file_id = source.create(b"z" * 5000)
+    source.files[file_id]["metadata"]["filename"] = None  # as a file written outside depot
+    target = MemoryFileStorage()
+    counted = []
+    assert copy_file(lambda: source.get(file_id), target, file_id, on_bytes=counted.append) is Outcome.COPIED
+    assert sum(counted) == 5000
+    assert target.get(file_id).filename == "unnamed"
