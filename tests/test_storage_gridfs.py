@@ -60,6 +60,7 @@ def test_compatible_layout_and_attributes(gridfs_storage):
     assert len(doc["last_modified"]) == 19
     assert isinstance(doc["uploadDate"], datetime.datetime)
     assert [c["data"] for c in _chunk_docs(storage, ObjectId(file_id))] == [b"data"]
+    assert storage.get(file_id).version != storage.get(storage.create(b"data", "a.txt")).version
 
 
 def test_pymongo_gridfs_reads_what_depot_writes_even_after_replace(gridfs_storage):
@@ -81,6 +82,15 @@ def test_reads_files_written_outside_depot(gridfs_storage):
     assert str(oid) in storage.list()
     storage.replace(str(oid), b"replaced", "named.txt")
     assert storage.get(str(oid)).read() == b"replaced"
+
+
+def test_handle_reads_content_rewritten_by_another_tool(gridfs_storage):
+    storage = gridfs_storage
+    file_id = storage.create(b"x" * 1000)
+    f = storage.get(file_id)
+    storage._gridfs.delete(ObjectId(file_id))
+    storage._gridfs.put(b"y" * 500, _id=ObjectId(file_id), chunkSize=64)
+    assert f.read() == b"y" * 500
 
 
 def test_invalid_last_modified_is_none(gridfs_storage):
@@ -202,7 +212,7 @@ def test_open_cursor_reads_one_consistent_version(mongo_database_uri, monkeypatc
 def test_missing_chunk_is_corruption_not_a_replace(gridfs_storage):
     file_id = gridfs_storage.create(b"abc")
     gridfs_storage._db["filedepot.chunks"].delete_many({})
-    with pytest.raises(gridfs.errors.CorruptGridFile, match="missing chunk 0"):
+    with pytest.raises(gridfs.errors.CorruptGridFile, match="missing or truncated chunk 0"):
         gridfs_storage.get(file_id).read()
 
 
