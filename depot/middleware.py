@@ -26,12 +26,17 @@ from depot.serving.offload import AccelMapping, Offload
 from depot.serving.paths import is_under_mount, mount_prefix, split_file_path
 from depot.serving.plan import FileFacts, plan_response
 from depot.serving.signing import LinkSigner
-from depot.utils import asbool, asint, http_date, utcnow_naive
+from depot.utils import asbool, asint, http_date
 
 __all__ = ["DepotMiddleware", "FileServeApp"]
 
 #: Chunk handed to ``wsgi.file_wrapper`` and read from storages (256 KiB).
 _BLOCK_SIZE = 4096 * 64
+
+#: Bodies up to this size are read and returned as one chunk: for them the
+#: server's sendfile set-up (a selector, lseek, fstat...) costs more than the
+#: copy it saves.
+_SMALL_BODY = 64 * 1024
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
@@ -208,8 +213,7 @@ class FileServeApp:
                 return _not_found(start_response)
             facts = FileFacts(etag, self.last_modified, size, self.content_type, self.filename)
             cache_control, expires = cache_headers(self.cache_expires, self._link_remaining)
-            now = utcnow_naive()
-            plan = plan_response(environ, facts, cache_control, expires, self._policy, now)
+            plan = plan_response(environ, facts, cache_control, expires, self._policy)
             if plan.status in _ERROR_MESSAGES:
                 return _html(start_response, plan.status, _ERROR_MESSAGES[plan.status], plan.headers)
             target = None
@@ -218,7 +222,7 @@ class FileServeApp:
             if target is not None:
                 # The front server sends the bytes: it applies Range itself and
                 # computes the length, so neither is decided here.
-                plan = plan_response(environ, facts, cache_control, expires, self._policy, now, ranges=False)
+                plan = plan_response(environ, facts, cache_control, expires, self._policy, ranges=False)
                 headers = [h for h in plan.headers if h[0] != "Content-Length"]
                 start_response(plan.status, headers + [target])
                 return []
@@ -227,6 +231,10 @@ class FileServeApp:
                 return []
             start, stop = plan.body
             wrapper = environ.get("wsgi.file_wrapper", _FileIter)
+            if real is not None and stop - start <= _SMALL_BODY:
+                if start:
+                    real.seek(start)
+                return [real.read(stop - start)]
             if real is not None:
                 handed_over = real
                 if start:

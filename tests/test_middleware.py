@@ -13,6 +13,7 @@ from depot.serving.etags import make_etag
 
 from .test_middleware_support import (  # noqa: F401  (fixtures)
     CONTENT,
+    LARGE_CONTENT,
     clean_manager,
     local_storage,
     make_app,
@@ -218,7 +219,7 @@ def test_has_been_modified(storage):
 
 
 def test_replace_wsgi_filewrapper(storage):
-    fid = storage.create(CONTENT, "file.txt", "text/plain")
+    fid = storage.create(LARGE_CONTENT, "file.txt", "text/plain")
     app = FileServeApp(storage.get(fid), 1000, replace_wsgi_filewrapper=True)
 
     class ServerWrapper:
@@ -229,12 +230,12 @@ def test_replace_wsgi_filewrapper(storage):
     body = app(environ, lambda status, headers: None)
     assert environ["wsgi.file_wrapper"] is _FileIter
     assert isinstance(body, _FileIter)
-    assert b"".join(body) == CONTENT
+    assert b"".join(body) == LARGE_CONTENT
     body.close()
 
 
 def test_server_file_wrapper_is_used(storage):
-    fid = storage.create(CONTENT, "file.txt", "text/plain")
+    fid = storage.create(LARGE_CONTENT, "file.txt", "text/plain")
     calls = []
 
     def wrapper(filelike, block_size):
@@ -242,8 +243,21 @@ def test_server_file_wrapper_is_used(storage):
         return _FileIter(filelike, block_size)
 
     body = FileServeApp(storage.get(fid), 1000)({"REQUEST_METHOD": "GET", "wsgi.file_wrapper": wrapper}, lambda s, h: None)
-    assert b"".join(body) == CONTENT and calls == [_BLOCK_SIZE]
+    assert b"".join(body) == LARGE_CONTENT and calls == [_BLOCK_SIZE]
     body.close()
+
+
+def test_small_local_files_are_sent_as_one_chunk(local_storage):
+    """Below _SMALL_BODY a copy is cheaper than the server's sendfile set-up."""
+    fid = local_storage.create(CONTENT, "file.txt", "text/plain")
+    f = local_storage.get(fid)
+
+    def wrapper(filelike, block_size):
+        raise AssertionError("small bodies do not need the file wrapper")
+
+    body = FileServeApp(f, 1000)({"REQUEST_METHOD": "GET", "wsgi.file_wrapper": wrapper}, lambda s, h: None)
+    assert body == [CONTENT]
+    assert f.closed
 
 
 def test_file_iter():
@@ -265,8 +279,10 @@ def test_the_stored_file_is_closed(storage):
         f = storage.get(fid)
         FileServeApp(f, 10)(environ, lambda s, h: None)
         assert f.closed, environ
-    f = storage.get(fid)
-    body = FileServeApp(f, 10)({"REQUEST_METHOD": "GET"}, lambda s, h: None)
-    b"".join(body)
-    body.close()
-    assert f.closed
+    for content in (CONTENT, LARGE_CONTENT):
+        fid = storage.create(content, "file.txt", "text/plain")
+        f = storage.get(fid)
+        body = FileServeApp(f, 10)({"REQUEST_METHOD": "GET"}, lambda s, h: None)
+        assert b"".join(body) == content
+        getattr(body, "close", lambda: None)()
+        assert f.closed

@@ -14,6 +14,7 @@ from depot.serving.dates import parse_http_date
 
 from .test_middleware_support import (  # noqa: F401  (fixtures)
     CONTENT,
+    LARGE_CONTENT,
     clean_manager,
     local_storage,
     make_app,
@@ -72,7 +73,7 @@ def test_if_range(served):
     assert app.get(url, headers={"Range": "bytes=0-3", "If-Range": '"stale"'}).body == CONTENT
     # A date validates only once its second is over (a later write could share it).
     later = parse_http_date(last_modified) + datetime.timedelta(seconds=5)
-    with mock.patch("depot.middleware.utcnow_naive", return_value=later):
+    with mock.patch("depot.serving.plan.utcnow_naive", return_value=later):
         assert app.get(url, headers={"Range": "bytes=0-3", "If-Range": last_modified}).status_int == 206
     assert app.get(url, headers={"Range": "bytes=0-3", "If-Range": "Thu, 01 Jan 1970 00:00:00 GMT"}).status_int == 200
 
@@ -200,7 +201,8 @@ def test_memory_ranges_use_iter_range_not_read(storage):
 
 def test_local_files_go_to_the_file_wrapper_as_real_files(local_storage):
     """Zero-copy: the server's wrapper gets an OS file positioned at the range start."""
-    fid = local_storage.create(CONTENT, "file.txt", "text/plain")
+    fid = local_storage.create(LARGE_CONTENT, "file.txt", "text/plain")
+    size = len(LARGE_CONTENT)
     handed = []
 
     class Wrapper(_FileIter):
@@ -211,14 +213,15 @@ def test_local_files_go_to_the_file_wrapper_as_real_files(local_storage):
     app = make_app()
     app.extra_environ = {"wsgi.file_wrapper": Wrapper}
     url = "/depot/default/%s" % fid
-    assert app.get(url).body == CONTENT
-    assert app.get(url, headers={"Range": "bytes=100-"}).body == CONTENT[100:]
-    assert app.get(url, headers={"Range": "bytes=10-19"}).body == CONTENT[10:20]
+    assert app.get(url).body == LARGE_CONTENT
+    assert app.get(url, headers={"Range": "bytes=100-"}).body == LARGE_CONTENT[100:]
+    assert app.get(url, headers={"Range": "bytes=10-%d" % (size - 10)}).body == LARGE_CONTENT[10:size - 9]
+    assert app.get(url, headers={"Range": "bytes=10-19"}).body == LARGE_CONTENT[10:20]  # small: copied
     (full, at0), (tail, at100), (middle, at10) = handed
     assert at0 == 0 and at100 == 100 and at10 == 10
     assert not isinstance(full, _BoundedFile) and not isinstance(tail, _BoundedFile)
     assert isinstance(middle, _BoundedFile)
-    assert all(f.closed for f, _ in [(full, 0), (tail, 0)])
+    assert full.closed and tail.closed and middle._real.closed
 
 
 def test_bounded_file_reads_only_its_range(tmp_path):

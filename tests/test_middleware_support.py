@@ -8,6 +8,8 @@ from depot.io.memory import MemoryFileStorage, MemoryStoredFile
 from depot.manager import DepotManager
 
 CONTENT = b"0123456789abcdefghijklmnopqrstuvwxyz" * 3  # 108 bytes, every offset distinct enough
+#: Above the size the middleware copies instead of handing to the server's file wrapper.
+LARGE_CONTENT = bytes(range(256)) * 1024 + b"tail"
 
 
 def fallback_app(environ, start_response):

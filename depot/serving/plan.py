@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import List, Mapping, Optional, Tuple
+from functools import lru_cache
+from typing import List, Mapping, NamedTuple, Optional, Tuple
 
-from depot.utils import http_date
+from depot.utils import http_date, utcnow_naive
 
 from .conditional import Outcome, evaluate_preconditions, if_range_holds
 from .content import SANDBOX_CSP, InlinePolicy, safe_content_type
@@ -16,8 +17,7 @@ __all__ = ["FileFacts", "Plan", "plan_response"]
 Headers = List[Tuple[str, str]]
 
 
-@dataclass(frozen=True)
-class FileFacts:
+class FileFacts(NamedTuple):
     """What the HTTP rules need to know about a stored file."""
 
     etag: str
@@ -41,6 +41,21 @@ class Plan:
     body: Optional[Tuple[int, Optional[int]]]
 
 
+@lru_cache(maxsize=4096)
+def _describe(
+    content_type: Optional[str], filename: Optional[str], last_modified: Optional[datetime], policy: InlinePolicy
+) -> Tuple[str, str, bool, Optional[str]]:
+    """``(Content-Type, Content-Disposition, sandbox, Last-Modified)`` of a file.
+
+    Pure and memoised on all its inputs: these are the costly headers
+    (transliteration, percent-encoding, date formatting), and a popular file
+    asks for the same ones on every request.
+    """
+    served_type, media_type = safe_content_type(content_type)
+    disposition, sandbox = policy.disposition(media_type, filename)
+    return served_type, disposition, sandbox, None if last_modified is None else http_date(last_modified)
+
+
 _STATUS = {
     Outcome.NOT_MODIFIED: "304 Not Modified",
     Outcome.BAD_REQUEST: "400 Bad Request",
@@ -54,7 +69,7 @@ def plan_response(
     cache_control: str,
     expires: str,
     policy: InlinePolicy,
-    now: datetime,
+    now: Optional[datetime] = None,
     ranges: bool = True,
 ) -> Plan:
     """Apply RFC 9110 to a GET or HEAD (``environ`` holds its WSGI header keys).
@@ -66,7 +81,8 @@ def plan_response(
     ``Content-Security-Policy: sandbox``.  A 304 carries the validators and
     cache headers; 400 and 412 carry none (their bodies are the caller's).
     ``ranges=False`` ignores ``Range`` (the front server will apply it).
-    ``now`` is a naive UTC time, used by ``If-Range`` dates.
+    ``now`` is a naive UTC time, used by ``If-Range`` dates (the current
+    time when ``None``).
     """
     get = environ.get
     outcome = evaluate_preconditions(
@@ -77,7 +93,9 @@ def plan_response(
         get("HTTP_IF_NONE_MATCH"),
         get("HTTP_IF_MODIFIED_SINCE"),
     )
-    last_modified = None if facts.last_modified is None else http_date(facts.last_modified)
+    content_type, disposition, sandbox, last_modified = _describe(
+        facts.content_type, facts.filename, facts.last_modified, policy
+    )
     if outcome is Outcome.NOT_MODIFIED:
         headers = [("ETag", facts.etag), ("Cache-Control", cache_control), ("Expires", expires)]
         if last_modified is not None:
@@ -92,7 +110,9 @@ def plan_response(
     range_value = get("HTTP_RANGE") if ranges and get("REQUEST_METHOD") == "GET" else None
     if range_value is not None:
         if_range = get("HTTP_IF_RANGE")
-        if if_range is None or if_range_holds(if_range, facts.etag, facts.last_modified, now):
+        if if_range is None or if_range_holds(
+            if_range, facts.etag, facts.last_modified, utcnow_naive() if now is None else now
+        ):
             wanted = parse_range(range_value, size)
             if wanted is UNSATISFIABLE:
                 return Plan(
@@ -104,8 +124,6 @@ def plan_response(
                 status, body = "206 Partial Content", wanted
                 content_range_value = content_range(wanted[0], wanted[1], size)
 
-    content_type, media_type = safe_content_type(facts.content_type)
-    disposition, sandbox = policy.disposition(media_type, facts.filename)
     headers = [
         ("ETag", facts.etag),
         ("Cache-Control", cache_control),

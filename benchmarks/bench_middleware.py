@@ -1,0 +1,414 @@
+"""Serving files over HTTP: depot's DepotMiddleware beside filedepot 0.12 and raw sendfile.
+
+Each implementation runs under gunicorn (one sync worker) on 127.0.0.1 and is
+loaded by ``wrk`` (Debian package ``wrk``; a Python client in separate
+processes when it is missing).  Measured:
+
+- requests per second for a 1 KiB file;
+- MB/s for a 64 MiB file;
+- the server worker's CPU seconds per GB served (user + system time from
+  ``/proc/<pid>/stat``).
+
+A raw sendfile server (a loop of accept, read the request, ``os.sendfile``)
+is the physical reference.  filedepot 0.12.0 is installed into
+``benchmarks/.venv-filedepot`` (created on first run) and never imported here.
+
+Usage: ``python benchmarks/bench_middleware.py [--duration 10] [--connections 4]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+FILEDEPOT_VENV = HERE / ".venv-filedepot"
+LOOPBACK = "127.0.0.1"
+SMALL = 1024
+LARGE = 64 * 1024 * 1024
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+APP_MODULE = textwrap.dedent(
+    '''
+    import os
+    from depot.manager import DepotManager
+
+    DepotManager.configure("default", {"depot.storage_path": os.environ["BENCH_ROOT"]})
+
+
+    def not_found(environ, start_response):
+        start_response("404 Not Found", [("Content-Length", "0")])
+        return []
+
+
+    application = DepotManager.make_middleware(not_found)
+    '''
+)
+
+# Run by each implementation's interpreter: stores the two files with that
+# implementation's own API, prints their ids.
+SETUP_SCRIPT = textwrap.dedent(
+    '''
+    import json, os, sys
+    from depot.manager import DepotManager
+
+    DepotManager.configure("default", {"depot.storage_path": sys.argv[1]})
+    storage = DepotManager.get()
+    small = storage.create(os.urandom(%d), "small.bin", "application/octet-stream")
+    with open(sys.argv[2], "rb") as large_file:
+        large = storage.create(large_file, "large.bin", "application/octet-stream")
+    print(json.dumps({"small": small, "large": large}))
+    '''
+    % SMALL
+)
+
+RAW_SERVER = textwrap.dedent(
+    '''
+    """One process, one connection at a time: accept, read the request, sendfile, close."""
+    import os, socket, sys
+
+    files = {"/small": sys.argv[2], "/large": sys.argv[3]}
+    sizes = {path: os.path.getsize(name) for path, name in files.items()}
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", int(sys.argv[1])))
+    server.listen(128)
+    while True:
+        conn, _ = server.accept()
+        try:
+            request = b""
+            while b"\\r\\n\\r\\n" not in request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                request += chunk
+            path = request.split(b" ", 2)[1].decode() if request.count(b" ") >= 2 else "/"
+            if path not in files:
+                conn.sendall(b"HTTP/1.1 404 Not Found\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")
+                continue
+            conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/octet-stream\\r\\n"
+                         b"Content-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % sizes[path])
+            with open(files[path], "rb") as f:
+                offset, left = 0, sizes[path]
+                while left:
+                    sent = os.sendfile(conn.fileno(), f.fileno(), offset, left)
+                    if not sent:
+                        break
+                    offset += sent
+                    left -= sent
+        except OSError:
+            pass
+        finally:
+            conn.close()
+    '''
+)
+
+WRK_REPORT = textwrap.dedent(
+    """
+    done = function(summary, latency, requests)
+      local e = summary.errors
+      io.write(string.format(
+        'RESULT {"requests": %d, "bytes": %d, "duration_us": %d, "errors": %d, "non2xx": %d}\\n',
+        summary.requests, summary.bytes, summary.duration,
+        e.connect + e.read + e.write + e.timeout, e.status))
+    end
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("server exited with code %s" % process.returncode)
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server on port %d did not start" % port)
+
+
+def gunicorn_version() -> str:
+    from importlib.metadata import version
+
+    return version("gunicorn")
+
+
+def ensure_filedepot_venv() -> Path:
+    """The interpreter of a venv holding filedepot 0.12.0 and the same gunicorn as ours."""
+    python = FILEDEPOT_VENV / "bin" / "python"
+    if not python.exists():
+        print("creating %s (filedepot==0.12.0, gunicorn==%s)" % (FILEDEPOT_VENV, gunicorn_version()), flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(FILEDEPOT_VENV)], check=True)
+    probe = subprocess.run(
+        [str(python), "-c", "import depot.middleware, gunicorn; print(gunicorn.__version__)"],
+        capture_output=True, text=True, cwd=tempfile.gettempdir(),
+    )
+    if probe.returncode != 0 or probe.stdout.strip() != gunicorn_version():
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "filedepot==0.12.0", "gunicorn==%s" % gunicorn_version()],
+            check=True,
+        )
+    return python
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen
+    port: int
+    small_url: str
+    large_url: str
+
+    def worker_pid(self) -> int:
+        """gunicorn's worker (the master's only child), or the raw server itself."""
+        children_file = Path("/proc/%d/task/%d/children" % (self.process.pid, self.process.pid))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            children = children_file.read_text().split()
+            if self.name == "raw sendfile":
+                return self.process.pid
+            if children:
+                return int(children[0])
+            time.sleep(0.05)
+        raise RuntimeError("no gunicorn worker for %s" % self.name)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of the whole line, 12 and 13 after "(comm)".
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def start_gunicorn(name: str, python: Path, workdir: Path, root: Path, ids: Dict[str, str], pythonpath: Optional[str]) -> Server:
+    (workdir / "bench_app.py").write_text(APP_MODULE)
+    port = free_port()
+    env = dict(os.environ, BENCH_ROOT=str(root))
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    process = subprocess.Popen(
+        [str(python), "-m", "gunicorn", "--workers", "1", "--worker-class", "sync", "--bind",
+         "%s:%d" % (LOOPBACK, port), "--chdir", str(workdir), "--log-level", "warning", "bench_app:application"],
+        env=env, cwd=str(workdir), stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "wb"),
+    )
+    wait_for_port(port, process)
+    base = "http://%s:%d/depot/default/" % (LOOPBACK, port)
+    return Server(name, process, port, base + ids["small"], base + ids["large"])
+
+
+def start_raw(workdir: Path, small_path: Path, large_path: Path) -> Server:
+    (workdir / "raw_server.py").write_text(RAW_SERVER)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(workdir / "raw_server.py"), str(port), str(small_path), str(large_path)],
+        cwd=str(workdir), stdout=subprocess.DEVNULL, stderr=open(workdir / "raw.log", "wb"),
+    )
+    wait_for_port(port, process)
+    base = "http://%s:%d/" % (LOOPBACK, port)
+    return Server("raw sendfile", process, port, base + "small", base + "large")
+
+
+@dataclass
+class Load:
+    requests: int
+    bytes: int
+    seconds: float
+    errors: int
+    cpu: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def mbps(self) -> float:
+        return self.bytes / self.seconds / 1e6
+
+    @property
+    def cpu_per_gb(self) -> float:
+        return self.cpu / (self.bytes / 1e9) if self.bytes else float("nan")
+
+
+def run_wrk(url: str, connections: int, duration: float, script: Path) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t1", "-c%d" % connections, "-d%ds" % max(1, round(duration)), "--timeout", "20s", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    return {"requests": result["requests"], "bytes": result["bytes"], "seconds": result["duration_us"] / 1e6,
+            "errors": result["errors"] + result["non2xx"]}
+
+
+def python_client(url: str, duration: float, out_path: str) -> None:
+    """One connection's worth of load (a process of its own): GET in a loop, count bytes."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    requests = errors = received = 0
+    start = time.monotonic()
+    end = start + duration
+    while time.monotonic() < end:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+        try:
+            conn.request("GET", parts.path)
+            resp = conn.getresponse()
+            while True:
+                chunk = resp.read(1 << 20)
+                if not chunk:
+                    break
+                received += len(chunk)
+            requests += 1
+            errors += resp.status != 200
+        except OSError:
+            errors += 1
+        finally:
+            conn.close()
+    with open(out_path, "w") as f:
+        json.dump({"requests": requests, "bytes": received, "seconds": time.monotonic() - start, "errors": errors}, f)
+
+
+def run_python_clients(url: str, connections: int, duration: float, workdir: Path) -> dict:
+    procs, outs = [], []
+    for i in range(connections):
+        out = workdir / ("client-%d.json" % i)
+        outs.append(out)
+        procs.append(subprocess.Popen([sys.executable, __file__, "--client", url, str(duration), str(out)]))
+    for p in procs:
+        p.wait()
+    results = [json.loads(o.read_text()) for o in outs]
+    return {"requests": sum(r["requests"] for r in results), "bytes": sum(r["bytes"] for r in results),
+            "seconds": max(r["seconds"] for r in results), "errors": sum(r["errors"] for r in results)}
+
+
+def measure(server: Server, url: str, connections: int, duration: float, workdir: Path) -> Load:
+    pid = server.worker_pid()
+    script = workdir / "report.lua"
+    script.write_text(WRK_REPORT)
+    use_wrk = shutil.which("wrk") is not None
+    generate = (lambda d: run_wrk(url, connections, d, script)) if use_wrk else (
+        lambda d: run_python_clients(url, connections, d, workdir))
+    generate(min(2.0, duration))  # warm-up: imports, caches, page cache
+    before = cpu_seconds(pid)
+    result = generate(duration)
+    cpu = cpu_seconds(pid) - before
+    return Load(result["requests"], result["bytes"], result["seconds"], result["errors"], cpu)
+
+
+def prepare(python: Path, root: Path, large_source: Path, pythonpath: Optional[str]) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    out = subprocess.run(
+        [str(python), "-c", SETUP_SCRIPT, str(root), str(large_source)],
+        capture_output=True, text=True, check=True, env=env, cwd=tempfile.gettempdir(),
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
+    parser.add_argument("--connections", type=int, default=4, help="concurrent connections for the small file")
+    args = parser.parse_args()
+
+    filedepot_python = ensure_filedepot_venv()
+    workdir = Path(tempfile.mkdtemp(prefix="depot-bench-"))
+    servers: List[Server] = []
+    try:
+        large_source = workdir / "large.bin"
+        with open(large_source, "wb") as f:
+            for _ in range(LARGE // (1 << 20)):
+                f.write(os.urandom(1 << 20))
+        small_source = workdir / "small.bin"
+        small_source.write_bytes(os.urandom(SMALL))
+
+        results: Dict[str, Dict[str, Load]] = {}
+        plans = [
+            ("filedepot 0.12", filedepot_python, None),
+            ("depot", Path(sys.executable), str(REPO)),
+        ]
+        for name, python, pythonpath in plans:
+            root = workdir / name.replace(" ", "_")
+            ids = prepare(python, root / "files", large_source, pythonpath)
+            server_dir = root / "server"
+            server_dir.mkdir(parents=True)
+            servers.append(start_gunicorn(name, python, server_dir, root / "files", ids, pythonpath))
+        raw_dir = workdir / "raw"
+        raw_dir.mkdir()
+        servers.append(start_raw(raw_dir, small_source, large_source))
+
+        for server in servers:
+            print("measuring %s ..." % server.name, flush=True)
+            small = measure(server, server.small_url, args.connections, args.duration, workdir)
+            large = measure(server, server.large_url, 1, args.duration, workdir)
+            results[server.name] = {"small": small, "large": large}
+        report(results, args)
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(results: Dict[str, Dict[str, Load]], args: argparse.Namespace) -> None:
+    base = results["filedepot 0.12"]
+    print()
+    print("gunicorn %s, 1 sync worker, 127.0.0.1; load: %s; %gs per measurement; %d connections for 1 KiB, 1 for 64 MiB"
+          % (gunicorn_version(), "wrk" if shutil.which("wrk") else "python clients", args.duration, args.connections))
+    header = "%-16s %12s %10s %12s %10s %14s %10s %9s" % (
+        "server", "1KiB req/s", "ratio", "64MiB MB/s", "ratio", "CPU s/GB", "ratio", "errors")
+    print(header)
+    print("-" * len(header))
+    for name, r in results.items():
+        small, large = r["small"], r["large"]
+        print("%-16s %12.0f %9.2fx %12.0f %9.2fx %14.3f %9.2fx %9d" % (
+            name, small.rps, small.rps / base["small"].rps, large.mbps, large.mbps / base["large"].mbps,
+            large.cpu_per_gb, large.cpu_per_gb / base["large"].cpu_per_gb, small.errors + large.errors))
+    print()
+    for name, r in results.items():
+        small = r["small"]
+        print("%-16s server CPU per 1 KiB request: %.0f us" % (name, 1e6 * small.cpu / max(1, small.requests)))
+    ours = results["depot"]
+    print()
+    print("targets: 1 KiB req/s >= 1.5x filedepot: %.2fx %s;  64 MiB CPU/GB <= 0.35x filedepot: %.2fx %s" % (
+        ours["small"].rps / base["small"].rps, "met" if ours["small"].rps >= 1.5 * base["small"].rps else "NOT met",
+        ours["large"].cpu_per_gb / base["large"].cpu_per_gb,
+        "met" if ours["large"].cpu_per_gb <= 0.35 * base["large"].cpu_per_gb else "NOT met"))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--client":
+        python_client(sys.argv[2], float(sys.argv[3]), sys.argv[4])
+    else:
+        main()
