@@ -1,0 +1,478 @@
+"""Amazon S3 and S3-compatible services (MinIO, SeaweedFS, Ceph, R2...) through boto3.
+
+Compatible with filedepot 0.12's ``depot.io.boto3``: same constructor, default
+bucket (``filedepot-<access key>``), key layout (``<prefix><file id>``),
+metadata (``x-depot-filename``, ``x-depot-modified``), and the private
+attributes callers reach into (``_conn``, ``_bucket_driver``).  Beyond it:
+
+- uploads above ``multipart_threshold`` are streamed as parallel multipart
+  uploads by boto3's transfer manager, with memory bounded by a few parts
+  whether or not the source can seek; smaller ones are a single PUT;
+- ``endpoint_url`` and ``region_name`` apply to every call, bucket creation
+  included (with a LocationConstraint outside us-east-1), and services that do
+  not implement the public-access-block or object-ownership calls still work;
+- the bucket is found with HEAD (no ``s3:ListAllMyBuckets`` permission needed);
+- private files get a presigned, expiring ``public_url`` instead of a plain
+  URL that answers 403;
+- HTTP ranges are read with ``Range`` requests.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any, Dict, Iterator, List, Optional
+
+from depot._optional import require
+from depot.io import utils
+from depot.io._cloud import (
+    CANNED_ACL_PRIVATE,
+    CANNED_ACL_PUBLIC_READ,
+    FILENAME_META,
+    MODIFIED_META,
+    HeadThenRest,
+    check_policy,
+    default_bucket_name,
+    depot_metadata,
+    inline_disposition,
+    log_once,
+    option_int,
+    read_head,
+    refuse_text,
+    remaining_size,
+    unquote_filename,
+)
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
+from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid, new_uuid
+
+boto3 = require("boto3", "s3", "depot.io.boto3.S3Storage")
+from boto3.s3.transfer import TransferConfig  # noqa: E402
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError, EndpointConnectionError  # noqa: E402
+
+__all__ = [
+    "CANNED_ACL_PUBLIC_READ",
+    "CANNED_ACL_PRIVATE",
+    "S3StoredFile",
+    "PrivateS3StoredFile",
+    "BucketDriver",
+    "S3Storage",
+    "S3AccessError",
+    "S3EndpointError",
+]
+
+log = logging.getLogger(__name__)
+
+_check_file_id = check_uuid
+
+MB = 1024 * 1024
+#: Signed URLs of private files expire after this many seconds by default.
+DEFAULT_URL_EXPIRES = 3600
+#: The longest lifetime SigV4 allows (7 days).
+MAX_URL_EXPIRES = 604800
+#: A year, as filedepot asked for when presigning the (then stripped) URL.
+_UNSIGNED_URL_EXPIRES = 31536000
+_MISSING_CODES = frozenset(("404", "NoSuchKey", "NotFound", "NoSuchBucket"))
+_UNSUPPORTED_CODES = frozenset(("NotImplemented", "XNotImplemented", "501"))
+
+
+def error_code(exc: ClientError) -> str:
+    """The error code of a botocore :class:`ClientError` (``'404'`` for a bare HEAD 404)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def is_missing(exc: ClientError) -> bool:
+    return error_code(exc) in _MISSING_CODES
+
+
+def is_unsupported(exc: ClientError) -> bool:
+    """Whether the service says it does not implement the call (SeaweedFS and others)."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return error_code(exc) in _UNSUPPORTED_CODES or status == 501
+
+
+class S3AccessError(ClientError):
+    """A :class:`ClientError` from reaching the bucket, saying which bucket and endpoint.
+
+    Still a ``ClientError`` with the original ``response`` (code, status), so
+    existing ``except ClientError`` handlers keep working.
+    """
+
+    def __init__(self, original: ClientError, bucket: str, endpoint: str) -> None:
+        super().__init__(original.response, original.operation_name)
+        self.bucket = bucket
+        self.endpoint = endpoint
+
+    def __str__(self) -> str:
+        status = self.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        hint = ""
+        if status == 403 or error_code(self) in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            hint = ": check the access key and secret key, and that they may use this bucket"
+        return "Cannot use S3 bucket %r at %s (%s)%s" % (
+            self.bucket, self.endpoint, super().__str__(), hint
+        )
+
+
+class S3EndpointError(EndpointConnectionError):
+    """The S3 endpoint could not be reached while setting up a bucket."""
+
+    fmt = 'Could not connect to the S3 endpoint "{endpoint_url}" for bucket "{bucket}": {error}'
+
+
+class S3StoredFile(StoredFile):
+    """A file of :class:`S3Storage`, read lazily from its S3 object (``key``).
+
+    ``public_url`` is the plain object URL: the object is public-read.
+    """
+
+    def __init__(self, file_id: str, key: Any) -> None:
+        _check_file_id(file_id)
+        self._key = key
+        metadata = key.metadata or {}
+        super().__init__(
+            file_id,
+            filename=unquote_filename(metadata.get(FILENAME_META)),
+            content_type=key.content_type,
+            last_modified=utils.parse_timestamp(metadata.get(MODIFIED_META)),
+            content_length=key.content_length,
+        )
+        self._body: Any = None
+        self._closed = False
+
+    @property
+    def version(self) -> str:
+        """The object's VersionId on versioned buckets, else its ETag and modification time."""
+        version_id = self._key.version_id
+        if version_id and version_id != "null":
+            return version_id
+        modified = self._key.last_modified
+        return "%s-%s" % ((self._key.e_tag or "").strip('"'), int(modified.timestamp()) if modified else "")
+
+    def read(self, n: int = -1) -> bytes:
+        if self._closed:
+            raise ValueError("cannot read from a closed file")
+        if n == 0:
+            return b""
+        if self._body is None:
+            # Fetched now, not at get(): a handle taken before a replace reads the new content.
+            self._body = self._key.get()["Body"]
+        if n is None or n < 0:
+            return self._body.read()
+        return self._body.read(n)
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        if self._body is not None:
+            self._body.close()
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def iter_range(
+        self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Iterator[bytes]:
+        """Yield ``[start, stop)`` with one ranged GET of the version this handle describes.
+
+        If the object changed since :meth:`S3Storage.get`, :class:`IOError` is
+        raised rather than mixing the new bytes with the old length and ETag.
+        """
+        if self._closed:
+            raise ValueError("cannot read from a closed file")
+        length = self.content_length
+        if (stop is not None and stop <= start) or (length is not None and start >= length):
+            return
+        params = {
+            "Bucket": self._key.bucket_name,
+            "Key": self._key.key,
+            "Range": "bytes=%d-%s" % (start, "" if stop is None else stop - 1),
+        }
+        if self._key.e_tag:
+            params["IfMatch"] = self._key.e_tag
+        try:
+            body = self._key.meta.client.get_object(**params)["Body"]
+        except ClientError as exc:
+            if error_code(exc) == "InvalidRange":
+                return
+            if error_code(exc) in ("PreconditionFailed", "412") or is_missing(exc):
+                raise IOError("File %s changed or was removed while being read" % self.file_id) from exc
+            raise
+        try:
+            yield from body.iter_chunks(chunk_size)
+        finally:
+            body.close()
+
+    @property
+    def public_url(self) -> Optional[str]:
+        # Presigning only builds the URL the client would use (addressing
+        # style, endpoint); without the query it is the plain object URL.
+        url = self._presign(self._key.meta.client, _UNSIGNED_URL_EXPIRES)
+        return url.split("?", 1)[0]
+
+    def _presign(self, client: Any, expires: int) -> str:
+        return client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self._key.bucket_name, "Key": self._key.key},
+            ExpiresIn=expires,
+        )
+
+
+class PrivateS3StoredFile(S3StoredFile):
+    """A file of a ``policy='private'`` :class:`S3Storage`: its URL is presigned and expires.
+
+    ``signer`` is the S3 client that signs (SigV4, which every region
+    accepts); by default the key's own client.
+    """
+
+    public_url_signed = True
+
+    def __init__(self, file_id: str, key: Any, url_expires: int = DEFAULT_URL_EXPIRES, signer: Any = None) -> None:
+        super().__init__(file_id, key)
+        self.url_expires = url_expires
+        self._signer = signer or key.meta.client
+
+    @property
+    def public_url(self) -> str:
+        return self._presign(self._signer, self.url_expires)
+
+
+class BucketDriver:
+    """The bucket of an :class:`S3Storage`, its key prefix, and key lookups (filedepot API)."""
+
+    def __init__(self, s3: Any, bucket: Any, prefix: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def get_key(self, key_name: str) -> Any:
+        """The loaded ``s3.Object`` for ``key_name`` (prefix added), or ``None`` if absent.
+
+        Other errors (permissions, throttling...) propagate.
+        """
+        key = self.new_key(key_name)
+        try:
+            key.reload()
+        except ClientError as exc:
+            if is_missing(exc):
+                return None
+            raise
+        return key
+
+    def new_key(self, key_name: str) -> Any:
+        """An ``s3.Object`` for ``key_name`` (prefix added), not fetched."""
+        return self.s3.Object(self.bucket.name, self.prefix + key_name)
+
+    def list_key_names(self) -> List[str]:
+        """The names of every key under the prefix, prefix removed."""
+        cut = len(self.prefix)
+        return [obj.key[cut:] for obj in self.bucket.objects.filter(Prefix=self.prefix)]
+
+
+class S3Storage(FileStorage):
+    """Files stored as objects ``<prefix><file id>`` of an S3 bucket.
+
+    :param access_key_id: the access key; it also names the default bucket
+        ``filedepot-<access key, lowercase>``.
+    :param secret_access_key: the secret key.
+    :param bucket: the bucket, created (with ``region_name``'s location) if missing.
+    :param region_name: the region; ``None`` leaves it to boto3's configuration.
+    :param policy: ``'public-read'`` (default) or ``'private'``, the canned ACL
+        of every object; private files get presigned, expiring URLs.
+    :param storage_class: the S3 storage class of every object (``'STANDARD'``).
+    :param endpoint_url: the URL of an S3-compatible service.
+    :param prefix: prepended to every key, e.g. ``'uploads/'``.
+    :param multipart_threshold: uploads larger than this many bytes (8 MiB)
+        are multipart uploads.
+    :param multipart_chunksize: the size of each part (8 MiB; at least 5 MiB).
+    :param max_concurrency: parts uploaded in parallel (4).
+    :param url_expires: lifetime in seconds of private files' signed URLs
+        (3600; at most 604800, the SigV4 limit).
+    """
+
+    _check_file_id = staticmethod(_check_file_id)
+
+    def __init__(
+        self,
+        access_key_id: str,
+        secret_access_key: str,
+        bucket: Optional[str] = None,
+        region_name: Optional[str] = None,
+        policy: Optional[str] = None,
+        storage_class: Optional[str] = None,
+        endpoint_url: Optional[str] = None,
+        prefix: str = "",
+        multipart_threshold: Any = 8 * MB,
+        multipart_chunksize: Any = 8 * MB,
+        max_concurrency: Any = 4,
+        url_expires: Any = DEFAULT_URL_EXPIRES,
+    ) -> None:
+        self._policy = check_policy(policy)
+        self._storage_class = storage_class or "STANDARD"
+        self._prefix = prefix or ""
+        self._url_expires = min(option_int(url_expires, "url_expires"), MAX_URL_EXPIRES)
+        self._threshold = option_int(multipart_threshold, "multipart_threshold")
+        concurrency = option_int(max_concurrency, "max_concurrency")
+        self._transfer_config = TransferConfig(
+            multipart_threshold=self._threshold,
+            multipart_chunksize=option_int(multipart_chunksize, "multipart_chunksize", 5 * MB),
+            max_concurrency=concurrency,
+            preferred_transfer_client="classic",
+        )
+        # Parts read ahead of the uploads: what bounds memory for a stream
+        # that cannot seek (the transfer manager's default is 10 parts).
+        self._transfer_config.max_in_memory_upload_chunks = concurrency + 1
+
+        kw = {name: value for name, value in (("endpoint_url", endpoint_url), ("region_name", region_name))
+              if value is not None}
+        session = boto3.Session(aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key)
+        self._conn = session.resource("s3", **kw)
+        self._client = self._conn.meta.client
+        # boto3 may presign with SigV2, which newer regions refuse: sign with SigV4.
+        self._signer = (
+            session.client("s3", config=Config(signature_version="s3v4"), **kw)
+            if self._policy == CANNED_ACL_PRIVATE else None
+        )
+        bucket_name = bucket or default_bucket_name(access_key_id)
+        self._bucket_driver = BucketDriver(self._conn, self._conn.Bucket(bucket_name), self._prefix)
+        self._ensure_bucket(bucket_name)
+
+    def __repr__(self) -> str:
+        return "<S3Storage %s/%s%s>" % (self._client.meta.endpoint_url, self._bucket_driver.bucket.name, self._prefix)
+
+    # -- bucket bootstrap -----------------------------------------------------
+
+    def _ensure_bucket(self, name: str) -> None:
+        endpoint = self._client.meta.endpoint_url
+        try:
+            self._client.head_bucket(Bucket=name)
+            return
+        except ClientError as exc:
+            if not is_missing(exc):
+                raise S3AccessError(exc, name, endpoint) from exc
+        except EndpointConnectionError as exc:
+            raise S3EndpointError(endpoint_url=endpoint, bucket=name, error=exc) from exc
+        try:
+            self._create_bucket(name)
+        except ClientError as exc:
+            if error_code(exc) != "BucketAlreadyOwnedByYou":  # created meanwhile by another process
+                raise S3AccessError(exc, name, endpoint) from exc
+        self._client.get_waiter("bucket_exists").wait(Bucket=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        if self._policy == CANNED_ACL_PUBLIC_READ:
+            self._allow_public_acls(name)
+
+    def _create_bucket(self, name: str) -> None:
+        args: Dict[str, Any] = {"Bucket": name}
+        region = self._client.meta.region_name
+        if region and region != "us-east-1":
+            args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            # Since 2023 new AWS buckets refuse ACLs unless ownership says otherwise.
+            self._client.create_bucket(ObjectOwnership="BucketOwnerPreferred", **args)
+        except ClientError as exc:
+            if not is_unsupported(exc):
+                raise
+            self._note_unsupported("object ownership (BucketOwnerPreferred)")
+            self._client.create_bucket(**args)
+
+    def _allow_public_acls(self, name: str) -> None:
+        try:
+            self._client.put_public_access_block(
+                Bucket=name,
+                PublicAccessBlockConfiguration={
+                    "BlockPublicAcls": False,
+                    "IgnorePublicAcls": False,
+                    "BlockPublicPolicy": True,
+                    "RestrictPublicBuckets": True,
+                },
+            )
+        except ClientError as exc:
+            if not is_unsupported(exc):
+                raise
+            self._note_unsupported("the public access block")
+
+    def _note_unsupported(self, what: str) -> None:
+        endpoint = self._client.meta.endpoint_url
+        log_once(log, ("s3-unsupported", endpoint, what),
+                 "S3 service at %s does not implement %s; bucket created without it", endpoint, what)
+
+    # -- writing --------------------------------------------------------------
+
+    def _extra_args(self, filename: Optional[str], content_type: Optional[str]) -> Dict[str, Any]:
+        args: Dict[str, Any] = {
+            "ACL": self._policy,
+            "StorageClass": self._storage_class,
+            "Metadata": depot_metadata(filename),
+            "ContentType": content_type or DEFAULT_CONTENT_TYPE,
+        }
+        disposition = inline_disposition(filename)
+        if disposition is not None:
+            args["ContentDisposition"] = disposition
+        return args
+
+    def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> None:
+        """Write ``content`` to the object of ``file_id``: one PUT when small, multipart when large.
+
+        The object only appears (or changes) once the whole content is
+        uploaded, so a failing source leaves the previous state untouched.
+        """
+        refuse_text(content)
+        key = self._bucket_driver.prefix + file_id
+        extra = self._extra_args(filename, content_type)
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            body: Any = bytes(content)
+        elif (remaining_size(content) or 0) > self._threshold:
+            body = content  # seekable and large: the transfer manager reads it part by part
+        else:
+            head = read_head(content, self._threshold + 1)
+            body = head if len(head) <= self._threshold else HeadThenRest(head, content)
+        if isinstance(body, bytes) and len(body) <= self._threshold:
+            self._client.put_object(Bucket=self._bucket_driver.bucket.name, Key=key, Body=body, **extra)
+            return
+        if isinstance(body, bytes):
+            body = io.BytesIO(body)
+        self._client.upload_fileobj(
+            body, self._bucket_driver.bucket.name, key, ExtraArgs=extra, Config=self._transfer_config
+        )
+
+    # -- FileStorage ----------------------------------------------------------
+
+    def get(self, file_or_id: Any) -> S3StoredFile:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        key = self._bucket_driver.get_key(file_id)
+        if key is None:
+            raise IOError("File %s not existing" % file_id)
+        if self._policy == CANNED_ACL_PRIVATE:
+            return PrivateS3StoredFile(file_id, key, self._url_expires, self._signer)
+        return S3StoredFile(file_id, key)
+
+    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
+        new_id = new_uuid()
+        content, filename, content_type = self.fileinfo(content, filename, content_type)
+        self._save(new_id, content, filename, content_type)
+        return new_id
+
+    def replace(
+        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> str:
+        file_id, content, filename, content_type = self._prepare_replace(
+            file_or_id, content, filename, content_type
+        )
+        self._save(file_id, content, filename, content_type)
+        return file_id
+
+    def delete(self, file_or_id: Any) -> None:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        try:
+            self._client.delete_object(Bucket=self._bucket_driver.bucket.name, Key=self._bucket_driver.prefix + file_id)
+        except ClientError as exc:
+            if not is_missing(exc):  # S3 answers 204 for a missing key; some services 404
+                raise
+
+    def exists(self, file_or_id: Any) -> bool:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        return self._bucket_driver.get_key(file_id) is not None
+
+    def list(self) -> List[str]:
+        return self._bucket_driver.list_key_names()

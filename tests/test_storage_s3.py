@@ -1,0 +1,421 @@
+"""depot.io.boto3.S3Storage against real S3 servers: SeaweedFS (signatures checked) and moto (ACLs)."""
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import tempfile
+import tracemalloc
+import uuid
+
+import pytest
+
+boto3 = pytest.importorskip("boto3")
+requests = pytest.importorskip("requests")
+
+from botocore.exceptions import ClientError, EndpointConnectionError  # noqa: E402
+
+from depot.io import boto3 as depot_s3  # noqa: E402
+from depot.io.boto3 import (  # noqa: E402
+    CANNED_ACL_PRIVATE,
+    CANNED_ACL_PUBLIC_READ,
+    BucketDriver,
+    PrivateS3StoredFile,
+    S3AccessError,
+    S3EndpointError,
+    S3Storage,
+    S3StoredFile,
+)
+from depot.testing import FailingStream, NonSeekableStream, StorageConformance  # noqa: E402
+from tests.servers import unique_name  # noqa: E402
+
+MB = 1024 * 1024
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+
+
+def raw_client(server, region=None):
+    """A plain boto3 client on ``server``, to look at what the storage wrote."""
+    kwargs = dict(server.client_kwargs)
+    if region:
+        kwargs["region_name"] = region
+    return boto3.client("s3", **kwargs)
+
+
+def make_storage(server, bucket=None, **options):
+    options.setdefault("region_name", server.region)
+    return S3Storage(server.access_key, server.secret_key, bucket=bucket, endpoint_url=server.endpoint_url, **options)
+
+
+def object_key(storage, file_id):
+    return storage._bucket_driver.prefix + file_id
+
+
+def head(storage, file_id):
+    return storage._client.head_object(Bucket=storage._bucket_driver.bucket.name, Key=object_key(storage, file_id))
+
+
+def pattern(size):
+    return (b"0123456789abcdefghij" * (size // 20 + 1))[:size]
+
+
+def anonymous_get(url):
+    return requests.get(url, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def seaweed_bucket(seaweedfs_server):
+    return unique_name("depot-s3")
+
+
+@pytest.fixture
+def seaweed_storage(seaweedfs_server, seaweed_bucket):
+    # One bucket for the module, one prefix per test: every test starts empty.
+    return make_storage(seaweedfs_server, seaweed_bucket, prefix="t-%s/" % uuid.uuid4().hex[:12])
+
+
+class TestSeaweedFSConformance(StorageConformance):
+    @pytest.fixture
+    def storage(self, seaweed_storage):
+        return seaweed_storage
+
+
+class TestSeaweedFSMultipartConformance(StorageConformance):
+    """Everything above 1 MiB goes through the multipart transfer manager."""
+
+    @pytest.fixture
+    def storage(self, seaweedfs_server, seaweed_bucket):
+        return make_storage(seaweedfs_server, seaweed_bucket, prefix="m-%s/" % uuid.uuid4().hex[:12],
+                            multipart_threshold=MB, max_concurrency=2)
+
+
+class TestMotoConformance(StorageConformance):
+    """Without a prefix, on a bucket of its own, with moto's ACL checks."""
+
+    @pytest.fixture
+    def storage(self, moto_server):
+        return make_storage(moto_server, unique_name("depot-moto"))
+
+
+# -- constructor, compatibility --------------------------------------------------
+
+
+class TestConstructor:
+    def test_policy_must_be_known(self):
+        with pytest.raises(AssertionError):
+            S3Storage("key", "secret", policy="public")
+
+    def test_default_bucket_from_access_key(self, seaweedfs_server):
+        storage = make_storage(seaweedfs_server)
+        expected = "filedepot-" + seaweedfs_server.access_key.lower()
+        assert storage._bucket_driver.bucket.name == expected
+        raw_client(seaweedfs_server).head_bucket(Bucket=expected)
+
+    def test_private_attributes(self, seaweed_storage):
+        driver = seaweed_storage._bucket_driver
+        assert isinstance(driver, BucketDriver)
+        assert driver.s3 is seaweed_storage._conn
+        assert driver.bucket.name == driver.bucket.name.strip() and driver.prefix.startswith("t-")
+        assert seaweed_storage._conn.meta.client.meta.endpoint_url == seaweed_storage._client.meta.endpoint_url
+
+    def test_constants(self):
+        assert (CANNED_ACL_PUBLIC_READ, CANNED_ACL_PRIVATE) == ("public-read", "private")
+
+    def test_ini_strings_are_coerced(self, seaweedfs_server, seaweed_bucket):
+        storage = make_storage(seaweedfs_server, seaweed_bucket, multipart_threshold="6291456",
+                               multipart_chunksize="5242880", max_concurrency="3", url_expires="60")
+        assert storage._threshold == 6291456
+        assert storage._transfer_config.max_concurrency == 3
+        with pytest.raises(ValueError, match="multipart_chunksize"):
+            make_storage(seaweedfs_server, seaweed_bucket, multipart_chunksize=MB)
+        with pytest.raises(ValueError, match="max_concurrency"):
+            make_storage(seaweedfs_server, seaweed_bucket, max_concurrency="many")
+
+    def test_driver_helpers(self, seaweed_storage):
+        file_id = seaweed_storage.create(b"driver")
+        driver = seaweed_storage._bucket_driver
+        assert driver.get_key(file_id).key == driver.prefix + file_id
+        assert driver.get_key(str(uuid.uuid4())) is None
+        assert driver.new_key("x").key == driver.prefix + "x"
+        assert driver.list_key_names() == [file_id]
+
+    def test_get_key_failure_propagates(self, seaweedfs_server, seaweed_storage):
+        file_id = seaweed_storage.create(b"x")
+        session = boto3.Session(aws_access_key_id=seaweedfs_server.access_key, aws_secret_access_key="wrong")
+        s3 = session.resource("s3", endpoint_url=seaweedfs_server.endpoint_url, region_name="us-east-1")
+        bucket_name = seaweed_storage._bucket_driver.bucket.name
+        driver = BucketDriver(s3, s3.Bucket(bucket_name), seaweed_storage._bucket_driver.prefix)
+        with pytest.raises(ClientError) as info:
+            driver.get_key(file_id)
+        assert info.value.response["Error"]["Code"] == "403"
+
+
+# -- what is stored ----------------------------------------------------------------
+
+
+class TestObjectLayout:
+    def test_key_metadata_and_headers(self, seaweed_storage):
+        name = "Крупный файл àèìòù.txt"
+        file_id = seaweed_storage.create(b"content", name)
+        stored = head(seaweed_storage, file_id)
+        assert stored["Metadata"]["x-depot-filename"] == (
+            "%D0%9A%D1%80%D1%83%D0%BF%D0%BD%D1%8B%D0%B9%20%D1%84%D0%B0%D0%B9%D0%BB%20"
+            "%C3%A0%C3%A8%C3%AC%C3%B2%C3%B9.txt"
+        )
+        assert len(stored["Metadata"]["x-depot-modified"]) == 19
+        assert stored["ContentType"] == "text/plain"
+        # One level of encoding only: filedepot encoded the already quoted name again.
+        assert stored["ContentDisposition"] == (
+            "inline;filename=\"Krupnyy fayl aeiou.txt\";filename*=utf-8''"
+            + stored["Metadata"]["x-depot-filename"]
+        )
+
+    def test_storage_class_is_sent(self, moto_server):
+        storage = make_storage(moto_server, unique_name("depot-sc"), storage_class="STANDARD_IA")
+        file_id = storage.create(b"infrequent")
+        assert head(storage, file_id)["StorageClass"] == "STANDARD_IA"
+
+    def test_file_written_outside_depot(self, seaweed_storage):
+        file_id = str(uuid.uuid4())
+        seaweed_storage._client.put_object(Bucket=seaweed_storage._bucket_driver.bucket.name,
+                                           Key=object_key(seaweed_storage, file_id), Body=b"foreign",
+                                           ContentType="image/gif")
+        f = seaweed_storage.get(file_id)
+        assert (f.filename, f.last_modified, f.content_type) == (None, None, "image/gif")
+        assert f.read() == b"foreign"
+        assert file_id in seaweed_storage.list()
+        # filedepot crashed here (quote(None)): the file stays unnamed, its type is kept.
+        assert seaweed_storage.replace(file_id, b"replaced") == file_id
+        f = seaweed_storage.get(file_id)
+        assert (f.filename, f.content_type, f.read()) == (None, "image/gif", b"replaced")
+        assert "ContentDisposition" not in head(seaweed_storage, file_id)
+
+    def test_invalid_modified_metadata(self, seaweed_storage):
+        file_id = str(uuid.uuid4())
+        seaweed_storage._client.put_object(Bucket=seaweed_storage._bucket_driver.bucket.name,
+                                           Key=object_key(seaweed_storage, file_id), Body=b"x",
+                                           Metadata={"x-depot-modified": "yesterday", "x-depot-filename": "a%20b"})
+        f = seaweed_storage.get(file_id)
+        assert (f.last_modified, f.filename) == (None, "a b")
+
+    def test_version_follows_the_object(self, seaweed_storage):
+        file_id = seaweed_storage.create(b"one")
+        etag = head(seaweed_storage, file_id)["ETag"].strip('"')
+        assert seaweed_storage.get(file_id).version.startswith(etag + "-")
+
+
+# -- uploads -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def multipart_storage(seaweedfs_server, seaweed_bucket):
+    return make_storage(seaweedfs_server, seaweed_bucket, prefix="mp-%s/" % uuid.uuid4().hex[:12],
+                        multipart_threshold=5 * MB, multipart_chunksize=5 * MB, max_concurrency=2)
+
+
+def part_count(storage, file_id):
+    etag = head(storage, file_id)["ETag"].strip('"')
+    return int(etag.rsplit("-", 1)[1]) if "-" in etag else 1
+
+
+class TestUploads:
+    def test_small_content_is_one_put(self, multipart_storage):
+        file_id = multipart_storage.create(NonSeekableStream(pattern(5 * MB)))
+        assert part_count(multipart_storage, file_id) == 1
+
+    @pytest.mark.parametrize("kind", ["non-seekable", "seekable", "bytes", "disk file"])
+    def test_large_content_is_multipart(self, multipart_storage, kind):
+        data = pattern(12 * MB + 17)
+        if kind == "non-seekable":
+            content = NonSeekableStream(data)
+        elif kind == "seekable":
+            content = io.BytesIO(data)
+        elif kind == "bytes":
+            content = data
+        else:
+            content = tempfile.TemporaryFile()
+            content.write(data)
+            content.seek(0)
+        file_id = multipart_storage.create(content, "big.bin")
+        assert part_count(multipart_storage, file_id) == 3
+        f = multipart_storage.get(file_id)
+        assert (f.content_length, f.filename, f.content_type) == (len(data), "big.bin", "application/octet-stream")
+        assert f.read() == data
+
+    def test_seekable_source_from_its_position(self, multipart_storage):
+        data = pattern(11 * MB)
+        source = io.BytesIO(b"skipped" + data)
+        source.seek(7)
+        assert multipart_storage.get(multipart_storage.create(source)).read() == data
+
+    def test_non_seekable_upload_memory_is_bounded(self, multipart_storage):
+        size = 60 * MB
+        source = NonSeekableStream(pattern(size), chunk=MB)
+        tracemalloc.start()
+        try:
+            file_id = multipart_storage.create(source)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # A 60 MiB upload holds a few 5 MiB parts at a time.
+        assert peak < 45 * MB
+        assert multipart_storage.get(file_id).content_length == size
+
+    def test_failing_multipart_upload_leaves_nothing(self, multipart_storage):
+        existing = multipart_storage.create(b"keep me", "keep.txt")
+        with pytest.raises(FailingStream.Boom):
+            multipart_storage.create(FailingStream(pattern(13 * MB)))
+        with pytest.raises(FailingStream.Boom):
+            multipart_storage.replace(existing, FailingStream(pattern(13 * MB)))
+        assert multipart_storage.list() == [existing]
+        assert multipart_storage.get(existing).read() == b"keep me"
+        pending = multipart_storage._client.list_multipart_uploads(
+            Bucket=multipart_storage._bucket_driver.bucket.name, Prefix=multipart_storage._bucket_driver.prefix
+        )
+        assert pending.get("Uploads", []) == []
+
+    def test_text_file_is_refused(self, multipart_storage, tmp_path):
+        path = tmp_path / "big.txt"
+        path.write_text("x" * (6 * MB))
+        with open(path) as text, pytest.raises(TypeError):
+            multipart_storage.create(text)
+        assert multipart_storage.list() == []
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+class TestRanges:
+    def test_range_of_a_large_object(self, seaweed_storage):
+        data = pattern(3 * MB)
+        f = seaweed_storage.get(seaweed_storage.create(data))
+        assert b"".join(f.iter_range(3 * MB - 10, None)) == data[-10:]
+        assert b"".join(f.iter_range(MB, MB + 5, chunk_size=2)) == data[MB:MB + 5]
+        assert list(f.iter_range(5, 5)) == []
+
+    def test_range_after_replace_refuses_to_mix_versions(self, seaweed_storage):
+        file_id = seaweed_storage.create(b"A" * 100)
+        f = seaweed_storage.get(file_id)
+        seaweed_storage.replace(file_id, b"B" * 100)
+        with pytest.raises(IOError, match=file_id):
+            list(f.iter_range(0, 10))
+
+    def test_range_of_closed_file(self, seaweed_storage):
+        f = seaweed_storage.get(seaweed_storage.create(b"data"))
+        f.close()
+        with pytest.raises(ValueError):
+            list(f.iter_range(0, 2))
+
+
+# -- ACLs and URLs -------------------------------------------------------------------
+
+
+class TestPublicUrls:
+    def test_public_read_on_moto(self, moto_server):
+        storage = make_storage(moto_server, unique_name("depot-pub"))
+        file_id = storage.create(b"public bytes", "p.txt")
+        f = storage.get(file_id)
+        assert type(f) is S3StoredFile and f.public_url_signed is False
+        assert f.public_url == "%s/%s/%s" % (moto_server.endpoint_url, storage._bucket_driver.bucket.name, file_id)
+        grants = storage._client.get_object_acl(Bucket=storage._bucket_driver.bucket.name, Key=file_id)["Grants"]
+        assert {"URI": ALL_USERS, "Type": "Group"}.items() <= next(
+            g["Grantee"] for g in grants if g["Permission"] == "READ"
+        ).items()
+        response = anonymous_get(f.public_url)
+        assert (response.status_code, response.content) == (200, b"public bytes")
+
+    def test_private_on_moto(self, moto_server):
+        storage = make_storage(moto_server, unique_name("depot-priv"), policy="private", url_expires=120)
+        file_id = storage.create(b"private bytes", "p.txt")
+        f = storage.get(file_id)
+        assert isinstance(f, PrivateS3StoredFile) and f.public_url_signed is True
+        grants = storage._client.get_object_acl(Bucket=storage._bucket_driver.bucket.name, Key=file_id)["Grants"]
+        assert all(g["Grantee"].get("URI") != ALL_USERS for g in grants)
+        plain = "%s/%s/%s" % (moto_server.endpoint_url, storage._bucket_driver.bucket.name, file_id)
+        assert anonymous_get(plain).status_code == 403
+        assert "X-Amz-Expires=120" in f.public_url and "X-Amz-Signature=" in f.public_url
+        response = anonymous_get(f.public_url)
+        assert (response.status_code, response.content) == (200, b"private bytes")
+
+    def test_private_url_is_checked_by_seaweedfs(self, seaweedfs_server, seaweed_bucket):
+        storage = make_storage(seaweedfs_server, seaweed_bucket, policy="private", prefix="priv/")
+        f = storage.get(storage.create(b"signed"))
+        assert anonymous_get(f.public_url).content == b"signed"
+        tampered = f.public_url.replace("X-Amz-Signature=", "X-Amz-Signature=0")
+        assert anonymous_get(tampered).status_code == 403
+
+
+# -- bucket bootstrap ----------------------------------------------------------------
+
+
+class SpySession(boto3.Session):
+    """A real boto3 session that records the S3 operations its clients call."""
+
+    calls: list = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.events.register("before-call.s3", self._record)
+
+    def _record(self, model, **kwargs):
+        SpySession.calls.append(model.name)
+
+
+@pytest.fixture
+def spy_session(monkeypatch):
+    SpySession.calls = []
+    monkeypatch.setattr(depot_s3.boto3, "Session", SpySession)
+    return SpySession
+
+
+class TestBucketBootstrap:
+    def test_existing_bucket_is_found_with_head(self, seaweedfs_server, seaweed_bucket, spy_session):
+        make_storage(seaweedfs_server, seaweed_bucket)
+        assert spy_session.calls == ["HeadBucket"]
+
+    def test_creation_in_a_region(self, moto_server, spy_session):
+        name = unique_name("depot-eu")
+        storage = make_storage(moto_server, name, region_name="eu-west-1")
+        assert "ListBuckets" not in spy_session.calls
+        client = raw_client(moto_server, "eu-west-1")
+        assert client.get_bucket_location(Bucket=name)["LocationConstraint"] == "eu-west-1"
+        assert client.get_bucket_ownership_controls(Bucket=name)["OwnershipControls"]["Rules"] == [
+            {"ObjectOwnership": "BucketOwnerPreferred"}
+        ]
+        assert client.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": False, "IgnorePublicAcls": False,
+            "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+        }
+        assert storage.get(storage.create(b"eu")).read() == b"eu"
+
+    def test_private_bucket_keeps_default_access_block(self, moto_server, spy_session):
+        make_storage(moto_server, unique_name("depot-pab"), policy="private")
+        assert "PutPublicAccessBlock" not in spy_session.calls
+
+    def test_unsupported_calls_are_logged_once(self, seaweedfs_server, caplog):
+        with caplog.at_level(logging.WARNING, logger="depot.io.boto3"):
+            first = make_storage(seaweedfs_server, unique_name("depot-ni"))
+            second = make_storage(seaweedfs_server, unique_name("depot-ni"))
+        notes = [r.getMessage() for r in caplog.records if "does not implement" in r.getMessage()]
+        assert len(notes) <= 1  # once per process and endpoint: an earlier test may have logged it
+        assert all(seaweedfs_server.endpoint_url in note and "public access block" in note for note in notes)
+        for storage in (first, second):
+            assert storage.get(storage.create(b"works")).read() == b"works"
+
+    def test_bad_credentials_name_bucket_and_endpoint(self, seaweedfs_server, seaweed_bucket):
+        with pytest.raises(ClientError) as info:
+            S3Storage(seaweedfs_server.access_key, "wrong secret", bucket=seaweed_bucket,
+                      endpoint_url=seaweedfs_server.endpoint_url, region_name="us-east-1")
+        assert isinstance(info.value, S3AccessError)
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        message = str(info.value)
+        assert seaweed_bucket in message and seaweedfs_server.endpoint_url in message and "secret key" in message
+
+    def test_unreachable_endpoint(self):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        endpoint = "http://127.0.0.1:%d" % port
+        with pytest.raises(EndpointConnectionError) as info:
+            S3Storage("key", "secret", bucket="nowhere", endpoint_url=endpoint, region_name="us-east-1")
+        assert isinstance(info.value, S3EndpointError)
+        assert endpoint in str(info.value) and "nowhere" in str(info.value)
