@@ -97,17 +97,23 @@ def copy_file(
     its SHA-256 compared to the bytes sent.  Raises :class:`CopyError` when
     the copy is incomplete or differs; storage errors propagate.
     """
-    if skip_existing:
-        with open_source() as source:
+    source = open_source()
+    try:
+        if skip_existing:
             existing = _existing(target, file_id)
             if existing is not None:
                 with existing:
                     if existing.content_length == source.content_length:
-                        if not verify or digest_of(existing) == digest_of(source):
+                        if not verify:
                             return Outcome.SKIPPED
-    with open_source() as source:
+                        if digest_of(existing) == digest_of(source):
+                            return Outcome.SKIPPED
+                        source.close()  # read to the end by the comparison
+                        source = open_source()
         counted = _CountingSource(source, on_bytes)
         target.replace(counted, counted)
+    finally:
+        source.close()
     if source.content_length is not None and counted.size != source.content_length:
         raise CopyError(
             "source gave %d bytes but its length is %d" % (counted.size, source.content_length)
