@@ -1,0 +1,168 @@
+"""``depot migrate`` against real servers: local disk to S3 (SeaweedFS), and GridFS (secantusd)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from depot.cli import main
+from depot.cli.errors import ExitCode
+from depot.io.local import LocalFileStorage
+from tests.servers import unique_name
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_settings(monkeypatch, tmp_path):
+    monkeypatch.delenv("DEPOT_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def run(capsys):
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def fill(storage, count):
+    return sorted(storage.create(os.urandom(3000 + 97 * i), "file-%d.bin" % i) for i in range(count))
+
+
+def break_metadata(storage, file_id):
+    path = storage.get(file_id)._metadata_path
+    with open(path) as f:
+        good = f.read()
+    with open(path, "w") as f:
+        f.write("{broken")
+    return path, good
+
+
+# -- local disk -> S3 -------------------------------------------------------------
+
+def s3_settings(tmp_path, server, bucket, files_backend):
+    """A settings file with the local storage and an S3 one; ``files`` may be switched to S3."""
+    s3 = """
+backend = "s3"
+access_key_id = "{key}"
+secret_access_key = "{secret}"
+bucket = "{bucket}"
+endpoint_url = "{endpoint}"
+region_name = "{region}"
+policy = "private"
+""".format(key=server.access_key, secret=server.secret_key, bucket=bucket, endpoint=server.endpoint_url,
+           region=server.region)
+    local, disk = ('backend = "local"\nstorage_path = "%s"\n' % (tmp_path / name) for name in ("files", "disk"))
+    path = tmp_path / ("depot-%s.toml" % files_backend)
+    files = local if files_backend == "local" else s3
+    path.write_text("[depot]\ndefault = \"files\"\n[depot.storages.files]\n%s\n[depot.storages.s3]\n%s\n"
+                    "[depot.storages.disk]\n%s" % (files, s3, disk))
+    return path
+
+
+def test_migrate_local_to_s3_with_a_failure_then_resume_and_switch(run, tmp_path, seaweedfs_server):
+    storage = LocalFileStorage(str(tmp_path / "files"))
+    ids = fill(storage, 8)
+    bucket = unique_name("cli")
+    config = s3_settings(tmp_path, seaweedfs_server, bucket, "local")
+    metadata_path, good = break_metadata(storage, ids[3])
+
+    code, out, err = run("-c", config, "migrate", "files", "s3", "--verify")
+    assert code == ExitCode.FAILURES
+    assert "8 files: 7 copied" in out and "1 failed" in out
+    assert "storage files, file %s: not copied to s3" % ids[3] in err
+
+    with open(metadata_path, "w") as f:
+        f.write(good)
+    code, out, err = run("-c", config, "migrate", "files", "s3", "--verify")
+    assert code == 0, err
+    assert "8 files: 1 copied" in out and "7 already there, 0 failed; content verified" in out
+    code, out, _ = run("-c", config, "ls", "-s", "s3")
+    assert out.split() == ids
+
+    # The application now points the name "files" at S3: every stored
+    # reference ('files/<id>') still finds its file, with its metadata.
+    switched = s3_settings(tmp_path, seaweedfs_server, bucket, "s3")
+    for file_id in ids:
+        code, out, _ = run("-c", switched, "info", "--json", "files/" + file_id)
+        facts = json.loads(out)
+        original = storage.get(file_id)
+        assert (facts["filename"], facts["content_type"], facts["content_length"]) == (
+            original.filename, original.content_type, original.content_length)
+        assert facts["public_url"].startswith(seaweedfs_server.endpoint_url)  # presigned: private bucket
+    target = tmp_path / "back.bin"
+    assert run("-c", switched, "get", ids[5], "-o", target)[0] == 0
+    assert target.read_bytes() == storage.get(ids[5]).read()
+
+    # And back again, S3 to local disk, into an empty directory.
+    code, out, _ = run("-c", config, "migrate", "s3", "disk", "--verify")
+    assert code == 0 and "8 files: 8 copied" in out
+    for name in ("files", "s3", "disk"):
+        assert run("-c", config, "rm", "-s", name, *ids)[0] == 0
+
+
+# -- GridFS ----------------------------------------------------------------------------
+
+gridfs_module = pytest.importorskip("depot.io.gridfs")
+
+
+class InterruptingGridFS(gridfs_module.GridFSStorage):
+    """GridFS storage that is 'Ctrl-C'ed after a number of writes."""
+
+    def __init__(self, interrupt_after, **options):
+        super().__init__(**options)
+        self.writes_left = int(interrupt_after)
+
+    def replace(self, *args, **kwargs):
+        if self.writes_left == 0:
+            raise KeyboardInterrupt
+        self.writes_left -= 1
+        return super().replace(*args, **kwargs)
+
+
+def test_migrate_between_gridfs_storages_interrupted_and_resumed(run, mongo_database_uri):
+    source = gridfs_module.GridFSStorage(mongo_database_uri)
+    try:
+        ids = fill(source, 7)
+    finally:
+        source._cli.close()
+    opts = ("--backend", "old=gridfs", "-o", "old.mongouri=" + mongo_database_uri,
+            "--backend", "new=tests.test_cli_backends.InterruptingGridFS",
+            "-o", "new.mongouri=" + mongo_database_uri, "-o", "new.collection=moved", "-o", "new.interrupt_after=3")
+    code, out, err = run(*opts, "migrate", "old", "new", "--verify")
+    assert code == ExitCode.INTERRUPTED
+    assert "7 files: 3 copied" in out
+    assert "interrupted after 3 of 7 files" in err
+
+    resumed = ("--backend", "old=gridfs", "-o", "old.mongouri=" + mongo_database_uri,
+               "--backend", "new=gridfs", "-o", "new.mongouri=" + mongo_database_uri, "-o", "new.collection=moved")
+    code, out, err = run(*resumed, "migrate", "old", "new", "--verify")
+    assert code == 0, err
+    assert "7 files: 4 copied" in out and "3 already there, 0 failed; content verified" in out
+    code, out, _ = run(*resumed, "ls", "-s", "new")
+    assert out.split() == ids
+    source = gridfs_module.GridFSStorage(mongo_database_uri)
+    try:
+        for file_id in ids:
+            code, out, _ = run(*resumed, "info", "--json", "new/" + file_id)
+            original = source.get(file_id)
+            assert json.loads(out)["filename"] == original.filename
+            code, out, _ = run(*resumed, "get", "new/" + file_id, "-o", "copy.bin")
+            with open("copy.bin", "rb") as f:
+                assert f.read() == original.read()
+    finally:
+        source._cli.close()
+
+
+def test_migrate_local_to_gridfs_refuses_foreign_ids(run, tmp_path, mongo_database_uri):
+    storage = LocalFileStorage(str(tmp_path / "files"))
+    fill(storage, 2)
+    code, out, err = run("--local", "files=%s" % (tmp_path / "files"),
+                         "--backend", "mongo=gridfs", "-o", "mongo.mongouri=" + mongo_database_uri,
+                         "migrate", "files", "mongo")
+    assert code == ExitCode.USAGE
+    assert "storage 'mongo' cannot hold the ids of 'files'" in err
+    assert out == ""
