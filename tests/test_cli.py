@@ -449,3 +449,67 @@ def test_copy_counts_bytes_and_keeps_unnamed_files():
     assert copy_file(lambda: source.get(file_id), target, file_id, on_bytes=counted.append) is Outcome.COPIED
     assert sum(counted) == 5000
     assert target.get(file_id).filename == "unnamed"
+
+
+# -- progress line and formatting ---------------------------------------------------
+
+from depot.cli.formatting import human_duration, human_rate, human_size  # noqa: E402
+from depot.cli.progress import Progress, progress_enabled  # noqa: E402
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_formatting():
+    assert [human_size(n) for n in (0, 1023, 1536, 5 * 1024 ** 3)] == ["0 B", "1023 B", "1.5 KiB", "5.0 GiB"]
+    assert human_rate(10 * 1024 * 1024, 2) == "5.0 MiB/s" and human_rate(5, 0) == "-"
+    assert [human_duration(s) for s in (0, 75, 3725)] == ["0:00", "1:15", "1:02:05"]
+
+
+def test_progress_renders_counts_bytes_rate_and_eta():
+    clock = Clock()
+    progress = Progress("migrate a -> b", 4, enabled=False, clock=clock)
+    progress.advance(3 * 1024 * 1024)
+    progress.file_done()
+    clock.now += 2
+    line = progress.render(120)
+    assert line.startswith("[#######.......................]  migrate a -> b  1/4 files  3.0 MiB  1.5 MiB/s  eta 0:06")
+    assert len(progress.render(40)) <= 40
+    unknown = Progress("put", None, enabled=False, clock=clock)
+    assert unknown.render() == "put  0 files  0 B  -"
+
+
+def test_progress_is_throttled_and_erased():
+    clock, stream = Clock(), Terminal()
+    progress = Progress("cp", 1000, enabled=True, stream=stream, clock=clock)
+    for _ in range(500):
+        progress.advance(10)
+    assert stream.getvalue().count("\r") == 1  # one draw for 500 updates within the interval
+    clock.now += 1
+    progress.advance(10)
+    assert stream.getvalue().count("\r") == 2
+    progress.close()
+    assert stream.getvalue().endswith("\r\x1b[K")
+
+
+def test_progress_only_on_terminals_unless_forced():
+    assert progress_enabled(None, Terminal()) is True
+    assert progress_enabled(None, io.StringIO()) is False
+    assert progress_enabled(True, io.StringIO()) is True
+    assert progress_enabled(False, Terminal()) is False
+    stream = io.StringIO()
+    progress = Progress("x", 2, enabled=False, stream=stream)
+    progress.advance(5)
+    progress.file_done()
+    progress.close()
+    assert stream.getvalue() == ""
