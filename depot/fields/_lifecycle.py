@@ -1,0 +1,112 @@
+"""Which stored files a unit of work created or dropped: the ORM-neutral half of the trackers.
+
+A :class:`FileScope` belongs to one transaction scope (a transaction or a
+savepoint).  ``uploaded`` holds the files stored while it was open,
+``dropped`` the files its changes stopped referencing (a replaced value, a
+value set to ``None``, a deleted row, an upload overwritten before it was
+ever flushed).  Nothing is deleted while a scope is open:
+
+- a scope that rolls back deletes its ``uploaded`` files and forgets
+  ``dropped`` (the rows that referenced them are back);
+- a savepoint that is released hands both sets to its parent scope: only
+  the outermost transaction can make anything final;
+- the outermost transaction, once the database commit succeeded, deletes
+  ``dropped``; its uploads are now referenced by committed rows.
+
+The SQLAlchemy tracker maps session transactions to scopes; the Ming
+integration can map its unit of work the same way.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, List, Set
+
+from depot.manager import DepotManager
+
+__all__ = ["FileScope", "delete_files", "is_fresh", "files_of"]
+
+log = logging.getLogger("depot.fields")
+
+
+def files_of(value: Any) -> List[str]:
+    """The ``'<depot>/<id>'`` paths stored for a column value (none for ``None``)."""
+    if not value:
+        return []
+    return list(dict.get(value, "files") or ())
+
+
+def is_fresh(value: Any) -> bool:
+    """Whether ``value`` is an upload of this process that no transaction has committed yet.
+
+    Values read back from the database (no ``original_content``) and values a
+    committed transaction settled are not: a rollback must never delete them.
+    """
+    return (
+        value is not None
+        and getattr(value, "__dict__", {}).get("original_content") is not None
+        and not value.__dict__.get("_depot_settled", False)
+    )
+
+
+class FileScope:
+    """The files one transaction scope uploaded and dropped."""
+
+    __slots__ = ("uploaded", "dropped", "values", "committed")
+
+    def __init__(self) -> None:
+        self.uploaded: Set[str] = set()
+        self.dropped: Set[str] = set()
+        self.values: List[Any] = []  # fresh values to settle when the outermost commit succeeds
+        self.committed = False
+
+    def __bool__(self) -> bool:
+        return bool(self.uploaded or self.dropped)
+
+    def upload(self, value: Any) -> None:
+        """Record a fresh value whose files were stored in this scope."""
+        self.uploaded.update(files_of(value))
+        self.values.append(value)
+
+    def drop(self, paths: Iterable[str]) -> None:
+        """Record files that this scope's changes no longer reference."""
+        self.dropped.update(paths)
+
+    def merge_into(self, parent: "FileScope") -> None:
+        """Hand everything to ``parent`` (a released savepoint, an object attached to a session)."""
+        parent.uploaded |= self.uploaded
+        parent.dropped |= self.dropped
+        parent.values.extend(self.values)
+        self.__init__()  # type: ignore[misc]
+
+    def rolled_back(self) -> None:
+        """The scope's changes are undone: remove what it uploaded."""
+        uploaded = self.uploaded
+        self.__init__()  # type: ignore[misc]
+        delete_files(uploaded)
+
+    def committed_outermost(self) -> None:
+        """The database commit succeeded: remove what the committed rows no longer reference."""
+        for value in self.values:
+            object.__setattr__(value, "_depot_settled", True)
+        dropped = self.dropped
+        self.__init__()  # type: ignore[misc]
+        delete_files(dropped)
+
+
+def delete_files(paths: Iterable[str]) -> None:
+    """Delete each ``'<depot>/<id>'``; failures are logged, never raised.
+
+    It runs after a commit or a rollback has already happened: raising would
+    report a failed transaction that did not fail, and stop the remaining
+    deletions.  A file left behind is an orphan a cleanup job can find; a
+    file deleted too early is lost data.
+    """
+    for path in sorted(paths):
+        try:
+            depot_name, file_id = path.split("/", 1)
+            depot = DepotManager.get(depot_name)
+            if depot is None:
+                raise LookupError("no storage named %r is configured" % depot_name)
+            depot.delete(file_id)
+        except Exception:
+            log.exception("depot: could not delete the stored file %s", path)

@@ -1,0 +1,142 @@
+"""The contracts of attached files: :class:`FileFilter` and the frozen :class:`DepotFileInfo` dict."""
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from typing import Any, Iterable, Optional
+
+from depot.manager import DepotManager
+
+__all__ = ["FileFilter", "DepotFileInfo"]
+
+_IMMUTABLE = "Already saved files are immutable"
+
+
+class FileFilter(metaclass=ABCMeta):
+    """A step run on every new upload of a column, after the main file is stored.
+
+    :meth:`on_save` receives the :class:`~depot.fields.upload.UploadedFile`
+    unfrozen: it may add keys and store extra files with
+    :meth:`~depot.fields.upload.UploadedFile.store_content`, which records
+    them so that the transaction tracker removes them with the main file.
+    """
+
+    @abstractmethod
+    def on_save(self, uploaded_file: "DepotFileInfo") -> None:  # pragma: no cover - abstract
+        """Process a freshly uploaded file."""
+
+
+class DepotFileInfo(dict, metaclass=ABCMeta):
+    """The description of a stored file kept in a database column: a dict, frozen once built.
+
+    Built from content, it stores that content in the storage ``depot_name``
+    (the default storage when omitted; aliases are resolved so the row keeps
+    the real name) through :meth:`process_content`.  Built from a dict, it
+    restores what a database column held and stores nothing.
+
+    Keys are readable as attributes.  Once frozen every mutation, through
+    item or attribute assignment or any ``dict`` method, raises
+    ``TypeError('Already saved files are immutable')``.
+    """
+
+    def __init__(self, content: Any, depot_name: Optional[str] = None) -> None:
+        super().__init__()
+        self._thaw()
+        if isinstance(content, dict):
+            object.__setattr__(self, "original_content", None)
+            dict.update(self, content)
+        else:
+            object.__setattr__(self, "original_content", content)
+            if depot_name is None:
+                depot_name = DepotManager.get_default()
+            resolved = DepotManager.resolve_alias(depot_name)
+            if not resolved:
+                raise ValueError("Storage has not been found in DEPOT")
+            self["depot_name"] = resolved
+            self["files"] = []
+            self.process_content(content)
+        self._freeze()
+
+    @abstractmethod
+    def process_content(
+        self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> None:  # pragma: no cover - abstract
+        """Store ``content`` and record what describes it as keys of this dict."""
+
+    def _apply_filters(self, filters: Iterable[FileFilter]) -> None:
+        """Run ``on_save`` of each filter on a fresh upload (never on a value read back)."""
+        if self.original_content is None:
+            return
+        self._thaw()
+        try:
+            for file_filter in filters:
+                file_filter.on_save(self)
+        finally:
+            self._freeze()
+
+    def _freeze(self) -> None:
+        object.__setattr__(self, "_frozen", True)
+
+    def _thaw(self) -> None:
+        object.__setattr__(self, "_frozen", False)
+
+    def _check_mutable(self) -> None:
+        # Read from __dict__: an instance being unpickled has no flag yet.
+        if self.__dict__.get("_frozen", False):
+            raise TypeError(_IMMUTABLE)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        self._check_mutable()
+        try:
+            dict.__delitem__(self, name)
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._check_mutable()
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._check_mutable()
+        dict.__delitem__(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._check_mutable()
+        dict.update(self, *args, **kwargs)
+
+    def pop(self, *args: Any) -> Any:
+        self._check_mutable()
+        return dict.pop(self, *args)
+
+    def popitem(self) -> Any:
+        self._check_mutable()
+        return dict.popitem(self)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self._check_mutable()
+        return dict.setdefault(self, key, default)
+
+    def clear(self) -> None:
+        self._check_mutable()
+        dict.clear(self)
+
+    def __ior__(self, other: Any) -> "DepotFileInfo":
+        self._check_mutable()
+        dict.update(self, other)
+        return self
+
+    def copy(self) -> dict:
+        """A plain, mutable ``dict`` with the same keys."""
+        return dict(self)
+
+    def __reduce__(self) -> Any:
+        # Pickled and copied as the restored form: the same keys, frozen, no upload.
+        return (type(self), (dict(self),))

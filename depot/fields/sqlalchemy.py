@@ -1,0 +1,317 @@
+"""SQLAlchemy integration: the :class:`UploadedFileField` column type and its session tracker.
+
+Importing this module registers the tracker's listeners (as filedepot does):
+files uploaded by assigning a column are removed again when their
+transaction or savepoint rolls back, and files that rows stop referencing
+are removed once the outermost transaction has committed.  See
+:mod:`depot.fields._lifecycle` for the exact rules.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
+
+from sqlalchemy import event, types
+from sqlalchemy.orm import Mapper, Session, attributes, object_session
+from sqlalchemy.orm.base import instance_state
+
+from ._lifecycle import FileScope, files_of, is_fresh
+from .interfaces import FileFilter
+from .upload import UploadedFile
+
+__all__ = ["UploadedFileField"]
+
+#: filedepot's column size: Oracle's VARCHAR maximum, so existing columns keep working.
+DEFAULT_LENGTH = 4000
+
+
+class UploadedFileField(types.TypeDecorator):
+    """A column holding an uploaded file, as the JSON of its :class:`UploadedFile`.
+
+    Assigning content (bytes, a file object, a form upload, a
+    :class:`~depot.io.utils.FileIntent`) stores it in ``upload_storage``
+    (the default storage when ``None``) wrapped in ``upload_type``, and runs
+    ``filters`` on it.
+
+    By default the column is ``VARCHAR(4000)`` on every database, the type
+    filedepot created, so existing tables and data keep working.  Pass
+    ``native_json=True`` for a JSON column on databases that have one
+    (PostgreSQL ``JSONB``, MySQL/MariaDB and SQLite ``JSON``; others fall
+    back to unbounded text), which has no size limit; ``length=None`` gives
+    unbounded text without JSON.  Both only change new tables: migrate
+    existing columns yourself.
+    """
+
+    impl = types.Unicode
+    # The type's public parameters below form its SQL cache key; filters do
+    # not change the SQL or the bind processing, so they need not be part of it.
+    cache_ok = True
+
+    def __init__(
+        self,
+        filters: Iterable[FileFilter] = tuple(),
+        upload_type: Type[UploadedFile] = UploadedFile,
+        upload_storage: Optional[str] = None,
+        *args: Any,
+        native_json: bool = False,
+        length: Optional[int] = DEFAULT_LENGTH,
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, **kw)
+        self._filters = filters
+        self._upload_type = upload_type
+        self._upload_storage = upload_storage
+        self.upload_type = upload_type
+        self.upload_storage = upload_storage
+        self.native_json = native_json
+        self.length = length
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if self.native_json:
+            return dialect.type_descriptor(_json_type(dialect))
+        if self.length is None:
+            return dialect.type_descriptor(types.UnicodeText())
+        return dialect.type_descriptor(types.VARCHAR(self.length))
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if not value:
+            return None
+        if not isinstance(value, self._upload_type):
+            raise ValueError(
+                "AttachmentField requires %s, got %s instead" % (self._upload_type, type(value))
+            )
+        if self.native_json and _has_json(dialect):
+            return dict(value)
+        return value.encode()
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if not value:
+            return None
+        if isinstance(value, dict):
+            return self._upload_type(value)
+        return self._upload_type.decode(value)
+
+
+_JSON_DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
+
+
+def _has_json(dialect: Any) -> bool:
+    return dialect.name in _JSON_DIALECTS
+
+
+def _json_type(dialect: Any) -> types.TypeEngine:
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return JSONB()
+    if _has_json(dialect):
+        return types.JSON()
+    return types.UnicodeText()
+
+
+class _SessionFiles:
+    """The file scopes of one session: one per open transaction or savepoint.
+
+    ``pending`` collects uploads made while the session has no transaction;
+    the next outermost transaction takes them over.
+    """
+
+    __slots__ = ("scopes", "pending")
+
+    def __init__(self) -> None:
+        self.scopes: Dict[Any, FileScope] = {}
+        self.pending = FileScope()
+
+
+_INFO_KEY = "depot.files"
+
+
+def _owner(transaction: Any) -> Any:
+    """The savepoint or outermost transaction whose scope ``transaction`` belongs to.
+
+    Inner non-nested transactions (the ones a flush opens, or 1.4's
+    subtransactions) commit or roll back with their parent.
+    """
+    while not transaction.nested and transaction.parent is not None:
+        transaction = transaction.parent
+    return transaction
+
+
+def _innermost(session: Session) -> Any:
+    return session.get_nested_transaction() or session.get_transaction()
+
+
+class _SQLAMutationTracker:
+    """Keeps stored files in step with SQLAlchemy transactions (listeners on every Session)."""
+
+    #: mapped class -> [(attribute key, column type)] of its UploadedFileField columns
+    mapped_entities: Dict[type, List[Tuple[str, UploadedFileField]]] = {}
+    _configured = False
+
+    @classmethod
+    def setup(cls) -> None:
+        if cls._configured:
+            return
+        cls._configured = True
+        event.listen(Mapper, "mapper_configured", cls._mapper_configured)
+        event.listen(Session, "before_attach", cls._session_attached)
+        event.listen(Session, "before_flush", cls._session_flush)
+        event.listen(Session, "persistent_to_deleted", cls._session_deleted)
+        event.listen(Session, "after_commit", cls._session_committed)
+        event.listen(Session, "after_transaction_end", cls._transaction_ended)
+
+    # -- where the files of a change go ------------------------------------
+
+    @staticmethod
+    def _session_files(session: Session, create: bool = True) -> Optional[_SessionFiles]:
+        files = session.info.get(_INFO_KEY)
+        if files is None and create:
+            files = session.info[_INFO_KEY] = _SessionFiles()
+        return files
+
+    @classmethod
+    def _scope_of(cls, files: _SessionFiles, transaction: Any) -> FileScope:
+        owner = _owner(transaction)
+        scope = files.scopes.get(owner)
+        if scope is None:
+            scope = files.scopes[owner] = FileScope()
+        if owner.parent is None and files.pending:
+            files.pending.merge_into(scope)
+        return scope
+
+    @classmethod
+    def _current_scope(cls, session: Session) -> FileScope:
+        files = cls._session_files(session)
+        transaction = _innermost(session)
+        if transaction is None:
+            return files.pending  # type: ignore[union-attr]
+        return cls._scope_of(files, transaction)  # type: ignore[arg-type]
+
+    @classmethod
+    def _target_scope(cls, target: Any) -> FileScope:
+        session = object_session(target)
+        if session is not None:
+            return cls._current_scope(session)
+        # Not in a session yet: kept on the object until it is added to one.
+        info = instance_state(target).info
+        scope = info.get(_INFO_KEY)
+        if scope is None:
+            scope = info[_INFO_KEY] = FileScope()
+        return scope
+
+    # -- mapper and attribute events ---------------------------------------
+
+    @classmethod
+    def _mapper_configured(cls, mapper: Mapper, class_: type) -> None:
+        tracked = []
+        for prop in mapper.column_attrs:
+            column_type = prop.columns[0].type
+            if not isinstance(column_type, UploadedFileField):
+                continue
+            if len(prop.columns) > 1:
+                raise TypeError("UploadedFileField currently supports a single column")
+            tracked.append((prop.key, column_type))
+            # Every mapper (polymorphic subclasses too) registers its own
+            # attribute, so the listener must not propagate to subclasses.
+            event.listen(
+                getattr(class_, prop.key), "set", cls._make_setter(column_type),
+                retval=True, active_history=True,
+            )
+        if tracked:
+            cls.mapped_entities[class_] = tracked
+
+    @classmethod
+    def _make_setter(cls, column_type: UploadedFileField):
+        def setter(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
+            return cls._field_set(column_type, target, value, oldvalue, initiator)
+
+        return setter
+
+    @classmethod
+    def _field_set(
+        cls, column_type: UploadedFileField, target: Any, value: Any, oldvalue: Any, initiator: Any
+    ) -> Any:
+        if value is not None and not isinstance(value, UploadedFile):
+            value = column_type._upload_type(value, column_type._upload_storage)
+            value._apply_filters(column_type._filters)
+        fresh_new = is_fresh(value)
+        # An upload replaced before any commit saw it is referenced by nothing.
+        orphan = isinstance(oldvalue, UploadedFile) and oldvalue is not value and is_fresh(oldvalue)
+        if fresh_new or orphan:
+            scope = cls._target_scope(target)
+            if fresh_new:
+                scope.upload(value)
+            if orphan:
+                scope.drop(files_of(oldvalue))
+        return value
+
+    # -- session events ----------------------------------------------------
+
+    @classmethod
+    def _session_attached(cls, session: Session, instance: Any) -> None:
+        scope = instance_state(instance).info.pop(_INFO_KEY, None)
+        if scope:
+            scope.merge_into(cls._current_scope(session))
+
+    @classmethod
+    def _session_flush(cls, session: Session, flush_context: Any, instances: Any) -> None:
+        entities = cls.mapped_entities
+        if not entities:
+            return
+        scope = None
+        for obj in session.deleted:
+            for key, _ in entities.get(type(obj), ()):
+                if scope is None:
+                    scope = cls._current_scope(session)
+                scope.drop(files_of(getattr(obj, key)))
+        for obj in list(session.new) + list(session.dirty):
+            for key, _ in entities.get(type(obj), ()):
+                history = attributes.get_history(obj, key)
+                for old in history.deleted or ():
+                    if old:
+                        if scope is None:
+                            scope = cls._current_scope(session)
+                        scope.drop(files_of(old))
+
+    @classmethod
+    def _session_deleted(cls, session: Session, instance: Any) -> None:
+        # query.delete(synchronize_session="fetch"), delete-orphan and cascades
+        # reach here; the row is gone, so only values already loaded are known.
+        tracked = cls.mapped_entities.get(type(instance))
+        if not tracked:
+            return
+        loaded = instance_state(instance).dict
+        paths = [p for key, _ in tracked for p in files_of(loaded.get(key))]
+        if paths:
+            cls._current_scope(session).drop(paths)
+
+    @classmethod
+    def _session_committed(cls, session: Session) -> None:
+        # Fired for released savepoints too: the scope is only marked here and
+        # acted upon when the transaction ends (see _transaction_ended).
+        files = cls._session_files(session, create=False)
+        if files is None:
+            return
+        transaction = _innermost(session)
+        if transaction is not None:
+            cls._scope_of(files, transaction).committed = True
+
+    @classmethod
+    def _transaction_ended(cls, session: Session, transaction: Any) -> None:
+        files = cls._session_files(session, create=False)
+        if files is None or (not transaction.nested and transaction.parent is not None):
+            return
+        scope = files.scopes.pop(transaction, None)
+        if transaction.parent is None and files.pending:
+            scope = scope or FileScope()
+            files.pending.merge_into(scope)
+        if scope is None:
+            return
+        if not scope.committed:
+            scope.rolled_back()
+        elif transaction.nested:
+            scope.merge_into(cls._scope_of(files, transaction.parent))
+        else:
+            scope.committed_outermost()
+
+
+_SQLAMutationTracker.setup()
