@@ -29,6 +29,7 @@ __all__ = [
     "remaining_size",
     "read_head",
     "HeadThenRest",
+    "plan_upload",
     "option_int",
     "log_once",
 ]
@@ -175,6 +176,26 @@ class HeadThenRest(io.RawIOBase):
 
     def seekable(self) -> bool:
         return False
+
+
+def plan_upload(content: Any, threshold: int) -> Tuple[Optional[bytes], Any]:
+    """Decide between one request and a chunked upload for ``content``.
+
+    Returns ``(data, None)`` when the content is at most ``threshold`` bytes
+    (then read into ``data``), else ``(None, stream)``: a stream positioned at
+    0 that yields the whole content.  A non-seekable source is read only up
+    to ``threshold + 1`` bytes here, so memory stays bounded.
+    """
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        data = bytes(content)
+        return (data, None) if len(data) <= threshold else (None, io.BytesIO(data))
+    size = remaining_size(content)
+    if size is not None and size > threshold and content.tell() == 0:
+        return None, content
+    head = read_head(content, threshold + 1)
+    if len(head) <= threshold:
+        return head, None
+    return None, HeadThenRest(head, content)
 
 
 def option_int(value: Any, name: str, minimum: int = 1) -> int:

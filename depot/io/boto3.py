@@ -18,7 +18,6 @@ attributes callers reach into (``_conn``, ``_bucket_driver``).  Beyond it:
 """
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -29,16 +28,14 @@ from depot.io._cloud import (
     CANNED_ACL_PUBLIC_READ,
     FILENAME_META,
     MODIFIED_META,
-    HeadThenRest,
     check_policy,
     default_bucket_name,
     depot_metadata,
     inline_disposition,
     log_once,
     option_int,
-    read_head,
+    plan_upload,
     refuse_text,
-    remaining_size,
     unquote_filename,
 )
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
@@ -415,23 +412,13 @@ class S3Storage(FileStorage):
         uploaded, so a failing source leaves the previous state untouched.
         """
         refuse_text(content)
-        key = self._bucket_driver.prefix + file_id
+        bucket, key = self._bucket_driver.bucket.name, self._bucket_driver.prefix + file_id
         extra = self._extra_args(filename, content_type)
-        if isinstance(content, (bytes, bytearray, memoryview)):
-            body: Any = bytes(content)
-        elif (remaining_size(content) or 0) > self._threshold:
-            body = content  # seekable and large: the transfer manager reads it part by part
+        data, stream = plan_upload(content, self._threshold)
+        if data is not None:
+            self._client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
         else:
-            head = read_head(content, self._threshold + 1)
-            body = head if len(head) <= self._threshold else HeadThenRest(head, content)
-        if isinstance(body, bytes) and len(body) <= self._threshold:
-            self._client.put_object(Bucket=self._bucket_driver.bucket.name, Key=key, Body=body, **extra)
-            return
-        if isinstance(body, bytes):
-            body = io.BytesIO(body)
-        self._client.upload_fileobj(
-            body, self._bucket_driver.bucket.name, key, ExtraArgs=extra, Config=self._transfer_config
-        )
+            self._client.upload_fileobj(stream, bucket, key, ExtraArgs=extra, Config=self._transfer_config)
 
     # -- FileStorage ----------------------------------------------------------
 

@@ -1,0 +1,350 @@
+"""Google Cloud Storage through google-cloud-storage.
+
+Compatible with filedepot 0.12's ``depot.io.gcs``: same constructor and
+credentials rules, blob layout (``<prefix><file id>``), metadata
+(``x-depot-filename``, ``x-depot-modified``, ``x-depot-content-type``) and the
+public ``GCSStorage.bucket`` / ``GCSStoredFile.blob`` attributes.  Fixed or
+added on top of it:
+
+- ``storage_class`` is used (for the bucket it creates and for every blob);
+- ``list()`` returns the ids under the prefix only, prefix removed;
+- ``replace()`` returns the id, like every other storage;
+- files written outside depot report the blob's own content type;
+- public-read makes each object public (a predefined ACL sent with the
+  upload), never the whole bucket; private files get signed, expiring URLs
+  when the credentials can sign, and no URL otherwise;
+- uploads above ``multipart_threshold`` are streamed as resumable uploads in
+  ``chunk_size`` pieces, whether or not the source can seek;
+- reads and ranges fetch byte ranges of one object generation, so a
+  replace during a read is an error instead of mixed content;
+- with ``STORAGE_EMULATOR_HOST`` set (fake-gcs-server and other emulators),
+  no credentials are needed: the client is anonymous.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any, Iterator, List, Optional
+
+from depot._optional import require
+from depot.io import utils
+from depot.io._cloud import (
+    CANNED_ACL_PRIVATE,
+    CANNED_ACL_PUBLIC_READ,
+    FILENAME_META,
+    MODIFIED_META,
+    check_policy,
+    depot_metadata,
+    inline_disposition,
+    option_int,
+    plan_upload,
+    refuse_text,
+    unquote_filename,
+)
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
+from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid, new_uuid
+
+storage = require("google.cloud.storage", "gcs", "depot.io.gcs.GCSStorage")
+from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable  # noqa: E402
+from google.auth.credentials import AnonymousCredentials, Signing  # noqa: E402
+from google.oauth2 import service_account  # noqa: E402
+
+__all__ = ["CANNED_ACL_PUBLIC_READ", "CANNED_ACL_PRIVATE", "GCSStoredFile", "PrivateGCSStoredFile", "GCSStorage"]
+
+_check_file_id = check_uuid
+
+MB = 1024 * 1024
+#: Custom metadata key filedepot reads the content type from.
+CONTENT_TYPE_META = "x-depot-content-type"
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+#: Bytes fetched per ranged request when reading.
+READ_BLOCK = 4 * MB
+DEFAULT_URL_EXPIRES = 3600
+#: Resumable upload chunks must be multiples of this (a GCS rule).
+CHUNK_MULTIPLE = 256 * 1024
+
+
+class GCSStoredFile(StoredFile):
+    """A file of :class:`GCSStorage`; ``blob`` is the loaded :class:`~google.cloud.storage.Blob`.
+
+    Content is fetched in byte ranges on demand.  The first request reads
+    the newest generation (a handle taken before a replace reads the new
+    content, as on every storage); later requests of the same read stay on
+    that generation.
+    """
+
+    def __init__(self, file_id: str, blob: Any) -> None:
+        _check_file_id(file_id)
+        self.blob = blob
+        metadata = blob.metadata or {}
+        super().__init__(
+            file_id,
+            filename=unquote_filename(metadata.get(FILENAME_META)),
+            content_type=metadata.get(CONTENT_TYPE_META) or blob.content_type,
+            last_modified=utils.parse_timestamp(metadata.get(MODIFIED_META)),
+            content_length=blob.size,
+        )
+        self._position = 0
+        self._buffer = b""
+        self._generation: Optional[int] = None
+        self._closed = False
+
+    @property
+    def version(self) -> str:
+        """The blob's generation: GCS gives every write a new one."""
+        return str(self.blob.generation)
+
+    def _download(self, start: int, end: Optional[int], generation: Optional[int]) -> bytes:
+        """Bytes ``[start, end]`` (inclusive; ``end=None``: to the end) of ``generation``.
+
+        Pinning no generation reads the newest one and pins it for the next
+        calls of :meth:`read`.
+        """
+        blob = self.blob.bucket.blob(self.blob.name, generation=generation)
+        try:
+            # A range cannot be checked against the whole object's checksum.
+            data = blob.download_as_bytes(start=start, end=end, checksum=None if start or end else "auto")
+        except RequestRangeNotSatisfiable:
+            return b""
+        except NotFound:
+            if generation is None:
+                raise IOError("File %s not existing" % self.file_id) from None
+            raise IOError("File %s changed or was removed while being read" % self.file_id) from None
+        if generation is None and self._generation is None and blob.generation is not None:
+            self._generation = int(blob.generation)
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        if self._closed:
+            raise ValueError("I/O operation on closed file")
+        if n == 0:
+            return b""
+        start = self._position + len(self._buffer)
+        if n is None or n < 0:
+            data = self._buffer + self._download(start, None, self._generation)
+            self._buffer = b""
+        else:
+            if len(self._buffer) < n:
+                more = self._download(start, start + max(n - len(self._buffer), READ_BLOCK) - 1, self._generation)
+                self._buffer += more
+            data, self._buffer = self._buffer[:n], self._buffer[n:]
+        self._position += len(data)
+        return data
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        self._closed = True
+        self._buffer = b""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def iter_range(
+        self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Iterator[bytes]:
+        """Yield ``[start, stop)`` of the generation this handle describes, in ranged requests.
+
+        :class:`IOError` if that generation was replaced or removed meanwhile.
+        """
+        if self._closed:
+            raise ValueError("I/O operation on closed file")
+        stop = self.content_length if stop is None else min(stop, self.content_length)
+        block = max(chunk_size, READ_BLOCK)
+        position = start
+        while position < stop:
+            data = self._download(position, min(position + block, stop) - 1, self.blob.generation)
+            if not data:
+                return
+            for offset in range(0, len(data), chunk_size):
+                yield data[offset : offset + chunk_size]
+            position += len(data)
+
+    @property
+    def public_url(self) -> Optional[str]:
+        """The object's public URL (on the emulator when ``STORAGE_EMULATOR_HOST`` is set)."""
+        return self.blob.public_url
+
+
+class PrivateGCSStoredFile(GCSStoredFile):
+    """A file of a ``policy='private'`` :class:`GCSStorage`: a signed URL, or none.
+
+    ``signer`` holds credentials able to sign (a service account); without
+    them :attr:`public_url` is ``None`` and the file is served through the
+    application.
+    """
+
+    public_url_signed = True
+
+    def __init__(self, file_id: str, blob: Any, signer: Any = None, url_expires: int = DEFAULT_URL_EXPIRES) -> None:
+        super().__init__(file_id, blob)
+        self._signer = signer
+        self.url_expires = url_expires
+
+    @property
+    def public_url(self) -> Optional[str]:
+        if self._signer is None:
+            return None
+        return self.blob.generate_signed_url(
+            version="v4",
+            expiration=datetime.timedelta(seconds=self.url_expires),
+            method="GET",
+            credentials=self._signer,
+            api_access_endpoint=os.environ.get(EMULATOR_ENV) or None,
+        )
+
+
+def _load_credentials(credentials: Any) -> Any:
+    """Credentials as filedepot accepts them; ``None`` for an emulator without any."""
+    if not credentials:
+        path = os.environ.get(CREDENTIALS_ENV)
+        if path:
+            return service_account.Credentials.from_service_account_file(path)
+        if os.environ.get(EMULATOR_ENV):
+            return None
+        raise ValueError("%s environment variable not set" % CREDENTIALS_ENV)
+    if isinstance(credentials, dict):
+        return service_account.Credentials.from_service_account_info(credentials)
+    if isinstance(credentials, str):
+        return service_account.Credentials.from_service_account_file(credentials)
+    return credentials
+
+
+class GCSStorage(FileStorage):
+    """Files stored as blobs ``<prefix><file id>`` of a Google Cloud Storage bucket.
+
+    :param project_id: the project; by default the credentials' project.
+    :param credentials: a service-account info ``dict``, the path of a key
+        file, or a credentials object; by default the key file named by
+        ``GOOGLE_APPLICATION_CREDENTIALS``.  With ``STORAGE_EMULATOR_HOST``
+        set, none are needed and requests are anonymous (credentials given
+        are then used only to sign URLs).
+    :param bucket: the bucket name (required), created if missing.
+    :param policy: ``'public-read'`` (default: each object readable by
+        anyone) or ``'private'``.
+    :param storage_class: e.g. ``'NEARLINE'``, for the bucket created and for
+        every blob; ``None`` keeps the bucket's default.
+    :param prefix: prepended to every blob name.
+    :param multipart_threshold: uploads larger than this (8 MiB) are resumable.
+    :param chunk_size: the size of each resumable upload request (8 MiB, a
+        multiple of 256 KiB): what bounds upload memory.
+    :param url_expires: lifetime in seconds of private files' signed URLs (3600).
+    """
+
+    _check_file_id = staticmethod(_check_file_id)
+
+    def __init__(
+        self,
+        project_id: Optional[str] = None,
+        credentials: Any = None,
+        bucket: Optional[str] = None,
+        policy: Optional[str] = None,
+        storage_class: Optional[str] = None,
+        prefix: str = "",
+        multipart_threshold: Any = 8 * MB,
+        chunk_size: Any = 8 * MB,
+        url_expires: Any = DEFAULT_URL_EXPIRES,
+    ) -> None:
+        self._policy = check_policy(policy)
+        if not bucket:
+            raise ValueError("GCSStorage needs a bucket name")
+        self._storage_class = storage_class or None
+        self._prefix = prefix or ""
+        self._threshold = option_int(multipart_threshold, "multipart_threshold")
+        self._chunk_size = option_int(chunk_size, "chunk_size", CHUNK_MULTIPLE)
+        if self._chunk_size % CHUNK_MULTIPLE:
+            raise ValueError("chunk_size must be a multiple of %d, got %r" % (CHUNK_MULTIPLE, chunk_size))
+        self._url_expires = option_int(url_expires, "url_expires")
+
+        credentials = _load_credentials(credentials)
+        self._signer = credentials if isinstance(credentials, Signing) else None
+        project_id = project_id or getattr(credentials, "project_id", None)
+        if os.environ.get(EMULATOR_ENV) or credentials is None:
+            # Emulators take no tokens, and fetching one would need Google's servers.
+            credentials = AnonymousCredentials()
+        self.client = storage.Client(project=project_id, credentials=credentials)
+        self.bucket = self._get_or_create_bucket(bucket)
+
+    def __repr__(self) -> str:
+        return "<GCSStorage %s/%s>" % (self.bucket.name, self._prefix)
+
+    def _get_or_create_bucket(self, name: str) -> Any:
+        try:
+            return self.client.get_bucket(name)
+        except NotFound:
+            pass
+        bucket = self.client.bucket(name)
+        if self._storage_class:
+            bucket.storage_class = self._storage_class
+        return self.client.create_bucket(bucket)
+
+    # -- writing --------------------------------------------------------------
+
+    def _new_blob(self, file_id: str, filename: Optional[str], content_type: str) -> Any:
+        blob = self.bucket.blob(self._prefix + file_id, chunk_size=self._chunk_size)
+        blob.content_type = content_type
+        blob.content_disposition = inline_disposition(filename)
+        blob.metadata = dict(depot_metadata(filename), **{CONTENT_TYPE_META: content_type})
+        if self._storage_class:
+            blob.storage_class = self._storage_class
+        return blob
+
+    def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> None:
+        """Write ``content`` to the blob of ``file_id``: one request when small, resumable when large.
+
+        A resumable upload only creates the new generation once complete, so
+        a failing source leaves the previous content in place.
+        """
+        refuse_text(content)
+        content_type = content_type or DEFAULT_CONTENT_TYPE
+        blob = self._new_blob(file_id, filename, content_type)
+        acl = {"predefined_acl": "publicRead"} if self._policy == CANNED_ACL_PUBLIC_READ else {}
+        data, stream = plan_upload(content, self._threshold)
+        if data is not None:
+            blob.upload_from_string(data, content_type=content_type, **acl)
+        else:
+            blob.upload_from_file(stream, content_type=content_type, **acl)
+
+    # -- FileStorage ----------------------------------------------------------
+
+    def get(self, file_or_id: Any) -> GCSStoredFile:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        blob = self.bucket.get_blob(self._prefix + file_id)
+        if blob is None:
+            raise IOError("File %s not existing" % file_id)
+        if self._policy == CANNED_ACL_PRIVATE:
+            return PrivateGCSStoredFile(file_id, blob, self._signer, self._url_expires)
+        return GCSStoredFile(file_id, blob)
+
+    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
+        new_id = new_uuid()
+        content, filename, content_type = self.fileinfo(content, filename, content_type)
+        self._save(new_id, content, filename, content_type)
+        return new_id
+
+    def replace(
+        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> str:
+        file_id, content, filename, content_type = self._prepare_replace(
+            file_or_id, content, filename, content_type
+        )
+        self._save(file_id, content, filename, content_type)
+        return file_id
+
+    def delete(self, file_or_id: Any) -> None:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        try:
+            self.bucket.blob(self._prefix + file_id).delete()
+        except NotFound:
+            pass
+
+    def exists(self, file_or_id: Any) -> bool:
+        file_id = self.fileid(file_or_id)
+        _check_file_id(file_id)
+        return self.bucket.blob(self._prefix + file_id).exists()
+
+    def list(self) -> List[str]:
+        cut = len(self._prefix)
+        return [blob.name[cut:] for blob in self.client.list_blobs(self.bucket, prefix=self._prefix or None)]
