@@ -1,0 +1,171 @@
+"""Opening untrusted images safely, and making thumbnails from them (Pillow).
+
+Uploaded images come from users: a few kilobytes of PNG can declare a
+100000x100000 canvas that takes tens of gigabytes to decode (a
+decompression bomb), and Pillow also opens formats that are not pictures
+one wants from the web (EPS runs Ghostscript).  :func:`open_image` reads
+only the header, refuses such files with :class:`ImageRejected` before any
+pixel is decoded, and accepts only the raster formats of
+:data:`DEFAULT_FORMATS`.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from typing import IO, Any, Iterable, Optional, Tuple
+
+from depot._optional import require
+
+Image = require("PIL.Image", "image", "depot image support")
+
+__all__ = [
+    "ImageRejected",
+    "NotAnImage",
+    "ImageTooLarge",
+    "DEFAULT_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "open_image",
+    "exif_orientation",
+    "apply_orientation",
+    "make_thumbnail",
+    "save_image",
+]
+
+#: The raster formats accepted from uploads (Pillow format names).  MPO is
+#: what Pillow calls the JPEG files many cameras write.
+DEFAULT_FORMATS: Tuple[str, ...] = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "ICO")
+
+#: Pillow's own warning threshold: about 89 megapixels, 358 MB once decoded as RGBA.
+DEFAULT_MAX_PIXELS = 89478485
+
+# Formats that cannot store an alpha channel: transparent sources are
+# flattened on white for them instead of failing as filedepot did for JPEG.
+_NO_ALPHA = frozenset(("JPEG", "JPG", "MPO", "BMP", "PPM", "PCX", "PDF", "EPS", "XBM", "MSP", "SPIDER"))
+
+_ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transpositions that make the picture upright.
+_ORIENTATIONS = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+_SWAPS_AXES = frozenset((5, 6, 7, 8))
+
+
+class ImageRejected(ValueError):
+    """The upload is not an image this application accepts."""
+
+
+class NotAnImage(ImageRejected):
+    """The content is not an image in one of the accepted formats."""
+
+
+class ImageTooLarge(ImageRejected):
+    """The image declares more pixels than allowed (a decompression bomb, or just too big)."""
+
+
+def open_image(
+    fileobj: IO[bytes], max_pixels: Optional[int] = None, formats: Optional[Iterable[str]] = None
+) -> Any:
+    """Open ``fileobj`` lazily as a Pillow image after checking its declared size and format.
+
+    Only the header is read: the pixels are decoded later, by whatever uses
+    the image, and only once the size is known to be acceptable.
+    ``max_pixels`` defaults to :data:`DEFAULT_MAX_PIXELS`, ``formats`` to
+    :data:`DEFAULT_FORMATS`.
+    """
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    allowed = _registered(tuple(formats) if formats is not None else DEFAULT_FORMATS)
+    with warnings.catch_warnings():
+        # Our own limit decides; Pillow's warning would only be noise.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(fileobj, formats=allowed)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge("Image refused: %s" % exc) from None
+        except Image.UnidentifiedImageError:
+            raise NotAnImage(
+                "Not an image in an accepted format (%s)" % ", ".join(allowed)
+            ) from None
+    width, height = image.size
+    if width * height > limit:
+        image.close()
+        raise ImageTooLarge(
+            "Image refused: it declares %dx%d pixels (%d), more than the limit of %d"
+            % (width, height, width * height, limit)
+        )
+    return image
+
+
+def _registered(formats: Tuple[str, ...]) -> Tuple[str, ...]:
+    # Pillow only knows the formats of plugins it has loaded; init() loads them all, once.
+    if any(fmt.upper() not in Image.OPEN for fmt in formats):
+        Image.init()
+    return tuple(fmt.upper() for fmt in formats if fmt.upper() in Image.OPEN)
+
+
+def exif_orientation(image: Any) -> int:
+    """The EXIF orientation (1 to 8) of ``image``; 1 (upright) when absent or unreadable."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # corrupt EXIF must not make an otherwise fine picture fail
+        return 1
+    return value if value in _ORIENTATIONS else 1
+
+
+def apply_orientation(image: Any, orientation: int) -> Any:
+    """``image`` turned upright according to an EXIF ``orientation``."""
+    for method in _ORIENTATIONS.get(orientation, ()):
+        image = image.transpose(method)
+    return image
+
+
+def _flatten(image: Any) -> Any:
+    """An RGB copy of ``image`` with any transparency composited on white."""
+    if image.mode in ("RGB", "L"):
+        return image
+    if image.mode not in ("RGBA", "LA") and not (image.mode == "P" and "transparency" in image.info):
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
+
+
+def save_image(image: Any, fmt: str, **options: Any) -> bytes:
+    """Encode ``image`` as ``fmt``, flattening transparency when the format has no alpha."""
+    out = io.BytesIO()
+    if fmt.upper() in _NO_ALPHA:
+        _flatten(image).save(out, fmt, **options)
+        return out.getvalue()
+    try:
+        image.save(out, fmt, **options)
+    except (OSError, ValueError, KeyError):
+        # A format without alpha support that we did not know about.
+        out = io.BytesIO()
+        _flatten(image).save(out, fmt, **options)
+    return out.getvalue()
+
+
+def make_thumbnail(image: Any, size: Tuple[int, int], fmt: str, resample: Any = None) -> bytes:
+    """Encode a thumbnail of ``image`` fitting ``size``, upright, as ``fmt``.
+
+    ``image`` may be freshly opened: Pillow then decodes a JPEG directly at
+    a reduced scale (``draft``), which is several times faster than decoding
+    it fully.  It is modified in place.
+    """
+    orientation = exif_orientation(image)
+    width, height = size
+    if orientation in _SWAPS_AXES:
+        width, height = height, width
+    if resample is None:
+        resample = Image.Resampling.LANCZOS
+    image.thumbnail((width, height), resample)
+    image = apply_orientation(image, orientation)
+    if fmt.upper() not in _NO_ALPHA:
+        image = image.convert("RGBA")
+    return save_image(image, fmt)
