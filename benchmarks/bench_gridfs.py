@@ -114,7 +114,10 @@ def main():
         # Round 0 is a discarded warm-up (page cache, server cache, imports).
         for r in range(opts.rounds + 1):
             for kind in ("small", "large"):
-                for name, python in pythons.items():
+                # Alternate who goes first, so server-side after-effects (cache,
+                # checkpoints) of one run do not always fall on the same side.
+                order = list(pythons.items())
+                for name, python in order if r % 2 else order[::-1]:
                     database = "bench_%s_%s_%d" % (name, kind, r)
                     result = run_worker(python, "bench_gridfs.py",
                                         ["worker", "%s/%s" % (server.uri, database), folders[kind]])
