@@ -139,9 +139,12 @@ class _Version:
         batch = max(1, BATCH_BYTES // self.chunk_size)
         misses = 0
         while n < self.chunk_count:
-            query["n"] = {"$gte": n}
+            # No projection and no bound on n unless needed: both cost the
+            # server more than the few bytes they save.
+            if n:
+                query["n"] = {"$gte": n}
             found = False
-            cursor = chunks.find(query, {"_id": 0, "n": 1, "data": 1, _GEN: 1}).sort("n", 1).batch_size(batch)
+            cursor = chunks.find(query).sort("n", 1).batch_size(batch)
             try:
                 for chunk in cursor:
                     if chunk.get(_GEN) != self.gen or chunk["n"] < n:
