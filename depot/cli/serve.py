@@ -11,7 +11,7 @@ from depot.cli.context import Context, describe
 from depot.cli.errors import CLIError, ExitCode
 from depot.manager import DepotManager
 
-__all__ = ["register", "index_app"]
+__all__ = ["register", "index_app", "run_server"]
 
 #: Files listed per storage on the index page.
 INDEX_LIMIT = 200
@@ -91,20 +91,38 @@ def serve(args: argparse.Namespace, ctx: Context) -> int:
         app = DepotManager.make_middleware(index_app(names), **options)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    handler = _QuietHandler if args.quiet else WSGIRequestHandler
+    def announce(host: str, port: int) -> None:
+        shown = "[%s]" % host if ":" in host else host
+        ctx.print("Serving %s at http://%s:%d%s/<storage>/<id> (index: http://%s:%d/); Ctrl-C to stop"
+                  % (", ".join(names), shown, port, args.mountpoint.rstrip("/"), shown, port))
+        ctx.stdout.flush()
+
     try:
-        server = make_server(args.host, args.port, app, server_class=_ThreadingServer, handler_class=handler)
+        run_server(app, args.host, args.port, announce, quiet=args.quiet)
     except OSError as exc:
-        raise CLIError("cannot listen on %s:%d: %s" % (args.host, args.port, exc.strerror or exc))
-    host, port = server.server_address[:2]
-    shown = "[%s]" % host if ":" in host else host
-    ctx.print("Serving %s at http://%s:%d%s/<storage>/<id> (index: http://%s:%d/); Ctrl-C to stop"
-              % (", ".join(names), shown, port, args.mountpoint.rstrip("/"), shown, port))
-    ctx.stdout.flush()
+        raise CLIError("cannot listen on %s:%d: %s" % (args.host, args.port, exc.strerror or exc)) from None
+    return ExitCode.OK
+
+
+def run_server(
+    app: Callable[..., Any],
+    host: str,
+    port: int,
+    on_ready: Callable[[str, int], None],
+    quiet: bool = False,
+) -> None:
+    """Serve the WSGI ``app`` on ``host:port`` with threads until Ctrl-C or SIGTERM.
+
+    ``on_ready(host, port)`` is called once listening (``port`` 0 picks a
+    free one, reported there).  For development: the standard library's
+    server, no process management, no TLS.
+    """
+    handler = _QuietHandler if quiet else WSGIRequestHandler
+    server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=handler)
+    on_ready(*server.server_address[:2])
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
-    return ExitCode.OK

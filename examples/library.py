@@ -1,0 +1,195 @@
+"""The part the example applications share: storage, database, models and pages.
+
+A small document library: documents (any file) and photos (images, stored
+with a thumbnail), kept as attachments on SQLAlchemy models in SQLite, their
+bytes on local disk, served by DepotMiddleware.  Each example application
+(``demo_app.py`` with WebOb, ``flask_app.py``, ``starlette_app.py``) only
+adds its framework's request handling on top of these functions.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import tempfile
+from typing import Any, Callable, List, Optional, Tuple
+
+from sqlalchemy import Column, DateTime, Integer, Unicode, create_engine, func, select
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from depot.fields.sqlalchemy import UploadedFileField
+from depot.manager import DepotManager
+
+try:  # thumbnails need Pillow: pip install 'depot[image]'
+    from depot.fields.specialized.image import UploadedImageWithThumb
+except ImportError:  # pragma: no cover - depends on the installed extras
+    UploadedImageWithThumb = None  # type: ignore[assignment,misc]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    id = Column(Integer, primary_key=True)
+    title = Column(Unicode(200), nullable=False)
+    added = Column(DateTime, server_default=func.now())
+    # Any file; its bytes go to the "files" storage, the row keeps its JSON.
+    content = Column(UploadedFileField(upload_storage="files"))
+
+
+class Photo(Base):
+    __tablename__ = "photos"
+    id = Column(Integer, primary_key=True)
+    caption = Column(Unicode(200), nullable=False)
+    image = Column(UploadedFileField(upload_storage="photos", upload_type=UploadedImageWithThumb)
+                   if UploadedImageWithThumb is not None else Unicode(10))
+
+
+class UploadRefused(ValueError):
+    """What the user sent cannot be stored; the message says why."""
+
+
+def setup(data_dir: str) -> sessionmaker:
+    """Configure the storages and the database below ``data_dir``; returns the session factory."""
+    DepotManager.configure("files", {"depot.backend": "local", "depot.storage_path": os.path.join(data_dir, "files")})
+    DepotManager.configure("photos", {"depot.backend": "local", "depot.storage_path": os.path.join(data_dir, "photos")})
+    engine = create_engine(
+        "sqlite:///" + os.path.join(data_dir, "library.sqlite"),
+        connect_args={"check_same_thread": False},  # the servers answer from several threads
+    )
+    Base.metadata.create_all(engine)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _has_file(upload: Any) -> bool:
+    # Browsers send an empty part with an empty filename when no file was chosen.
+    return upload is not None and bool(getattr(upload, "filename", None))
+
+
+def add_document(session: Session, title: str, upload: Any) -> Document:
+    """Store ``upload`` (any framework's upload object) as a new document."""
+    if not _has_file(upload):
+        raise UploadRefused("choose a file to upload")
+    doc = Document(title=title.strip() or upload.filename, content=upload)
+    session.add(doc)
+    session.commit()  # a failing commit would roll back and remove the stored file
+    return doc
+
+
+def replace_document(session: Session, doc_id: int, upload: Any) -> None:
+    """Give a document new content; the old file is deleted once the change is committed."""
+    if not _has_file(upload):
+        raise UploadRefused("choose a file to upload")
+    doc = session.get(Document, doc_id)
+    if doc is None:
+        raise LookupError(doc_id)
+    doc.content = upload
+    session.commit()
+
+
+def delete_document(session: Session, doc_id: int) -> None:
+    doc = session.get(Document, doc_id)
+    if doc is not None:
+        session.delete(doc)  # its file goes when the deletion is committed
+        session.commit()
+
+
+def add_photo(session: Session, caption: str, upload: Any) -> Photo:
+    if UploadedImageWithThumb is None:
+        raise UploadRefused("photos need Pillow: pip install 'depot[image]'")
+    if not _has_file(upload):
+        raise UploadRefused("choose an image to upload")
+    try:
+        photo = Photo(caption=caption.strip() or upload.filename, image=upload)
+    except ValueError as exc:  # not an image, or an image too large to open safely
+        raise UploadRefused(str(exc)) from None
+    session.add(photo)
+    session.commit()
+    return photo
+
+
+def listing(session: Session) -> Tuple[List[Document], List[Photo]]:
+    documents = list(session.scalars(select(Document).order_by(Document.id.desc())))
+    photos = list(session.scalars(select(Photo).order_by(Photo.id.desc())))
+    return documents, photos
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse;width:100%}td,th{padding:.3rem .5rem;border-bottom:1px solid #ddd;text-align:left}
+form.inline{display:inline}.photos{display:flex;flex-wrap:wrap;gap:1rem}.photos figure{margin:0}
+.error{background:#fee;border:1px solid #c00;padding:.5rem}small{color:#666}"""
+
+
+def _size(uploaded: Any) -> str:
+    try:
+        with uploaded.file as f:  # the row does not keep the length: ask the storage
+            n = f.content_length
+    except IOError:
+        return "missing"
+    return "%d B" % n if n < 1024 else "%.1f KiB" % (n / 1024) if n < 1024 * 1024 else "%.1f MiB" % (n / 1048576)
+
+
+def render_index(documents: List[Document], photos: List[Photo], framework: str, error: Optional[str] = None) -> str:
+    """The whole page: upload forms, the documents table and the photo wall."""
+    e = html.escape
+    rows = []
+    for doc in documents:
+        c = doc.content
+        rows.append(
+            "<tr><td>{title}</td><td><a href='{url}'>{name}</a></td><td>{type}</td><td>{size}</td>"
+            "<td><form class='inline' method='post' action='/documents/{id}/replace' enctype='multipart/form-data'>"
+            "<input type='file' name='file' required> <button>Replace</button></form> "
+            "<form class='inline' method='post' action='/documents/{id}/delete'><button>Delete</button></form>"
+            "</td></tr>".format(title=e(doc.title), url=e(c.url), name=e(c.filename), type=e(c.content_type),
+                                size=_size(c), id=doc.id)
+        )
+    figures = [
+        "<figure><a href='{url}'><img src='{thumb}' alt='{caption}'></a><figcaption>{caption}</figcaption></figure>"
+        .format(url=e(p.image.url), thumb=e(p.image.thumb_url), caption=e(p.caption))
+        for p in photos
+    ]
+    photo_form = (
+        "<form method='post' action='/photos' enctype='multipart/form-data'>"
+        "<input name='caption' placeholder='Caption'> <input type='file' name='image' accept='image/*' required> "
+        "<button>Upload photo</button></form>"
+        if UploadedImageWithThumb is not None else "<p>Install Pillow (<code>pip install 'depot[image]'</code>) for photos.</p>"
+    )
+    return """<!doctype html><html><head><meta charset="utf-8"><title>depot demo</title><style>{style}</style></head>
+<body><h1>depot demo <small>({framework})</small></h1>
+{error}
+<p>Files are stored by depot on local disk and attached to SQLAlchemy rows in SQLite;
+links go through DepotMiddleware (try a <code>Range</code> request, or an HTML upload: it downloads, sandboxed).</p>
+<h2>Documents</h2>
+<form method="post" action="/documents" enctype="multipart/form-data">
+<input name="title" placeholder="Title"> <input type="file" name="file" required> <button>Upload</button></form>
+<table><tr><th>Title</th><th>File</th><th>Type</th><th>Size</th><th></th></tr>{rows}</table>
+<h2>Photos</h2>{photo_form}<div class="photos">{figures}</div>
+</body></html>""".format(style=_STYLE, framework=e(framework), rows="".join(rows), figures="".join(figures),
+                         photo_form=photo_form, error="<p class='error'>%s</p>" % e(error) if error else "")
+
+
+def main(make_app: Callable[[str], Callable], doc: str) -> None:
+    """Command line of every example: parse the options, build the app, serve it."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
+    parser.add_argument("--data", help="folder for the files and the database (default: a new temporary folder)")
+    args = parser.parse_args()
+    if args.data:
+        os.makedirs(args.data, exist_ok=True)
+        data = args.data
+    else:
+        data = tempfile.mkdtemp(prefix="depot-demo-")
+    serve_wsgi(make_app(data), args.host, args.port, data)
+
+
+def serve_wsgi(app: Callable, host: str, port: int, data: str) -> None:
+    """Serve ``app`` with the development server of ``depot serve`` and print its URL."""
+    from depot.cli.serve import run_server
+
+    def ready(host: str, port: int) -> None:
+        print("depot demo running at http://%s:%d/  (data in %s; Ctrl-C to stop)" % (host, port, data), flush=True)
+
+    run_server(app, host, port, ready)

@@ -1,0 +1,87 @@
+"""The depot document library as a Starlette (ASGI) application, bridged to WSGI.
+
+    pip install -e '.[sqlalchemy,image]' starlette python-multipart a2wsgi
+    python examples/starlette_app.py --port 8080
+
+DepotMiddleware is WSGI; a2wsgi's ``ASGIMiddleware`` runs the Starlette
+application inside a WSGI server, and DepotMiddleware wraps the result:
+file URLs are answered directly, everything else goes to Starlette.
+Starlette's ``UploadFile`` has ``filename``, ``file`` and ``content_type``,
+so depot stores it as it comes.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for library.py, when run as a script
+
+from a2wsgi import ASGIMiddleware  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import HTMLResponse, RedirectResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+import library  # noqa: E402
+from depot.manager import DepotManager  # noqa: E402
+
+
+def make_asgi_app(data_dir: str) -> Starlette:
+    Session = library.setup(data_dir)
+
+    def page(error=None) -> HTMLResponse:
+        with Session() as session:
+            documents, photos = library.listing(session)
+            body = library.render_index(documents, photos, "Starlette via a2wsgi", error)
+        return HTMLResponse(body, status_code=400 if error else 200)
+
+    async def change(action, *args) -> HTMLResponse:
+        # Storage and database calls block: keep them off the event loop.
+        def run():
+            with Session() as session:
+                action(session, *args)
+
+        try:
+            await run_in_threadpool(run)
+        except library.UploadRefused as exc:
+            return await run_in_threadpool(page, str(exc))
+        except LookupError:
+            raise HTTPException(404)
+        return RedirectResponse("/", status_code=303)
+
+    async def home(request: Request):
+        return await run_in_threadpool(page)
+
+    async def upload_document(request: Request):
+        form = await request.form()
+        return await change(library.add_document, form.get("title", ""), form.get("file"))
+
+    async def replace_document(request: Request):
+        form = await request.form()
+        return await change(library.replace_document, request.path_params["doc_id"], form.get("file"))
+
+    async def delete_document(request: Request):
+        return await change(library.delete_document, request.path_params["doc_id"])
+
+    async def upload_photo(request: Request):
+        form = await request.form()
+        return await change(library.add_photo, form.get("caption", ""), form.get("image"))
+
+    return Starlette(routes=[
+        Route("/", home),
+        Route("/documents", upload_document, methods=["POST"]),
+        Route("/documents/{doc_id:int}/replace", replace_document, methods=["POST"]),
+        Route("/documents/{doc_id:int}/delete", delete_document, methods=["POST"]),
+        Route("/photos", upload_photo, methods=["POST"]),
+    ])
+
+
+def make_app(data_dir: str):
+    """The WSGI application: DepotMiddleware around the bridged Starlette app."""
+    return DepotManager.make_middleware(ASGIMiddleware(make_asgi_app(data_dir)))
+
+
+if __name__ == "__main__":
+    library.main(make_app, __doc__)

@@ -1,0 +1,130 @@
+"""Each example application, started as a user would and used over HTTP."""
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+requests = pytest.importorskip("requests")
+pytest.importorskip("sqlalchemy")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = {
+    "demo_app.py": ("webob",),
+    "flask_app.py": ("flask",),
+    "starlette_app.py": ("starlette", "a2wsgi", "multipart"),
+}
+
+
+@pytest.fixture(params=sorted(EXAMPLES))
+def app_url(request, tmp_path):
+    """Start one example on a free port; yields its base URL."""
+    for module in EXAMPLES[request.param]:
+        pytest.importorskip(module)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / request.param), "--port", "0", "--data", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )
+    try:
+        line = proc.stdout.readline().decode()
+        match = re.match(r"depot demo running at (http://127\.0\.0\.1:\d+)/  \(data in (.*); Ctrl-C to stop\)", line)
+        assert match, (line, proc.stderr.read().decode() if proc.poll() is not None else "")
+        assert match.group(2) == str(tmp_path / "data")
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def links(page, storage):
+    return re.findall(r"(/depot/%s/[0-9a-f-]{36})" % storage, page)
+
+
+def png(width, height):
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_upload_list_download_replace_delete(app_url):
+    home = requests.get(app_url + "/", timeout=10)
+    assert home.status_code == 200 and "depot demo" in home.text
+
+    notes = b"first line\n" * 5000
+    posted = requests.post(app_url + "/documents", data={"title": "My notes"},
+                           files={"file": ("notes.txt", notes, "text/plain")}, allow_redirects=False, timeout=10)
+    assert (posted.status_code, posted.headers["Location"].endswith("/")) == (303, True)
+
+    page = requests.get(app_url + "/", timeout=10).text
+    assert "My notes" in page and "notes.txt" in page
+    (link,) = links(page, "files")
+    served = requests.get(app_url + link, timeout=10)
+    assert served.status_code == 200 and served.content == notes
+    assert served.headers["Content-Type"] == "text/plain"
+    assert served.headers["Content-Disposition"].startswith('inline;filename="notes.txt"')
+    part = requests.get(app_url + link, headers={"Range": "bytes=11-21"}, timeout=10)
+    assert (part.status_code, part.content) == (206, notes[11:22])
+
+    # A second document: an HTML upload is downloaded, sandboxed, never rendered on the site.
+    requests.post(app_url + "/documents", data={"title": ""},
+                  files={"file": ("page.html", b"<script>alert(1)</script>", "text/html")}, timeout=10)
+    page = requests.get(app_url + "/", timeout=10).text
+    html_link, notes_link = links(page, "files")  # newest first
+    assert notes_link == link
+    risky = requests.get(app_url + html_link, timeout=10)
+    assert risky.headers["Content-Disposition"].startswith("attachment;")
+    assert risky.headers["Content-Security-Policy"] == "sandbox"
+
+    doc_id = re.findall(r"/documents/(\d+)/replace", page)[-1]  # the notes' row
+    replaced = requests.post(app_url + "/documents/%s/replace" % doc_id,
+                             files={"file": ("notes-v2.txt", b"second version", "text/plain")},
+                             allow_redirects=False, timeout=10)
+    assert replaced.status_code == 303
+    page = requests.get(app_url + "/", timeout=10).text
+    assert link not in page and "notes-v2.txt" in page
+    assert requests.get(app_url + link, timeout=10).status_code == 404  # the old file went with the commit
+    (new_link,) = [x for x in links(page, "files") if x != html_link]
+    assert requests.get(app_url + new_link, timeout=10).content == b"second version"
+
+    deleted = requests.post(app_url + "/documents/%s/delete" % doc_id, allow_redirects=False, timeout=10)
+    assert deleted.status_code == 303
+    assert requests.get(app_url + new_link, timeout=10).status_code == 404
+    assert "notes-v2.txt" not in requests.get(app_url + "/", timeout=10).text
+
+    assert requests.post(app_url + "/documents/9999/replace", files={"file": ("x", b"x")},
+                         allow_redirects=False, timeout=10).status_code == 404
+
+
+def test_refused_uploads_say_why(app_url):
+    empty = requests.post(app_url + "/documents", data={"title": "nothing"},
+                          files={"file": ("", b"", "application/octet-stream")}, timeout=10)
+    assert empty.status_code == 400 and "choose a file to upload" in empty.text
+
+
+def test_photos_get_thumbnails(app_url):
+    pytest.importorskip("PIL")
+    big = png(1500, 1000)
+    posted = requests.post(app_url + "/photos", data={"caption": "Red"},
+                           files={"image": ("red.png", big, "image/png")}, allow_redirects=False, timeout=10)
+    assert posted.status_code == 303
+    page = requests.get(app_url + "/", timeout=10).text
+    full, thumb = links(page, "photos")
+    assert "alt='Red'" in page
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(requests.get(app_url + full, timeout=10).content))
+    assert max(image.size) == 1024  # reduced to max_size
+    thumbnail = requests.get(app_url + thumb, timeout=10)
+    assert thumbnail.headers["Content-Type"] == "image/png"
+    assert max(Image.open(io.BytesIO(thumbnail.content)).size) == 128
+
+    not_image = requests.post(app_url + "/photos", data={"caption": "bad"},
+                              files={"image": ("fake.png", b"not an image at all", "image/png")}, timeout=10)
+    assert not_image.status_code == 400 and "class='error'" in not_image.text
+    assert len(links(requests.get(app_url + "/", timeout=10).text, "photos")) == 2
