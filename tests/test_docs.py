@@ -72,3 +72,11 @@ def test_every_page_is_in_the_toctree():
     for rst in DOCS.glob("*.rst"):
         if rst.stem != "index":
             assert "   %s\n" % rst.stem in index, rst.name
+
+
+def test_examples_page_names_existing_scripts():
+    text = page("examples.rst")
+    named = set(re.findall(r"``examples/(\w+\.py)``", text))
+    assert {"demo_app.py", "flask_app.py", "starlette_app.py", "library.py"} <= named
+    for script in named:
+        assert (DOCS.parent / "examples" / script).exists(), script
