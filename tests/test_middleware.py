@@ -11,14 +11,7 @@ from depot.manager import DepotManager
 from depot.middleware import _BLOCK_SIZE, DepotMiddleware, FileServeApp, _FileIter
 from depot.serving.etags import make_etag
 
-from .test_middleware_support import (  # noqa: F401  (fixtures)
-    CONTENT,
-    LARGE_CONTENT,
-    clean_manager,
-    local_storage,
-    make_app,
-    storage,
-)
+from .test_middleware_support import *  # noqa: F401,F403  (fixtures, CONTENT, make_app...)
 
 
 def test_defaults(clean_manager):

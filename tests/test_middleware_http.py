@@ -12,14 +12,7 @@ from depot.io.interfaces import StoredFile
 from depot.middleware import _BoundedFile, _FileIter
 from depot.serving.dates import parse_http_date
 
-from .test_middleware_support import (  # noqa: F401  (fixtures)
-    CONTENT,
-    LARGE_CONTENT,
-    clean_manager,
-    local_storage,
-    make_app,
-    storage,
-)
+from .test_middleware_support import *  # noqa: F401,F403  (fixtures, CONTENT, make_app...)
 
 ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e\x80-\xff]*"\Z')
 

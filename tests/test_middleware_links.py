@@ -9,13 +9,7 @@ import pytest
 
 from depot.manager import DepotManager
 
-from .test_middleware_support import (  # noqa: F401  (fixtures)
-    CONTENT,
-    clean_manager,
-    local_storage,
-    make_app,
-    storage,
-)
+from .test_middleware_support import *  # noqa: F401,F403  (fixtures, CONTENT, make_app...)
 
 
 @pytest.fixture
