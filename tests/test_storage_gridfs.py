@@ -1,6 +1,6 @@
 """GridFSStorage against a real MongoDB-protocol server (secantusd)."""
 import datetime
-import io
+import threading
 import tracemalloc
 
 import pytest
@@ -234,6 +234,35 @@ def test_unfinished_swap_is_readable_and_finished_by_next_writer(gridfs_storage)
     assert storage._gridfs.get(oid).read() == b"newest"
     assert [c["data"] for c in storage._db["filedepot.chunks"].find()] == [b"newest"]
     assert "_depot_replacing" not in storage._db["filedepot.files"].find_one({"_id": oid})
+
+
+def test_concurrent_writers_take_turns(gridfs_storage):
+    storage = gridfs_storage
+    file_id = storage.create(b"start")
+    written, errors = set(), []
+
+    def writer(name):
+        for i in range(10):
+            content = ("%s-%d " % (name, i)).encode() * (100 + i)
+            try:
+                storage.replace(file_id, content)
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+            written.add(content)
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    final = storage.get(file_id).read()
+    assert final in written
+    doc = storage._db["filedepot.files"].find_one({"_id": ObjectId(file_id)})
+    assert "_depot_replacing" not in doc
+    chunks = list(storage._db["filedepot.chunks"].find())
+    assert [c["files_id"] for c in chunks] == [ObjectId(file_id)]
+    assert chunks[0]["_depot_gen"] == doc["_depot_gen"]
 
 
 def test_delete_during_unfinished_swap_removes_both_chunk_sets(gridfs_storage):

@@ -29,6 +29,7 @@ the new version; one caught halfway raises :class:`IOError`.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import re
@@ -170,25 +171,31 @@ class _Version:
                 raise _Superseded(n)
 
 
-def _server_errors(method: F) -> F:
+@contextlib.contextmanager
+def _naming_uri(storage: "GridFSStorage") -> Iterator[None]:
     """Re-raise connection failures with the storage's (redacted) URI in the message.
 
     The exception keeps its pymongo class, so callers catching pymongo errors
     still do; it is never turned into IOError, which means "missing file".
     """
+    try:
+        yield
+    except ConnectionFailure as exc:
+        message = "GridFSStorage cannot reach MongoDB at %s: %s" % (storage._uri_for_errors, exc)
+        try:
+            error = type(exc)(message)
+        except Exception:  # pragma: no cover - an exception class with another signature
+            raise exc
+        raise error from exc
+
+
+def _server_errors(method: F) -> F:
+    """Decorate a method of the storage or of a stored file with :func:`_naming_uri`."""
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _naming_uri(getattr(self, "_storage", self)):
             return method(self, *args, **kwargs)
-        except ConnectionFailure as exc:
-            storage = getattr(self, "_storage", self)
-            message = "GridFSStorage cannot reach MongoDB at %s: %s" % (storage._uri_for_errors, exc)
-            try:
-                error = type(exc)(message)
-            except Exception:  # pragma: no cover - an exception class with another signature
-                raise exc
-            raise error from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -268,6 +275,11 @@ class GridFSStoredFile(StoredFile):
         if remaining is not None and remaining <= 0:
             return
         stream = self._storage._stream(self._oid, start, self._version)
+        with _naming_uri(self._storage):
+            yield from self._sliced(stream, remaining, chunk_size)
+
+    @staticmethod
+    def _sliced(stream: Iterator[bytes], remaining: Optional[int], chunk_size: int) -> Iterator[bytes]:
         try:
             for data in stream:
                 if remaining is not None:
