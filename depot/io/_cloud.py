@@ -9,7 +9,7 @@ import io
 import logging
 import threading
 from typing import Any, Dict, Optional, Set, Tuple
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from depot.io import utils
 from depot.utils import _RFC5987_SAFE, asint, make_content_disposition
@@ -32,6 +32,8 @@ __all__ = [
     "plan_upload",
     "option_int",
     "log_once",
+    "S3_DEFAULT_HOST",
+    "parse_s3_host",
 ]
 
 CANNED_ACL_PUBLIC_READ = "public-read"
@@ -221,3 +223,14 @@ def log_once(logger: logging.Logger, key: Tuple[str, ...], message: str, *args: 
             return
         _logged.add(key)
     logger.warning(message, *args)
+
+
+#: The ``host`` of filedepot's legacy S3 storage when none is given.
+S3_DEFAULT_HOST = "s3.amazonaws.com"
+
+
+def parse_s3_host(host: Optional[str]) -> Tuple[str, Optional[int], bool]:
+    """``(hostname, port, is_secure)`` from ``'host'``, ``'host:port'`` or ``'http(s)://host[:port]'``."""
+    host = host or S3_DEFAULT_HOST
+    parts = urlsplit(host if "://" in host else "https://" + host)
+    return parts.hostname or host, parts.port, parts.scheme != "http"
