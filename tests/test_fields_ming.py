@@ -206,6 +206,17 @@ def test_set_none_then_flush_deletes_the_file(models):
     assert models.Document.query.get(name="a").content is None
 
 
+def test_del_attribute_then_flush_deletes_the_file(models):
+    doc = models.Document(name="a", content=CONTENT)
+    models.session.flush()
+    old = doc.content.path
+    del doc.content
+    models.session.flush()
+    assert not exists(old)
+    models.session.clear()
+    assert models.Document.query.get(name="a").content is None
+
+
 def test_delete_document_then_flush_deletes_the_files(models):
     doc = models.Document(name="a", content=CONTENT)
     models.session.flush()

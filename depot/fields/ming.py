@@ -91,6 +91,13 @@ class UploadedFileProperty(FieldProperty):
         DepotExtension.get_depot_history(instance).swap(self._stored(instance), value)
         super().__set__(instance, value)
 
+    def __delete__(self, instance: Any, cls: Any = None) -> None:
+        DepotExtension.get_depot_history(instance).swap(self._stored(instance), None)
+        super().__delete__(instance, cls)
+        # Ming does not mark the document changed for a deleted field: without
+        # this the removal would not be written, and the file must not go.
+        state(instance).soil()
+
 
 class _DepotHistory:
     """The files an object's unflushed changes uploaded (``new``) and stopped referencing (``deleted``).
