@@ -11,7 +11,10 @@ from depot.manager import DepotManager
 from depot.middleware import _BLOCK_SIZE, DepotMiddleware, FileServeApp, _FileIter
 from depot.serving.etags import make_etag
 
-from .test_middleware_support import *  # noqa: F401,F403  (fixtures, CONTENT, make_app...)
+from .test_middleware_support import CONTENT, LARGE_CONTENT, make_app
+
+# The fixtures clean_manager, storage and local_storage.
+pytest_plugins = ["tests.test_middleware_support"]
 
 
 def test_defaults(clean_manager):

@@ -10,7 +10,7 @@ import pytest
 from depot.manager import DepotManager
 from depot.middleware import DepotMiddleware
 
-from .test_middleware_support import clean_manager, fallback_app  # noqa: F401  (fixtures)
+from .test_middleware_support import fallback_app
 
 SECRET = b"TOP-SECRET-OUTSIDE-THE-STORAGE"
 STORED = b"stored-content-" * 20
@@ -19,8 +19,9 @@ HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*\Z")
 
 
 @pytest.fixture
-def world(clean_manager, tmp_path):
+def world(tmp_path):
     """A local and a memory storage, plus files that must never be served."""
+    DepotManager._clear()
     root = tmp_path / "files"
     local = DepotManager.configure("default", {"depot.storage_path": str(root)})
     memory = DepotManager.configure("mem", {"depot.backend": "memory"})
@@ -32,7 +33,8 @@ def world(clean_manager, tmp_path):
     (tmp_path / "secret.txt").write_bytes(SECRET)
     (root / "secret.txt").write_bytes(SECRET)
     (root / ids["default"][0] / "extra").write_bytes(SECRET)
-    return ids
+    yield ids
+    DepotManager._clear()
 
 
 def random_path(rng, ids, mount):

@@ -12,7 +12,10 @@ from depot.io.interfaces import StoredFile
 from depot.middleware import _BoundedFile, _FileIter
 from depot.serving.dates import parse_http_date
 
-from .test_middleware_support import *  # noqa: F401,F403  (fixtures, CONTENT, make_app...)
+from .test_middleware_support import CONTENT, LARGE_CONTENT, make_app
+
+# The fixtures clean_manager, storage and local_storage.
+pytest_plugins = ["tests.test_middleware_support"]
 
 ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e\x80-\xff]*"\Z')
 

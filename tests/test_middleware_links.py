@@ -9,7 +9,10 @@ import pytest
 
 from depot.manager import DepotManager
 
-from .test_middleware_support import *  # noqa: F401,F403  (fixtures, CONTENT, make_app...)
+from .test_middleware_support import CONTENT, make_app
+
+# The fixtures clean_manager, storage and local_storage.
+pytest_plugins = ["tests.test_middleware_support"]
 
 
 @pytest.fixture

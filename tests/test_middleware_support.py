@@ -7,9 +7,6 @@ import webtest
 from depot.io.memory import MemoryFileStorage, MemoryStoredFile
 from depot.manager import DepotManager
 
-# What the test modules take with "import *": the fixtures must be in their namespace.
-__all__ = ["CONTENT", "LARGE_CONTENT", "clean_manager", "fallback_app", "local_storage", "make_app", "storage"]
-
 CONTENT = b"0123456789abcdefghijklmnopqrstuvwxyz" * 3  # 108 bytes, every offset distinct enough
 #: Above the size the middleware copies instead of handing to the server's file wrapper.
 LARGE_CONTENT = bytes(range(256)) * 1024 + b"tail"

@@ -1,8 +1,6 @@
 """The whole decision for one request (depot.serving.plan), without WSGI."""
 from datetime import datetime
 
-import pytest
-
 from depot.serving.content import InlinePolicy
 from depot.serving.plan import FileFacts, plan_response
 
