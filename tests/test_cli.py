@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -513,3 +514,51 @@ def test_progress_only_on_terminals_unless_forced():
     progress.file_done()
     progress.close()
     assert stream.getvalue() == ""
+
+
+# -- parallel copies -------------------------------------------------------------------
+
+def test_parallel_migration_reports_like_a_sequential_one(run, tmp_path):
+    a = local(tmp_path / "a")
+    ids = sorted(a.create(os.urandom(5000 + i), "f%d" % i) for i in range(12))
+    corrupt_metadata(a, ids[4])
+    code, out, err = run(*two_stores(tmp_path), "migrate", "-j", "4", "a", "b", "--verify")
+    assert code == ExitCode.FAILURES
+    assert "12 files: 11 copied" in out and "1 failed" in out
+    assert err.count("storage a, file %s: not copied to b" % ids[4]) == 1
+    b = local(tmp_path / "b")
+    assert sorted(b.list()) == [i for i in ids if i != ids[4]]
+    for file_id in b.list():
+        assert b.get(file_id).read() == a.get(file_id).read()
+    with pytest.raises(SystemExit) as usage:  # argparse's own exit, status 2 as for any bad option
+        main([*two_stores(tmp_path), "migrate", "-j", "0", "a", "b"])
+    assert usage.value.code == ExitCode.USAGE
+
+
+class InterruptedTarget(LocalFileStorage):
+    """A target whose fourth write is 'Ctrl-C'ed."""
+
+    def __init__(self, storage_path):
+        super().__init__(storage_path)
+        self.writes = 0
+
+    def replace(self, *args, **kwargs):
+        self.writes += 1
+        if self.writes == 4:
+            raise KeyboardInterrupt
+        return super().replace(*args, **kwargs)
+
+
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_interrupted_migration_summarises_and_resumes(run, tmp_path, jobs):
+    a = local(tmp_path / "a")
+    ids = sorted(a.create(b"%d" % i * 100) for i in range(10))
+    code, out, err = run("--local", "a=%s" % (tmp_path / "a"), "--backend", "b=tests.test_cli.InterruptedTarget",
+                         "-o", "b.storage_path=%s" % (tmp_path / "b"), "migrate", "-j", jobs, "a", "b")
+    assert code == ExitCode.INTERRUPTED
+    copied = int(re.search(r"(\d+) copied", out).group(1))
+    assert copied == len(local(tmp_path / "b").list()) and 3 <= copied < 10
+    assert "interrupted after" in err
+    code, out, _ = run(*two_stores(tmp_path), "migrate", "-j", jobs, "a", "b", "--verify")
+    assert code == 0 and "%d already there" % copied in out
+    assert sorted(local(tmp_path / "b").list()) == ids

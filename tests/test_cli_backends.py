@@ -77,7 +77,7 @@ def test_migrate_local_to_s3_with_a_failure_then_resume_and_switch(run, tmp_path
 
     with open(metadata_path, "w") as f:
         f.write(good)
-    code, out, err = run("-c", config, "migrate", "files", "s3", "--verify")
+    code, out, err = run("-c", config, "migrate", "--jobs", "4", "files", "s3", "--verify")
     assert code == 0, err
     assert "8 files: 1 copied" in out and "7 already there, 0 failed; content verified" in out
     code, out, _ = run("-c", config, "ls", "-s", "s3")
@@ -98,7 +98,7 @@ def test_migrate_local_to_s3_with_a_failure_then_resume_and_switch(run, tmp_path
     assert target.read_bytes() == storage.get(ids[5]).read()
 
     # And back again, S3 to local disk, into an empty directory.
-    code, out, _ = run("-c", config, "migrate", "s3", "disk", "--verify")
+    code, out, _ = run("-c", config, "migrate", "-j", "3", "s3", "disk", "--verify")
     assert code == 0 and "8 files: 8 copied" in out
     for name in ("files", "s3", "disk"):
         assert run("-c", config, "rm", "-s", name, *ids)[0] == 0

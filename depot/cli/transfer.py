@@ -8,8 +8,10 @@ under the same id in ``new``, pointing the name ``old`` at the new backend
 from __future__ import annotations
 
 import argparse
+import functools
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import List
+from typing import Callable, List, NamedTuple, Optional, Set
 
 from depot.cli.context import Context, describe, split_target
 from depot.cli.copying import CopyError, Outcome, copy_file
@@ -30,6 +32,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("targets", nargs="+", metavar="ID", help="an ID of the -s storage, or STORAGE/ID")
     p.add_argument("dest", metavar="DEST", help="the storage to copy to")
     p.add_argument("--verify", action="store_true", help="read each copy back and compare its content")
+    _jobs_option(p)
     p.set_defaults(run=cp)
 
     p = sub.add_parser(
@@ -46,7 +49,20 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="compare content, not only length: copies are read back, and files already "
                         "in TARGET with a different content are copied again")
     p.add_argument("--dry-run", action="store_true", help="only report what would be copied")
+    _jobs_option(p)
     p.set_defaults(run=migrate)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _jobs_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N",
+                        help="copy N files at a time (default 1); worth it for network storages")
 
 
 @dataclass
@@ -71,9 +87,17 @@ class Tally:
         return text + "; %s in %s" % (human_rate(self.bytes, elapsed), human_duration(elapsed))
 
 
+class _Result(NamedTuple):
+    """How one file went: an outcome and the bytes moved, or the storage and reason of a failure."""
+
+    file_id: str
+    outcome: Optional[Outcome] = None
+    moved: int = 0
+    failed_in: str = ""
+    reason: str = ""
+
+
 def _transfer_one(
-    ctx: Context,
-    tally: Tally,
     progress: Progress,
     source: "tuple[str, FileStorage]",
     target: "tuple[str, FileStorage]",
@@ -81,7 +105,8 @@ def _transfer_one(
     *,
     skip_existing: bool,
     verify: bool,
-) -> None:
+) -> _Result:
+    """Copy one file; never raises for a file's own problem (it is the result)."""
     (source_name, source_storage), (target_name, target_storage) = source, target
     moved = 0
 
@@ -90,42 +115,51 @@ def _transfer_one(
         moved += n
         progress.advance(n)
 
-    def open_source():
-        return source_storage.get(file_id)
-
     try:
-        outcome = copy_file(open_source, target_storage, file_id,
+        outcome = copy_file(lambda: source_storage.get(file_id), target_storage, file_id,
                             skip_existing=skip_existing, verify=verify, on_bytes=on_bytes)
-    except (IOError, ValueError) as exc:
-        # From the source (listed but now gone, unreadable) or the target (id refused).
-        tally.failed += 1
-        ctx.fail(source_name, file_id, "not copied to %s: %s" % (target_name, describe(exc)))
     except CopyError as exc:
-        tally.failed += 1
-        ctx.fail(target_name, file_id, str(exc))
+        return _Result(file_id, failed_in=target_name, reason=str(exc))
     except Exception as exc:
-        tally.failed += 1
-        ctx.fail(source_name, file_id, "not copied to %s: %s" % (target_name, describe(exc)))
-    else:
-        if outcome is Outcome.SKIPPED:
-            tally.skipped += 1
-        else:
-            tally.copied += 1
-            tally.bytes += moved
+        # From the source (listed but now gone, unreadable) or the target (id refused, unreachable).
+        return _Result(file_id, failed_in=source_name, reason="not copied to %s: %s" % (target_name, describe(exc)))
     finally:
         progress.file_done()
+    return _Result(file_id, outcome, moved)
+
+
+def _record(ctx: Context, tally: Tally, result: _Result) -> None:
+    if result.outcome is None:
+        tally.failed += 1
+        ctx.fail(result.failed_in, result.file_id, result.reason)
+    elif result.outcome is Outcome.SKIPPED:
+        tally.skipped += 1
+    else:
+        tally.copied += 1
+        tally.bytes += result.moved
 
 
 def _run_transfer(ctx: Context, label: str, jobs: "List[tuple[str, str, str]]", *,
-                  skip_existing: bool, verify: bool) -> int:
-    """Copy ``(source storage, file id, target storage)`` triples and print a summary."""
+                  skip_existing: bool, verify: bool, workers: int = 1) -> int:
+    """Copy ``(source storage, file id, target storage)`` triples and print a summary.
+
+    With ``workers`` > 1 files are copied by that many threads; results are
+    recorded by the calling thread only, so the tally needs no lock.
+    """
     tally = Tally(total=len(jobs), verified=verify)
     progress = ctx.progress(label, len(jobs))
+    tasks = [
+        functools.partial(_transfer_one, progress, ctx.storage(source_name), ctx.storage(target_name), file_id,
+                          skip_existing=skip_existing, verify=verify)
+        for source_name, file_id, target_name in jobs
+    ]
     interrupted = False
     try:
-        for source_name, file_id, target_name in jobs:
-            _transfer_one(ctx, tally, progress, ctx.storage(source_name), ctx.storage(target_name), file_id,
-                          skip_existing=skip_existing, verify=verify)
+        if workers <= 1:
+            for task in tasks:
+                _record(ctx, tally, task())
+        else:
+            interrupted = _run_in_threads(ctx, tally, tasks, workers)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -137,7 +171,29 @@ def _run_transfer(ctx: Context, label: str, jobs: "List[tuple[str, str, str]]", 
         return ExitCode.INTERRUPTED
     if tally.failed:
         ctx.warn("%d file(s) failed, listed above; run the command again to retry them" % tally.failed)
-    return ctx.exit_code() if not tally.failed else ExitCode.FAILURES
+        return ExitCode.FAILURES
+    return ctx.exit_code()
+
+
+def _run_in_threads(ctx: Context, tally: Tally, tasks: List[Callable[[], _Result]], workers: int) -> bool:
+    """Run ``tasks`` on ``workers`` threads; True if interrupted (the copies under way finish first)."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="depot-copy")
+    futures = [pool.submit(task) for task in tasks]
+    recorded: Set[int] = set()
+    try:
+        for future in as_completed(futures):
+            _record(ctx, tally, future.result())
+            recorded.add(id(future))
+        return False
+    except KeyboardInterrupt:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:
+            # Finished copies are counted; the one interrupted raised instead of finishing.
+            if id(future) not in recorded and not future.cancelled() and future.exception() is None:
+                _record(ctx, tally, future.result())
+        return True
+    finally:
+        pool.shutdown(wait=True)
 
 
 def cp(args: argparse.Namespace, ctx: Context) -> int:
@@ -150,7 +206,8 @@ def cp(args: argparse.Namespace, ctx: Context) -> int:
         if source == dest:
             raise CLIError("%s is already in storage %r" % (target, dest))
         jobs.append((source, file_id, dest))
-    return _run_transfer(ctx, "cp -> %s" % dest, jobs, skip_existing=False, verify=args.verify)
+    return _run_transfer(ctx, "cp -> %s" % dest, jobs, skip_existing=False, verify=args.verify,
+                         workers=args.jobs)
 
 
 def _check_ids_fit(target_name: str, target: FileStorage, file_id: str, source_name: str) -> None:
@@ -178,7 +235,7 @@ def migrate(args: argparse.Namespace, ctx: Context) -> int:
         return _dry_run(ctx, source_name, target_name, target, ids)
     label = "migrate %s -> %s" % (source_name, target_name)
     jobs = [(source_name, file_id, target_name) for file_id in ids]
-    return _run_transfer(ctx, label, jobs, skip_existing=True, verify=args.verify)
+    return _run_transfer(ctx, label, jobs, skip_existing=True, verify=args.verify, workers=args.jobs)
 
 
 def _dry_run(ctx: Context, source_name: str, target_name: str, target: FileStorage, ids: List[str]) -> int:
