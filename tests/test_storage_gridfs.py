@@ -265,6 +265,26 @@ def test_concurrent_writers_take_turns(gridfs_storage):
     assert chunks[0]["_depot_gen"] == doc["_depot_gen"]
 
 
+def test_swap_caught_halfway_through_moving_chunks(mongo_database_uri):
+    storage = GridFSStorage(mongo_database_uri, chunk_size=4)
+    file_id = storage.create(b"old-old-old-")
+    oid, gen = ObjectId(file_id), ObjectId()
+    chunks = storage._db["filedepot.chunks"]
+    chunks.insert_many([{"files_id": gen, "n": n, "data": d, "_depot_gen": gen}
+                        for n, d in enumerate([b"new-", b"new-", b"new"])])
+    storage._db["filedepot.files"].update_one(
+        {"_id": oid}, {"$set": {"_depot_replacing": {"gen": gen, "doc": storage._files_doc(11, "f", "t/p", gen)}}}
+    )
+    # Old chunk 2 still under the file's id, new chunk 0 already moved there.
+    chunks.delete_many({"files_id": oid, "n": {"$lt": 2}})
+    chunks.update_one({"files_id": gen, "n": 0}, {"$set": {"files_id": oid}})
+    assert storage.get(file_id).read() == b"new-new-new"
+    assert b"".join(storage.get(file_id).iter_range(5, None, 2)) == b"ew-new"
+    storage._finish_swap(oid, storage._db["filedepot.files"].find_one({"_id": oid})["_depot_replacing"])
+    assert storage._gridfs.get(oid).read() == b"new-new-new"
+    assert chunks.count_documents({}) == 3
+
+
 def test_delete_during_unfinished_swap_removes_both_chunk_sets(gridfs_storage):
     storage = gridfs_storage
     file_id = storage.create(b"old")

@@ -135,8 +135,12 @@ class _Version:
         n = first
         if len(self.sources) == 1:
             query: Dict[str, Any] = {"files_id": self.file_id}
+            patience = 1
         else:
-            query = {"files_id": {"$in": self.sources}}
+            # Mid-swap the old chunks may still be there: leave them on the server.
+            query = {"files_id": {"$in": self.sources}, _GEN: self.gen}
+            # A chunk moving between the two sources can escape one query.
+            patience = 2
         batch = max(1, BATCH_BYTES // self.chunk_size)
         misses = 0
         while n < self.chunk_count:
@@ -164,10 +168,8 @@ class _Version:
                         break
             finally:
                 cursor.close()
-            # A chunk moving between the two sources can escape one query; two
-            # misses in a row mean this version is gone.
             misses = 0 if found else misses + 1
-            if misses == 2:
+            if misses == patience:
                 raise _Superseded(n)
 
 
