@@ -199,21 +199,27 @@ class FileServeApp:
         try:
             if self.replace_wsgi_filewrapper:
                 environ["wsgi.file_wrapper"] = _FileIter
-            size = self.content_length
             try:
-                if environ.get("REQUEST_METHOD") == "GET" or self._offload:
-                    # Opened before deciding, so that the length announced is the
-                    # length of the very bytes sent even if a write lands meanwhile.
-                    real = f.real_file()
-                    if real is not None:
-                        size = os.fstat(real.fileno()).st_size
                 etag = self.generate_etag()
             except OSError:
                 # Deleted between get() and now: as missing as a failed get().
                 return _not_found(start_response)
-            facts = FileFacts(etag, self.last_modified, size, self.content_type, self.filename)
+            facts = FileFacts(etag, self.last_modified, self.content_length, self.content_type, self.filename)
             cache_control, expires = cache_headers(self.cache_expires, self._link_remaining)
             plan = plan_response(environ, facts, cache_control, expires, self._policy)
+            if plan.body is not None or (self._offload and plan.status[0] == "2"):
+                # Only now that content (or its path) is needed: 304s and HEADs
+                # never open the data file.
+                try:
+                    real = f.real_file()
+                    size = None if real is None else os.fstat(real.fileno()).st_size
+                except OSError:
+                    return _not_found(start_response)
+                if real is not None and size != facts.content_length:
+                    # Rewritten since its metadata was read: describe the bytes
+                    # actually opened, so that the length sent is theirs.
+                    facts = facts._replace(content_length=size)
+                    plan = plan_response(environ, facts, cache_control, expires, self._policy)
             if plan.status in _ERROR_MESSAGES:
                 return _html(start_response, plan.status, _ERROR_MESSAGES[plan.status], plan.headers)
             target = None
@@ -239,9 +245,9 @@ class FileServeApp:
                 handed_over = real
                 if start:
                     real.seek(start)
-                return wrapper(real if stop == size else _BoundedFile(real, stop - start), _BLOCK_SIZE)
+                return wrapper(real if stop == facts.content_length else _BoundedFile(real, stop - start), _BLOCK_SIZE)
             handed_over = f
-            if start == 0 and stop == size:
+            if start == 0 and stop == facts.content_length:
                 return wrapper(f, _BLOCK_SIZE)
             return _RangeIter(f, start, stop)
         finally:

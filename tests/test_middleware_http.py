@@ -250,3 +250,15 @@ def test_length_comes_from_the_opened_file(local_storage):
         resp = app.get("/depot/default/%s" % fid)
     assert resp.body == b"a much longer content"
     assert resp.headers["Content-Length"] == str(len(resp.body))
+
+
+def test_not_modified_and_errors_open_no_content(local_storage):
+    app = make_app()
+    fid = local_storage.create(LARGE_CONTENT, "file.txt", "text/plain")
+    url = "/depot/default/%s" % fid
+    etag = app.get(url).headers["ETag"]
+    with mock.patch("depot.io.local.LocalStoredFile.real_file", side_effect=AssertionError("content opened")):
+        app.get(url, headers={"If-None-Match": etag}, status=304)
+        app.get(url, headers={"If-Match": '"other"'}, status=412)
+        app.get(url, headers={"Range": "bytes=999999999-"}, status=416)
+        app.get(url, headers={"If-Modified-Since": "junk"}, status=400)
