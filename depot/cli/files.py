@@ -76,6 +76,8 @@ def put(args: argparse.Namespace, ctx: Context) -> int:
         for path in args.files:
             file_id = _put_one(ctx, storage, name, path, args)
             if file_id is not None:
+                if path != "-" and os.path.isfile(path):
+                    progress.advance(os.path.getsize(path))
                 ctx.print("%s/%s" % (name, file_id) if args.path else file_id)
                 ctx.stdout.flush()
             progress.file_done()
