@@ -103,7 +103,9 @@ class _BoundedFile:
         return chunk
 
 
-def _html(start_response: StartResponse, status: str, message: str, headers: List[Tuple[str, str]] = ()) -> List[bytes]:
+def _html(
+    start_response: StartResponse, status: str, message: str, headers: Iterable[Tuple[str, str]] = ()
+) -> List[bytes]:
     body = ("<html><head><title>%s</title></head><body><h1>%s</h1></body></html>" % (status, message)).encode()
     start_response(status, [*headers, ("Content-Type", "text/html"), ("Content-Length", str(len(body)))])
     return [body]
