@@ -100,8 +100,7 @@ def test_upload_list_download_replace_delete(app_url):
     assert requests.post(app_url + "/documents/9999/replace", files={"file": ("x", b"x")},
                          allow_redirects=False, timeout=10).status_code == 404
 
-
-def test_refused_uploads_say_why(app_url):
+    # No file chosen: the page comes back saying why.
     empty = requests.post(app_url + "/documents", data={"title": "nothing"},
                           files={"file": ("", b"", "application/octet-stream")}, timeout=10)
     assert empty.status_code == 400 and "choose a file to upload" in empty.text
