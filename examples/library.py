@@ -117,8 +117,10 @@ def listing(session: Session) -> Tuple[List[Document], List[Photo]]:
 
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}
-table{border-collapse:collapse;width:100%}td,th{padding:.3rem .5rem;border-bottom:1px solid #ddd;text-align:left}
-form.inline{display:inline}.photos{display:flex;flex-wrap:wrap;gap:1rem}.photos figure{margin:0}
+table{border-collapse:collapse;width:100%;margin-top:1rem}td,th{padding:.3rem .5rem;border-bottom:1px solid #ddd;text-align:left}
+td.nowrap{white-space:nowrap}form.inline{display:inline}form.upload{background:#f5f5f5;padding:.6rem;border-radius:4px}
+.photos{display:flex;flex-wrap:wrap;gap:1rem;margin-top:1rem}.photos figure{margin:0;text-align:center}
+.photos img{border:1px solid #ccc;border-radius:3px}
 .error{background:#fee;border:1px solid #c00;padding:.5rem}small{color:#666}"""
 
 
@@ -138,8 +140,8 @@ def render_index(documents: List[Document], photos: List[Photo], framework: str,
     for doc in documents:
         c = doc.content
         rows.append(
-            "<tr><td>{title}</td><td><a href='{url}'>{name}</a></td><td>{type}</td><td>{size}</td>"
-            "<td><form class='inline' method='post' action='/documents/{id}/replace' enctype='multipart/form-data'>"
+            "<tr><td>{title}</td><td><a href='{url}'>{name}</a></td><td>{type}</td><td class='nowrap'>{size}</td>"
+            "<td class='nowrap'><form class='inline' method='post' action='/documents/{id}/replace' enctype='multipart/form-data'>"
             "<input type='file' name='file' required> <button>Replace</button></form> "
             "<form class='inline' method='post' action='/documents/{id}/delete'><button>Delete</button></form>"
             "</td></tr>".format(title=e(doc.title), url=e(c.url), name=e(c.filename), type=e(c.content_type),
@@ -151,7 +153,7 @@ def render_index(documents: List[Document], photos: List[Photo], framework: str,
         for p in photos
     ]
     photo_form = (
-        "<form method='post' action='/photos' enctype='multipart/form-data'>"
+        "<form class='upload' method='post' action='/photos' enctype='multipart/form-data'>"
         "<input name='caption' placeholder='Caption'> <input type='file' name='image' accept='image/*' required> "
         "<button>Upload photo</button></form>"
         if UploadedImageWithThumb is not None else "<p>Install Pillow (<code>pip install 'depot[image]'</code>) for photos.</p>"
@@ -162,7 +164,7 @@ def render_index(documents: List[Document], photos: List[Photo], framework: str,
 <p>Files are stored by depot on local disk and attached to SQLAlchemy rows in SQLite;
 links go through DepotMiddleware (try a <code>Range</code> request, or an HTML upload: it downloads, sandboxed).</p>
 <h2>Documents</h2>
-<form method="post" action="/documents" enctype="multipart/form-data">
+<form class="upload" method="post" action="/documents" enctype="multipart/form-data">
 <input name="title" placeholder="Title"> <input type="file" name="file" required> <button>Upload</button></form>
 <table><tr><th>Title</th><th>File</th><th>Type</th><th>Size</th><th></th></tr>{rows}</table>
 <h2>Photos</h2>{photo_form}<div class="photos">{figures}</div>
