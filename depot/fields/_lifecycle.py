@@ -76,21 +76,29 @@ class FileScope:
         parent.uploaded |= self.uploaded
         parent.dropped |= self.dropped
         parent.values.extend(self.values)
-        self.__init__()  # type: ignore[misc]
+        self._reset()
+
+    def _reset(self) -> None:
+        self.uploaded = set()
+        self.dropped = set()
+        self.values = []
+        self.committed = False
 
     def rolled_back(self) -> None:
         """The scope's changes are undone: remove what it uploaded."""
         uploaded = self.uploaded
-        self.__init__()  # type: ignore[misc]
-        delete_files(uploaded)
+        self._reset()
+        if uploaded:
+            delete_files(uploaded)
 
     def committed_outermost(self) -> None:
         """The database commit succeeded: remove what the committed rows no longer reference."""
         for value in self.values:
-            object.__setattr__(value, "_depot_settled", True)
+            value.__dict__["_depot_settled"] = True
         dropped = self.dropped
-        self.__init__()  # type: ignore[misc]
-        delete_files(dropped)
+        self._reset()
+        if dropped:
+            delete_files(dropped)
 
 
 def delete_files(paths: Iterable[str]) -> None:

@@ -18,10 +18,12 @@ public files, a third-party backend with its own clock) keeps the read.
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from depot.io import utils
 from depot.io.interfaces import FileStorage, StoredFile
+from depot.utils import utcnow_naive
 
 __all__ = ["StoredFacts", "store"]
 
@@ -39,6 +41,25 @@ class StoredFacts(NamedTuple):
 # storage class -> whether its uploads can be described without reading them back
 _predictable: Dict[type, bool] = {}
 _lock = threading.Lock()
+
+
+_TIMESTAMP = utils.timestamp
+_last_second: Tuple[datetime, str] = (datetime.min, "")
+
+
+def _utc_second() -> datetime:
+    # The clock and rounding of depot.utils.utcnow_naive(), which timestamp() formats.
+    return utcnow_naive().replace(microsecond=0)
+
+
+def _format_second(second: datetime) -> str:
+    """``utils.timestamp()``'s string for ``second`` (the last one is cached)."""
+    global _last_second
+    cached, text = _last_second
+    if cached != second:
+        text = second.strftime(utils.TIMESTAMP_FORMAT)
+        _last_second = (second, text)
+    return text
 
 
 def _has_public_urls(stored: StoredFile) -> bool:
@@ -67,9 +88,19 @@ def store(
 ) -> StoredFacts:
     """``storage.create(content, filename, content_type)`` and the facts of the new file."""
     content, filename, content_type = storage.fileinfo(content, filename, content_type)
-    before = utils.timestamp()
-    file_id = storage.create(content, filename, content_type)
-    after = utils.timestamp()
+    if utils.timestamp is _TIMESTAMP:
+        # The unpatched stamp is the UTC wall clock to the second: two clock
+        # reads around create() in the same second give it, and the string is
+        # formatted once per second rather than twice per upload.
+        start = _utc_second()
+        file_id = storage.create(content, filename, content_type)
+        end = _utc_second()
+        before = _format_second(start)
+        after = before if end == start else _format_second(end)
+    else:  # patched (tests pin the time): ask it, as the storage does
+        before = utils.timestamp()
+        file_id = storage.create(content, filename, content_type)
+        after = utils.timestamp()
     kind = type(storage)
     trusted = _predictable.get(kind)
     if trusted and before == after:

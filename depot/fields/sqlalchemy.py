@@ -263,7 +263,8 @@ class _SQLAMutationTracker:
                 if scope is None:
                     scope = cls._current_scope(session)
                 scope.drop(files_of(getattr(obj, key)))
-        for obj in list(session.new) + list(session.dirty):
+        # Pending objects have no database value to lose: only persistent ones can drop files.
+        for obj in session.dirty:
             for key, _ in entities.get(type(obj), ()):
                 history = attributes.get_history(obj, key)
                 for old in history.deleted or ():

@@ -60,6 +60,12 @@ class UploadedImageWithThumb(UploadedFile):
     def _reduced(self, image: Any) -> Any:
         """``image`` upright and fitting a ``max_size`` square (decoded)."""
         orientation = exif_orientation(image)
+        width, height = image.size
+        scale = self.max_size / max(width, height)
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        # A JPEG at least twice the target decodes directly at 1/2, 1/4 or 1/8
+        # of its size (never below the target); the resize then finishes.
+        image.draft("RGB" if image.mode == "RGB" else None, target)
         image.thumbnail((self.max_size, self.max_size), Image.Resampling.BILINEAR)
         return apply_orientation(image, orientation)
 

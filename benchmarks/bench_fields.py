@@ -1,0 +1,105 @@
+"""Model attachments: this project against filedepot 0.12.0, side by side in one run.
+
+Workloads (SQLAlchemy on SQLite, local storage, one commit per row as a web
+application saving uploads does):
+
+- 500 rows each with a 4 KiB file: insert+commit, then load every row and
+  read its file (rows/s);
+- 50 rows with a 1600x1200 JPEG through ``UploadedImageWithThumb``
+  (reduced to 1024 px and thumbnailed): insert+commit, then load (rows/s);
+- the same JPEG with ``max_size = 2048``, so that only the thumbnail is
+  computed (the case where the JPEG can be decoded at reduced size);
+- 10 rows with a 4000x3000 (12 MP camera) JPEG, reduced to 1024 px.
+
+Each figure is the median of several interleaved rounds, each round in
+fresh processes.  SQLAlchemy and Pillow are the same versions in both venvs.
+
+    python benchmarks/bench_fields.py [--rounds 3] [--rows 500] [--images 50]
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import ensure_filedepot_venv, ours_python, run_worker, table  # noqa: E402
+
+
+def same_versions_as_ours():
+    code = "import sqlalchemy, PIL; print(sqlalchemy.__version__, PIL.__version__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    sqlalchemy, pillow = out.split()
+    return ["sqlalchemy==%s" % sqlalchemy, "pillow==%s" % pillow]
+
+
+def make_jpeg(path, size):
+    """A photo-like JPEG: smooth shapes plus sensor-like noise, about a real photo's size."""
+    from PIL import Image, ImageChops
+
+    base = Image.effect_mandelbrot(size, (-2.2, -1.2, 0.8, 1.2), 200)
+    noise = Image.effect_noise(size, 24)
+    channels = [ImageChops.add(base, noise, 1, -16), ImageChops.invert(base), ImageChops.multiply(base, noise)]
+    Image.merge("RGB", channels).save(path, "JPEG", quality=90)
+
+
+def median_of(results, key):
+    return statistics.median(r[key] for r in results)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=500)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--images", type=int, default=50)
+    parser.add_argument("--camera-images", type=int, default=10)
+    opts = parser.parse_args()
+
+    pythons = {"depot": ours_python(), "filedepot": ensure_filedepot_venv(same_versions_as_ours())}
+    work = tempfile.mkdtemp(prefix="depot-bench-fields-")
+    work_kinds = ("plain", "images", "thumb_only", "camera")
+    results = {(name, kind): [] for name in pythons for kind in work_kinds}
+    try:
+        jpeg, camera = os.path.join(work, "photo.jpg"), os.path.join(work, "camera.jpg")
+        make_jpeg(jpeg, (1600, 1200))
+        make_jpeg(camera, (4000, 3000))
+        arguments = {
+            "plain": ["plain", str(opts.rows), str(opts.size)],
+            "images": ["images", jpeg, str(opts.images)],
+            "thumb_only": ["images", jpeg, str(opts.images), "2048"],
+            "camera": ["images", camera, str(opts.camera_images)],
+        }
+        for r in range(opts.rounds):
+            for kind in work_kinds:
+                for name, python in pythons.items():
+                    path = os.path.join(work, "%s-%s-%d" % (kind, name, r))
+                    os.makedirs(path)
+                    args = arguments[kind]
+                    results[name, kind].append(
+                        run_worker(python, "fields_worker.py", args[:3] + [path] + args[3:]))
+                    shutil.rmtree(path, ignore_errors=True)
+        jpeg_kib = os.path.getsize(jpeg) / 1024
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    labels = {
+        ("plain", "insert_rows"): "%d rows x %d KiB file: insert+commit" % (opts.rows, opts.size // 1024),
+        ("plain", "read_rows"): "%d rows x %d KiB file: load+read" % (opts.rows, opts.size // 1024),
+        ("images", "insert_rows"): "%d rows x 1600x1200 JPEG (%d KiB): insert+commit" % (opts.images, jpeg_kib),
+        ("images", "read_rows"): "%d rows x 1600x1200 JPEG: load+read" % opts.images,
+        ("thumb_only", "insert_rows"): "%d rows x 1600x1200 JPEG, max_size 2048: insert" % opts.images,
+        ("camera", "insert_rows"): "%d rows x 4000x3000 JPEG: insert+commit" % opts.camera_images,
+    }
+    rows = [
+        (label, "rows/s", median_of(results["depot", kind], key), median_of(results["filedepot", kind], key))
+        for (kind, key), label in labels.items()
+    ]
+    print(table("Model attachments (SQLAlchemy + SQLite, local storage), median of %d rounds" % opts.rounds,
+                rows, {}))
+
+
+if __name__ == "__main__":
+    main()
