@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,7 @@ def code_blocks(text, language):
     blocks = []
     pattern = re.compile(r"^( *)\.\. code-block:: %s\n\n((?:\1   .*\n|\n)+)" % re.escape(language), re.M)
     for match in pattern.finditer(text):
-        indent = len(match.group(1)) + 3
-        blocks.append("\n".join(line[indent:] for line in match.group(2).splitlines()))
+        blocks.append(textwrap.dedent(match.group(2)))
     return blocks
 
 
@@ -80,3 +80,49 @@ def test_examples_page_names_existing_scripts():
     assert {"demo_app.py", "flask_app.py", "starlette_app.py", "library.py"} <= named
     for script in named:
         assert (DOCS.parent / "examples" / script).exists(), script
+
+
+def _defined_in_docs(page_name, class_name):
+    """Run the python block of ``page_name`` that defines ``class_name``; return the class."""
+    (block,) = [b for b in code_blocks(page(page_name), "python") if "class %s(" % class_name in b]
+    namespace = {}
+    exec(compile(block, "%s:%s" % (page_name, class_name), "exec"), namespace)
+    return namespace[class_name]
+
+
+def test_database_guide_filter_and_validation_examples_work():
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from sqlalchemy.orm import Session, declarative_base
+
+    from depot.fields.sqlalchemy import UploadedFileField
+    from depot.io.utils import FileIntent
+    from depot.manager import DepotManager
+
+    WithTextPreview = _defined_in_docs("database.rst", "WithTextPreview")
+    PdfOnly = _defined_in_docs("database.rst", "PdfOnly")
+    DepotManager._clear()
+    try:
+        DepotManager.configure("documents", {"depot.backend": "memory"})
+        Base = declarative_base()
+
+        class Doc(Base):
+            __tablename__ = "docs"
+            id = sqlalchemy.Column(sqlalchemy.Integer, primary_key=True)
+            text = sqlalchemy.Column(UploadedFileField(upload_storage="documents", filters=[WithTextPreview()]))
+            pdf = sqlalchemy.Column(UploadedFileField(upload_storage="documents", upload_type=PdfOnly))
+
+        engine = sqlalchemy.create_engine("sqlite://")
+        Base.metadata.create_all(engine)
+        with Session(engine) as session:
+            doc = Doc(text=b"0123456789" * 500)
+            session.add(doc)
+            session.commit()
+            assert DepotManager.get_file(doc.text["preview_path"]).read() == b"0123456789" * 100
+            assert len(doc.text.files) == 2
+            with pytest.raises(ValueError, match="only PDF files are accepted"):
+                doc.pdf = b"plain text"
+            doc.pdf = FileIntent(b"%PDF-1.4", "a.pdf", "application/pdf")
+            session.commit()
+            assert (doc.pdf.filename, doc.pdf.file.read()) == ("a.pdf", b"%PDF-1.4")
+    finally:
+        DepotManager._clear()
