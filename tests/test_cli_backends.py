@@ -166,3 +166,25 @@ def test_migrate_local_to_gridfs_refuses_foreign_ids(run, tmp_path, mongo_databa
     assert code == ExitCode.USAGE
     assert "storage 'mongo' cannot hold the ids of 'files'" in err
     assert out == ""
+
+
+# -- local disk -> Google Cloud Storage ------------------------------------------------------
+
+def test_migrate_local_to_gcs_keeps_ids_and_verifies(run, tmp_path, gcs_emulator_env):
+    pytest.importorskip("depot.io.gcs")
+    storage = LocalFileStorage(str(tmp_path / "files"))
+    ids = fill(storage, 5)
+    opts = ("--local", "files=%s" % (tmp_path / "files"), "--backend", "gcs=gcs",
+            "-o", "gcs.bucket=" + unique_name("cli-gcs"), "-o", "gcs.project_id=" + gcs_emulator_env.project,
+            "-o", "gcs.policy=private", "-o", "gcs.prefix=uploads/")
+    code, out, err = run(*opts, "migrate", "-j", "2", "files", "gcs", "--verify")
+    assert code == 0, err
+    assert "5 files: 5 copied" in out and "content verified" in out
+    code, out, _ = run(*opts, "ls", "-s", "gcs", "--json")
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert [item["id"] for item in listed] == ids
+    for item in listed:
+        original = storage.get(item["id"])
+        assert (item["filename"], item["content_length"]) == (original.filename, original.content_length)
+    code, out, _ = run(*opts, "migrate", "files", "gcs")
+    assert "5 already there" in out
