@@ -3,6 +3,7 @@
 Usage: fields_worker.py plain ROWS SIZE DIR  |  images JPEG ROWS DIR [MAX_SIZE]
 Only the filedepot 0.12 API is used, so the same code measures both.  Prints one JSON line.
 """
+import io
 import json
 import os
 import sys
@@ -71,7 +72,8 @@ def images(jpeg, rows, path, max_size=None):
     engine, Row = setup(path, upload_type)
     with open(jpeg, "rb") as f:
         data = f.read()
-    insert_s, read_s, _ = insert_then_read(engine, Row, [data] * rows)
+    # File objects, not bytes: filedepot 0.12 fails on small images given as bytes.
+    insert_s, read_s, _ = insert_then_read(engine, Row, [io.BytesIO(data) for _ in range(rows)])
     return {"insert_rows": rows / insert_s, "read_rows": rows / read_s}
 
 

@@ -13,7 +13,6 @@ from depot.fields import _storing
 from depot.fields.interfaces import DepotFileInfo, FileFilter
 from depot.fields.upload import UploadedFile
 from depot.io.interfaces import StoredFile
-from depot.io.local import LocalFileStorage
 from depot.io.memory import MemoryFileStorage, MemoryStoredFile
 from depot.io.utils import FileIntent
 from depot.manager import DepotManager
@@ -276,3 +275,17 @@ def test_fieldstorage_like_and_file_inputs(tmp_path):
     assert value.file.read() == b"a,b"
     with pytest.raises(TypeError):
         UploadedFile("text is not bytes")
+
+
+def test_unpatched_clock_crossing_a_second_reads_back():
+    import datetime as dt
+
+    _configure("count", "tests.test_fields_upload.CountingStorage")
+    UploadedFile(b"calibrate", "count")
+    CountingStorage.gets = 0
+    seconds = iter([dt.datetime(2001, 1, 1, 0, 0, 0, 999999), dt.datetime(2001, 1, 1, 0, 0, 1)])
+    with mock.patch("depot.fields._storing.utcnow_naive", side_effect=lambda: next(seconds)):
+        value = UploadedFile(b"x", "count")
+    assert CountingStorage.gets == 1
+    stored = DepotManager.get("count").get(value.file_id)
+    assert value.uploaded_at == stored.last_modified.strftime("%Y-%m-%d %H:%M:%S")

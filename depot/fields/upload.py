@@ -75,10 +75,14 @@ class UploadedFile(DepotFileInfo):
     @property
     def url(self) -> str:
         """The public URL of the file, or the URL the registered middleware serves it at."""
-        public_url = dict.get(self, "_public_url")
+        return self._url_of("_public_url", "path")
+
+    def _url_of(self, public_url_key: str, path_key: str) -> str:
+        """The public URL stored under ``public_url_key``, else the middleware's URL of the path."""
+        public_url = dict.get(self, public_url_key)
         if public_url:
             return public_url
-        return DepotManager.get_middleware().url_for(dict.__getitem__(self, "path"))
+        return DepotManager.get_middleware().url_for(dict.__getitem__(self, path_key))
 
     @property
     def depot(self) -> FileStorage:

@@ -7,7 +7,6 @@ from typing import Any, Optional, Tuple
 from depot.imaging import Image, apply_orientation, exif_orientation, make_thumbnail, open_image, save_image
 from depot.io.interfaces import FileStorage
 from depot.io.utils import file_from_content
-from depot.manager import DepotManager
 
 from ..upload import UploadedFile
 
@@ -77,10 +76,7 @@ class UploadedImageWithThumb(UploadedFile):
     @property
     def thumb_url(self) -> str:
         """The thumbnail's public URL, or the URL the middleware serves it at."""
-        public_url = dict.get(self, "_thumb_public_url")
-        if public_url:
-            return public_url
-        return DepotManager.get_middleware().url_for(dict.__getitem__(self, "thumb_path"))
+        return self._url_of("_thumb_public_url", "thumb_path")
 
 
 def _save_options(image: Any) -> dict:
