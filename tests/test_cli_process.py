@@ -157,3 +157,26 @@ def test_serve(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_serve_with_signed_links(tmp_path):
+    storage = LocalFileStorage(str(tmp_path / "files"))
+    file_id = storage.create(b"secret bytes", "s.txt")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "depot", "--local", "files=%s" % (tmp_path / "files"), "serve", "--port", "0",
+         "--quiet", "--secret", "s3kr1t", "--mountpoint", "/media"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
+    try:
+        base = re.search(r"index: (http://127\.0\.0\.1:\d+)/", proc.stdout.readline().decode()).group(1)
+        with pytest.raises(urllib.error.HTTPError) as unsigned:
+            urllib.request.urlopen("%s/media/files/%s" % (base, file_id), timeout=10)
+        assert unsigned.value.code == 403
+        with urllib.request.urlopen(base + "/", timeout=10) as response:
+            link = re.search(r"href='(/media/files/%s\?expires=\d+&amp;signature=[\w-]+)'" % file_id,
+                             response.read().decode()).group(1).replace("&amp;", "&")
+        with urllib.request.urlopen(base + link, timeout=10) as response:
+            assert response.read() == b"secret bytes"
+            assert response.headers["Cache-Control"].endswith("private")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
