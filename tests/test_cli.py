@@ -562,3 +562,20 @@ def test_interrupted_migration_summarises_and_resumes(run, tmp_path, jobs):
     code, out, _ = run(*two_stores(tmp_path), "migrate", "-j", jobs, "a", "b", "--verify")
     assert code == 0 and "%d already there" % copied in out
     assert sorted(local(tmp_path / "b").list()) == ids
+
+
+def test_register_all_puts_storages_and_aliases_in_the_manager(tmp_path):
+    DepotManager._clear()
+    try:
+        settings = apply_options(Settings(aliases={"pics": "b"}), locals_=["a=%s" % (tmp_path / "a"),
+                                                                           "b=%s" % (tmp_path / "b")])
+        storages = Storages(settings)
+        assert storages.register_all() == ["a", "b"]  # several storages, no default named: fine
+        assert DepotManager.get_default() == "a"
+        assert DepotManager.get("pics") is DepotManager.get("b") is storages.get("b")
+        DepotManager._clear()
+        settings.default = "pics"
+        Storages(settings).register_all()
+        assert DepotManager.get_default() == "b"
+    finally:
+        DepotManager._clear()

@@ -268,5 +268,6 @@ class Storages:
             self._built[name] = self._build(name, lambda config, name=name: DepotManager.configure(name, config))
         for alias, target in self.settings.aliases.items():
             DepotManager.alias(alias, target)
-        DepotManager.set_default(self.default_name)
+        if self.settings.default is not None:  # otherwise the first one, as configure() does
+            DepotManager.set_default(self.default_name)
         return self.names
