@@ -285,6 +285,29 @@ def test_swap_caught_halfway_through_moving_chunks(mongo_database_uri):
     assert chunks.count_documents({}) == 3
 
 
+def test_collect_garbage_removes_only_old_ownerless_chunks(gridfs_storage):
+    storage = gridfs_storage
+    chunks = storage._db["filedepot.chunks"]
+    kept = storage.create(b"kept")
+    swapping = storage.create(b"old")
+    old_time = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=2)
+    pending_gen = ObjectId.from_datetime(old_time)
+    crashed = ObjectId.from_datetime(old_time - datetime.timedelta(seconds=1))
+    in_flight = ObjectId()
+    storage._db["filedepot.files"].update_one(
+        {"_id": ObjectId(swapping)},
+        {"$set": {"_depot_replacing": {"gen": pending_gen, "doc": storage._files_doc(3, "f", "t/p", pending_gen)}}},
+    )
+    for files_id in (pending_gen, crashed, in_flight):
+        chunks.insert_one({"files_id": files_id, "n": 0, "data": b"new", "_depot_gen": files_id})
+    assert storage.collect_garbage() == 1
+    assert chunks.count_documents({"files_id": crashed}) == 0
+    assert chunks.count_documents({}) == 4
+    assert storage.get(kept).read() == b"kept" and storage.get(swapping).read() == b"new"
+    assert storage.collect_garbage(older_than=0) == 1  # with no grace, the upload "in flight" goes too
+    assert storage.collect_garbage() == 0
+
+
 def test_delete_during_unfinished_swap_removes_both_chunk_sets(gridfs_storage):
     storage = gridfs_storage
     file_id = storage.create(b"old")

@@ -22,7 +22,9 @@ Replacing without a window.  GridFS cannot change a file in one operation, so
    files document replaced by the new one (which keeps ``_depot_gen: T``).
 
 Step 3 is idempotent: a writer that finds a swap left unfinished for a minute
-(a crashed process) completes it before starting its own.  Readers check the
+(a crashed process) completes it before starting its own.  Chunks of uploads
+that died before step 2 belong to no file; :meth:`GridFSStorage.collect_garbage`
+removes them.  Readers check the
 generation tag of every chunk against the version they started with, so they
 never mix two versions: a read that has not delivered anything yet restarts on
 the new version; one caught halfway raises :class:`IOError`.
@@ -551,6 +553,32 @@ class GridFSStorage(FileStorage):
         if pending:
             self._chunks.delete_many({"files_id": pending["gen"]})
         self._chunks.delete_many({"files_id": oid})
+
+
+    @_server_errors
+    def collect_garbage(self, older_than: float = 3600.0) -> int:
+        """Delete chunks that belong to no file and are older than ``older_than`` seconds.
+
+        Such chunks are left by writers that died mid-upload (before the
+        files document or the swap record was written).  Uploads still in
+        progress are younger than ``older_than`` and are left alone.
+        Returns the number of chunk sets removed.
+        """
+        owners = set()
+        for doc in self._files.find({}, {"_id": 1, _PENDING + ".gen": 1}):
+            owners.add(doc["_id"])
+            pending = doc.get(_PENDING)
+            if pending:
+                owners.add(pending.get("gen"))
+        cutoff = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=older_than)
+        orphans = [
+            files_id
+            for files_id in self._chunks.distinct("files_id")
+            if files_id not in owners and isinstance(files_id, ObjectId) and files_id.generation_time < cutoff
+        ]
+        for start in range(0, len(orphans), 1000):
+            self._chunks.delete_many({"files_id": {"$in": orphans[start : start + 1000]}})
+        return len(orphans)
 
 
 def _chunks_of(content: Any, size: int) -> Iterator[bytes]:
