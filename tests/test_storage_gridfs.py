@@ -365,3 +365,27 @@ def test_registry_short_name():
     from depot.io.registry import load_backend
 
     assert load_backend("gridfs") is GridFSStorage
+
+
+def test_served_by_the_middleware_with_ranges(mongo_database_uri):
+    webtest = pytest.importorskip("webtest")
+    from depot.manager import DepotManager
+
+    DepotManager._clear()
+    try:
+        storage = DepotManager.configure(
+            "mongo", {"depot.backend": "gridfs", "depot.mongouri": mongo_database_uri, "depot.chunk_size": "1000"}
+        )
+        data = bytes(range(256)) * 20
+        file_id = storage.create(data, "data.bin")
+        app = webtest.TestApp(DepotManager.make_middleware(lambda environ, start_response: []))
+        full = app.get("/depot/mongo/%s" % file_id)
+        assert full.body == data
+        etag = full.headers["ETag"]
+        part = app.get("/depot/mongo/%s" % file_id, headers={"Range": "bytes=2500-4100"}, status=206)
+        assert part.body == data[2500:4101]
+        storage.replace(file_id, b"same length".ljust(len(data), b"!"))
+        assert app.get("/depot/mongo/%s" % file_id).headers["ETag"] != etag
+        storage._cli.close()
+    finally:
+        DepotManager._clear()
