@@ -579,3 +579,20 @@ def test_register_all_puts_storages_and_aliases_in_the_manager(tmp_path):
         assert DepotManager.get_default() == "b"
     finally:
         DepotManager._clear()
+
+
+def test_get_refuses_to_write_to_a_terminal(tmp_path, monkeypatch, capsys):
+    file_id = local(tmp_path / "files").create(b"\x00\x01binary")
+
+    class TerminalOut(io.StringIO):
+        buffer = io.BytesIO()
+
+        def isatty(self):
+            return True
+
+    out = TerminalOut()
+    monkeypatch.setattr("sys.stdout", out)
+    assert main(["--local", "files=%s" % (tmp_path / "files"), "get", file_id]) == ExitCode.USAGE
+    assert "not writing file content to a terminal" in capsys.readouterr().err
+    assert main(["--local", "files=%s" % (tmp_path / "files"), "get", file_id, "-o", "-"]) == 0
+    assert out.buffer.getvalue() == b"\x00\x01binary"

@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 from depot.cli.context import Context, describe, split_target
 from depot.cli.errors import CLIError, ExitCode
+from depot.cli.progress import is_terminal
 from depot.io.interfaces import FileStorage, StoredFile
 from depot.io.utils import FileIntent, copy_stream
 
@@ -116,6 +117,9 @@ def _open_target(ctx: Context, target: str, storage_opt: Optional[str]):
 
 
 def get(args: argparse.Namespace, ctx: Context) -> int:
+    if args.output is None and is_terminal(ctx.stdout):
+        # Binary content would garble the terminal; '-o -' says it is meant.
+        raise CLIError("not writing file content to a terminal: use -o PATH, a pipe, or -o - to insist")
     name, file_id, f = _open_target(ctx, args.target, args.storage)
     if f is None:
         return ctx.exit_code()

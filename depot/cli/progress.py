@@ -14,21 +14,24 @@ from typing import Callable, Optional, TextIO
 
 from depot.cli.formatting import human_duration, human_rate, human_size
 
-__all__ = ["Progress", "progress_enabled"]
+__all__ = ["Progress", "progress_enabled", "is_terminal"]
 
 #: Seconds between two redraws.
 REDRAW_INTERVAL = 0.1
 
 
-def progress_enabled(choice: Optional[bool], stream: TextIO) -> bool:
-    """``--progress``/``--no-progress`` when given, otherwise whether ``stream`` is a terminal."""
-    if choice is not None:
-        return choice
+def is_terminal(stream: object) -> bool:
+    """Whether ``stream`` is an open terminal."""
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty and isatty())
     except ValueError:  # a closed stream
         return False
+
+
+def progress_enabled(choice: Optional[bool], stream: TextIO) -> bool:
+    """``--progress``/``--no-progress`` when given, otherwise whether ``stream`` is a terminal."""
+    return choice if choice is not None else is_terminal(stream)
 
 
 class Progress:
