@@ -23,9 +23,8 @@ from boto.s3.connection import OrdinaryCallingFormat, S3Connection
 from depot.io import utils
 from depot.io._cloud import (
     CANNED_ACL_PRIVATE,
-    CANNED_ACL_PUBLIC_READ,
-    FILENAME_META,
-    MODIFIED_META,
+    ObjectStorage,
+    ObjectStoredFile,
     S3_DEFAULT_HOST,
     check_policy,
     default_bucket_name,
@@ -34,11 +33,12 @@ from depot.io._cloud import (
     log_once,
     option_int,
     parse_s3_host,
+    range_header,
     refuse_text,
     remaining_size,
 )
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
-from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid, new_uuid
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE
+from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
 from depot.utils import asbool
 
 __all__ = ["S3StoredFile", "BucketDriver", "S3Storage", "BucketAccessError", "_enable_sigv4"]
@@ -104,24 +104,17 @@ class BucketAccessError(S3ResponseError):
         return "Cannot use S3 bucket %r at %s (HTTP %s %s)%s" % (self.bucket, self.host, self.status, self.reason, hint)
 
 
-class S3StoredFile(StoredFile):
+class S3StoredFile(ObjectStoredFile):
     """A file of the legacy :class:`S3Storage`, read lazily from its boto ``Key``."""
 
+    closed_message = "cannot read from a closed file"
+
     def __init__(self, file_id: str, key: Any, signed_url_expires: Optional[int] = None) -> None:
-        _check_file_id(file_id)
-        self._key = key
         # boto hands metadata back already percent-decoded.
-        metadata = key.metadata or {}
-        super().__init__(
-            file_id,
-            filename=metadata.get(FILENAME_META),
-            content_type=key.content_type,
-            last_modified=utils.parse_timestamp(metadata.get(MODIFIED_META)),
-            content_length=key.size,
-        )
+        super().__init__(file_id, key.metadata, key.content_type, key.size, quoted=False)
+        self._key = key
         self._signed_url_expires = signed_url_expires
         self.public_url_signed = signed_url_expires is not None
-        self._closed = False
         self._eof = False
 
     @property
@@ -131,8 +124,7 @@ class S3StoredFile(StoredFile):
         return "%s-%s" % ((self._key.etag or "").strip('"'), self._key.last_modified or "")
 
     def read(self, n: int = -1) -> bytes:
-        if self._closed:
-            raise ValueError("cannot read from a closed file")
+        self._check_open()
         if n == 0:
             return b""
         if self._eof:
@@ -151,22 +143,18 @@ class S3StoredFile(StoredFile):
 
     def close(self, *args: Any, **kwargs: Any) -> None:
         self._key.close(fast=True)
-        self._closed = True
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+        super().close()
 
     def iter_range(
         self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
     ) -> Iterator[bytes]:
         """Yield ``[start, stop)`` with one ranged GET pinned to this handle's ETag."""
-        if self._closed:
-            raise ValueError("cannot read from a closed file")
-        if (stop is not None and stop <= start) or (self.content_length is not None and start >= self.content_length):
+        self._check_open()
+        wanted = range_header(start, stop, self.content_length)
+        if wanted is None:
             return
         reader = self._key.bucket.new_key(self._key.name)
-        headers = {"Range": "bytes=%d-%s" % (start, "" if stop is None else stop - 1)}
+        headers = {"Range": wanted}
         if self._key.etag:
             headers["If-Match"] = self._key.etag
         try:
@@ -214,7 +202,7 @@ class BucketDriver:
         return [key.name[cut:] for key in self.bucket.list(prefix=self.prefix)]
 
 
-class S3Storage(FileStorage):
+class S3Storage(ObjectStorage):
     """Files stored as objects ``<prefix><file id>`` of an S3 bucket, through legacy ``boto``.
 
     Deprecated: use :class:`depot.io.boto3.S3Storage`.  ``host`` may carry a
@@ -224,8 +212,6 @@ class S3Storage(FileStorage):
     asks for server-side encryption; INI strings such as ``'false'`` are
     understood.
     """
-
-    _check_file_id = staticmethod(_check_file_id)
 
     def __init__(
         self,
@@ -290,8 +276,9 @@ class S3Storage(FileStorage):
         elif response.status >= 300:
             raise S3ResponseError(response.status, response.reason, body)
 
-    def _save(self, key: Any, content: Any, filename: Optional[str], content_type: Optional[str]) -> None:
+    def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> None:
         refuse_text(content)
+        key = self._bucket_driver.new_key(file_id)
         content_type = content_type or DEFAULT_CONTENT_TYPE
         key.set_metadata("content-type", content_type)
         for name, value in depot_metadata(filename).items():
@@ -312,42 +299,15 @@ class S3Storage(FileStorage):
                 spool.seek(0)
                 key.set_contents_from_file(spool, **options)
 
-    def get(self, file_or_id: Any) -> S3StoredFile:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
-        key = self._bucket_driver.get_key(file_id)
-        if key is None:
-            raise IOError("File %s not existing" % file_id)
+    def _find(self, file_id: str) -> Any:
+        return self._bucket_driver.get_key(file_id)
+
+    def _stored_file(self, file_id: str, key: Any) -> S3StoredFile:
         signed = self._url_expires if self._policy == CANNED_ACL_PRIVATE else None
         return S3StoredFile(file_id, key, signed)
 
-    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
-        new_id = new_uuid()
-        content, filename, content_type = self.fileinfo(content, filename, content_type)
-        self._save(self._bucket_driver.new_key(new_id), content, filename, content_type)
-        return new_id
-
-    def replace(
-        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
-    ) -> str:
-        file_id, content, filename, content_type = self._prepare_replace(
-            file_or_id, content, filename, content_type
-        )
-        self._save(self._bucket_driver.new_key(file_id), content, filename, content_type)
-        return file_id
-
-    def delete(self, file_or_id: Any) -> None:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
+    def _remove(self, file_id: str) -> None:
         self._bucket_driver.bucket.delete_key(self._bucket_driver.prefix + file_id)
-
-    def exists(self, file_or_id: Any) -> bool:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
-        return self._bucket_driver.get_key(file_id) is not None
 
     def list(self) -> List[str]:
         return self._bucket_driver.list_key_names()
-
-
-__all__ += ["CANNED_ACL_PUBLIC_READ", "CANNED_ACL_PRIVATE"]

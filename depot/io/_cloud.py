@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from depot.io import utils
+from depot.io.interfaces import FileStorage, StoredFile
 from depot.utils import _RFC5987_SAFE, asint, make_content_disposition
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "log_once",
     "S3_DEFAULT_HOST",
     "parse_s3_host",
+    "range_header",
+    "ObjectStoredFile",
+    "ObjectStorage",
 ]
 
 CANNED_ACL_PUBLIC_READ = "public-read"
@@ -206,6 +210,116 @@ def option_int(value: Any, name: str, minimum: int = 1) -> int:
     if number < minimum:
         raise ValueError("%s must be at least %d, got %r" % (name, minimum, value))
     return number
+
+
+def range_header(start: int, stop: Optional[int], length: Optional[int]) -> Optional[str]:
+    """The HTTP ``Range`` value for bytes ``[start, stop)`` of ``length`` bytes; ``None`` if empty."""
+    if (stop is not None and stop <= start) or (length is not None and start >= length):
+        return None
+    return "bytes=%d-%s" % (start, "" if stop is None else stop - 1)
+
+
+class ObjectStoredFile(StoredFile):
+    """A file of an object store: its facts read from the object's depot metadata.
+
+    ``metadata`` is the object's custom metadata; ``quoted`` says whether the
+    client library returns ``x-depot-filename`` as stored (percent-encoded)
+    or already decoded.  Subclasses read the content and call
+    :meth:`_check_open` before any read.
+    """
+
+    #: The ValueError message for reads after close (filedepot's, per backend).
+    closed_message = "I/O operation on closed file"
+
+    def __init__(
+        self,
+        file_id: str,
+        metadata: Optional[Dict[str, str]],
+        content_type: Optional[str],
+        content_length: Optional[int],
+        quoted: bool = True,
+    ) -> None:
+        utils.check_uuid(file_id)
+        metadata = metadata or {}
+        filename = metadata.get(FILENAME_META)
+        super().__init__(
+            file_id,
+            filename=unquote_filename(filename) if quoted else filename,
+            content_type=content_type,
+            last_modified=utils.parse_timestamp(metadata.get(MODIFIED_META)),
+            content_length=content_length,
+        )
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(self.closed_message)
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class ObjectStorage(FileStorage):
+    """The storage operations of object stores, on top of a few hooks.
+
+    A subclass provides ``_save(file_id, content, filename, content_type)``
+    (writes the whole object, or leaves the previous one untouched),
+    ``_find(file_id)`` (the object's metadata, ``None`` if absent),
+    ``_stored_file(file_id, found)``, ``_remove(file_id)`` (no error if
+    absent) and ``list()``.
+    """
+
+    _check_file_id = staticmethod(utils.check_uuid)
+
+    def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> None:
+        raise NotImplementedError  # pragma: no cover - every subclass defines the hooks
+
+    def _find(self, file_id: str) -> Any:
+        raise NotImplementedError  # pragma: no cover
+
+    def _stored_file(self, file_id: str, found: Any) -> Any:
+        raise NotImplementedError  # pragma: no cover
+
+    def _remove(self, file_id: str) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def _checked_id(self, file_or_id: Any) -> str:
+        """The id of ``file_or_id``; :class:`ValueError` if it is not a valid one."""
+        file_id = self.fileid(file_or_id)
+        self._check_file_id(file_id)
+        return file_id
+
+    def get(self, file_or_id: Any) -> Any:
+        file_id = self._checked_id(file_or_id)
+        found = self._find(file_id)
+        if found is None:
+            raise IOError("File %s not existing" % file_id)
+        return self._stored_file(file_id, found)
+
+    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
+        new_id = utils.new_uuid()
+        content, filename, content_type = self.fileinfo(content, filename, content_type)
+        self._save(new_id, content, filename, content_type)
+        return new_id
+
+    def replace(
+        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> str:
+        file_id, content, filename, content_type = self._prepare_replace(
+            file_or_id, content, filename, content_type
+        )
+        self._save(file_id, content, filename, content_type)
+        return file_id
+
+    def delete(self, file_or_id: Any) -> None:
+        self._remove(self._checked_id(file_or_id))
+
+    def exists(self, file_or_id: Any) -> bool:
+        return self._find(self._checked_id(file_or_id)) is not None
 
 
 _logged: Set[Tuple[str, ...]] = set()

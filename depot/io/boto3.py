@@ -22,12 +22,11 @@ import logging
 from typing import Any, Dict, Iterator, List, Optional
 
 from depot._optional import require
-from depot.io import utils
 from depot.io._cloud import (
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
-    FILENAME_META,
-    MODIFIED_META,
+    ObjectStorage,
+    ObjectStoredFile,
     check_policy,
     default_bucket_name,
     depot_metadata,
@@ -35,11 +34,11 @@ from depot.io._cloud import (
     log_once,
     option_int,
     plan_upload,
+    range_header,
     refuse_text,
-    unquote_filename,
 )
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
-from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid, new_uuid
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE
+from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
 
 boto3 = require("boto3", "s3", "depot.io.boto3.S3Storage")
 from boto3.s3.transfer import TransferConfig  # noqa: E402
@@ -115,25 +114,18 @@ class S3EndpointError(EndpointConnectionError):
     fmt = 'Could not connect to the S3 endpoint "{endpoint_url}" for bucket "{bucket}": {error}'
 
 
-class S3StoredFile(StoredFile):
+class S3StoredFile(ObjectStoredFile):
     """A file of :class:`S3Storage`, read lazily from its S3 object (``key``).
 
     ``public_url`` is the plain object URL: the object is public-read.
     """
 
+    closed_message = "cannot read from a closed file"
+
     def __init__(self, file_id: str, key: Any) -> None:
-        _check_file_id(file_id)
+        super().__init__(file_id, key.metadata, key.content_type, key.content_length)
         self._key = key
-        metadata = key.metadata or {}
-        super().__init__(
-            file_id,
-            filename=unquote_filename(metadata.get(FILENAME_META)),
-            content_type=key.content_type,
-            last_modified=utils.parse_timestamp(metadata.get(MODIFIED_META)),
-            content_length=key.content_length,
-        )
         self._body: Any = None
-        self._closed = False
 
     @property
     def version(self) -> str:
@@ -145,8 +137,7 @@ class S3StoredFile(StoredFile):
         return "%s-%s" % ((self._key.e_tag or "").strip('"'), int(modified.timestamp()) if modified else "")
 
     def read(self, n: int = -1) -> bytes:
-        if self._closed:
-            raise ValueError("cannot read from a closed file")
+        self._check_open()
         if n == 0:
             return b""
         if self._body is None:
@@ -159,11 +150,7 @@ class S3StoredFile(StoredFile):
     def close(self, *args: Any, **kwargs: Any) -> None:
         if self._body is not None:
             self._body.close()
-        self._closed = True
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+        super().close()
 
     def iter_range(
         self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -173,16 +160,11 @@ class S3StoredFile(StoredFile):
         If the object changed since :meth:`S3Storage.get`, :class:`IOError` is
         raised rather than mixing the new bytes with the old length and ETag.
         """
-        if self._closed:
-            raise ValueError("cannot read from a closed file")
-        length = self.content_length
-        if (stop is not None and stop <= start) or (length is not None and start >= length):
+        self._check_open()
+        wanted = range_header(start, stop, self.content_length)
+        if wanted is None:
             return
-        params = {
-            "Bucket": self._key.bucket_name,
-            "Key": self._key.key,
-            "Range": "bytes=%d-%s" % (start, "" if stop is None else stop - 1),
-        }
+        params = {"Bucket": self._key.bucket_name, "Key": self._key.key, "Range": wanted}
         if self._key.e_tag:
             params["IfMatch"] = self._key.e_tag
         try:
@@ -264,7 +246,7 @@ class BucketDriver:
         return [obj.key[cut:] for obj in self.bucket.objects.filter(Prefix=self.prefix)]
 
 
-class S3Storage(FileStorage):
+class S3Storage(ObjectStorage):
     """Files stored as objects ``<prefix><file id>`` of an S3 bucket.
 
     :param access_key_id: the access key; it also names the default bucket
@@ -284,8 +266,6 @@ class S3Storage(FileStorage):
     :param url_expires: lifetime in seconds of private files' signed URLs
         (3600; at most 604800, the SigV4 limit).
     """
-
-    _check_file_id = staticmethod(_check_file_id)
 
     def __init__(
         self,
@@ -420,46 +400,22 @@ class S3Storage(FileStorage):
         else:
             self._client.upload_fileobj(stream, bucket, key, ExtraArgs=extra, Config=self._transfer_config)
 
-    # -- FileStorage ----------------------------------------------------------
+    # -- ObjectStorage hooks ---------------------------------------------------
 
-    def get(self, file_or_id: Any) -> S3StoredFile:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
-        key = self._bucket_driver.get_key(file_id)
-        if key is None:
-            raise IOError("File %s not existing" % file_id)
+    def _find(self, file_id: str) -> Any:
+        return self._bucket_driver.get_key(file_id)
+
+    def _stored_file(self, file_id: str, key: Any) -> S3StoredFile:
         if self._policy == CANNED_ACL_PRIVATE:
             return PrivateS3StoredFile(file_id, key, self._url_expires, self._signer)
         return S3StoredFile(file_id, key)
 
-    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
-        new_id = new_uuid()
-        content, filename, content_type = self.fileinfo(content, filename, content_type)
-        self._save(new_id, content, filename, content_type)
-        return new_id
-
-    def replace(
-        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
-    ) -> str:
-        file_id, content, filename, content_type = self._prepare_replace(
-            file_or_id, content, filename, content_type
-        )
-        self._save(file_id, content, filename, content_type)
-        return file_id
-
-    def delete(self, file_or_id: Any) -> None:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
+    def _remove(self, file_id: str) -> None:
         try:
             self._client.delete_object(Bucket=self._bucket_driver.bucket.name, Key=self._bucket_driver.prefix + file_id)
         except ClientError as exc:
             if not is_missing(exc):  # S3 answers 204 for a missing key; some services 404
                 raise
-
-    def exists(self, file_or_id: Any) -> bool:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
-        return self._bucket_driver.get_key(file_id) is not None
 
     def list(self) -> List[str]:
         return self._bucket_driver.list_key_names()

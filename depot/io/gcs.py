@@ -27,22 +27,20 @@ import os
 from typing import Any, Iterator, List, Optional
 
 from depot._optional import require
-from depot.io import utils
 from depot.io._cloud import (
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
-    FILENAME_META,
-    MODIFIED_META,
+    ObjectStorage,
+    ObjectStoredFile,
     check_policy,
     depot_metadata,
     inline_disposition,
     option_int,
     plan_upload,
     refuse_text,
-    unquote_filename,
 )
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
-from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid, new_uuid
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE
+from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
 
 storage = require("google.cloud.storage", "gcs", "depot.io.gcs.GCSStorage")
 from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable  # noqa: E402
@@ -65,7 +63,7 @@ DEFAULT_URL_EXPIRES = 3600
 CHUNK_MULTIPLE = 256 * 1024
 
 
-class GCSStoredFile(StoredFile):
+class GCSStoredFile(ObjectStoredFile):
     """A file of :class:`GCSStorage`; ``blob`` is the loaded :class:`~google.cloud.storage.Blob`.
 
     Content is fetched in byte ranges on demand.  The first request reads
@@ -75,20 +73,12 @@ class GCSStoredFile(StoredFile):
     """
 
     def __init__(self, file_id: str, blob: Any) -> None:
-        _check_file_id(file_id)
+        content_type = (blob.metadata or {}).get(CONTENT_TYPE_META) or blob.content_type
+        super().__init__(file_id, blob.metadata, content_type, blob.size)
         self.blob = blob
-        metadata = blob.metadata or {}
-        super().__init__(
-            file_id,
-            filename=unquote_filename(metadata.get(FILENAME_META)),
-            content_type=metadata.get(CONTENT_TYPE_META) or blob.content_type,
-            last_modified=utils.parse_timestamp(metadata.get(MODIFIED_META)),
-            content_length=blob.size,
-        )
         self._position = 0
         self._buffer = b""
         self._generation: Optional[int] = None
-        self._closed = False
 
     @property
     def version(self) -> str:
@@ -116,8 +106,7 @@ class GCSStoredFile(StoredFile):
         return data
 
     def read(self, n: int = -1) -> bytes:
-        if self._closed:
-            raise ValueError("I/O operation on closed file")
+        self._check_open()
         if n == 0:
             return b""
         start = self._position + len(self._buffer)
@@ -133,12 +122,8 @@ class GCSStoredFile(StoredFile):
         return data
 
     def close(self, *args: Any, **kwargs: Any) -> None:
-        self._closed = True
+        super().close()
         self._buffer = b""
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def iter_range(
         self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -147,8 +132,7 @@ class GCSStoredFile(StoredFile):
 
         :class:`IOError` if that generation was replaced or removed meanwhile.
         """
-        if self._closed:
-            raise ValueError("I/O operation on closed file")
+        self._check_open()
         stop = self.content_length if stop is None else min(stop, self.content_length)
         block = max(chunk_size, READ_BLOCK)
         position = start
@@ -210,7 +194,7 @@ def _load_credentials(credentials: Any) -> Any:
     return credentials
 
 
-class GCSStorage(FileStorage):
+class GCSStorage(ObjectStorage):
     """Files stored as blobs ``<prefix><file id>`` of a Google Cloud Storage bucket.
 
     :param project_id: the project; by default the credentials' project.
@@ -230,8 +214,6 @@ class GCSStorage(FileStorage):
         multiple of 256 KiB): what bounds upload memory.
     :param url_expires: lifetime in seconds of private files' signed URLs (3600).
     """
-
-    _check_file_id = staticmethod(_check_file_id)
 
     def __init__(
         self,
@@ -305,45 +287,21 @@ class GCSStorage(FileStorage):
         else:
             blob.upload_from_file(stream, content_type=content_type, **acl)
 
-    # -- FileStorage ----------------------------------------------------------
+    # -- ObjectStorage hooks ---------------------------------------------------
 
-    def get(self, file_or_id: Any) -> GCSStoredFile:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
-        blob = self.bucket.get_blob(self._prefix + file_id)
-        if blob is None:
-            raise IOError("File %s not existing" % file_id)
+    def _find(self, file_id: str) -> Any:
+        return self.bucket.get_blob(self._prefix + file_id)
+
+    def _stored_file(self, file_id: str, blob: Any) -> GCSStoredFile:
         if self._policy == CANNED_ACL_PRIVATE:
             return PrivateGCSStoredFile(file_id, blob, self._signer, self._url_expires)
         return GCSStoredFile(file_id, blob)
 
-    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
-        new_id = new_uuid()
-        content, filename, content_type = self.fileinfo(content, filename, content_type)
-        self._save(new_id, content, filename, content_type)
-        return new_id
-
-    def replace(
-        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
-    ) -> str:
-        file_id, content, filename, content_type = self._prepare_replace(
-            file_or_id, content, filename, content_type
-        )
-        self._save(file_id, content, filename, content_type)
-        return file_id
-
-    def delete(self, file_or_id: Any) -> None:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
+    def _remove(self, file_id: str) -> None:
         try:
             self.bucket.blob(self._prefix + file_id).delete()
         except NotFound:
             pass
-
-    def exists(self, file_or_id: Any) -> bool:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
-        return self.bucket.blob(self._prefix + file_id).exists()
 
     def list(self) -> List[str]:
         cut = len(self._prefix)
