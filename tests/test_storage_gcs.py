@@ -25,8 +25,7 @@ def pattern(size):
     return (b"0123456789abcdefghij" * (size // 20 + 1))[:size]
 
 
-@pytest.fixture(scope="session")
-def service_account_info():
+def make_service_account_info():
     """A service-account key made up here: enough to sign URLs, never sent to Google."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -36,6 +35,11 @@ def service_account_info():
         "private_key": pem, "client_email": "depot@depot-sa-project.iam.gserviceaccount.com",
         "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token",
     }
+
+
+@pytest.fixture(scope="session")
+def service_account_info():
+    return make_service_account_info()
 
 
 @pytest.fixture(scope="module")
