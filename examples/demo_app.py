@@ -8,7 +8,7 @@ attached to SQLAlchemy rows in SQLite: there is no server to set up.
     python examples/demo_app.py            # then open the printed URL
 
 Options: ``--port 0`` picks a free port, ``--data DIR`` keeps the files and
-the database in DIR (a new temporary folder by default).
+the database in DIR (by default a temporary folder, removed on exit).
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import signal
 import tempfile
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -177,14 +178,17 @@ def main(make_app: Callable[[str], Callable], doc: str) -> None:
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
-    parser.add_argument("--data", help="folder for the files and the database (default: a new temporary folder)")
+    parser.add_argument("--data", help="folder for the files and the database (default: a temporary folder, "
+                                       "removed on exit)")
     args = parser.parse_args()
+    # Stopped by a signal as by Ctrl-C, so the temporary folder is removed either way.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.data:
         os.makedirs(args.data, exist_ok=True)
-        data = args.data
-    else:
-        data = tempfile.mkdtemp(prefix="depot-demo-")
-    serve_wsgi(make_app(data), args.host, args.port, data)
+        serve_wsgi(make_app(args.data), args.host, args.port, args.data)
+        return
+    with tempfile.TemporaryDirectory(prefix="depot-demo-") as data:
+        serve_wsgi(make_app(data), args.host, args.port, data + ", removed on exit")
 
 
 def serve_wsgi(app: Callable, host: str, port: int, data: str) -> None:
