@@ -6,7 +6,8 @@ application saving uploads does):
 - 500 rows each with a 4 KiB file: insert+commit, then load every row and
   read its file (rows/s);
 - 50 rows with a 1600x1200 JPEG through ``UploadedImageWithThumb``
-  (reduced to 1024 px and thumbnailed): insert+commit, then load (rows/s);
+  (reduced to 1024 px and thumbnailed): insert+commit, then load (rows/s,
+  loading: the fastest of three passes);
 - the same JPEG with ``max_size = 2048``, so that only the thumbnail is
   computed (the case where the JPEG can be decoded at reduced size);
 - 10 rows with a 4000x3000 (12 MP camera) JPEG, reduced to 1024 px.
@@ -14,7 +15,7 @@ application saving uploads does):
 Each figure is the median of several interleaved rounds, each round in
 fresh processes.  SQLAlchemy and Pillow are the same versions in both venvs.
 
-    python benchmarks/bench_fields.py [--rounds 3] [--rows 500] [--images 50]
+    python benchmarks/bench_fields.py [--rounds 5] [--rows 500] [--images 50]
 """
 import argparse
 import os
@@ -51,7 +52,7 @@ def median_of(results, key):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rows", type=int, default=500)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--images", type=int, default=50)
