@@ -596,3 +596,20 @@ def test_get_refuses_to_write_to_a_terminal(tmp_path, monkeypatch, capsys):
     assert "not writing file content to a terminal" in capsys.readouterr().err
     assert main(["--local", "files=%s" % (tmp_path / "files"), "get", file_id, "-o", "-"]) == 0
     assert out.buffer.getvalue() == b"\x00\x01binary"
+
+
+class RenamingStorage(MemoryFileStorage):
+    """Loses the filename of what it stores: --verify must notice."""
+
+    def replace(self, file_or_id, content, filename=None, content_type=None):
+        file_id = super().replace(file_or_id, content, filename, content_type)
+        self.files[file_id]["metadata"]["filename"] = "renamed.bin"
+        return file_id
+
+
+def test_verify_catches_lost_metadata():
+    source = MemoryFileStorage()
+    file_id = source.create(b"data", "report.pdf")
+    with pytest.raises(CopyError, match=r"the copy is named 'renamed.bin' \(application/pdf\), the source "
+                                        r"'report.pdf' \(application/pdf\)"):
+        copy_file(lambda: source.get(file_id), RenamingStorage(), file_id, verify=True)

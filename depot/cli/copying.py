@@ -94,7 +94,8 @@ def copy_file(
     With ``skip_existing``, a file already in the target with the same length
     is left alone (and with ``verify``, only if its content is identical too;
     otherwise it is copied again).  With ``verify``, the copy is read back and
-    its SHA-256 compared to the bytes sent.  Raises :class:`CopyError` when
+    its SHA-256 compared to the bytes sent, and its filename and content
+    type to the source's.  Raises :class:`CopyError` when
     the copy is incomplete or differs; storage errors propagate.
     """
     source = open_source()
@@ -121,9 +122,15 @@ def copy_file(
     if verify:
         with target.get(file_id) as copy:
             digest, size = digest_of(copy)
+            names = (copy.filename, copy.content_type)
         if (digest, size) != (counted.hash.hexdigest(), counted.size):
             raise CopyError(
                 "verification failed: the copy has %d bytes (sha256 %s), the source %d bytes (sha256 %s)"
                 % (size, digest[:16], counted.size, counted.hash.hexdigest()[:16])
+            )
+        if names != (counted.filename, counted.content_type):
+            raise CopyError(
+                "verification failed: the copy is named %r (%s), the source %r (%s)"
+                % (names[0], names[1], counted.filename, counted.content_type)
             )
     return Outcome.COPIED

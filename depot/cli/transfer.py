@@ -46,8 +46,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("source", metavar="SOURCE", help="storage to copy from")
     p.add_argument("target", metavar="TARGET", help="storage to copy to")
     p.add_argument("--verify", action="store_true",
-                   help="compare content, not only length: copies are read back, and files already "
-                        "in TARGET with a different content are copied again")
+                   help="compare content, not only length: copies are read back and checked (SHA-256, "
+                        "filename, content type), and files already in TARGET with a different "
+                        "content are copied again")
     p.add_argument("--dry-run", action="store_true", help="only report what would be copied")
     _jobs_option(p)
     p.set_defaults(run=migrate)
