@@ -16,7 +16,7 @@ import tempfile
 from typing import Any, Callable, List, Optional, Tuple
 
 from sqlalchemy import Column, DateTime, Integer, Unicode, create_engine, func, select
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import Session, declarative_base, sessionmaker
 
 from depot.fields.sqlalchemy import UploadedFileField
 from depot.manager import DepotManager
@@ -27,8 +27,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     UploadedImageWithThumb = None  # type: ignore[assignment,misc]
 
 
-class Base(DeclarativeBase):
-    pass
+Base = declarative_base()  # works on SQLAlchemy 1.4 and 2.x
 
 
 class Document(Base):
