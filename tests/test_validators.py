@@ -101,3 +101,16 @@ def test_tw2_validator():
     with pytest.raises(twc.ValidationError, match="File name must have '.jpg' extension"):
         TW2FileIntentValidator(extension=".jpg").to_python(Field(b"data", "a.png"))
     assert TW2FileIntentValidator(extension=".png").to_python(Field(b"d", "A.PNG"))._filename == "A.PNG"
+
+
+def test_sprox_defaults_for_the_column_type():
+    pytest.importorskip("sprox", reason="sprox not installed (pip install sprox tw2.forms)")
+    from sprox.sa.validatorselector import SAValidatorSelector
+    from sprox.sa.widgetselector import SAWidgetSelector
+    from tw2.forms import FileField
+
+    from depot.fields.sqlalchemy import UploadedFileField
+    from depot.validators import TW2FileIntentValidator
+
+    assert SAWidgetSelector.default_widgets[UploadedFileField] is FileField
+    assert SAValidatorSelector.default_validators[UploadedFileField] is TW2FileIntentValidator

@@ -315,4 +315,23 @@ class _SQLAMutationTracker:
             scope.committed_outermost()
 
 
+def _register_with_sprox() -> None:
+    """Make Sprox forms render this column as a file input validated into a FileIntent.
+
+    Done only when Sprox, ToscaWidgets 2 forms and their validator import,
+    as filedepot did.
+    """
+    try:
+        from sprox.sa.validatorselector import SAValidatorSelector
+        from sprox.sa.widgetselector import SAWidgetSelector
+        from tw2.forms import FileField
+
+        from depot.validators import TW2FileIntentValidator
+    except ImportError:
+        return
+    SAWidgetSelector.default_widgets.setdefault(UploadedFileField, FileField)
+    SAValidatorSelector.default_validators.setdefault(UploadedFileField, TW2FileIntentValidator)
+
+
 _SQLAMutationTracker.setup()
+_register_with_sprox()
