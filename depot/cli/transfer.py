@@ -20,7 +20,7 @@ from depot.cli.formatting import human_duration, human_rate, human_size
 from depot.cli.progress import Progress
 from depot.io.interfaces import FileStorage
 
-__all__ = ["register", "Tally"]
+__all__ = ["register", "Tally", "Job"]
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -140,9 +140,17 @@ def _record(ctx: Context, tally: Tally, result: _Result) -> None:
         tally.bytes += result.moved
 
 
-def _run_transfer(ctx: Context, label: str, jobs: "List[tuple[str, str, str]]", *,
-                  skip_existing: bool, verify: bool, workers: int = 1) -> int:
-    """Copy ``(source storage, file id, target storage)`` triples and print a summary.
+class Job(NamedTuple):
+    """One file to copy; ``maybe_there`` asks to check the target first (and skip a good copy)."""
+
+    source: str
+    file_id: str
+    target: str
+    maybe_there: bool
+
+
+def _run_transfer(ctx: Context, label: str, jobs: List[Job], *, verify: bool, workers: int = 1) -> int:
+    """Copy the files of ``jobs`` and print a summary.
 
     With ``workers`` > 1 files are copied by that many threads; results are
     recorded by the calling thread only, so the tally needs no lock.
@@ -150,9 +158,9 @@ def _run_transfer(ctx: Context, label: str, jobs: "List[tuple[str, str, str]]", 
     tally = Tally(total=len(jobs), verified=verify)
     progress = ctx.progress(label, len(jobs))
     tasks = [
-        functools.partial(_transfer_one, progress, ctx.storage(source_name), ctx.storage(target_name), file_id,
-                          skip_existing=skip_existing, verify=verify)
-        for source_name, file_id, target_name in jobs
+        functools.partial(_transfer_one, progress, ctx.storage(job.source), ctx.storage(job.target), job.file_id,
+                          skip_existing=job.maybe_there, verify=verify)
+        for job in jobs
     ]
     interrupted = False
     try:
@@ -206,9 +214,8 @@ def cp(args: argparse.Namespace, ctx: Context) -> int:
         source = ctx.storages.name_of(storage_name)
         if source == dest:
             raise CLIError("%s is already in storage %r" % (target, dest))
-        jobs.append((source, file_id, dest))
-    return _run_transfer(ctx, "cp -> %s" % dest, jobs, skip_existing=False, verify=args.verify,
-                         workers=args.jobs)
+        jobs.append(Job(source, file_id, dest, maybe_there=False))
+    return _run_transfer(ctx, "cp -> %s" % dest, jobs, verify=args.verify, workers=args.jobs)
 
 
 def _check_ids_fit(target_name: str, target: FileStorage, file_id: str, source_name: str) -> None:
@@ -232,26 +239,23 @@ def migrate(args: argparse.Namespace, ctx: Context) -> int:
         raise CLIError("cannot list storage %r: %s" % (source_name, describe(exc)), ExitCode.STORAGE) from exc
     if ids:
         _check_ids_fit(target_name, target, ids[0], source_name)
+    try:
+        # One listing instead of a request per file: on a network storage the
+        # existence checks would otherwise cost as much as the copies.
+        present = set(target.list())
+    except Exception as exc:
+        raise CLIError("cannot list storage %r: %s" % (target_name, describe(exc)), ExitCode.STORAGE) from exc
     if args.dry_run:
-        return _dry_run(ctx, source_name, target_name, target, ids)
+        return _dry_run(ctx, source_name, target_name, ids, present)
     label = "migrate %s -> %s" % (source_name, target_name)
-    jobs = [(source_name, file_id, target_name) for file_id in ids]
-    return _run_transfer(ctx, label, jobs, skip_existing=True, verify=args.verify, workers=args.jobs)
+    jobs = [Job(source_name, file_id, target_name, maybe_there=file_id in present) for file_id in ids]
+    return _run_transfer(ctx, label, jobs, verify=args.verify, workers=args.jobs)
 
 
-def _dry_run(ctx: Context, source_name: str, target_name: str, target: FileStorage, ids: List[str]) -> int:
-    missing = 0
-    for file_id in ids:
-        try:
-            present = target.exists(file_id)
-        except Exception as exc:
-            ctx.fail(target_name, file_id, describe(exc))
-            continue
-        if not present:
-            missing += 1
-            ctx.print("would copy %s/%s" % (source_name, file_id))
+def _dry_run(ctx: Context, source_name: str, target_name: str, ids: List[str], present: Set[str]) -> int:
+    missing = [file_id for file_id in ids if file_id not in present]
+    for file_id in missing:
+        ctx.print("would copy %s/%s" % (source_name, file_id))
     ctx.print("migrate %s -> %s (dry run): %d files, %d to copy, %d already there (lengths not compared)"
-              % (source_name, target_name, len(ids), missing, len(ids) - missing))
+              % (source_name, target_name, len(ids), len(missing), len(ids) - len(missing)))
     return ctx.exit_code()
-
-
