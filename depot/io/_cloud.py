@@ -145,7 +145,7 @@ class HeadThenRest(io.RawIOBase):
     """
 
     def __init__(self, head: bytes, rest: Any) -> None:
-        self._head: Any = memoryview(head)
+        self._head: Any = memoryview(head) if head else None
         self._rest = rest
         self._position = 0
 
@@ -157,18 +157,24 @@ class HeadThenRest(io.RawIOBase):
         # read for the end of the stream and would send undersized parts.
         target = memoryview(buffer).cast("B")
         filled = 0
-        if self._head:
+        if self._head is not None:
             filled = min(len(target), len(self._head))
             target[:filled] = self._head[:filled]
-            self._head = self._head[filled:]  # consumed bytes are released with the last view
+            # Dropped once consumed: even an empty slice would keep the whole head alive.
+            self._head = self._head[filled:] if filled < len(self._head) else None
+        rest_readinto = getattr(self._rest, "readinto", None)
         while filled < len(target):
-            chunk = self._rest.read(len(target) - filled)
-            if not chunk:
+            if rest_readinto is not None and not isinstance(self._rest, io.TextIOBase):
+                n = rest_readinto(target[filled:])  # straight into the buffer: no copy
+            else:
+                chunk = self._rest.read(len(target) - filled)
+                if isinstance(chunk, str):
+                    raise TypeError("Only bytes can be stored, not unicode")
+                n = len(chunk)
+                target[filled : filled + n] = chunk
+            if not n:
                 break
-            if isinstance(chunk, str):
-                raise TypeError("Only bytes can be stored, not unicode")
-            target[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
+            filled += n
         self._position += filled
         return filled
 

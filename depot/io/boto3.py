@@ -294,9 +294,10 @@ class S3Storage(ObjectStorage):
             max_concurrency=concurrency,
             preferred_transfer_client="classic",
         )
-        # Parts read ahead of the uploads: what bounds memory for a stream
-        # that cannot seek (the transfer manager's default is 10 parts).
-        self._transfer_config.max_in_memory_upload_chunks = concurrency + 1
+        # Parts held in memory at once, those being sent included: what bounds
+        # memory for a stream that cannot seek (the transfer manager's default
+        # is 10 parts; one more is read while these are in flight).
+        self._transfer_config.max_in_memory_upload_chunks = concurrency
 
         kw = {name: value for name, value in (("endpoint_url", endpoint_url), ("region_name", region_name))
               if value is not None}
