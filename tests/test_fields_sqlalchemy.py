@@ -5,6 +5,7 @@ commit or rollback (the ``flush`` fixture), as filedepot's own suite did.
 """
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -706,3 +707,39 @@ def test_raw_sql_value_compatible_with_filedepot_rows(m, session):
     doc = session.query(m.Document).filter_by(name="legacy").one()
     assert doc.content == legacy and doc.content.uploaded_at == "2020-01-01 00:00:00"
     session.rollback()
+
+
+# -- objects never added to a session --------------------------------------------------
+
+
+def test_object_never_added_to_a_session_leaves_no_upload(m):
+    doc = m.Document(name="never", content=b"x", thumbed=_png())
+    doc.content = b"y"
+    assert stored_count() == 4  # x, y, the image and its thumbnail
+    del doc
+    gc.collect()
+    assert stored_count() == 0
+
+
+def test_value_moved_to_a_saved_object_survives_its_first_owner(m, session, flush):
+    draft = m.Document(name="draft", content=b"x")
+    value = draft.content
+    kept = m.Document(name="kept", content=value)
+    session.add(kept)
+    flush(session)
+    del draft
+    gc.collect()
+    assert alive(value)
+    session.commit()
+    assert alive(value)
+
+
+def test_object_added_to_a_session_is_not_guarded(m, session):
+    doc = m.Document(name="added", content=b"x")
+    value = doc.content
+    session.add(doc)
+    session.commit()
+    session.expunge_all()
+    del doc
+    gc.collect()
+    assert alive(value)

@@ -19,11 +19,12 @@ integration can map its unit of work the same way.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any, Iterable, List, Set
 
 from depot.manager import DepotManager
 
-__all__ = ["FileScope", "delete_files", "is_fresh", "files_of"]
+__all__ = ["FileScope", "delete_files", "guard_orphans", "is_fresh", "files_of"]
 
 log = logging.getLogger("depot.fields")
 
@@ -66,6 +67,9 @@ class FileScope:
         """Record a fresh value whose files were stored in this scope."""
         self.uploaded.update(files_of(value))
         self.values.append(value)
+        # How many scopes took the value: an orphan guard must not delete
+        # files that another object (in a session) now refers to.
+        value.__dict__["_depot_claims"] = value.__dict__.get("_depot_claims", 0) + 1
 
     def drop(self, paths: Iterable[str]) -> None:
         """Record files that this scope's changes no longer reference."""
@@ -99,6 +103,31 @@ class FileScope:
         self._reset()
         if dropped:
             delete_files(dropped)
+
+
+def guard_orphans(owner: Any, scope: FileScope) -> "weakref.finalize":
+    """Delete ``scope``'s uploads if ``owner`` disappears before any unit of work took them.
+
+    An object given a file but never added to a session would otherwise leave
+    the upload behind for good.  Values that another scope also took, or that
+    a commit settled, are left alone.  Call ``detach()`` on the result when
+    the scope is handed to a session.  Nothing runs at interpreter exit, when
+    storages may already be unusable.
+    """
+    guard = weakref.finalize(owner, _discard_orphans, scope)
+    guard.atexit = False
+    return guard
+
+
+def _discard_orphans(scope: FileScope) -> None:
+    paths: Set[str] = set()
+    for value in scope.values:
+        state = value.__dict__
+        if not state.get("_depot_settled") and state.get("_depot_claims", 0) <= 1:
+            paths.update(files_of(value))
+    scope._reset()
+    if paths:
+        delete_files(paths)
 
 
 def delete_files(paths: Iterable[str]) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import event, types
 from sqlalchemy.orm import Mapper, Session, attributes, object_session
 from sqlalchemy.orm.base import instance_state
 
-from ._lifecycle import FileScope, files_of, is_fresh
+from ._lifecycle import FileScope, files_of, guard_orphans, is_fresh
 from .interfaces import FileFilter
 from .upload import UploadedFile
 
@@ -123,6 +123,7 @@ class _SessionFiles:
 
 
 _INFO_KEY = "depot.files"
+_GUARD_KEY = "depot.orphan_guard"
 
 
 def _owner(transaction: Any) -> Any:
@@ -191,11 +192,13 @@ class _SQLAMutationTracker:
         session = object_session(target)
         if session is not None:
             return cls._current_scope(session)
-        # Not in a session yet: kept on the object until it is added to one.
+        # Not in a session yet: kept on the object until it is added to one,
+        # and removed with the object if that never happens.
         info = instance_state(target).info
         scope = info.get(_INFO_KEY)
         if scope is None:
             scope = info[_INFO_KEY] = FileScope()
+            info[_GUARD_KEY] = guard_orphans(target, scope)
         return scope
 
     # -- mapper and attribute events ---------------------------------------
@@ -248,7 +251,11 @@ class _SQLAMutationTracker:
 
     @classmethod
     def _session_attached(cls, session: Session, instance: Any) -> None:
-        scope = instance_state(instance).info.pop(_INFO_KEY, None)
+        info = instance_state(instance).info
+        guard = info.pop(_GUARD_KEY, None)
+        if guard is not None:
+            guard.detach()
+        scope = info.pop(_INFO_KEY, None)
         if scope:
             scope.merge_into(cls._current_scope(session))
 
