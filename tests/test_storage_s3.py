@@ -110,11 +110,11 @@ class TestConstructor:
         assert storage._bucket_driver.bucket.name == expected
         raw_client(seaweedfs_server).head_bucket(Bucket=expected)
 
-    def test_private_attributes(self, seaweed_storage):
+    def test_private_attributes(self, seaweed_storage, seaweed_bucket):
         driver = seaweed_storage._bucket_driver
         assert isinstance(driver, BucketDriver)
         assert driver.s3 is seaweed_storage._conn
-        assert driver.bucket.name == driver.bucket.name.strip() and driver.prefix.startswith("t-")
+        assert driver.bucket.name == seaweed_bucket and driver.prefix.startswith("t-")
         assert seaweed_storage._conn.meta.client.meta.endpoint_url == seaweed_storage._client.meta.endpoint_url
 
     def test_constants(self):
