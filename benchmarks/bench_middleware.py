@@ -13,7 +13,7 @@ A raw sendfile server (a loop of accept, read the request, ``os.sendfile``)
 is the physical reference.  filedepot 0.12.0 is installed into
 ``benchmarks/.venv-filedepot`` (created on first run) and never imported here.
 
-Usage: ``python benchmarks/bench_middleware.py [--duration 5] [--rounds 5] [--connections 4] [--pin]``
+Usage: ``python benchmarks/bench_middleware.py [--duration 3] [--rounds 9] [--connections 4] [--pin]``
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -279,12 +279,6 @@ class Load:
         return self.cpu / (self.bytes / 1e9) if self.bytes else float("nan")
 
 
-def median_load(loads: List[Load]) -> Load:
-    """The run with the median throughput (its CPU figures come with it)."""
-    ordered = sorted(loads, key=lambda load: load.bytes / load.seconds)
-    return ordered[len(ordered) // 2]
-
-
 def run_wrk(url: str, connections: int, duration: float, script: Path) -> dict:
     out = subprocess.run(
         CLIENT_PIN + ["wrk", "-t1", "-c%d" % connections, "-d%ds" % max(1, round(duration)), "--timeout", "20s", "-s", str(script), url],
@@ -338,18 +332,27 @@ def run_python_clients(url: str, connections: int, duration: float, workdir: Pat
             "seconds": max(r["seconds"] for r in results), "errors": sum(r["errors"] for r in results)}
 
 
-def measure(server: Server, url: str, connections: int, duration: float, workdir: Path) -> Load:
-    pid = server.worker_pid()
+def load_generator(url: str, connections: int, workdir: Path) -> Callable[[float], dict]:
+    if shutil.which("wrk") is None:
+        return lambda seconds: run_python_clients(url, connections, seconds, workdir)
     script = workdir / "report.lua"
     script.write_text(WRK_REPORT)
-    use_wrk = shutil.which("wrk") is not None
-    generate = (lambda d: run_wrk(url, connections, d, script)) if use_wrk else (
-        lambda d: run_python_clients(url, connections, d, workdir))
-    generate(min(2.0, duration))  # warm-up: imports, caches, page cache
+    return lambda seconds: run_wrk(url, connections, seconds, script)
+
+
+def measure(server: Server, url: str, connections: int, duration: float, workdir: Path) -> Load:
+    pid = server.worker_pid()
+    generate = load_generator(url, connections, workdir)
     before = cpu_seconds(pid)
     result = generate(duration)
     cpu = cpu_seconds(pid) - before
     return Load(result["requests"], result["bytes"], result["seconds"], result["errors"], cpu)
+
+
+def warm_up(server: Server, connections: int, workdir: Path) -> None:
+    """Imports, first-request caches and the page cache, before anything counts."""
+    for url in (server.small_url, server.large_url):
+        load_generator(url, connections, workdir)(2.0)
 
 
 def prepare(python: Path, root: Path, large_source: Path, pythonpath: Optional[str]) -> Dict[str, str]:
@@ -366,9 +369,9 @@ def prepare(python: Path, root: Path, large_source: Path, pythonpath: Optional[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement (default 3)")
     parser.add_argument("--connections", type=int, default=4, help="concurrent connections for the small file")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported (default 5)")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds; medians are reported (default 9)")
     parser.add_argument("--pin", action="store_true", help="pin the server and the load generator to separate CPUs")
     args = parser.parse_args()
 
@@ -397,15 +400,20 @@ def main() -> None:
         raw_dir.mkdir()
         servers.append(start_raw(raw_dir, small_source, large_source))
 
-        # Rounds interleave the servers, and the median of each figure is
-        # reported: other load on the machine then hits every server alike.
+        for server in servers:
+            warm_up(server, args.connections, workdir)
+        # Other load on the machine drifts over seconds: rounds interleave the
+        # servers (in alternating order), ratios are taken within each round,
+        # and medians are reported.
         runs: Dict[str, Dict[str, List[Load]]] = {s.name: {"small": [], "large": []} for s in servers}
-        for round_number in range(1, args.rounds + 1):
-            for server in servers:
-                print("round %d/%d: %s ..." % (round_number, args.rounds, server.name), flush=True)
+        for round_number in range(args.rounds):
+            order = servers if round_number % 2 == 0 else servers[::-1]
+            print("round %d/%d" % (round_number + 1, args.rounds), flush=True)
+            for server in order:
                 runs[server.name]["small"].append(measure(server, server.small_url, args.connections, args.duration, workdir))
+            for server in order:
                 runs[server.name]["large"].append(measure(server, server.large_url, 1, args.duration, workdir))
-        results = {name: {kind: median_load(loads) for kind, loads in kinds.items()} for name, kinds in runs.items()}
+        results = runs
         report(results, args)
     finally:
         for server in servers:
@@ -413,26 +421,38 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(results: Dict[str, Dict[str, Load]], args: argparse.Namespace) -> None:
-    base = results["filedepot 0.12"]
+def median(values: List[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def report(runs: Dict[str, Dict[str, List[Load]]], args: argparse.Namespace) -> None:
+    base = runs["filedepot 0.12"]
+
+    def figure(name: str, kind: str, attr: str) -> Tuple[float, float]:
+        """(median value, median of the per-round ratios to filedepot)."""
+        values = [getattr(load, attr) for load in runs[name][kind]]
+        ratios = [getattr(load, attr) / getattr(ref, attr) for load, ref in zip(runs[name][kind], base[kind], strict=True)]
+        return median(values), median(ratios)
+
     print()
-    print("gunicorn %s, 1 sync worker, 127.0.0.1; load: %s; median of %d interleaved rounds of %gs; "
-          "%d connections for 1 KiB, 1 for 64 MiB" % (gunicorn_version(), "wrk" if shutil.which("wrk") else
-                                                     "python clients", args.rounds, args.duration, args.connections))
-    header = "%-16s %11s %7s %13s %7s | %11s %7s %11s %7s %7s" % (
+    print("gunicorn %s, 1 sync worker, 127.0.0.1; load: %s; %d interleaved rounds of %gs (medians; ratios to "
+          "filedepot taken within each round); %d connections for 1 KiB, 1 for 64 MiB" % (
+              gunicorn_version(), "wrk" if shutil.which("wrk") else "python clients", args.rounds, args.duration,
+              args.connections))
+    header = "%-16s %11s %7s %11s %7s | %11s %7s %11s %7s %7s" % (
         "server", "1KiB req/s", "ratio", "CPU us/req", "ratio", "64MiB MB/s", "ratio", "CPU s/GB", "ratio", "errors")
     print(header)
     print("-" * len(header))
-    for name, r in results.items():
-        small, large = r["small"], r["large"]
-        print("%-16s %11.0f %6.2fx %13.0f %6.2fx | %11.0f %6.2fx %11.3f %6.2fx %7d" % (
-            name, small.rps, small.rps / base["small"].rps,
-            small.cpu_per_request, small.cpu_per_request / base["small"].cpu_per_request,
-            large.mbps, large.mbps / base["large"].mbps,
-            large.cpu_per_gb, large.cpu_per_gb / base["large"].cpu_per_gb, small.errors + large.errors))
-    ours = results["depot"]
-    small_ratio = ours["small"].rps / base["small"].rps
-    cpu_ratio = ours["large"].cpu_per_gb / base["large"].cpu_per_gb
+    for name in runs:
+        cells = [figure(name, "small", "rps"), figure(name, "small", "cpu_per_request"),
+                 figure(name, "large", "mbps"), figure(name, "large", "cpu_per_gb")]
+        errors = sum(load.errors for kind in runs[name].values() for load in kind)
+        print("%-16s %11.0f %6.2fx %11.0f %6.2fx | %11.0f %6.2fx %11.3f %6.2fx %7d" % (
+            name, *cells[0], *cells[1], *cells[2], *cells[3], errors))
+    small_ratio = figure("depot", "small", "rps")[1]
+    cpu_ratio = figure("depot", "large", "cpu_per_gb")[1]
     print()
     print("targets: 1 KiB req/s >= 1.5x filedepot: %.2fx %s;  64 MiB CPU/GB <= 0.35x filedepot: %.2fx %s" % (
         small_ratio, "met" if small_ratio >= 1.5 else "NOT met", cpu_ratio, "met" if cpu_ratio <= 0.35 else "NOT met"))
