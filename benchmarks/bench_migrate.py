@@ -77,7 +77,6 @@ def main():
     sys.path.insert(0, HERE)
     sys.path.insert(0, os.path.dirname(HERE))
     from _harness import ensure_filedepot_venv, ours_python, run_worker, table
-    from bench_s3 import _empty_bucket
     from tests._procs import start_server
     from tests.servers import _executable, _launch_seaweedfs
     import boto3
@@ -128,6 +127,13 @@ def main():
             for mode in MODES]
     print(table("local disk -> S3 (SeaweedFS), %d x %d KiB files (median of %d rounds)"
                 % (opts.count, opts.kib, opts.rounds), rows, {}))
+
+
+def _empty_bucket(client, bucket):
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+    client.delete_bucket(Bucket=bucket)
 
 
 if __name__ == "__main__":
