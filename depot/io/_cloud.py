@@ -5,6 +5,8 @@ which keep the same option names and metadata layout as filedepot 0.12.
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import io
 import logging
 import threading
@@ -281,17 +283,21 @@ class ObjectStorage(FileStorage):
 
     _check_file_id = staticmethod(utils.check_uuid)
 
+    @abstractmethod
     def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> None:
-        raise NotImplementedError  # pragma: no cover - every subclass defines the hooks
+        """Write the whole object, or leave the previous one untouched."""
 
+    @abstractmethod
     def _find(self, file_id: str) -> Any:
-        raise NotImplementedError  # pragma: no cover
+        """The object's metadata, ``None`` if absent."""
 
+    @abstractmethod
     def _stored_file(self, file_id: str, found: Any) -> Any:
-        raise NotImplementedError  # pragma: no cover
+        """The StoredFile for an object :meth:`_find` returned."""
 
+    @abstractmethod
     def _remove(self, file_id: str) -> None:
-        raise NotImplementedError  # pragma: no cover
+        """Delete the object; no error if absent."""
 
     def _checked_id(self, file_or_id: Any) -> str:
         """The id of ``file_or_id``; :class:`ValueError` if it is not a valid one."""
