@@ -9,11 +9,16 @@ processes when it is missing).  Measured:
 - the server worker's CPU seconds per GB served (user + system time from
   ``/proc/<pid>/stat``).
 
-A raw sendfile server (a loop of accept, read the request, ``os.sendfile``)
-is the physical reference.  filedepot 0.12.0 is installed into
+Two references: a raw sendfile server (a loop of accept, read the request,
+``os.sendfile``) is the physical one, and the "gunicorn floor", a WSGI
+application that only opens the file and hands it to gunicorn with the same
+headers, is gunicorn's own cost per request: no middleware can serve faster
+under it, so the ratio of the floor to filedepot is the highest ratio any
+implementation can reach here.  filedepot 0.12.0 is installed into
 ``benchmarks/.venv-filedepot`` (created on first run) and never imported here.
 
-Usage: ``python benchmarks/bench_middleware.py [--duration 3] [--rounds 9] [--connections 4] [--pin]``
+Usage: ``python benchmarks/bench_middleware.py [--duration 3] [--rounds 9] [--connections 4] [--pin]
+[--client wrk|python]``
 """
 from __future__ import annotations
 
@@ -36,6 +41,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FILEDEPOT_VENV = HERE / ".venv-filedepot"
 LOOPBACK = "127.0.0.1"
+FLOOR_NAME = "gunicorn floor"
+#: "wrk" or "python"; set from --client.
+CLIENT = "wrk"
 SMALL = 1024
 LARGE = 64 * 1024 * 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -70,6 +78,31 @@ APP_MODULE = textwrap.dedent(
 
 
     application = DepotManager.make_middleware(not_found)
+    '''
+)
+
+# The least any WSGI application can do under gunicorn: open the file and
+# hand it to the server, with as many headers as depot sends.  Its figures
+# are gunicorn's own cost, the ceiling no middleware can pass.
+FLOOR_APP = textwrap.dedent(
+    '''
+    import os
+
+    FILES = {"/small": os.environ["BENCH_SMALL"], "/large": os.environ["BENCH_LARGE"]}
+    EXTRA = [("ETag", '"0123456789abcdef-1"'), ("Cache-Control", "max-age=604800, public"),
+             ("Expires", "Thu, 01 Jan 2037 00:00:00 GMT"), ("Content-Type", "application/octet-stream"),
+             ("Last-Modified", "Thu, 01 Jan 2026 00:00:00 GMT"), ("Content-Disposition", 'inline;filename="f.bin"'),
+             ("Accept-Ranges", "bytes"), ("X-Content-Type-Options", "nosniff")]
+
+
+    def application(environ, start_response):
+        f = open(FILES[environ["PATH_INFO"]], "rb")
+        size = os.fstat(f.fileno()).st_size
+        start_response("200 OK", EXTRA + [("Content-Length", str(size))])
+        if size <= 65536:
+            with f:
+                return [f.read()]
+        return environ["wsgi.file_wrapper"](f, 262144)
     '''
 )
 
@@ -191,7 +224,6 @@ def ensure_filedepot_venv() -> Path:
 class Server:
     name: str
     process: subprocess.Popen
-    port: int
     small_url: str
     large_url: str
 
@@ -224,10 +256,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def start_gunicorn(name: str, python: Path, workdir: Path, root: Path, ids: Dict[str, str], pythonpath: Optional[str]) -> Server:
-    (workdir / "bench_app.py").write_text(APP_MODULE)
+def start_gunicorn(
+    name: str, python: Path, workdir: Path, env: Dict[str, str], pythonpath: Optional[str], app: str = APP_MODULE
+) -> Tuple[subprocess.Popen, str]:
+    """``(process, base URL)`` of gunicorn serving ``app`` with one sync worker."""
+    (workdir / "bench_app.py").write_text(app)
     port = free_port()
-    env = dict(os.environ, BENCH_ROOT=str(root))
+    env = dict(os.environ, **env)
     env.pop("PYTHONPATH", None)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
@@ -237,8 +272,19 @@ def start_gunicorn(name: str, python: Path, workdir: Path, root: Path, ids: Dict
         env=env, cwd=str(workdir), stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "wb"),
     )
     wait_for_port(port, process)
-    base = "http://%s:%d/depot/default/" % (LOOPBACK, port)
-    return Server(name, process, port, base + ids["small"], base + ids["large"])
+    return process, "http://%s:%d/" % (LOOPBACK, port)
+
+
+def start_depot(name: str, python: Path, workdir: Path, root: Path, ids: Dict[str, str], pythonpath: Optional[str]) -> Server:
+    process, base = start_gunicorn(name, python, workdir, {"BENCH_ROOT": str(root)}, pythonpath)
+    base += "depot/default/"
+    return Server(name, process, base + ids["small"], base + ids["large"])
+
+
+def start_floor(workdir: Path, small_path: Path, large_path: Path) -> Server:
+    env = {"BENCH_SMALL": str(small_path), "BENCH_LARGE": str(large_path)}
+    process, base = start_gunicorn(FLOOR_NAME, Path(sys.executable), workdir, env, None, FLOOR_APP)
+    return Server(FLOOR_NAME, process, base + "small", base + "large")
 
 
 def start_raw(workdir: Path, small_path: Path, large_path: Path) -> Server:
@@ -250,7 +296,7 @@ def start_raw(workdir: Path, small_path: Path, large_path: Path) -> Server:
     )
     wait_for_port(port, process)
     base = "http://%s:%d/" % (LOOPBACK, port)
-    return Server("raw sendfile", process, port, base + "small", base + "large")
+    return Server("raw sendfile", process, base + "small", base + "large")
 
 
 @dataclass
@@ -333,7 +379,7 @@ def run_python_clients(url: str, connections: int, duration: float, workdir: Pat
 
 
 def load_generator(url: str, connections: int, workdir: Path) -> Callable[[float], dict]:
-    if shutil.which("wrk") is None:
+    if CLIENT != "wrk":
         return lambda seconds: run_python_clients(url, connections, seconds, workdir)
     script = workdir / "report.lua"
     script.write_text(WRK_REPORT)
@@ -373,7 +419,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4, help="concurrent connections for the small file")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds; medians are reported (default 9)")
     parser.add_argument("--pin", action="store_true", help="pin the server and the load generator to separate CPUs")
+    parser.add_argument("--client", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
+                        help="load generator: wrk (default when installed) or Python clients, one process per connection")
     args = parser.parse_args()
+    global CLIENT
+    CLIENT = args.client
 
     filedepot_python = ensure_filedepot_venv()
     workdir = Path(tempfile.mkdtemp(prefix="depot-bench-"))
@@ -395,7 +445,10 @@ def main() -> None:
             ids = prepare(python, root / "files", large_source, pythonpath)
             server_dir = root / "server"
             server_dir.mkdir(parents=True)
-            servers.append(start_gunicorn(name, python, server_dir, root / "files", ids, pythonpath))
+            servers.append(start_depot(name, python, server_dir, root / "files", ids, pythonpath))
+        floor_dir = workdir / "floor"
+        floor_dir.mkdir()
+        servers.append(start_floor(floor_dir, small_source, large_source))
         raw_dir = workdir / "raw"
         raw_dir.mkdir()
         servers.append(start_raw(raw_dir, small_source, large_source))
@@ -439,7 +492,7 @@ def report(runs: Dict[str, Dict[str, List[Load]]], args: argparse.Namespace) -> 
     print()
     print("gunicorn %s, 1 sync worker, 127.0.0.1; load: %s; %d interleaved rounds of %gs (medians; ratios to "
           "filedepot taken within each round); %d connections for 1 KiB, 1 for 64 MiB" % (
-              gunicorn_version(), "wrk" if shutil.which("wrk") else "python clients", args.rounds, args.duration,
+              gunicorn_version(), "wrk" if CLIENT == "wrk" else "python clients", args.rounds, args.duration,
               args.connections))
     header = "%-16s %11s %7s %11s %7s | %11s %7s %11s %7s %7s" % (
         "server", "1KiB req/s", "ratio", "CPU us/req", "ratio", "64MiB MB/s", "ratio", "CPU s/GB", "ratio", "errors")
@@ -454,6 +507,11 @@ def report(runs: Dict[str, Dict[str, List[Load]]], args: argparse.Namespace) -> 
     small_ratio = figure("depot", "small", "rps")[1]
     cpu_ratio = figure("depot", "large", "cpu_per_gb")[1]
     print()
+    print("depot beside the gunicorn floor: 1 KiB req/s %.2fx of the floor's; depot's own CPU per request "
+          "(above the floor's) %.0f us, filedepot's %.0f us" % (
+              median([d.rps / f.rps for d, f in zip(runs["depot"]["small"], runs[FLOOR_NAME]["small"])]),
+              median([d.cpu_per_request - f.cpu_per_request for d, f in zip(runs["depot"]["small"], runs[FLOOR_NAME]["small"])]),
+              median([d.cpu_per_request - f.cpu_per_request for d, f in zip(base["small"], runs[FLOOR_NAME]["small"])])))
     print("targets: 1 KiB req/s >= 1.5x filedepot: %.2fx %s;  64 MiB CPU/GB <= 0.35x filedepot: %.2fx %s" % (
         small_ratio, "met" if small_ratio >= 1.5 else "NOT met", cpu_ratio, "met" if cpu_ratio <= 0.35 else "NOT met"))
 

@@ -214,6 +214,39 @@ class TestLocalStorage(StorageConformance):
             t.join()
         assert sorted(storage.list()) == sorted(ids)
 
+    def test_cached_metadata_follows_every_write(self, storage):
+        """Facts cached by get() never outlive the version they describe."""
+        file_id = storage.create(b"one", "a.txt", "text/plain")
+        assert storage.get(file_id).filename == "a.txt"
+        for name in ("b.txt", "c.txt", "d.txt"):  # same sizes, same second
+            storage.replace(file_id, b"two", name, "text/csv")
+            f = storage.get(file_id)
+            assert (f.filename, f.content_type, f.read()) == (name, "text/csv", b"two")
+        storage.delete(file_id)
+        with pytest.raises(IOError):
+            storage.get(file_id)
+        storage.replace(f, f)  # recreated under the same id
+        assert storage.get(file_id).filename == "d.txt"
+
+    def test_cached_metadata_sees_edits_in_place(self, storage):
+        file_id = storage.create(b"x", "a.txt")
+        storage.get(file_id)
+        path = os.path.join(storage.storage_path, file_id, "metadata.json")
+        with open(path, "r+") as f:
+            metadata = json.load(f)
+            metadata["filename"] = "renamed-by-hand.txt"
+            f.seek(0)
+            json.dump(metadata, f)
+        assert storage.get(file_id).filename == "renamed-by-hand.txt"
+
+    def test_metadata_cache_is_bounded(self, storage, monkeypatch):
+        cache = local._MetadataCache(max_entries=8)
+        monkeypatch.setattr(local, "_METADATA", cache)
+        ids = [storage.create(b"x", "f%d" % i) for i in range(20)]
+        for i, file_id in enumerate(ids):
+            assert storage.get(file_id).filename == "f%d" % i
+            assert len(cache._entries) <= 8
+
     def test_stored_file_class(self, storage):
         f = storage.get(storage.create(b"x"))
         assert isinstance(f, LocalStoredFile)

@@ -16,7 +16,8 @@ import json
 import os
 import shutil
 import uuid
-from typing import IO, Any, Iterator, List, Optional
+from datetime import datetime
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
 from depot.io import utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
@@ -27,12 +28,13 @@ __all__ = ["LocalStoredFile", "LocalFileStorage"]
 _check_file_id = check_uuid
 
 
+# Plain concatenation: os.path.join costs more than the rest of a cached get().
 def _metadata_path(local_path: str) -> str:
-    return os.path.join(local_path, "metadata.json")
+    return local_path + ("metadata.json" if local_path.endswith(os.sep) else os.sep + "metadata.json")
 
 
 def _file_path(local_path: str) -> str:
-    return os.path.join(local_path, "file")
+    return local_path + ("file" if local_path.endswith(os.sep) else os.sep + "file")
 
 
 def _tmp_name(prefix: str) -> str:
@@ -49,34 +51,87 @@ class _ClosedLocalFile(io.BytesIO):
 
 _CLOSED = _ClosedLocalFile()
 
+Metadata = Tuple[str, str, Optional[datetime], Optional[int]]
+
+
+def _parse_metadata(file_id: str, raw: bytes) -> Metadata:
+    try:
+        metadata = json.loads(raw)
+        modified = metadata.get("last_modified")
+        last_modified = utils.parse_timestamp(modified) if modified else None
+        if modified and last_modified is None:
+            raise ValueError(modified)
+    except (ValueError, TypeError, AttributeError):
+        raise ValueError("Invalid file metadata for %s" % file_id) from None
+    return (
+        metadata.get("filename", "unnamed"),
+        metadata.get("content_type", DEFAULT_CONTENT_TYPE),
+        last_modified,
+        metadata.get("content_length"),
+    )
+
+
+class _MetadataCache:
+    """Parsed ``metadata.json`` files, each valid while its file is unchanged.
+
+    Reading and decoding the metadata is most of the cost of :meth:`get`, and
+    a served file is asked for again and again.  Every write installs a new
+    metadata file with a rename, so its inode, change time and size identify
+    the version: one ``stat`` tells whether the cached facts still hold.  The
+    key is taken from the very file descriptor that was read, so facts are
+    never stored under another version's key.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: Dict[str, Tuple[Tuple[int, int, int, int], Metadata]] = {}
+
+    @staticmethod
+    def _key(st: os.stat_result) -> Tuple[int, int, int, int]:
+        return (st.st_ino, st.st_dev, st.st_ctime_ns, st.st_size)
+
+    def read(self, file_id: str, path: str) -> Metadata:
+        try:
+            entry = self._entries.get(path)
+            if entry is not None and entry[0] == self._key(os.stat(path)):
+                return entry[1]
+            with open(path, "rb") as f:
+                key = self._key(os.fstat(f.fileno()))
+                raw = f.read()
+        except OSError:
+            self._entries.pop(path, None)
+            raise IOError("File %s not existing" % file_id) from None
+        facts = _parse_metadata(file_id, raw)
+        entries = self._entries
+        if len(entries) >= self.max_entries:
+            # Forget the oldest half: cheap, and a hot file comes right back.
+            for stale in list(entries)[: self.max_entries // 2]:
+                entries.pop(stale, None)
+        entries[path] = (key, facts)
+        return facts
+
+
+_METADATA = _MetadataCache()
+
 
 class LocalStoredFile(StoredFile):
     """A file of :class:`LocalFileStorage`; the data file is opened on the first read."""
 
     def __init__(self, file_id: str, local_path: str) -> None:
         _check_file_id(file_id)
+        self._setup(file_id, local_path)
+
+    @classmethod
+    def _checked(cls, file_id: str, local_path: str) -> "LocalStoredFile":
+        """Construct for an id the storage has already validated."""
+        self = cls.__new__(cls)
+        self._setup(file_id, local_path)
+        return self
+
+    def _setup(self, file_id: str, local_path: str) -> None:
         self._metadata_path = _metadata_path(local_path)
         self._file_path = _file_path(local_path)
-        try:
-            with open(self._metadata_path, "rb") as f:
-                raw = f.read()
-        except OSError:
-            raise IOError("File %s not existing" % file_id) from None
-        try:
-            metadata = json.loads(raw)
-            modified = metadata.get("last_modified")
-            last_modified = utils.parse_timestamp(modified) if modified else None
-            if modified and last_modified is None:
-                raise ValueError(modified)
-        except (ValueError, TypeError, AttributeError):
-            raise ValueError("Invalid file metadata for %s" % file_id) from None
-        super().__init__(
-            file_id,
-            filename=metadata.get("filename", "unnamed"),
-            content_type=metadata.get("content_type", DEFAULT_CONTENT_TYPE),
-            last_modified=last_modified,
-            content_length=metadata.get("content_length"),
-        )
+        StoredFile.__init__(self, file_id, *_METADATA.read(file_id, self._metadata_path))
         self._file: Optional[IO[bytes]] = None
 
     def _opened(self) -> IO[bytes]:
@@ -146,17 +201,19 @@ class LocalFileStorage(FileStorage):
             raise ValueError("LocalFileStorage needs a storage_path, got %r" % (storage_path,))
         self.storage_path = storage_path
         self._root = os.path.abspath(os.path.expanduser(os.fspath(storage_path)))
+        self._prefix = os.path.join(self._root, "")
 
     def __repr__(self) -> str:
         return "<LocalFileStorage %s>" % self._root
 
     def _dir(self, file_id: str) -> str:
-        return os.path.join(self._root, file_id)
+        # A checked id holds no separator, and _root is absolute and normalised.
+        return self._prefix + file_id
 
     def get(self, file_or_id: Any) -> LocalStoredFile:
         file_id = self.fileid(file_or_id)
         _check_file_id(file_id)
-        return LocalStoredFile(file_id, self._dir(file_id))
+        return LocalStoredFile._checked(file_id, self._dir(file_id))
 
     @staticmethod
     def _write_files(data_path: str, meta_path: str, content: Any, filename: str, content_type: str) -> None:
