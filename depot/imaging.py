@@ -151,12 +151,23 @@ def save_image(image: Any, fmt: str, **options: Any) -> bytes:
     return out.getvalue()
 
 
+#: zlib level of PNG thumbnails: level 6 (Pillow's default) spends three
+#: times as long for files a few percent smaller, on images this small.
+THUMBNAIL_PNG_COMPRESS_LEVEL = 3
+
+
+def _has_alpha(image: Any) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
 def make_thumbnail(image: Any, size: Tuple[int, int], fmt: str, resample: Any = None) -> bytes:
     """Encode a thumbnail of ``image`` fitting ``size``, upright, as ``fmt``.
 
     ``image`` may be freshly opened: Pillow then decodes a JPEG directly at
     a reduced scale (``draft``), which is several times faster than decoding
-    it fully.  It is modified in place.
+    it fully.  It is modified in place.  The thumbnail keeps an alpha
+    channel only when the source has one (an opaque photo gains nothing from
+    a fourth channel but size and time).
     """
     orientation = exif_orientation(image)
     width, height = size
@@ -164,8 +175,12 @@ def make_thumbnail(image: Any, size: Tuple[int, int], fmt: str, resample: Any = 
         width, height = height, width
     if resample is None:
         resample = Image.Resampling.LANCZOS
+    alpha = _has_alpha(image)
     image.thumbnail((width, height), resample)
     image = apply_orientation(image, orientation)
+    options = {}
+    if fmt.upper() == "PNG":
+        options["compress_level"] = THUMBNAIL_PNG_COMPRESS_LEVEL
     if fmt.upper() not in _NO_ALPHA:
-        image = image.convert("RGBA")
-    return save_image(image, fmt)
+        image = image.convert("RGBA" if alpha else "RGB")
+    return save_image(image, fmt, **options)

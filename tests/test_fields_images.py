@@ -93,6 +93,17 @@ def test_jpeg_thumbnail_decodes_at_reduced_scale():
     assert Image.open(io.BytesIO(data)).size == (128, 96)
 
 
+@pytest.mark.parametrize("mode, expected", [("RGB", "RGB"), ("RGBA", "RGBA"), ("L", "RGB")])
+def test_png_thumbnail_keeps_alpha_only_when_the_source_has_it(mode, expected):
+    source = picture().convert(mode)
+    data = make_thumbnail(open_image(io.BytesIO(encode(source))), (64, 64), "PNG")
+    thumb = Image.open(io.BytesIO(data))
+    assert (thumb.format, thumb.mode, thumb.size) == ("PNG", expected, (64, 43))
+    rgb, original = thumb.convert("RGB"), source.convert("RGB")
+    assert rgb.getpixel((0, 0)) == original.getpixel((0, 0))  # the corners survived
+    assert rgb.getpixel((63, 42)) == original.getpixel((299, 199))
+
+
 # -- WithThumbnailFilter ------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from depot.io import utils
-from depot.io.interfaces import FileStorage, StoredFile
+from depot.io.interfaces import OneStepStorage, StoredFile
 from depot.utils import _RFC5987_SAFE, asint, make_content_disposition
 
 __all__ = [
@@ -271,21 +271,18 @@ class ObjectStoredFile(StoredFile):
         return self._closed
 
 
-class ObjectStorage(FileStorage):
+class ObjectStorage(OneStepStorage):
     """The storage operations of object stores, on top of a few hooks.
 
     A subclass provides ``_save(file_id, content, filename, content_type)``
-    (writes the whole object, or leaves the previous one untouched),
+    (writes the whole object, or leaves the previous one untouched, and
+    returns the new object's facts or ``None``),
     ``_find(file_id)`` (the object's metadata, ``None`` if absent),
     ``_stored_file(file_id, found)``, ``_remove(file_id)`` (no error if
     absent) and ``list()``.
     """
 
     _check_file_id = staticmethod(utils.check_uuid)
-
-    @abstractmethod
-    def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> None:
-        """Write the whole object, or leave the previous one untouched."""
 
     @abstractmethod
     def _find(self, file_id: str) -> Any:
@@ -311,21 +308,6 @@ class ObjectStorage(FileStorage):
         if found is None:
             raise IOError("File %s not existing" % file_id)
         return self._stored_file(file_id, found)
-
-    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
-        new_id = utils.new_uuid()
-        content, filename, content_type = self.fileinfo(content, filename, content_type)
-        self._save(new_id, content, filename, content_type)
-        return new_id
-
-    def replace(
-        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
-    ) -> str:
-        file_id, content, filename, content_type = self._prepare_replace(
-            file_or_id, content, filename, content_type
-        )
-        self._save(file_id, content, filename, content_type)
-        return file_id
 
     def delete(self, file_or_id: Any) -> None:
         self._remove(self._checked_id(file_or_id))

@@ -4,9 +4,11 @@ from __future__ import annotations
 import io
 from abc import ABCMeta, abstractmethod
 from datetime import datetime
-from typing import IO, Any, Callable, Iterator, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-__all__ = ["StoredFile", "FileStorage"]
+from .utils import _FileInfo, new_uuid
+
+__all__ = ["StoredFile", "FileStorage", "StoredFacts", "OneStepStorage"]
 
 #: Default chunk for :meth:`StoredFile.iter_range`: large enough for throughput,
 #: small enough to keep memory bounded whatever the file size.
@@ -125,6 +127,26 @@ class StoredFile(io.IOBase):
 ContentInfo = Tuple[Any, str, str]
 
 
+class StoredFacts(NamedTuple):
+    """What is known of a file just written: what :meth:`FileStorage.get` would report.
+
+    ``public_url`` is a permanent public URL, or ``None`` when the file has
+    none or only a signed, expiring one (which must not be recorded).
+    """
+
+    file_id: str
+    filename: Optional[str]
+    content_type: Optional[str]
+    last_modified: Optional[datetime]
+    public_url: Optional[str]
+
+    @classmethod
+    def of(cls, stored: StoredFile) -> "StoredFacts":
+        """The facts of a file read back from its storage."""
+        public_url = None if stored.public_url_signed else stored.public_url
+        return cls(stored.file_id, stored.filename, stored.content_type, stored.last_modified, public_url)
+
+
 class FileStorage(metaclass=ABCMeta):
     """A place where files are stored and read back by id.
 
@@ -150,8 +172,6 @@ class FileStorage(metaclass=ABCMeta):
 
         See :class:`depot.io.utils._FileInfo` for the rules.
         """
-        from .utils import _FileInfo
-
         return _FileInfo(fileobj, filename, content_type).get_info(existing)
 
     @abstractmethod
@@ -191,6 +211,21 @@ class FileStorage(metaclass=ABCMeta):
     def list(self) -> List[str]:  # pragma: no cover - abstract
         """The ids of the files in the backing store."""
 
+    def create_with_facts(
+        self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> StoredFacts:
+        """:meth:`create`, returning the new file's facts rather than only its id.
+
+        This generic version reads the file back (one more request on a
+        remote storage); backends that know what they wrote override it.
+        """
+        file_id = self.create(content, filename, content_type)
+        stored = self.get(file_id)
+        try:
+            return StoredFacts.of(stored)
+        finally:
+            stored.close()
+
     # Shared by the backends' replace(): the rules of SPEC 2.0 live here once.
     _check_file_id: Callable[[str], Any]
 
@@ -216,3 +251,70 @@ class FileStorage(metaclass=ABCMeta):
             content, filename, content_type, lambda: self.get(file_id)
         )
         return file_id, content, filename, content_type
+
+
+# class -> whether the facts its _save() reports are what its get() returns
+_facts_trusted: Dict[type, bool] = {}
+
+
+def _definer(cls: type, name: str) -> type:
+    return next(klass for klass in cls.__mro__ if name in vars(klass))
+
+
+class OneStepStorage(FileStorage):
+    """A storage that writes a whole file under a given id in one step.
+
+    Subclasses provide :meth:`_save`; :meth:`create`, :meth:`replace` and
+    :meth:`create_with_facts` follow from it (and :meth:`_save_new`, for
+    backends that write a new id more cheaply than an existing one).
+    """
+
+    @abstractmethod
+    def _save(
+        self, file_id: str, content: Any, filename: str, content_type: str
+    ) -> Optional[StoredFacts]:  # pragma: no cover - abstract
+        """Write the whole file under ``file_id``, or leave the previous version untouched.
+
+        Returns the facts :meth:`get` will report, or ``None`` if they are
+        only known by reading the file back.
+        """
+
+    def _save_new(self, file_id: str, content: Any, filename: str, content_type: str) -> Optional[StoredFacts]:
+        """:meth:`_save` for an id known to be new."""
+        return self._save(file_id, content, filename, content_type)
+
+    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
+        file_id = new_uuid()
+        self._save_new(file_id, *self.fileinfo(content, filename, content_type))
+        return file_id
+
+    def create_with_facts(
+        self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> StoredFacts:
+        file_id = new_uuid()
+        facts = self._save_new(file_id, *self.fileinfo(content, filename, content_type))
+        if facts is None or not self._reports_own_facts():
+            stored = self.get(file_id)
+            try:
+                return StoredFacts.of(stored)
+            finally:
+                stored.close()
+        return facts
+
+    @classmethod
+    def _reports_own_facts(cls) -> bool:
+        # A subclass that redefines get() may report other facts (a public
+        # URL, another clock) than the _save() it inherits: read those back.
+        trusted = _facts_trusted.get(cls)
+        if trusted is None:
+            savers = {_definer(cls, "_save"), _definer(cls, "_save_new")} - {OneStepStorage}
+            getter = _definer(cls, "get")
+            trusted = _facts_trusted[cls] = all(issubclass(saver, getter) for saver in savers)
+        return trusted
+
+    def replace(
+        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> str:
+        file_id, content, filename, content_type = self._prepare_replace(file_or_id, content, filename, content_type)
+        self._save(file_id, content, filename, content_type)
+        return file_id

@@ -6,8 +6,8 @@ import itertools
 from typing import Any, Dict, Iterator, List, Optional
 
 from depot.io import utils
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
-from depot.io.utils import check_content, check_uuid, new_uuid
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE, OneStepStorage, StoredFacts, StoredFile
+from depot.io.utils import check_content, check_uuid
 
 __all__ = ["MemoryStoredFile", "MemoryFileStorage"]
 
@@ -68,7 +68,7 @@ class MemoryStoredFile(StoredFile):
             yield bytes(view[offset : offset + chunk_size])
 
 
-class MemoryFileStorage(FileStorage):
+class MemoryFileStorage(OneStepStorage):
     """Files kept in a dict of this instance; options are accepted and ignored.
 
     Ignoring options lets a test configuration swap any storage for this one
@@ -89,7 +89,7 @@ class MemoryFileStorage(FileStorage):
             raise IOError("File %s not existing" % file_id) from None
         return MemoryStoredFile(self.files, file_id, file_data)
 
-    def _save(self, file_id: str, content: Any, filename: str, content_type: str) -> None:
+    def _save(self, file_id: str, content: Any, filename: str, content_type: str) -> StoredFacts:
         check_content(content)
         if isinstance(content, (bytes, bytearray, memoryview)):
             data = bytes(content)
@@ -97,6 +97,7 @@ class MemoryFileStorage(FileStorage):
             buf = io.BytesIO()
             utils.copy_stream(content, buf)
             data = buf.getvalue()
+        last_modified = utils.parse_timestamp(utils.timestamp())
         # Built completely before it is published: a failing stream leaves nothing behind.
         self.files[file_id] = {
             "data": data,
@@ -104,25 +105,11 @@ class MemoryFileStorage(FileStorage):
                 "filename": filename,
                 "content_type": content_type,
                 "content_length": len(data),
-                "last_modified": utils.parse_timestamp(utils.timestamp()),
+                "last_modified": last_modified,
             },
             "version": next(_versions),
         }
-
-    def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
-        new_id = new_uuid()
-        content, filename, content_type = self.fileinfo(content, filename, content_type)
-        self._save(new_id, content, filename, content_type)
-        return new_id
-
-    def replace(
-        self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
-    ) -> str:
-        file_id, content, filename, content_type = self._prepare_replace(
-            file_or_id, content, filename, content_type
-        )
-        self._save(file_id, content, filename, content_type)
-        return file_id
+        return StoredFacts(file_id, filename, content_type, last_modified, None)
 
     def delete(self, file_or_id: Any) -> None:
         file_id = self.fileid(file_or_id)

@@ -7,11 +7,12 @@ import os
 import re
 import stat
 import tempfile
+import time
 import uuid
 from datetime import datetime
 from typing import IO, Any, Callable, Iterator, Optional, Tuple
 
-from depot.utils import utcnow_naive
+from depot.utils import utcfromtimestamp_naive
 
 __all__ = [
     "INMEMORY_FILESIZE",
@@ -44,7 +45,17 @@ def timestamp() -> str:
     Backends call it through this module at write time (``utils.timestamp()``)
     so that tests can patch it.
     """
-    return utcnow_naive().strftime(TIMESTAMP_FORMAT)
+    global _last_stamp
+    second = int(time.time())
+    last = _last_stamp
+    if last[0] != second:
+        # Formatting costs more than a small file's write bookkeeping; the
+        # string changes once a second.
+        last = _last_stamp = (second, utcfromtimestamp_naive(second).strftime(TIMESTAMP_FORMAT))
+    return last[1]
+
+
+_last_stamp: Tuple[int, str] = (-1, "")
 
 
 def parse_timestamp(value: Any) -> Optional[datetime]:
