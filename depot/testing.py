@@ -31,7 +31,7 @@ from unittest import mock
 
 import pytest
 
-from depot.io.interfaces import FileStorage, StoredFile
+from depot.io.interfaces import FileStorage, StoredFacts, StoredFile
 from depot.io.memory import MemoryFileStorage
 from depot.io.utils import FileIntent
 
@@ -288,6 +288,22 @@ class StorageConformance:
         assert modified.tzinfo is None
         assert modified.microsecond == 0
         assert before <= modified <= after
+
+    @pytest.mark.parametrize(
+        "content",
+        [lambda: FILE_CONTENT, lambda: FileIntent(FILE_CONTENT, "r\u00e9sum\u00e9.txt", None),
+         lambda: FieldStorageLike(FILE_CONTENT, "data.csv"), lambda: NonSeekableStream(FILE_CONTENT)],
+        ids=["bytes", "intent", "upload", "stream"],
+    )
+    def test_create_with_facts_reports_what_get_reads(self, storage, content):
+        with _patched_timestamp("2001-01-01 00:00:01"):
+            facts = storage.create_with_facts(content())
+        stored = storage.get(facts.file_id)
+        assert facts == StoredFacts.of(stored)
+        assert facts.last_modified == datetime.datetime(2001, 1, 1, 0, 0, 1)
+        assert stored.read() == FILE_CONTENT
+        stored.close()
+        assert facts.file_id in storage.list()
 
     def test_repr(self, storage):
         with _patched_timestamp("2001-01-01 00:00:01"):

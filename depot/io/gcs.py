@@ -39,7 +39,7 @@ from depot.io._cloud import (
     plan_upload,
     refuse_text,
 )
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE, StoredFacts
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
 
 storage = require("google.cloud.storage", "gcs", "depot.io.gcs.GCSStorage")
@@ -271,11 +271,12 @@ class GCSStorage(ObjectStorage):
             blob.storage_class = self._storage_class
         return blob
 
-    def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> None:
+    def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> StoredFacts:
         """Write ``content`` to the blob of ``file_id``: one request when small, resumable when large.
 
         A resumable upload only creates the new generation once complete, so
-        a failing source leaves the previous content in place.
+        a failing source leaves the previous content in place.  The upload's
+        answer is the new object's resource, so its facts need no other request.
         """
         refuse_text(content)
         content_type = content_type or DEFAULT_CONTENT_TYPE
@@ -286,6 +287,7 @@ class GCSStorage(ObjectStorage):
             blob.upload_from_string(data, content_type=content_type, **acl)
         else:
             blob.upload_from_file(stream, content_type=content_type, **acl)
+        return StoredFacts.of(self._stored_file(file_id, blob))
 
     # -- ObjectStorage hooks ---------------------------------------------------
 
