@@ -17,12 +17,7 @@ from depot.io.utils import FileIntent
 from depot.manager import DepotManager
 
 
-@pytest.fixture(autouse=True)
-def depots():
-    DepotManager._clear()
-    DepotManager.configure("default", {"depot.backend": "memory"})
-    yield
-    DepotManager._clear()
+pytestmark = pytest.mark.usefixtures("memory_depots")
 
 
 def encode(image, fmt="PNG", **options):

@@ -90,12 +90,7 @@ class OwnClockStorage(MemoryFileStorage):
         return stored
 
 
-@pytest.fixture(autouse=True)
-def depots():
-    DepotManager._clear()
-    DepotManager.configure("default", {"depot.backend": "memory"})
-    yield
-    DepotManager._clear()
+pytestmark = pytest.mark.usefixtures("memory_depots")
 
 
 # -- DepotFileInfo ------------------------------------------------------------------
