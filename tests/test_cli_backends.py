@@ -1,4 +1,4 @@
-"""``depot migrate`` against real servers: local disk to S3 (SeaweedFS), and GridFS (secantusd)."""
+"""``depot migrate`` against real servers: local disk to S3 (SeaweedFS), GridFS (secantusd) and GCS."""
 from __future__ import annotations
 
 import json
@@ -123,6 +123,22 @@ class InterruptingGridFS(gridfs_module.GridFSStorage):
         return super().replace(*args, **kwargs)
 
 
+def migrate_interrupted_then_resumed(run, interrupting, resuming, source, target, total, first):
+    """Migrate with ``--verify`` under options that stop after ``first`` copies, then again to the end.
+
+    Returns the ids the target lists afterwards.
+    """
+    code, out, err = run(*interrupting, "migrate", source, target, "--verify")
+    assert code == ExitCode.INTERRUPTED
+    assert "%d files: %d copied" % (total, first) in out
+    assert "interrupted after %d of %d files" % (first, total) in err
+    code, out, err = run(*resuming, "migrate", "-j", "2", source, target, "--verify")
+    assert code == 0, err
+    assert "%d files: %d copied" % (total, total - first) in out
+    assert "%d already there, 0 failed; content verified" % first in out
+    return run(*resuming, "ls", "-s", target)[1].split()
+
+
 def test_migrate_between_gridfs_storages_interrupted_and_resumed(run, mongo_database_uri):
     source = gridfs_module.GridFSStorage(mongo_database_uri)
     try:
@@ -132,18 +148,9 @@ def test_migrate_between_gridfs_storages_interrupted_and_resumed(run, mongo_data
     opts = ("--backend", "old=gridfs", "-o", "old.mongouri=" + mongo_database_uri,
             "--backend", "new=tests.test_cli_backends.InterruptingGridFS",
             "-o", "new.mongouri=" + mongo_database_uri, "-o", "new.collection=moved", "-o", "new.interrupt_after=3")
-    code, out, err = run(*opts, "migrate", "old", "new", "--verify")
-    assert code == ExitCode.INTERRUPTED
-    assert "7 files: 3 copied" in out
-    assert "interrupted after 3 of 7 files" in err
-
     resumed = ("--backend", "old=gridfs", "-o", "old.mongouri=" + mongo_database_uri,
                "--backend", "new=gridfs", "-o", "new.mongouri=" + mongo_database_uri, "-o", "new.collection=moved")
-    code, out, err = run(*resumed, "migrate", "old", "new", "--verify")
-    assert code == 0, err
-    assert "7 files: 4 copied" in out and "3 already there, 0 failed; content verified" in out
-    code, out, _ = run(*resumed, "ls", "-s", "new")
-    assert out.split() == ids
+    assert migrate_interrupted_then_resumed(run, opts, resumed, "old", "new", 7, 3) == ids
     source = gridfs_module.GridFSStorage(mongo_database_uri)
     try:
         for file_id in ids:
@@ -157,15 +164,48 @@ def test_migrate_between_gridfs_storages_interrupted_and_resumed(run, mongo_data
         source._cli.close()
 
 
-def test_migrate_local_to_gridfs_refuses_foreign_ids(run, tmp_path, mongo_database_uri):
+def test_migrate_local_to_gridfs_keeps_uuids_interrupted_and_resumed(run, tmp_path, mongo_database_uri):
     storage = LocalFileStorage(str(tmp_path / "files"))
-    fill(storage, 2)
-    code, out, err = run("--local", "files=%s" % (tmp_path / "files"),
+    ids = fill(storage, 6)
+    local = ("--local", "files=%s" % (tmp_path / "files"))
+    interrupting = (*local, "--backend", "mongo=tests.test_cli_backends.InterruptingGridFS",
+                    "-o", "mongo.mongouri=" + mongo_database_uri, "-o", "mongo.interrupt_after=2")
+    opts = (*local, "--backend", "mongo=gridfs", "-o", "mongo.mongouri=" + mongo_database_uri)
+    assert migrate_interrupted_then_resumed(run, interrupting, opts, "files", "mongo", 6, 2) == ids
+    target = gridfs_module.GridFSStorage(mongo_database_uri)
+    try:
+        for file_id in ids:
+            copy, original = target.get(file_id), storage.get(file_id)
+            assert (copy.filename, copy.content_type, copy.read()) == (
+                original.filename, original.content_type, original.read())
+        assert target.collect_garbage(older_than=0) == 0
+        assert sorted(target.list()) == ids
+    finally:
+        target._cli.close()
+    code, out, _ = run(*opts, "get", "mongo/" + ids[4], "-o", "copy.bin")
+    with open("copy.bin", "rb") as f:
+        assert f.read() == storage.get(ids[4]).read()
+
+
+def test_migrate_gridfs_with_objectids_to_local_is_refused(run, tmp_path, mongo_database_uri):
+    """A GridFS holding UUIDs and ObjectIds: every kind of id is checked before anything is copied."""
+    mongo = gridfs_module.GridFSStorage(mongo_database_uri)
+    try:
+        migrated = LocalFileStorage(str(tmp_path / "old"))
+        source = migrated.get(migrated.create(b"from disk"))
+        # Sorted first, the UUID alone would pass the check.
+        (tmp_path / "old" / source.file_id).rename(tmp_path / "old" / ("0" * 8 + source.file_id[8:]))
+        source = migrated.get("0" * 8 + source.file_id[8:])
+        mongo.replace(source, source)
+        mongo.create(b"native")
+    finally:
+        mongo._cli.close()
+    code, out, err = run("--local", "disk=%s" % (tmp_path / "disk"),
                          "--backend", "mongo=gridfs", "-o", "mongo.mongouri=" + mongo_database_uri,
-                         "migrate", "files", "mongo")
+                         "migrate", "mongo", "disk")
     assert code == ExitCode.USAGE
-    assert "storage 'mongo' cannot hold the ids of 'files'" in err
-    assert out == ""
+    assert "storage 'disk' cannot hold the ids of 'mongo'" in err
+    assert out == "" and not (tmp_path / "disk").exists()
 
 
 # -- local disk -> Google Cloud Storage ------------------------------------------------------

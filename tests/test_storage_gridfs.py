@@ -1,5 +1,6 @@
 """GridFSStorage against a real MongoDB-protocol server (secantusd)."""
 import datetime
+import itertools
 import threading
 import tracemalloc
 
@@ -386,6 +387,180 @@ def test_served_by_the_middleware_with_ranges(mongo_database_uri):
         assert part.body == data[2500:4101]
         storage.replace(file_id, b"same length".ljust(len(data), b"!"))
         assert app.get("/depot/mongo/%s" % file_id).headers["ETag"] != etag
+        storage._cli.close()
+    finally:
+        DepotManager._clear()
+
+
+# -- UUID ids of other storages, through the backup form ------------------------------------
+
+UUID = "3f2b9c4e-8d1a-4e6b-9f00-1c2d3e4f5a6b"
+
+
+@pytest.fixture
+def local_file(tmp_path):
+    """Make StoredFiles of local storages: UUID ids that GridFS never gave out."""
+    from depot.io.local import LocalFileStorage
+
+    count = itertools.count()
+
+    def make(data, filename="migrated.bin", file_id=None):
+        path = tmp_path / ("local-%d" % next(count))
+        local = LocalFileStorage(str(path))
+        new_id = local.create(data, filename)
+        if file_id is not None:
+            # Another source holding the same id, as a second migration would.
+            (path / new_id).rename(path / file_id)
+            new_id = file_id
+        return local.get(new_id)
+
+    return make
+
+
+def test_backup_form_keeps_a_uuid_id(mongo_database_uri, local_file):
+    storage = GridFSStorage(mongo_database_uri, chunk_size=1000)
+    data = bytes(range(256)) * 20
+    source = local_file(data, "data.bin")
+    file_id = source.file_id
+    assert storage.replace(source, source) == file_id
+    doc = storage._db["filedepot.files"].find_one({"_id": file_id})
+    assert (doc["filename"], doc["length"], "_depot_replacing" in doc) == ("data.bin", len(data), False)
+    assert {c["files_id"] for c in storage._db["filedepot.chunks"].find()} == {file_id}
+    assert storage._gridfs.get(file_id).read() == data  # any GridFS tool reads it
+
+    f = storage.get(file_id)
+    assert (f.file_id, f.filename, f.content_type, f.content_length) == (
+        file_id, "data.bin", "application/octet-stream", len(data))
+    assert f.read() == data
+    assert b"".join(storage.get(file_id).iter_range(2500, 4100, 300)) == data[2500:4100]
+    assert storage.exists(file_id) is True
+    other = storage.create(b"objectid")
+    assert sorted(storage.list()) == sorted([file_id, other])
+
+    storage.replace(file_id, b"second")
+    assert storage.get(file_id).read() == b"second"
+    again = local_file(b"third", "third.txt", file_id)
+    assert storage.replace(again, again) == file_id
+    assert (storage.get(file_id).read(), storage.get(file_id).filename) == (b"third", "third.txt")
+    assert storage.collect_garbage(older_than=0) == 0
+    assert storage.get(file_id).read() == b"third"
+
+    storage.delete(file_id)
+    assert storage.exists(file_id) is False
+    assert storage._db["filedepot.chunks"].count_documents({"files_id": file_id}) == 0
+    with pytest.raises(IOError):
+        storage.get(file_id)
+    with pytest.raises(IOError):
+        storage.replace(file_id, b"plain replace of a missing id")
+    assert storage.exists(file_id) is False
+    storage._cli.close()
+
+
+def test_malformed_ids_are_still_refused(gridfs_storage):
+    refused = (
+        UUID.upper(), UUID.replace("-", ""), "urn:uuid:" + UUID, "{%s}" % UUID, UUID[:-1] + "g",
+        "3f2b9c4e8-d1a-4e6b-9f00-1c2d3e4f5a6b", "urn:" + UUID.replace("-", ""), "x" * 24, "x" * 36,
+    )
+    for bad in refused:
+        for call in (gridfs_storage.get, gridfs_storage.exists, gridfs_storage.delete):
+            with pytest.raises(ValueError, match="Invalid file id"):
+                call(bad)
+        with pytest.raises(ValueError, match="Invalid file id"):
+            gridfs_storage.replace(bad, b"x")
+    assert gridfs_storage.exists(UUID) is False
+    assert gridfs_storage.exists(str(ObjectId())) is False
+    assert gridfs_storage.list() == []
+
+
+def test_concurrent_backup_writers_of_one_new_id(gridfs_storage, local_file):
+    """Two writers creating the same new id: one creates it, the other replaces it, no chunk is lost."""
+    storage = gridfs_storage
+    errors = []
+    for _ in range(5):
+        storage.delete(UUID)
+        barrier = threading.Barrier(2)
+
+        def writer(source):
+            barrier.wait()
+            try:
+                storage.replace(source, source)
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+
+        sources = [local_file(name * 300, name.decode(), UUID) for name in (b"a", b"b")]
+        threads = [threading.Thread(target=writer, args=(source,)) for source in sources]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert storage.get(UUID).read() in (b"a" * 300, b"b" * 300)
+        doc = storage._db["filedepot.files"].find_one({"_id": UUID})
+        assert "_depot_replacing" not in doc
+        chunks = list(storage._db["filedepot.chunks"].find())
+        assert [(c["files_id"], c["_depot_gen"]) for c in chunks] == [(UUID, doc["_depot_gen"])]
+
+
+def test_crash_while_creating_a_uuid_file_is_finished_by_next_writer(gridfs_storage, local_file, monkeypatch):
+    storage = gridfs_storage
+    source = local_file(b"first", "first.txt")
+    file_id = source.file_id
+
+    def crash(oid, swap):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage, "_finish_swap", crash)
+    with pytest.raises(KeyboardInterrupt):
+        storage.replace(source, source)
+    monkeypatch.undo()
+    # The files document is there with its swap recorded: readers see the file,
+    # garbage collection keeps its chunks, the next writer finishes the swap.
+    assert "_depot_replacing" in storage._db["filedepot.files"].find_one({"_id": file_id})
+    assert storage.get(file_id).read() == b"first"
+    assert storage.collect_garbage(older_than=0) == 0
+    assert storage.get(file_id).read() == b"first"
+    monkeypatch.setattr(gridfs_module, "STALE_SWAP_SECONDS", 0.0)
+    storage.replace(file_id, b"second")
+    assert storage._gridfs.get(file_id).read() == b"second"
+    assert [c["data"] for c in storage._db["filedepot.chunks"].find()] == [b"second"]
+    assert "_depot_replacing" not in storage._db["filedepot.files"].find_one({"_id": file_id})
+
+
+def test_collect_garbage_of_chunks_under_string_ids(gridfs_storage):
+    storage = gridfs_storage
+    chunks = storage._db["filedepot.chunks"]
+    long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=2)
+    old_gen, fresh_gen = ObjectId.from_datetime(long_ago), ObjectId()
+    deleted_midway = "11111111-2222-4333-8444-555555555555"
+    # A delete that died after the files document went: its chunks carry their generation.
+    chunks.insert_one({"files_id": deleted_midway, "n": 0, "data": b"old", "_depot_gen": old_gen})
+    # A backup-form write moving fresh chunks under an id made two hours ago.
+    old_oid = ObjectId.from_datetime(long_ago)
+    chunks.insert_one({"files_id": old_oid, "n": 0, "data": b"new", "_depot_gen": fresh_gen})
+    # Another tool's upload under a string id: its age is unknown.
+    chunks.insert_one({"files_id": "someone-elses-id", "n": 0, "data": b"?"})
+    assert storage.collect_garbage() == 1
+    assert chunks.count_documents({"files_id": deleted_midway}) == 0
+    assert chunks.count_documents({}) == 2
+    assert storage.collect_garbage(older_than=0) == 1
+    assert [c["files_id"] for c in chunks.find()] == ["someone-elses-id"]
+
+
+def test_uuid_file_served_by_the_middleware(mongo_database_uri, local_file):
+    webtest = pytest.importorskip("webtest")
+    from depot.manager import DepotManager
+
+    DepotManager._clear()
+    try:
+        storage = DepotManager.configure("mongo", {"depot.backend": "gridfs", "depot.mongouri": mongo_database_uri})
+        source = local_file(b"0123456789" * 50, "page.txt")
+        storage.replace(source, source)
+        app = webtest.TestApp(DepotManager.make_middleware(lambda environ, start_response: []))
+        full = app.get("/depot/mongo/%s" % source.file_id)
+        assert (full.body, full.content_type) == (b"0123456789" * 50, "text/plain")
+        part = app.get("/depot/mongo/%s" % source.file_id, headers={"Range": "bytes=5-14"}, status=206)
+        assert part.body == b"5678901234"
+        app.get("/depot/mongo/%s" % UUID.upper(), status=404)
         storage._cli.close()
     finally:
         DepotManager._clear()

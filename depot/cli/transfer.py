@@ -218,14 +218,33 @@ def cp(args: argparse.Namespace, ctx: Context) -> int:
     return _run_transfer(ctx, "cp -> %s" % dest, jobs, verify=args.verify, workers=args.jobs)
 
 
-def _check_ids_fit(target_name: str, target: FileStorage, file_id: str, source_name: str) -> None:
-    try:
-        target.exists(file_id)
-    except ValueError as exc:
-        raise CLIError(
-            "storage %r cannot hold the ids of %r (%s): ids are kept, so both storages must use the "
-            "same id format (UUIDs for local, memory, S3 and GCS)" % (target_name, source_name, exc)
-        ) from None
+#: Ids that differ only in their (lowercase, as storages give out) hex digits
+#: are equally valid or invalid.
+_HEX_TO_ZERO = str.maketrans(dict.fromkeys("123456789abcdef", "0"))
+#: Beyond this many shapes of ids, the rest are left to fail one by one.
+_SHAPES_CHECKED = 16
+
+
+def _check_ids_fit(target_name: str, target: FileStorage, ids: List[str], source_name: str) -> None:
+    # One id of each shape stands for the others: a GridFS source may hold
+    # ObjectIds and UUIDs side by side, and checking every id would cost a
+    # request each on a network storage.
+    shapes: Set[str] = set()
+    for file_id in ids:
+        shape = file_id.translate(_HEX_TO_ZERO)
+        if shape in shapes:
+            continue
+        if len(shapes) == _SHAPES_CHECKED:
+            return
+        shapes.add(shape)
+        try:
+            target.exists(file_id)
+        except ValueError as exc:
+            raise CLIError(
+                "storage %r cannot hold the ids of %r (%s): ids are kept, so the target must accept the "
+                "source's ids (local, memory, S3 and GCS take UUIDs; GridFS takes ObjectIds and UUIDs)"
+                % (target_name, source_name, exc)
+            ) from None
 
 
 def migrate(args: argparse.Namespace, ctx: Context) -> int:
@@ -238,7 +257,7 @@ def migrate(args: argparse.Namespace, ctx: Context) -> int:
     except Exception as exc:
         raise CLIError("cannot list storage %r: %s" % (source_name, describe(exc)), ExitCode.STORAGE) from exc
     if ids:
-        _check_ids_fit(target_name, target, ids[0], source_name)
+        _check_ids_fit(target_name, target, ids, source_name)
     try:
         # One listing instead of a request per file: on a network storage the
         # existence checks would otherwise cost as much as the copies.

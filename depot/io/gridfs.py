@@ -1,11 +1,17 @@
 """A storage in MongoDB GridFS, compatible with the layout filedepot 0.12 writes.
 
 Each file is a standard GridFS file: a document in ``<collection>.files``
-whose ``_id`` is the file id (an ObjectId, given out as 24 hex characters),
-with ``filename``, ``contentType``, ``length``, ``chunkSize``, ``uploadDate``
-and depot's extra ``last_modified``; its bytes are the ``<collection>.chunks``
-documents with that ``files_id``.  Any GridFS tool (and filedepot) reads what
-this storage writes, and this storage reads files other tools wrote.
+whose ``_id`` is the file id, with ``filename``, ``contentType``, ``length``,
+``chunkSize``, ``uploadDate`` and depot's extra ``last_modified``; its bytes
+are the ``<collection>.chunks`` documents with that ``files_id``.  Any GridFS
+tool (and filedepot) reads what this storage writes, and this storage reads
+files other tools wrote.
+
+Ids.  :meth:`GridFSStorage.create` gives out ObjectIds (24 hex characters,
+stored as an ObjectId ``_id``, as filedepot does).  So that a migration from
+another storage keeps its ids, a canonical UUID string (the ids of local
+disk, memory, S3 and GCS) is accepted too and stored as a string ``_id``; such
+files only appear through the backup form of replace, ``replace(f, f)``.
 
 Content moves in chunks both ways, so memory stays bounded by a few chunks
 whatever the file size.
@@ -21,13 +27,17 @@ Replacing without a window.  GridFS cannot change a file in one operation, so
 3. the old chunks are deleted, the new ones moved under the file's id, and the
    files document replaced by the new one (which keeps ``_depot_gen: T``).
 
+The backup form, for an id not stored yet, inserts in step 2 the new files
+document carrying that same swap record, then goes on with step 3.
+
 Step 3 is idempotent: a writer that finds a swap left unfinished for a minute
 (a crashed process) completes it before starting its own.  Chunks of uploads
 that died before step 2 belong to no file; :meth:`GridFSStorage.collect_garbage`
-removes them.  Readers check the
-generation tag of every chunk against the version they started with, so they
-never mix two versions: a read that has not delivered anything yet restarts on
-the new version; one caught halfway raises :class:`IOError`.
+removes them once their generation is old enough, whatever the kind of id they
+sit under.  Readers check the generation tag of every chunk against the version
+they started with, so they never mix two versions: a read that has not
+delivered anything yet restarts on the new version; one caught halfway raises
+:class:`IOError`.
 """
 from __future__ import annotations
 
@@ -36,12 +46,13 @@ import datetime
 import functools
 import re
 import time
+import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
 from depot._optional import require
 from depot.io import utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
-from depot.io.utils import check_content
+from depot.io.utils import check_content, check_uuid
 from depot.utils import asint
 
 pymongo = require("pymongo", "gridfs", "depot.io.gridfs.GridFSStorage")
@@ -74,15 +85,29 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _check_file_id(file_id: Any) -> Any:
-    """The ObjectId for ``file_id``; ``ValueError('Invalid file id ...')`` if it is not one."""
+    """The ``_id`` of ``file_id``: an ObjectId for 24 hex characters, the string itself for a UUID.
+
+    Only the canonical UUID form (lowercase, hyphenated, as storages give
+    out) is taken: the other spellings :func:`~depot.io.utils.check_uuid`
+    allows would be other ``_id`` strings for the same UUID.  Anything else
+    raises ``ValueError('Invalid file id ...')``.
+    """
     if isinstance(file_id, ObjectId):
         return file_id
-    try:
-        if not isinstance(file_id, str):
-            raise TypeError(file_id)
-        return ObjectId(file_id)
-    except (TypeError, bson.errors.InvalidId):
-        raise ValueError("Invalid file id %s" % (file_id,)) from None
+    if isinstance(file_id, str):
+        if len(file_id) == 24:
+            try:
+                return ObjectId(file_id)
+            except bson.errors.InvalidId:
+                pass
+        elif len(file_id) == 36:
+            try:
+                check_uuid(file_id)
+                if str(uuid.UUID(file_id)) == file_id:
+                    return file_id
+            except ValueError:
+                pass
+    raise ValueError("Invalid file id %s" % (file_id,))
 
 
 def _redact(uri: str) -> str:
@@ -535,13 +560,16 @@ class GridFSStorage(FileStorage):
 
     def _insert_swapped(self, oid: Any, swap: Dict[str, Any]) -> bool:
         """Publish ``swap`` as the new file ``oid``; False if another writer created it first."""
-        self._move_chunks(oid, swap["gen"])
+        # The files document goes in before any chunk moves, with the swap
+        # recorded as in step 2: the unique _id settles a race between two
+        # writers of the same new id before either touches the other's chunks,
+        # and a crash from here on leaves a swap that readers follow and the
+        # next writer finishes.
         try:
-            self._files.insert_one(dict(swap["doc"], _id=oid))
+            self._files.insert_one(dict(swap["doc"], _id=oid, **{_PENDING: swap}))
         except DuplicateKeyError:
-            # Put the chunks back under their generation for the claiming path.
-            self._chunks.update_many({"files_id": oid, _GEN: swap["gen"]}, {"$set": {"files_id": swap["gen"]}})
             return False
+        self._finish_swap(oid, swap)
         return True
 
     @_server_errors
@@ -554,15 +582,14 @@ class GridFSStorage(FileStorage):
             self._chunks.delete_many({"files_id": pending["gen"]})
         self._chunks.delete_many({"files_id": oid})
 
-
     @_server_errors
     def collect_garbage(self, older_than: float = 3600.0) -> int:
         """Delete chunks that belong to no file and are older than ``older_than`` seconds.
 
         Such chunks are left by writers that died mid-upload (before the
-        files document or the swap record was written).  Uploads still in
-        progress are younger than ``older_than`` and are left alone.
-        Returns the number of chunk sets removed.
+        files document or the swap record was written) or mid-delete.
+        Uploads still in progress are younger than ``older_than`` and are
+        left alone.  Returns the number of chunk sets removed.
         """
         owners = set()
         for doc in self._files.find({}, {"_id": 1, _PENDING + ".gen": 1}):
@@ -574,11 +601,28 @@ class GridFSStorage(FileStorage):
         orphans = [
             files_id
             for files_id in self._chunks.distinct("files_id")
-            if files_id not in owners and isinstance(files_id, ObjectId) and files_id.generation_time < cutoff
+            if files_id not in owners and self._written_before(files_id, cutoff)
         ]
         for start in range(0, len(orphans), 1000):
             self._chunks.delete_many({"files_id": {"$in": orphans[start : start + 1000]}})
         return len(orphans)
+
+    def _written_before(self, files_id: Any, cutoff: datetime.datetime) -> bool:
+        """Whether the chunks under ``files_id`` are known to be older than ``cutoff``.
+
+        Their age is the later of the ObjectId files id's and their generation
+        tag's: a UUID id tells no time, and a file copied from another GridFS
+        keeps an ObjectId that may be years older than its chunks.  Untagged
+        chunks under a string id (another tool's) have no known age and are
+        kept.
+        """
+        if isinstance(files_id, ObjectId) and files_id.generation_time >= cutoff:
+            return False
+        tagged = self._chunks.find_one({"files_id": files_id, _GEN: {"$exists": True}}, {_GEN: 1})
+        gen = (tagged or {}).get(_GEN)
+        if isinstance(gen, ObjectId):
+            return gen.generation_time < cutoff
+        return isinstance(files_id, ObjectId)
 
 
 def _chunks_of(content: Any, size: int) -> Iterator[bytes]:
