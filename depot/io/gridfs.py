@@ -47,11 +47,11 @@ import functools
 import re
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from depot._optional import require
 from depot.io import utils
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFacts, StoredFile
 from depot.io.utils import check_content, check_uuid
 from depot.utils import asint
 
@@ -480,8 +480,21 @@ class GridFSStorage(FileStorage):
             doc[_GEN] = gen
         return doc
 
-    @_server_errors
     def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
+        return self._create(content, filename, content_type)[0]
+
+    def create_with_facts(
+        self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
+    ) -> StoredFacts:
+        file_id, doc = self._create(content, filename, content_type)
+        if type(self).get is not GridFSStorage.get:
+            # A subclass's get() may report other facts than the document written.
+            return self._read_facts(file_id)
+        return StoredFacts.of(GridFSStoredFile(self, file_id, doc))
+
+    @_server_errors
+    def _create(self, content: Any, filename: Optional[str], content_type: Optional[str]) -> Tuple[str, Dict[str, Any]]:
+        """Store a new file; ``(file id, files document)``."""
         content, filename, content_type = self.fileinfo(content, filename, content_type)
         check_content(content)
         self._ensure_indexes()
@@ -496,7 +509,7 @@ class GridFSStorage(FileStorage):
         except BaseException:
             self._chunks.delete_many({"files_id": oid})
             raise
-        return str(oid)
+        return str(oid), doc
 
     @_server_errors
     def replace(

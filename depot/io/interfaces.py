@@ -219,7 +219,10 @@ class FileStorage(metaclass=ABCMeta):
         This generic version reads the file back (one more request on a
         remote storage); backends that know what they wrote override it.
         """
-        file_id = self.create(content, filename, content_type)
+        return self._read_facts(self.create(content, filename, content_type))
+
+    def _read_facts(self, file_id: str) -> StoredFacts:
+        """The facts of a stored file, as :meth:`get` reports them."""
         stored = self.get(file_id)
         try:
             return StoredFacts.of(stored)
@@ -294,11 +297,7 @@ class OneStepStorage(FileStorage):
         file_id = new_uuid()
         facts = self._save_new(file_id, *self.fileinfo(content, filename, content_type))
         if facts is None or not self._reports_own_facts():
-            stored = self.get(file_id)
-            try:
-                return StoredFacts.of(stored)
-            finally:
-                stored.close()
+            return self._read_facts(file_id)
         return facts
 
     @classmethod
