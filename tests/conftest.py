@@ -13,3 +13,23 @@ def memory_depots():
     DepotManager.configure("default", {"depot.backend": "memory"})
     yield
     DepotManager._clear()
+
+
+@pytest.fixture
+def no_ambient_settings(monkeypatch, tmp_path):
+    """Neither the developer's $DEPOT_CONFIG nor a depot.toml in the cwd may reach the CLI."""
+    monkeypatch.delenv("DEPOT_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the ``depot`` command in-process; returns (exit status, stdout, stderr)."""
+    from depot.cli import main
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

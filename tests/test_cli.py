@@ -18,23 +18,12 @@ from depot.io.memory import MemoryFileStorage
 from depot.manager import DepotManager
 
 
-@pytest.fixture(autouse=True)
-def no_ambient_settings(monkeypatch, tmp_path):
-    # Neither the developer's $DEPOT_CONFIG nor a depot.toml in the cwd may leak in.
-    monkeypatch.delenv("DEPOT_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("no_ambient_settings")
 
 
 @pytest.fixture
-def run(capsys):
-    """Run the command; returns (exit status, stdout, stderr)."""
-
-    def run(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+def run(run_cli):
+    return run_cli
 
 
 @pytest.fixture

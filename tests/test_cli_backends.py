@@ -6,26 +6,17 @@ import os
 
 import pytest
 
-from depot.cli import main
 from depot.cli.errors import ExitCode
 from depot.io.local import LocalFileStorage
 from tests.servers import unique_name
 
 
-@pytest.fixture(autouse=True)
-def no_ambient_settings(monkeypatch, tmp_path):
-    monkeypatch.delenv("DEPOT_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("no_ambient_settings")
 
 
 @pytest.fixture
-def run(capsys):
-    def run(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+def run(run_cli):
+    return run_cli
 
 
 def fill(storage, count):
