@@ -4,18 +4,23 @@ Workloads, against a SeaweedFS S3 gateway this script starts:
 200 x 64 KiB files streamed from files on disk, and one 256 MiB file from a
 non-seekable stream (like an upload read from a socket), each stored and read
 back in 256 KiB reads (MB/s), plus the peak RSS growth of the process while
-doing the large file.  Each figure is the median of several interleaved
-rounds, each round in fresh processes and under a fresh key prefix.
+writing the large file, and the CPU seconds that write cost the client and
+the SeaweedFS process (both run on this machine, so together they bound the
+throughput: the "CPU ceiling" is the size over their CPU time spread over
+every core).  Rounds interleave the two in alternating order, each run in a
+fresh process under a fresh key prefix; figures are medians, ratios the
+median of the ratios taken within each round (listed too).
 
-    python benchmarks/bench_s3.py [--rounds 3] [--count 200] [--small-kib 64] [--large-mib 256]
+    python benchmarks/bench_s3.py [--rounds 5] [--count 200] [--small-kib 64] [--large-mib 256]
 
-The same file is the worker: ``bench_s3.py worker ENDPOINT KEY SECRET BUCKET PREFIX KIND ARG``
+The same file is the worker: ``bench_s3.py worker ENDPOINT KEY SECRET BUCKET PREFIX KIND ARG SERVER_PID``
 runs one workload in whichever interpreter imports ``depot``.
 """
 import argparse
 import io
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -62,6 +67,19 @@ class Stream(io.RawIOBase):
         return n
 
 
+def _cpu_seconds(pid=None):
+    """User + system CPU seconds of this process, or of process ``pid`` (None if unreadable)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _read_all(storage, file_id):
     f = storage.get(file_id)
     total = 0
@@ -74,7 +92,7 @@ def _read_all(storage, file_id):
     return total
 
 
-def worker(endpoint, key, secret, bucket, prefix, kind, arg):
+def worker(endpoint, key, secret, bucket, prefix, kind, arg, server_pid):
     from depot.io.boto3 import S3Storage
 
     storage = S3Storage(key, secret, bucket=bucket, endpoint_url=endpoint, region_name="us-east-1", prefix=prefix)
@@ -85,6 +103,7 @@ def worker(endpoint, key, secret, bucket, prefix, kind, arg):
     else:
         size = int(arg) * MIB
     base = _reset_peak_kib()
+    cpu0, server0 = _cpu_seconds(), _cpu_seconds(int(server_pid))
     t0 = time.perf_counter()
     ids = []
     if kind == "small":
@@ -94,12 +113,15 @@ def worker(endpoint, key, secret, bucket, prefix, kind, arg):
     else:
         ids.append(storage.create(Stream(size), "large.bin"))
     t1 = time.perf_counter()
+    cpu1, server1 = _cpu_seconds(), _cpu_seconds(int(server_pid))
     write_peak = _status_kib("VmHWM")
     total = sum(_read_all(storage, file_id) for file_id in ids)
     t2 = time.perf_counter()
     assert total == size, (total, size)
     return {"write_mbs": size / (t1 - t0) / 1e6, "read_mbs": size / (t2 - t1) / 1e6,
-            "rss_growth_mib": (write_peak - base) / 1024.0}
+            "rss_growth_mib": (write_peak - base) / 1024.0, "client_cpu_s": cpu1 - cpu0,
+            "server_cpu_s": None if server0 is None or server1 is None else server1 - server0,
+            "size": size}
 
 
 # -- driver -----------------------------------------------------------------
@@ -114,13 +136,13 @@ def _write_sources(folder, count, size):
 def main():
     sys.path.insert(0, HERE)
     sys.path.insert(0, os.path.dirname(HERE))
-    from _harness import ensure_filedepot_venv, ours_python, run_worker, table
+    from _harness import ensure_filedepot_venv, ours_python, run_worker
     from tests._procs import start_server
     from tests.servers import _executable, _launch_seaweedfs
     import boto3
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--small-kib", type=int, default=64)
     parser.add_argument("--large-mib", type=int, default=256)
@@ -147,29 +169,72 @@ def main():
                 order = list(pythons.items())
                 for name, python in order if r % 2 else order[::-1]:
                     prefix = "%s-%s-%d/" % (name, kind, r)
-                    result = run_worker(python, "bench_s3.py", ["worker", server.endpoint_url, server.access_key,
-                                                                server.secret_key, BUCKET, prefix, kind, args[kind]])
+                    result = run_worker(python, "bench_s3.py", [
+                        "worker", server.endpoint_url, server.access_key, server.secret_key, BUCKET, prefix,
+                        kind, args[kind], str(process.popen.pid)])
                     _empty(client, prefix)
                     if r:
                         results[name, kind].append(result)
+            if r:
+                _print_round(r, results, -1)
+            else:
+                print("warm-up round done", flush=True)
     finally:
         process.stop()
         shutil.rmtree(work, ignore_errors=True)
+    _print_summary(opts, results)
 
-    def median(name, kind, key):
-        return statistics.median(r[key] for r in results[name, kind])
 
-    rows = []
+def _ceiling(result):
+    """MB/s if the write's client and server CPU time were spread over every core."""
+    if result["server_cpu_s"] is None:
+        return float("nan")
+    return result["size"] / ((result["client_cpu_s"] + result["server_cpu_s"]) / os.cpu_count()) / 1e6
+
+
+def _print_round(r, results, i):
+    ours, theirs = results["depot", "large"][i], results["filedepot", "large"][i]
+    small = results["depot", "small"][i]["write_mbs"] / results["filedepot", "small"][i]["write_mbs"]
+
+    def describe(x):
+        return "%6.1f MB/s (RSS +%3.0f MiB, CPU client %.2fs server %s)" % (
+            x["write_mbs"], x["rss_growth_mib"], x["client_cpu_s"],
+            "?" if x["server_cpu_s"] is None else "%.2fs" % x["server_cpu_s"])
+
+    print("round %d: large write depot %s | filedepot %s | ratio %.2fx; small write ratio %.2fx" % (
+        r, describe(ours), describe(theirs), ours["write_mbs"] / theirs["write_mbs"], small), flush=True)
+
+
+def _print_summary(opts, results):
+    def values(name, kind, key):
+        return [r[key] for r in results[name, kind]]
+
+    def row(label, unit, kind, key, higher_is_better=True):
+        ours, theirs = values("depot", kind, key), values("filedepot", kind, key)
+        ratios = [a / b for a, b in zip(ours, theirs)] if all(theirs) else []
+        ratio = statistics.median(ratios) if ratios else float("nan")
+        worse = ratios and ratio != 1 and (ratio > 1) != higher_is_better
+        print("%-46s %10.1f %10.1f %8.2fx%-8s %s" % (
+            "%s [%s]" % (label, unit), statistics.median(ours), statistics.median(theirs), ratio,
+            " (worse)" if worse else "", " ".join("%.2f" % x for x in ratios)))
+
     labels = {"small": "%d x %d KiB files" % (opts.count, opts.small_kib),
               "large": "%d MiB non-seekable stream" % opts.large_mib}
+    print("S3 (boto3) on SeaweedFS, %d cores: %d interleaved rounds (medians; ratio = median of the "
+          "per-round ratios)" % (os.cpu_count(), opts.rounds))
+    print("%-46s %10s %10s %9s%-8s %s" % ("metric", "depot", "filedepot", "ratio", "", "per round"))
     for kind in ("small", "large"):
-        for key, label in (("write_mbs", "write"), ("read_mbs", "read back")):
-            rows.append(("s3 %s %s" % (label, labels[kind]), "MB/s",
-                         median("depot", kind, key), median("filedepot", kind, key)))
-    rss = "peak RSS growth writing %d MiB" % opts.large_mib
-    rows.append((rss, "MiB", median("depot", "large", "rss_growth_mib"),
-                 median("filedepot", "large", "rss_growth_mib")))
-    print(table("S3 (boto3) on SeaweedFS (median of %d rounds)" % opts.rounds, rows, {rss: False}))
+        row("s3 write %s" % labels[kind], "MB/s", kind, "write_mbs")
+        row("s3 read back %s" % labels[kind], "MB/s", kind, "read_mbs")
+    large = opts.large_mib
+    row("peak RSS growth writing %d MiB" % large, "MiB", "large", "rss_growth_mib", False)
+    row("client CPU writing %d MiB" % large, "s", "large", "client_cpu_s", False)
+    if all(r["server_cpu_s"] is not None for rs in results.values() for r in rs):
+        row("SeaweedFS CPU writing %d MiB" % large, "s", "large", "server_cpu_s", False)
+        for rs in results.values():
+            for r in rs:
+                r["ceiling_mbs"] = _ceiling(r)
+        row("CPU ceiling writing %d MiB" % large, "MB/s", "large", "ceiling_mbs")
 
 
 def _empty(client, prefix):
@@ -179,7 +244,7 @@ def _empty(client, prefix):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 9 and sys.argv[1] == "worker":
+    if len(sys.argv) == 10 and sys.argv[1] == "worker":
         print(json.dumps(worker(*sys.argv[2:])))
     else:
         main()

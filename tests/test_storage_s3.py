@@ -27,7 +27,7 @@ from depot.io.boto3 import (  # noqa: E402
     S3StoredFile,
 )
 from depot.testing import FailingStream, NonSeekableStream, StorageConformance  # noqa: E402
-from tests.servers import unique_name  # noqa: E402
+from tests.servers import MotoServer, unique_name  # noqa: E402
 
 MB = 1024 * 1024
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
@@ -123,12 +123,16 @@ class TestConstructor:
     def test_ini_strings_are_coerced(self, seaweedfs_server, seaweed_bucket):
         storage = make_storage(seaweedfs_server, seaweed_bucket, multipart_threshold="6291456",
                                multipart_chunksize="5242880", max_concurrency="3", url_expires="60")
-        assert storage._threshold == 6291456
-        assert storage._transfer_config.max_concurrency == 3
+        assert (storage._threshold, storage._part_size, storage._concurrency) == (6291456, 5 * MB, 3)
+        assert storage._payload_signing is None
+        for value, expected in (("auto", None), ("false", False), ("on", True), (True, True)):
+            assert make_storage(seaweedfs_server, seaweed_bucket, payload_signing=value)._payload_signing is expected
         with pytest.raises(ValueError, match="multipart_chunksize"):
             make_storage(seaweedfs_server, seaweed_bucket, multipart_chunksize=MB)
         with pytest.raises(ValueError, match="max_concurrency"):
             make_storage(seaweedfs_server, seaweed_bucket, max_concurrency="many")
+        with pytest.raises(ValueError):
+            make_storage(seaweedfs_server, seaweed_bucket, payload_signing="sometimes")
 
     def test_driver_helpers(self, seaweed_storage):
         file_id = seaweed_storage.create(b"driver")
@@ -273,12 +277,100 @@ class TestUploads:
         )
         assert pending.get("Uploads", []) == []
 
+    def test_part_size_grows_to_fit_the_part_limit(self, multipart_storage, monkeypatch):
+        monkeypatch.setattr(depot_s3, "MAX_PARTS", 2)
+        data = pattern(12 * MB)
+        file_id = multipart_storage.create(io.BytesIO(data))
+        assert part_count(multipart_storage, file_id) == 2
+        assert multipart_storage.get(file_id).read() == data
+
+    def test_stream_ending_on_a_part_boundary(self, multipart_storage):
+        data = pattern(10 * MB)
+        file_id = multipart_storage.create(NonSeekableStream(data, chunk=MB))
+        assert part_count(multipart_storage, file_id) == 2
+        assert multipart_storage.get(file_id).read() == data
+
     def test_text_file_is_refused(self, multipart_storage, tmp_path):
         path = tmp_path / "big.txt"
         path.write_text("x" * (6 * MB))
         with open(path) as text, pytest.raises(TypeError):
             multipart_storage.create(text)
         assert multipart_storage.list() == []
+
+
+def record_parts(storage, alter_part=None):
+    """The (x-amz-content-sha256, x-amz-checksum-crc32) headers of each UploadPart sent.
+
+    With ``alter_part``, one bit of that part's body is flipped after signing.
+    """
+    sent = []
+
+    def record(request, **kwargs):
+        headers = [request.headers.get(name) for name in ("x-amz-content-sha256", "x-amz-checksum-crc32")]
+        sent.append(tuple(h.decode() if isinstance(h, bytes) else h for h in headers))
+        if alter_part is not None and "partNumber=%d&" % alter_part in request.url + "&":
+            body = bytearray(request.body)
+            body[100] ^= 1
+            request.body = bytes(body)
+
+    storage._client.meta.events.register("before-send.s3.UploadPart", record)
+    # Clients created later (the unsigned one) copy the session's handlers.
+    storage._session.events.register("before-send.s3.UploadPart", record)
+    return sent
+
+
+@pytest.fixture(params=["seaweedfs", "moto"])
+def s3_server(request):
+    return request.getfixturevalue(request.param + "_server")
+
+
+def parts_storage(server, **options):
+    bucket = unique_name("depot-parts") if isinstance(server, MotoServer) else "depot-parts"
+    return make_storage(server, bucket, prefix="p-%s/" % uuid.uuid4().hex[:12], multipart_threshold=5 * MB,
+                        multipart_chunksize=5 * MB, max_concurrency=2, **options)
+
+
+class TestPayloadSigning:
+    """Parts carry a CRC32; their payload is signed only when asked (or when no checksum goes)."""
+
+    @pytest.mark.parametrize("signing", [None, True, False])
+    def test_parts_store_the_right_bytes(self, s3_server, signing):
+        storage = parts_storage(s3_server, payload_signing=signing)
+        sent = record_parts(storage)
+        data = pattern(12 * MB + 17)
+        file_id = storage.create(NonSeekableStream(data, chunk=MB), "parts.bin")
+        assert storage.get(file_id).read() == data
+        assert part_count(storage, file_id) == 3
+        assert len(sent) == 3 and all(crc for _, crc in sent)
+        hashes = {payload for payload, _ in sent}
+        if signing:
+            assert all(len(h) == 64 and h != "UNSIGNED-PAYLOAD" for h in hashes)
+        else:
+            assert hashes == {"UNSIGNED-PAYLOAD"}
+
+    def test_parts_without_checksum_are_signed(self, seaweedfs_server, monkeypatch):
+        monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+        storage = parts_storage(seaweedfs_server)
+        sent = record_parts(storage)
+        data = pattern(11 * MB)
+        assert storage.get(storage.create(NonSeekableStream(data, chunk=MB))).read() == data
+        assert len(sent) == 3 and all(len(h) == 64 and crc is None for h, crc in sent)
+
+    @pytest.mark.parametrize("signing", [None, True])
+    def test_altered_part_is_refused_and_aborted(self, seaweedfs_server, signing):
+        # SeaweedFS checks the CRC32 (moto checks neither it nor the payload hash).
+        storage = parts_storage(seaweedfs_server, payload_signing=signing)
+        existing = storage.create(b"keep me")
+        record_parts(storage, alter_part=2)
+        with pytest.raises(ClientError) as info:
+            storage.replace(existing, NonSeekableStream(pattern(12 * MB), chunk=MB))
+        assert info.value.operation_name == "UploadPart"
+        assert storage.list() == [existing]
+        assert storage.get(existing).read() == b"keep me"
+        pending = storage._client.list_multipart_uploads(
+            Bucket=storage._bucket_driver.bucket.name, Prefix=storage._bucket_driver.prefix
+        )
+        assert pending.get("Uploads", []) == []
 
 
 # -- reading -------------------------------------------------------------------------

@@ -6,8 +6,10 @@ metadata (``x-depot-filename``, ``x-depot-modified``), and the private
 attributes callers reach into (``_conn``, ``_bucket_driver``).  Beyond it:
 
 - uploads above ``multipart_threshold`` are streamed as parallel multipart
-  uploads by boto3's transfer manager, with memory bounded by a few parts
-  whether or not the source can seek; smaller ones are a single PUT;
+  uploads, with memory bounded by a few parts whether or not the source can
+  seek; smaller ones are a single PUT.  Parts carry a CRC32 (where botocore
+  sends checksums, its default since 1.36) and then, by default, no SHA-256
+  of their payload (see ``payload_signing``);
 - ``endpoint_url`` and ``region_name`` apply to every call, bucket creation
   included (with a LocationConstraint outside us-east-1), and services that do
   not implement the public-access-block or object-ownership calls still work;
@@ -19,12 +21,15 @@ attributes callers reach into (``_conn``, ``_bucket_driver``).  Beyond it:
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterator, List, Optional
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 from depot._optional import require
 from depot.io._cloud import (
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
+    HeadThenRest,
     ObjectStorage,
     ObjectStoredFile,
     check_policy,
@@ -36,12 +41,13 @@ from depot.io._cloud import (
     plan_upload,
     range_header,
     refuse_text,
+    remaining_size,
 )
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
+from depot.utils import asbool
 
 boto3 = require("boto3", "s3", "depot.io.boto3.S3Storage")
-from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError, EndpointConnectionError  # noqa: E402
 
@@ -67,6 +73,12 @@ DEFAULT_URL_EXPIRES = 3600
 MAX_URL_EXPIRES = 604800
 #: A year, as filedepot asked for when presigning the (then stripped) URL.
 _UNSIGNED_URL_EXPIRES = 31536000
+#: S3 accepts at most this many parts in one multipart upload.
+MAX_PARTS = 10000
+#: The checksum sent with each part when botocore sends checksums by default.
+PART_CHECKSUM = "CRC32"
+#: CreateMultipartUpload arguments that every UploadPart must repeat.
+_PART_ARGS = ("SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5", "RequestPayer", "ExpectedBucketOwner")
 _MISSING_CODES = frozenset(("404", "NoSuchKey", "NotFound", "NoSuchBucket"))
 _UNSUPPORTED_CODES = frozenset(("NotImplemented", "XNotImplemented", "501"))
 
@@ -261,8 +273,21 @@ class S3Storage(ObjectStorage):
     :param prefix: prepended to every key, e.g. ``'uploads/'``.
     :param multipart_threshold: uploads larger than this many bytes (8 MiB)
         are multipart uploads.
-    :param multipart_chunksize: the size of each part (8 MiB; at least 5 MiB).
-    :param max_concurrency: parts uploaded in parallel (4).
+    :param multipart_chunksize: the size of each part (8 MiB; at least 5 MiB;
+        larger when a source of known size would need more than 10000 parts).
+    :param max_concurrency: parts uploaded in parallel (4); at most this many
+        parts plus the one being read are held in memory.
+    :param payload_signing: whether the SigV4 signature of each part covers
+        its bytes (a SHA-256 of the part).  ``None`` or ``'auto'`` (the
+        default): only parts sent without a checksum are signed so.  botocore
+        sends a CRC32 with each part by default (``request_checksum_calculation
+        = when_supported``) and the service verifies it, so a second hash of
+        the bytes adds no check against corruption, only CPU; over https
+        botocore itself leaves such parts unsigned.  Over plain http,
+        ``UNSIGNED-PAYLOAD`` means that whoever can alter the traffic could
+        change a part along with its CRC32 (the signature still covers the
+        headers, the checksum's value included).  ``True`` keeps botocore's own
+        rule (over http every payload is signed), ``False`` never signs parts.
     :param url_expires: lifetime in seconds of private files' signed URLs
         (3600; at most 604800, the SigV4 limit).
     """
@@ -281,34 +306,33 @@ class S3Storage(ObjectStorage):
         multipart_chunksize: Any = 8 * MB,
         max_concurrency: Any = 4,
         url_expires: Any = DEFAULT_URL_EXPIRES,
+        payload_signing: Any = None,
     ) -> None:
         self._policy = check_policy(policy)
         self._storage_class = storage_class or "STANDARD"
         self._prefix = prefix or ""
         self._url_expires = min(option_int(url_expires, "url_expires"), MAX_URL_EXPIRES)
         self._threshold = option_int(multipart_threshold, "multipart_threshold")
-        concurrency = option_int(max_concurrency, "max_concurrency")
-        self._transfer_config = TransferConfig(
-            multipart_threshold=self._threshold,
-            multipart_chunksize=option_int(multipart_chunksize, "multipart_chunksize", 5 * MB),
-            max_concurrency=concurrency,
-            preferred_transfer_client="classic",
+        self._part_size = option_int(multipart_chunksize, "multipart_chunksize", 5 * MB)
+        self._concurrency = option_int(max_concurrency, "max_concurrency")
+        self._payload_signing = (
+            None if payload_signing is None or str(payload_signing).strip().lower() == "auto"
+            else asbool(payload_signing)
         )
-        # Parts held in memory at once, those being sent included: what bounds
-        # memory for a stream that cannot seek (the transfer manager's default
-        # is 10 parts; one more is read while these are in flight).
-        self._transfer_config.max_in_memory_upload_chunks = concurrency
 
-        kw = {name: value for name, value in (("endpoint_url", endpoint_url), ("region_name", region_name))
-              if value is not None}
-        session = boto3.Session(aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key)
-        self._conn = session.resource("s3", **kw)
+        self._client_kwargs = {name: value for name, value in (("endpoint_url", endpoint_url),
+                                                               ("region_name", region_name)) if value is not None}
+        self._session = boto3.Session(aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key)
+        self._conn = self._session.resource("s3", **self._client_kwargs)
         self._client = self._conn.meta.client
         # boto3 may presign with SigV2, which newer regions refuse: sign with SigV4.
         self._signer = (
-            session.client("s3", config=Config(signature_version="s3v4"), **kw)
+            self._session.client("s3", config=Config(signature_version="s3v4"), **self._client_kwargs)
             if self._policy == CANNED_ACL_PRIVATE else None
         )
+        # Created on the first multipart upload that needs it.
+        self._unsigned_client: Any = None
+        self._unsigned_client_lock = threading.Lock()
         bucket_name = bucket or default_bucket_name(access_key_id)
         self._bucket_driver = BucketDriver(self._conn, self._conn.Bucket(bucket_name), self._prefix)
         self._ensure_bucket(bucket_name)
@@ -399,7 +423,115 @@ class S3Storage(ObjectStorage):
         if data is not None:
             self._client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
         else:
-            self._client.upload_fileobj(stream, bucket, key, ExtraArgs=extra, Config=self._transfer_config)
+            self._upload_multipart(stream, bucket, key, extra)
+
+    # -- multipart uploads ----------------------------------------------------
+    #
+    # Not boto3's transfer manager: it hands each part to botocore as a file
+    # object, which is read once for the checksum, once more for the payload
+    # hash and then sent 16 KiB at a time, after a 100-continue round trip;
+    # a non-seekable source is copied once more into each part.  Here each
+    # part is read once into a reused buffer and sent as it is.
+
+    def _upload_multipart(self, stream: Any, bucket: str, key: str, extra: Dict[str, Any]) -> None:
+        """Upload ``stream`` as a multipart upload, aborted if anything fails."""
+        client = self._client
+        create_args = dict(extra)
+        part_args = {name: extra[name] for name in _PART_ARGS if name in extra}
+        # botocore < 1.36 has no such setting, and sends no checksum unless asked.
+        checksum = getattr(client.meta.config, "request_checksum_calculation", None) == "when_supported"
+        if checksum:
+            # Declared at creation as well, as S3 wants (and as boto3's transfer manager does).
+            create_args["ChecksumAlgorithm"] = part_args["ChecksumAlgorithm"] = PART_CHECKSUM
+        size = remaining_size(stream)
+        part_size = self._part_size if size is None else max(self._part_size, -(-size // MAX_PARTS))
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **create_args)["UploadId"]
+        try:
+            parts = self._upload_parts(
+                self._part_client(checksum), stream, part_size,
+                dict(Bucket=bucket, Key=key, UploadId=upload_id, **part_args),
+            )
+            client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                             MultipartUpload={"Parts": parts})
+        except BaseException:
+            self._abort_multipart(bucket, key, upload_id)
+            raise
+
+    def _part_client(self, checksum: bool) -> Any:
+        """The client that sends parts: ours, or one sending ``UNSIGNED-PAYLOAD`` (see ``payload_signing``)."""
+        sign = (not checksum) if self._payload_signing is None else self._payload_signing
+        if sign:
+            return self._client
+        with self._unsigned_client_lock:
+            if self._unsigned_client is None:
+                self._unsigned_client = self._session.client(
+                    "s3", config=Config(s3={"payload_signing_enabled": False}), **self._client_kwargs
+                )
+            return self._unsigned_client
+
+    def _upload_parts(self, client: Any, stream: Any, part_size: int, args: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """Send ``stream`` as parts of ``part_size`` bytes, ``max_concurrency`` at a time.
+
+        Returns the parts as CompleteMultipartUpload lists them.  On failure
+        the parts being sent are waited for, so that an abort that follows
+        leaves none behind.
+        """
+        # Fills each buffer unless the stream ends, so that no part but the last is short.
+        reader = stream if isinstance(stream, HeadThenRest) else HeadThenRest(b"", stream)
+        checksum_member = "Checksum" + args["ChecksumAlgorithm"] if "ChecksumAlgorithm" in args else None
+
+        def send(number: int, body: bytearray) -> Any:
+            # A bytearray goes to the socket as it is (a file object would be
+            # read in 16 KiB pieces), and retries can send it again.
+            response = client.upload_part(PartNumber=number, Body=body, **args)
+            part = {"ETag": response["ETag"], "PartNumber": number}
+            if checksum_member and checksum_member in response:
+                part[checksum_member] = response[checksum_member]
+            return part, body
+
+        parts: List[Dict[str, Any]] = []
+        spare: List[bytearray] = []
+        sending: Set[Future] = set()
+
+        def collect(done: Set[Future]) -> None:
+            for future in done:
+                part, body = future.result()
+                parts.append(part)
+                if len(body) == part_size:
+                    spare.append(body)
+
+        with ThreadPoolExecutor(self._concurrency, thread_name_prefix="depot-s3-part") as pool:
+            try:
+                number = 0
+                while True:
+                    buffer = spare.pop() if spare else bytearray(part_size)
+                    filled = reader.readinto(buffer)
+                    if not filled and number:
+                        break
+                    if filled < part_size:
+                        # A copy, not a resize: the stream may still hold a view of the buffer.
+                        buffer = buffer[:filled]
+                    number += 1
+                    sending.add(pool.submit(send, number, buffer))
+                    if len(sending) >= self._concurrency:
+                        done, sending = wait(sending, return_when=FIRST_COMPLETED)
+                        collect(done)
+                    if filled < part_size:
+                        break
+                done, sending = wait(sending)
+                collect(done)
+            finally:
+                for future in sending:
+                    future.cancel()  # leaving the pool waits for those already running
+        parts.sort(key=lambda part: part["PartNumber"])
+        return parts
+
+    def _abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception:
+            # The upload's own error is the one to report.
+            log.warning("Could not abort multipart upload %s of %s/%s", upload_id, bucket, key, exc_info=True)
 
     # -- ObjectStorage hooks ---------------------------------------------------
 
