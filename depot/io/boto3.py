@@ -29,6 +29,7 @@ from depot._optional import require
 from depot.io._cloud import (
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
+    MODIFIED_META,
     HeadThenRest,
     ObjectStorage,
     ObjectStoredFile,
@@ -43,7 +44,8 @@ from depot.io._cloud import (
     refuse_text,
     remaining_size,
 )
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE
+from depot.io import utils
+from depot.io.interfaces import DEFAULT_CHUNK_SIZE, StoredFacts
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
 from depot.utils import asbool
 
@@ -126,6 +128,17 @@ class S3EndpointError(EndpointConnectionError):
     fmt = 'Could not connect to the S3 endpoint "{endpoint_url}" for bucket "{bucket}": {error}'
 
 
+def presigned_url(client: Any, bucket: str, key: str, expires: int) -> str:
+    """A GET URL of an object signed by ``client``, valid ``expires`` seconds (built locally)."""
+    return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
+
+
+def plain_object_url(client: Any, bucket: str, key: str) -> str:
+    """The unsigned URL of an object, as ``client`` addresses it (style, endpoint)."""
+    # Without its query, a presigned URL is the plain object URL.
+    return presigned_url(client, bucket, key, _UNSIGNED_URL_EXPIRES).split("?", 1)[0]
+
+
 class S3StoredFile(ObjectStoredFile):
     """A file of :class:`S3Storage`, read lazily from its S3 object (``key``).
 
@@ -194,17 +207,10 @@ class S3StoredFile(ObjectStoredFile):
 
     @property
     def public_url(self) -> Optional[str]:
-        # Presigning only builds the URL the client would use (addressing
-        # style, endpoint); without the query it is the plain object URL.
-        url = self._presign(self._key.meta.client, _UNSIGNED_URL_EXPIRES)
-        return url.split("?", 1)[0]
+        return plain_object_url(self._key.meta.client, self._key.bucket_name, self._key.key)
 
     def _presign(self, client: Any, expires: int) -> str:
-        return client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self._key.bucket_name, "Key": self._key.key},
-            ExpiresIn=expires,
-        )
+        return presigned_url(client, self._key.bucket_name, self._key.key, expires)
 
 
 class PrivateS3StoredFile(S3StoredFile):
@@ -410,11 +416,13 @@ class S3Storage(ObjectStorage):
             args["ContentDisposition"] = disposition
         return args
 
-    def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> None:
+    def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> StoredFacts:
         """Write ``content`` to the object of ``file_id``: one PUT when small, multipart when large.
 
         The object only appears (or changes) once the whole content is
         uploaded, so a failing source leaves the previous state untouched.
+        What :meth:`get` will report follows from what was sent, so the
+        facts need no HEAD request.
         """
         refuse_text(content)
         bucket, key = self._bucket_driver.bucket.name, self._bucket_driver.prefix + file_id
@@ -424,6 +432,11 @@ class S3Storage(ObjectStorage):
             self._client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
         else:
             self._upload_multipart(stream, bucket, key, extra)
+        public_url = None
+        if self._policy != CANNED_ACL_PRIVATE:
+            public_url = plain_object_url(self._bucket_driver.bucket.meta.client, bucket, key)
+        modified = utils.parse_timestamp(extra["Metadata"][MODIFIED_META])
+        return StoredFacts(file_id, filename, extra["ContentType"], modified, public_url)
 
     # -- multipart uploads ----------------------------------------------------
     #
