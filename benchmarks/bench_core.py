@@ -66,8 +66,10 @@ def main():
 
     rows = []
     for backend in ("memory", "local"):
-        for key, label in (("create_ops", "create"), ("get_read_ops", "get+read")):
-            rows.append(("%s %s %d x 1 KiB" % (backend, label, opts.count), "ops/s",
+        for key, label in (("create_ops", "create"), ("get_read_ops", "get+read"),
+                           ("create_ops_cpu", "create"), ("get_read_ops_cpu", "get+read")):
+            unit = "ops per CPU-s" if key.endswith("_cpu") else "ops/s"
+            rows.append(("%s %s %d x 1 KiB" % (backend, label, opts.count), unit,
                          median_of(small["depot", backend], key), median_of(small["filedepot", backend], key)))
     copy_mbs = median_of(copies, "write_mbs")
     for key, label in (("write_mbs", "write"), ("read_mbs", "read back")):
