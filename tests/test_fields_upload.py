@@ -31,6 +31,15 @@ class PublicStoredFile(MemoryStoredFile):
         return "https://cdn.example/%s" % self.file_id
 
 
+class AuditedStorage(MemoryFileStorage):
+    created = []
+
+    def create(self, content, filename=None, content_type=None):
+        file_id = super().create(content, filename, content_type)
+        type(self).created.append(file_id)
+        return file_id
+
+
 class SignedStoredFile(MemoryStoredFile):
     public_url_signed = True
 
@@ -280,6 +289,14 @@ def test_subclass_redefining_get_is_read_back():
     value = UploadedFile(b"x", "count")
     assert CountingStorage.gets == 1
     assert value.file.read() == b"x"
+
+
+def test_subclass_redefining_create_sees_every_upload():
+    _configure("audited", "tests.test_fields_upload.AuditedStorage")
+    AuditedStorage.created = []
+    value = UploadedFile(FileIntent(b"x", "a.txt", None), "audited")
+    assert AuditedStorage.created == [value.file_id]
+    assert (value.filename, value.content_type) == ("a.txt", "text/plain")
 
 
 def test_storage_without_facts_is_read_back():

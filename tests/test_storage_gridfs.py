@@ -564,3 +564,23 @@ def test_uuid_file_served_by_the_middleware(mongo_database_uri, local_file):
         storage._cli.close()
     finally:
         DepotManager._clear()
+
+
+def test_create_with_facts_goes_through_a_subclass_create(mongo_database_uri):
+    class Audited(GridFSStorage):
+        created: list = []
+
+        def create(self, content, filename=None, content_type=None):
+            file_id = super().create(content, filename, content_type)
+            self.created.append(file_id)
+            return file_id
+
+    storage = Audited(mongo_database_uri, collection="audited")
+    try:
+        facts = storage.create_with_facts(b"x", "a.txt")
+        assert Audited.created == [facts.file_id]
+        assert (facts.filename, facts.content_type) == ("a.txt", "text/plain")
+    finally:
+        for file_id in storage.list():
+            storage.delete(file_id)
+        storage._cli.close()

@@ -294,21 +294,26 @@ class OneStepStorage(FileStorage):
     def create_with_facts(
         self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
     ) -> StoredFacts:
+        if not self._reports_own_facts():
+            return FileStorage.create_with_facts(self, content, filename, content_type)
         file_id = new_uuid()
         facts = self._save_new(file_id, *self.fileinfo(content, filename, content_type))
-        if facts is None or not self._reports_own_facts():
-            return self._read_facts(file_id)
-        return facts
+        return self._read_facts(file_id) if facts is None else facts
 
     @classmethod
     def _reports_own_facts(cls) -> bool:
-        # A subclass that redefines get() may report other facts (a public
-        # URL, another clock) than the _save() it inherits: read those back.
+        # A subclass that redefines create() expects every new file to go
+        # through it, and one that redefines get() may report other facts (a
+        # public URL, another clock) than the _save() it inherits: those get
+        # filedepot's create-then-get.
         trusted = _facts_trusted.get(cls)
         if trusted is None:
             savers = {_definer(cls, "_save"), _definer(cls, "_save_new")} - {OneStepStorage}
             getter = _definer(cls, "get")
-            trusted = _facts_trusted[cls] = all(issubclass(saver, getter) for saver in savers)
+            trusted = _definer(cls, "create") is OneStepStorage and all(
+                issubclass(saver, getter) for saver in savers
+            )
+            _facts_trusted[cls] = trusted
         return trusted
 
     def replace(
