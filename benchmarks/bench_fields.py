@@ -97,7 +97,7 @@ def main():
         "camera": "%d rows x 4000x3000 JPEG" % opts.camera_images,
     }
     phases = (("assign", "assignment (upload)"), ("insert", "insert+commit"), ("read", "load+read"))
-    for clock, suffix, title in (
+    for _clock, suffix, title in (
         ("CPU", "_cpu", "rows per CPU-second of the process (robust on a shared machine)"),
         ("wall", "", "rows per wall-clock second"),
     ):

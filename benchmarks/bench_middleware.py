@@ -509,9 +509,9 @@ def report(runs: Dict[str, Dict[str, List[Load]]], args: argparse.Namespace) -> 
     print()
     print("depot beside the gunicorn floor: 1 KiB req/s %.2fx of the floor's; depot's own CPU per request "
           "(above the floor's) %.0f us, filedepot's %.0f us" % (
-              median([d.rps / f.rps for d, f in zip(runs["depot"]["small"], runs[FLOOR_NAME]["small"])]),
-              median([d.cpu_per_request - f.cpu_per_request for d, f in zip(runs["depot"]["small"], runs[FLOOR_NAME]["small"])]),
-              median([d.cpu_per_request - f.cpu_per_request for d, f in zip(base["small"], runs[FLOOR_NAME]["small"])])))
+              median([d.rps / f.rps for d, f in zip(runs["depot"]["small"], runs[FLOOR_NAME]["small"], strict=False)]),
+              median([d.cpu_per_request - f.cpu_per_request for d, f in zip(runs["depot"]["small"], runs[FLOOR_NAME]["small"], strict=False)]),
+              median([d.cpu_per_request - f.cpu_per_request for d, f in zip(base["small"], runs[FLOOR_NAME]["small"], strict=False)])))
     print("targets: 1 KiB req/s >= 1.5x filedepot: %.2fx %s;  64 MiB CPU/GB <= 0.35x filedepot: %.2fx %s" % (
         small_ratio, "met" if small_ratio >= 1.5 else "NOT met", cpu_ratio, "met" if cpu_ratio <= 0.35 else "NOT met"))
 

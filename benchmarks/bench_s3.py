@@ -211,7 +211,7 @@ def _print_summary(opts, results):
 
     def row(label, unit, kind, key, higher_is_better=True):
         ours, theirs = values("depot", kind, key), values("filedepot", kind, key)
-        ratios = [a / b for a, b in zip(ours, theirs)] if all(theirs) else []
+        ratios = [a / b for a, b in zip(ours, theirs, strict=False)] if all(theirs) else []
         ratio = statistics.median(ratios) if ratios else float("nan")
         worse = ratios and ratio != 1 and (ratio > 1) != higher_is_better
         print("%-46s %10.1f %10.1f %8.2fx%-8s %s" % (

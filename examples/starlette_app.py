@@ -48,7 +48,7 @@ def make_asgi_app(data_dir: str) -> Starlette:
         except library.UploadRefused as exc:
             return await run_in_threadpool(page, str(exc))
         except LookupError:
-            raise HTTPException(404)
+            raise HTTPException(404) from None
         return RedirectResponse("/", status_code=303)
 
     async def home(request: Request):

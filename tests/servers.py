@@ -165,7 +165,7 @@ def _launch_seaweedfs(weed: Path, process: ServerProcess) -> S3Server:
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
     # weed also listens on /tmp/seaweedfs-<kind>-grpc-<port>.sock (a fixed
     # path) and leaves them when killed.
-    grpc_ports = zip(_WEED_GRPC_KINDS, (master_grpc, volume_grpc, filer_grpc, s3_grpc))
+    grpc_ports = zip(_WEED_GRPC_KINDS, (master_grpc, volume_grpc, filer_grpc, s3_grpc), strict=False)
     process.leaves_sockets([Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock") for kind, port in grpc_ports])
     access_key = "DEPOT" + secrets.token_hex(8).upper()
     secret_key = secrets.token_urlsafe(30)

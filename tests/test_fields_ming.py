@@ -365,7 +365,7 @@ def test_filters_do_not_run_on_values_read_back(models):
 
 
 def test_image_with_thumb(models):
-    photo = models.Photo(name="p", photo=FileIntent(io.BytesIO(_png((1280, 1280))), "big.png", "image/png"))
+    models.Photo(name="p", photo=FileIntent(io.BytesIO(_png((1280, 1280))), "big.png", "image/png"))
     models.session.flush()
     models.session.clear()
     value = models.Photo.query.get(name="p").photo

@@ -1,6 +1,8 @@
-"""The README's two commands, .ci/run and the packaging metadata stay in step."""
+"""The README's two commands, .ci/run and the packaging metadata stay in step; the tree is lint-clean."""
 import pathlib
 import re
+import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -34,3 +36,11 @@ def test_version():
     import depot
 
     assert re.match(r"\d+\.\d+", depot.__version__)
+
+
+def test_lint_clean():
+    """ruff with the rules of pyproject.toml: unused names, shadowed loop variables, lost tracebacks..."""
+    ruff = pathlib.Path(sys.executable).with_name("ruff")
+    command = [str(ruff)] if ruff.exists() else [sys.executable, "-m", "ruff"]
+    result = subprocess.run([*command, "check", "--no-cache", str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

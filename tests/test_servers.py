@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import _procs, servers
-from tests._procs import ServerExited, ServerProcess, ServerStartError, free_ports, port_accepts, start_server
+from tests._procs import ServerExited, ServerProcess, ServerStartError, free_ports, start_server
 
 MIB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[1]

@@ -480,7 +480,7 @@ def test_concurrent_backup_writers_of_one_new_id(gridfs_storage, local_file):
         storage.delete(UUID)
         barrier = threading.Barrier(2)
 
-        def writer(source):
+        def writer(source, barrier=barrier):
             barrier.wait()
             try:
                 storage.replace(source, source)

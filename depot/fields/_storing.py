@@ -51,4 +51,5 @@ def store(
 ) -> StoredFacts:
     """``storage.create(content, filename, content_type)`` and the facts of the new file."""
     facts = storage.create_with_facts(content, filename, content_type)
-    return StoredFacts(facts.file_id, facts.filename, facts.content_type, _format(facts.last_modified), facts.public_url)
+    uploaded_at = _format(facts.last_modified)
+    return StoredFacts(facts.file_id, facts.filename, facts.content_type, uploaded_at, facts.public_url)

@@ -214,7 +214,7 @@ def _naming_uri(storage: "GridFSStorage") -> Iterator[None]:
         try:
             error = type(exc)(message)
         except Exception:  # pragma: no cover - an exception class with another signature
-            raise exc
+            raise exc from None
         raise error from exc
 
 
