@@ -537,13 +537,14 @@ def test_collect_garbage_of_chunks_under_string_ids(gridfs_storage):
     # A backup-form write moving fresh chunks under an id made two hours ago.
     old_oid = ObjectId.from_datetime(long_ago)
     chunks.insert_one({"files_id": old_oid, "n": 0, "data": b"new", "_depot_gen": fresh_gen})
-    # Another tool's upload under a string id: its age is unknown.
+    # Other tools' uploads under a string id and a document id: their age is unknown.
     chunks.insert_one({"files_id": "someone-elses-id", "n": 0, "data": b"?"})
+    chunks.insert_one({"files_id": {"tool": "x", "n": 1}, "n": 0, "data": b"?"})
     assert storage.collect_garbage() == 1
     assert chunks.count_documents({"files_id": deleted_midway}) == 0
-    assert chunks.count_documents({}) == 2
+    assert chunks.count_documents({}) == 3
     assert storage.collect_garbage(older_than=0) == 1
-    assert [c["files_id"] for c in chunks.find()] == ["someone-elses-id"]
+    assert [c["files_id"] for c in chunks.find()] == ["someone-elses-id", {"tool": "x", "n": 1}]
 
 
 def test_uuid_file_served_by_the_middleware(mongo_database_uri, local_file):

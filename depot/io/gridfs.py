@@ -616,7 +616,7 @@ class GridFSStorage(FileStorage):
         orphans = [
             files_id
             for files_id in self._chunks.distinct("files_id")
-            if files_id not in owners and self._written_before(files_id, cutoff)
+            if _hashable(files_id) and files_id not in owners and self._written_before(files_id, cutoff)
         ]
         for start in range(0, len(orphans), 1000):
             self._chunks.delete_many({"files_id": {"$in": orphans[start : start + 1000]}})
@@ -638,6 +638,16 @@ class GridFSStorage(FileStorage):
         if isinstance(gen, ObjectId):
             return gen.generation_time < cutoff
         return isinstance(files_id, ObjectId)
+
+
+def _hashable(files_id: Any) -> bool:
+    # Another tool may key its files by a document or an array: no age can be
+    # told for those, so they are never collected.
+    try:
+        hash(files_id)
+    except TypeError:
+        return False
+    return True
 
 
 def _chunks_of(content: Any, size: int) -> Iterator[bytes]:
