@@ -12,6 +12,8 @@ from depot.middleware import DepotMiddleware
 
 from .test_middleware_support import fallback_app
 
+pytest_plugins = ["tests.test_middleware_support"]
+
 SECRET = b"TOP-SECRET-OUTSIDE-THE-STORAGE"
 STORED = b"stored-content-" * 20
 ITERATIONS = 3000
@@ -157,3 +159,73 @@ class _ServerWrapper:
 
     def close(self):
         self.filelike.close()
+
+
+# Printable ASCII only: PEP 3333 forbids control characters in header values,
+# and a tab or a byte above 0x7e is something some front server mangles.
+STRICT_HEADER_VALUE = re.compile(r"[\x20-\x7e]*\Z")
+_NASTY = "\x00\x01\t\n\r\x0b\x0c\x1b\x7f\x80\x85\x9f\xa0\u2028\u2029\ufeff\ud800\"\\;,= %/'<>"
+
+
+def nasty_text(rng, base):
+    chars = list(base)
+    for _ in range(rng.randint(1, 6)):
+        chars.insert(rng.randint(0, len(chars)), rng.choice(_NASTY))
+    return "".join(chars)
+
+
+@pytest.mark.parametrize("backend", ["memory", "local"])
+def test_headers_from_stored_metadata_never_carry_control_characters(tmp_path, backend):
+    rng = random.Random(20241130)
+    DepotManager._clear()
+    try:
+        config = {"depot.backend": backend, "depot.storage_path": str(tmp_path / "files")}
+        storage = DepotManager.configure("default", config)
+        mw = DepotMiddleware(fallback_app)
+        base_types = ["text/html", "text/plain; charset=utf-8", "image/png", "application/json"]
+        cases = [("text/html\t", "a.html"), ("text/plain\r\nX-Injected: 1", "b.txt"), ("text/plain", "c\r\nd.txt")]
+        cases += [(nasty_text(rng, rng.choice(base_types)), nasty_text(rng, "report.pdf")) for _ in range(150)]
+        for content_type, filename in cases:
+            try:
+                fid = storage.create(b"payload", filename, content_type)
+            except (ValueError, UnicodeError):
+                continue  # refused at the door is fine too
+            for method in ("GET", "HEAD"):
+                status, headers, _ = call(mw, {"REQUEST_METHOD": method, "PATH_INFO": "/depot/default/" + fid,
+                                              "QUERY_STRING": "", "wsgi.input": io.BytesIO(b"")})
+                assert status == "200 OK", (content_type, filename, status)
+                for name, value in headers:
+                    assert STRICT_HEADER_VALUE.match(value), (name, value, content_type, filename)
+                fields = dict(headers)
+                assert fields["Content-Type"].strip() == fields["Content-Type"]
+        # The case of the report: served without its tab (and, being HTML, as an attachment).
+        fid = storage.create(b"<p>x</p>", "a.html", "text/html\t")
+        _, headers, _ = call(mw, {"REQUEST_METHOD": "GET", "PATH_INFO": "/depot/default/" + fid,
+                                  "QUERY_STRING": "", "wsgi.input": io.BytesIO(b"")})
+        assert dict(headers)["Content-Type"] == "text/html"
+        assert dict(headers)["Content-Disposition"].startswith("attachment")
+    finally:
+        DepotManager._clear()
+
+
+def test_redirect_location_never_carries_control_characters(clean_manager):
+    from depot.io.memory import MemoryStoredFile
+
+    from .test_middleware_support import PublicMemoryStorage
+
+    class OddFile(MemoryStoredFile):
+        @property
+        def public_url(self):
+            return "https://cdn.example.com/a\tb\r\nc\x00d\u00e9?x=\x7f"
+
+    class OddURL(PublicMemoryStorage):
+        file_class = OddFile
+
+    storage = OddURL()
+    DepotManager._depots["odd"] = storage
+    fid = storage.create(b"x", "a.txt", "text/plain")
+    status, headers, _ = call(DepotMiddleware(fallback_app), {"REQUEST_METHOD": "GET", "PATH_INFO": "/depot/odd/" + fid,
+                                                              "QUERY_STRING": "", "wsgi.input": io.BytesIO(b"")})
+    assert status.startswith("301")
+    for name, value in headers:
+        assert STRICT_HEADER_VALUE.match(value), (name, value)

@@ -121,3 +121,58 @@ def test_private_gcs_file_without_signing_credentials_is_served(app, gcs_emulato
 @pytest.fixture(scope="module")
 def service_account_info():
     return make_service_account_info()
+
+
+# -- UploadedFile.url without a middleware: the storage's own signed URL ---------------
+
+
+@pytest.fixture
+def no_middleware():
+    DepotManager._clear()
+    yield
+    DepotManager._clear()
+
+
+def uploaded(storage_name):
+    from depot.fields.upload import UploadedFile
+
+    return UploadedFile(CONTENT, storage_name)
+
+
+@pytest.mark.parametrize("backend", sorted(S3_BACKENDS))
+@pytest.mark.parametrize("server_name", ["moto_server", "seaweedfs_server"])
+def test_private_s3_url_without_middleware_is_freshly_signed(no_middleware, request, backend, server_name):
+    server = request.getfixturevalue(server_name)
+    configure("files", S3_BACKENDS[backend](server, "private"))
+    value = uploaded("files")
+    assert dict.__getitem__(value, "_public_url") is None  # the row keeps no expiring link
+    url = value.url
+    assert "Signature=" in url
+    assert (requests.get(url, timeout=30).status_code, requests.get(url, timeout=30).content) == (200, CONTENT)
+    if backend == "s3":
+        assert "X-Amz-Expires=300" in url  # the storage's url_expires
+    assert requests.get(url.split("?", 1)[0], timeout=30).status_code == 403
+
+
+def test_private_gcs_url_without_middleware_is_freshly_signed(no_middleware, gcs_emulator_env, service_account_info):
+    configure("files", {"depot.backend": "gcs", "depot.credentials": service_account_info,
+                        "depot.bucket": unique_name("depot-url"), "depot.policy": "private"})
+    value = uploaded("files")
+    assert dict.__getitem__(value, "_public_url") is None
+    url = value.url
+    assert "X-Goog-Signature=" in url
+    target = requests.get(url, timeout=30)
+    assert (target.status_code, target.content) == (200, CONTENT)
+
+
+def test_private_s3_url_with_a_middleware_is_the_middleware_url(app, moto_server):
+    configure("files", S3_BACKENDS["s3"](moto_server, "private"))
+    value = uploaded("files")
+    assert value.url == "/depot/files/%s" % value.file_id
+
+
+def test_private_gcs_without_signing_credentials_has_no_url_without_middleware(no_middleware, gcs_emulator_env):
+    configure("files", {"depot.backend": "gcs", "depot.bucket": unique_name("depot-url"), "depot.policy": "private"})
+    value = uploaded("files")
+    with pytest.raises(RuntimeError, match="^No WSGI middleware currently registered$"):
+        value.url

@@ -7,6 +7,7 @@ from typing import Any, Optional, Tuple
 from depot.io.interfaces import FileStorage, StoredFile
 from depot.manager import DepotManager
 
+from ._links import file_url, stored_link
 from ._storing import store
 from .interfaces import DepotFileInfo
 
@@ -22,9 +23,11 @@ class UploadedFile(DepotFileInfo):
     ``'YYYY-MM-DD HH:MM:SS'`` UTC string) and ``_public_url``, plus whatever
     filters and subclasses add.
 
-    Keys ending in ``_url`` whose value is ``None`` next to a ``_path`` key of
-    the same prefix (thumbnails stored while no middleware was registered)
-    are resolved through the middleware when read.
+    Keys ending in ``_url`` next to a ``_path`` key of the same prefix
+    (thumbnails) are resolved when read: ``None`` (stored while no
+    middleware was registered) through the middleware, and a middleware link
+    is signed afresh when the middleware signs links (rows never keep
+    expiring links).
     """
 
     def process_content(
@@ -66,23 +69,24 @@ class UploadedFile(DepotFileInfo):
 
     def __getitem__(self, key: Any) -> Any:
         value = dict.__getitem__(self, key)
-        if value is None and isinstance(key, str) and key.endswith("_url"):
+        if isinstance(key, str) and key.endswith("_url"):
             path = dict.get(self, key[:-4] + "_path")
             if path is not None:
-                return DepotManager.get_middleware().url_for(path)
+                return stored_link(value, path)
         return value
 
     @property
     def url(self) -> str:
-        """The public URL of the file, or the URL the registered middleware serves it at."""
+        """The public URL of the file, or the URL the registered middleware serves it at.
+
+        Without a middleware, private S3/GCS files get a freshly signed URL
+        from their storage (see :func:`depot.fields._links.file_url`).
+        """
         return self._url_of("_public_url", "path")
 
     def _url_of(self, public_url_key: str, path_key: str) -> str:
-        """The public URL stored under ``public_url_key``, else the middleware's URL of the path."""
-        public_url = dict.get(self, public_url_key)
-        if public_url:
-            return public_url
-        return DepotManager.get_middleware().url_for(dict.__getitem__(self, path_key))
+        """The public URL stored under ``public_url_key``, else the URL of the path (:func:`file_url`)."""
+        return file_url(dict.get(self, public_url_key), dict.__getitem__(self, path_key))
 
     @property
     def depot(self) -> FileStorage:

@@ -70,6 +70,11 @@ def _parse_metadata(file_id: str, raw: bytes) -> Metadata:
     )
 
 
+# Metadata of ordinary files is a few hundred bytes; the cap bounds the cache
+# by bytes too (max_entries * this), whatever names uploaders send.
+_MAX_CACHED_METADATA = 2048
+
+
 class _MetadataCache:
     """Parsed ``metadata.json`` files, each valid while its file is unchanged.
 
@@ -101,6 +106,8 @@ class _MetadataCache:
             self._entries.pop(path, None)
             raise IOError("File %s not existing" % file_id) from None
         facts = _parse_metadata(file_id, raw)
+        if len(raw) > _MAX_CACHED_METADATA:
+            return facts  # a huge name: cheap to re-read next time, costly to keep
         entries = self._entries
         if len(entries) >= self.max_entries:
             # Forget the oldest half: cheap, and a hot file comes right back.

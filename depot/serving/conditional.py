@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timedelta
-from typing import Optional
+from typing import Callable, Optional
 
 from .dates import parse_http_date
 from .etags import etag_list_matches, strong_match
@@ -27,6 +27,7 @@ def evaluate_preconditions(
     if_unmodified_since: Optional[str] = None,
     if_none_match: Optional[str] = None,
     if_modified_since: Optional[str] = None,
+    parse_date: Callable[[str], datetime] = parse_http_date,
 ) -> Outcome:
     """Evaluate the precondition headers of a GET or HEAD in RFC 9110's order (13.2.2).
 
@@ -35,6 +36,8 @@ def evaluate_preconditions(
     400, as filedepot did (RFC 9110 would ignore it); a malformed
     ``If-Unmodified-Since`` is ignored.  Dates compare to the second, and a
     file without a modification time never counts as unmodified by date.
+    ``parse_date`` parses ``If-Modified-Since`` (``ValueError`` when it is no
+    date); whatever else it raises goes to the caller.
     """
     if if_match is not None:
         if not etag_list_matches(if_match, etag, weak=False):
@@ -51,7 +54,7 @@ def evaluate_preconditions(
             return Outcome.NOT_MODIFIED
     elif if_modified_since is not None:
         try:
-            since = parse_http_date(if_modified_since)
+            since = parse_date(if_modified_since)
         except ValueError:
             return Outcome.BAD_REQUEST
         if last_modified is not None and last_modified <= since:

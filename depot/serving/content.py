@@ -6,7 +6,7 @@ from typing import Iterable, Optional, Tuple
 
 from depot.utils import make_content_disposition
 
-__all__ = ["DEFAULT_CONTENT_TYPE", "safe_content_type", "InlinePolicy", "SANDBOX_CSP"]
+__all__ = ["DEFAULT_CONTENT_TYPE", "safe_content_type", "header_filename", "InlinePolicy", "SANDBOX_CSP"]
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 #: Sent with every document a browser could run, in case it renders it anyway.
@@ -15,7 +15,17 @@ SANDBOX_CSP = "sandbox"
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # type/subtype plus parameters made of printable ASCII: a stored content type
 # comes from the uploader, and must never inject a header or break the server.
-_MEDIA_TYPE = re.compile(r"(%s/%s)[ \t]*(;[\x20-\x7e]*)?\Z" % (_TOKEN, _TOKEN))
+# No tab either: PEP 3333 wants header values free of control characters.
+_MEDIA_TYPE = re.compile(r"(%s/%s) *(;[\x20-\x7e]*)?\Z" % (_TOKEN, _TOKEN))
+# Longer stored types are not media types (RFC 6838 caps type and subtype at
+# 127 characters each); the cap also bounds what the header cache keeps.
+MAX_CONTENT_TYPE = 512
+#: The longest name (UTF-8 bytes) a ``Content-Disposition`` carries; the full
+#: name stays in the storage.  Front servers refuse responses whose headers
+#: exceed a few KiB, and a name is percent-encoded to up to three times its size.
+MAX_HEADER_FILENAME = 200
+# An extension longer than this is not one: it is cut like the rest of the name.
+_MAX_EXTENSION = 16
 
 # Media types a browser executes or renders as an active document when it
 # navigates to them.  Matched on the lower-cased type/subtype.
@@ -52,11 +62,31 @@ def safe_content_type(content_type: Optional[str]) -> Tuple[str, str]:
     A missing or malformed type (filedepot sent ``Content-Type: None``) is
     served as ``application/octet-stream``.
     """
-    if content_type:
+    if content_type and isinstance(content_type, str) and len(content_type) <= MAX_CONTENT_TYPE:
+        # Surrounding blanks are not part of a field value (RFC 9110 5.5).
+        content_type = content_type.strip(" \t")
         match = _MEDIA_TYPE.match(content_type)
         if match is not None:
             return content_type, match.group(1).lower()
     return DEFAULT_CONTENT_TYPE, DEFAULT_CONTENT_TYPE
+
+
+def header_filename(filename: str, limit: int = MAX_HEADER_FILENAME) -> str:
+    """``filename`` as a ``Content-Disposition`` carries it: at most ``limit`` UTF-8 bytes.
+
+    A longer name is cut at a character boundary, keeping its extension
+    (``.pdf``) so that the browser still saves a usable file.  Characters
+    UTF-8 cannot encode (lone surrogates) become ``?``.
+    """
+    data = filename.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data.decode("utf-8")
+    stem, dot, extension = filename.rpartition(".")
+    suffix = (dot + extension).encode("utf-8", "replace")
+    if not dot or not stem or len(suffix) > _MAX_EXTENSION + 1:
+        stem, suffix = filename, b""
+    head = stem.encode("utf-8", "replace")[: limit - len(suffix)]
+    return head.decode("utf-8", "ignore") + suffix.decode("utf-8")
 
 
 def _is_active(media_type: str) -> bool:

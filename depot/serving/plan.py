@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
-from typing import List, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, List, Mapping, NamedTuple, Optional, Tuple
 
 from depot.utils import http_date, utcnow_naive
 
 from .conditional import Outcome, evaluate_preconditions, if_range_holds
-from .content import SANDBOX_CSP, InlinePolicy, safe_content_type
+from .caching import BoundedCache, approximate_size
+from .content import SANDBOX_CSP, InlinePolicy, header_filename, safe_content_type
 from .ranges import UNSATISFIABLE, content_range, parse_range
 
 __all__ = ["FileFacts", "Plan", "plan_response"]
@@ -41,19 +41,34 @@ class Plan:
     body: Optional[Tuple[int, Optional[int]]]
 
 
-@lru_cache(maxsize=4096)
+#: The memo of :func:`_describe`.  Entries are small once names are capped
+#: (:func:`~depot.serving.content.header_filename`), and the byte budget holds
+#: whatever they cost.
+DESCRIPTIONS = BoundedCache(max_bytes=4 * 1024 * 1024, max_entries=4096)
+
+Description = Tuple[str, str, bool, Optional[str]]
+
+
 def _describe(
     content_type: Optional[str], filename: Optional[str], last_modified: Optional[datetime], policy: InlinePolicy
-) -> Tuple[str, str, bool, Optional[str]]:
+) -> Description:
     """``(Content-Type, Content-Disposition, sandbox, Last-Modified)`` of a file.
 
     Pure and memoised on all its inputs: these are the costly headers
     (transliteration, percent-encoding, date formatting), and a popular file
-    asks for the same ones on every request.
+    asks for the same ones on every request.  Only the capped name is kept
+    (and used in the header), so a huge stored name costs nothing here.
     """
+    if filename is not None:
+        filename = header_filename(filename)
     served_type, media_type = safe_content_type(content_type)
-    disposition, sandbox = policy.disposition(media_type, filename)
-    return served_type, disposition, sandbox, None if last_modified is None else http_date(last_modified)
+    key = (served_type, filename, last_modified, policy)
+    described = DESCRIPTIONS.get(key)
+    if described is None:
+        disposition, sandbox = policy.disposition(media_type, filename)
+        described = served_type, disposition, sandbox, None if last_modified is None else http_date(last_modified)
+        DESCRIPTIONS.put(key, described, approximate_size(served_type, filename, disposition, described[3]) + 400)
+    return described
 
 
 _STATUS = {
@@ -71,6 +86,8 @@ def plan_response(
     policy: InlinePolicy,
     now: Optional[datetime] = None,
     ranges: bool = True,
+    not_modified: Optional[bool] = None,
+    make_date: Optional[Callable[[datetime], str]] = None,
 ) -> Plan:
     """Apply RFC 9110 to a GET or HEAD (``environ`` holds its WSGI header keys).
 
@@ -82,20 +99,32 @@ def plan_response(
     cache headers; 400 and 412 carry none (their bodies are the caller's).
     ``ranges=False`` ignores ``Range`` (the front server will apply it).
     ``now`` is a naive UTC time, used by ``If-Range`` dates (the current
-    time when ``None``).
+    time when ``None``).  ``not_modified``, when given, is the caller's
+    verdict on ``If-None-Match``/``If-Modified-Since`` (a
+    :meth:`~depot.middleware.FileServeApp.has_been_modified` override), and
+    ``make_date`` its own ``Last-Modified`` formatting.
     """
     get = environ.get
-    outcome = evaluate_preconditions(
-        facts.etag,
-        facts.last_modified,
-        get("HTTP_IF_MATCH"),
-        get("HTTP_IF_UNMODIFIED_SINCE"),
-        get("HTTP_IF_NONE_MATCH"),
-        get("HTTP_IF_MODIFIED_SINCE"),
-    )
+    if not_modified is None:
+        outcome = evaluate_preconditions(
+            facts.etag,
+            facts.last_modified,
+            get("HTTP_IF_MATCH"),
+            get("HTTP_IF_UNMODIFIED_SINCE"),
+            get("HTTP_IF_NONE_MATCH"),
+            get("HTTP_IF_MODIFIED_SINCE"),
+        )
+    else:
+        outcome = evaluate_preconditions(
+            facts.etag, facts.last_modified, get("HTTP_IF_MATCH"), get("HTTP_IF_UNMODIFIED_SINCE")
+        )
+        if outcome is Outcome.PROCEED and not_modified:
+            outcome = Outcome.NOT_MODIFIED
     content_type, disposition, sandbox, last_modified = _describe(
         facts.content_type, facts.filename, facts.last_modified, policy
     )
+    if make_date is not None and facts.last_modified is not None:
+        last_modified = make_date(facts.last_modified)
     if outcome is Outcome.NOT_MODIFIED:
         headers = [("ETag", facts.etag), ("Cache-Control", cache_control), ("Expires", expires)]
         if last_modified is not None:

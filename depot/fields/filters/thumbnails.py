@@ -5,8 +5,8 @@ from typing import Any, Tuple
 
 from depot.imaging import Image, make_thumbnail, open_image
 from depot.io.utils import file_from_content
-from depot.manager import DepotManager
 
+from .._links import link_to_store
 from ..interfaces import FileFilter
 
 __all__ = ["WithThumbnailFilter"]
@@ -18,9 +18,11 @@ class WithThumbnailFilter(FileFilter):
     Keys added (``<W>x<H>`` being the requested size): ``thumb_<W>x<H>_id``,
     ``thumb_<W>x<H>_path`` and ``thumb_<W>x<H>_url``.  The URL is the
     middleware's URL of the thumbnail, recorded at save time when a
-    middleware is registered, as filedepot did; when none is registered yet
-    the key holds ``None`` and reading it (``uploaded.thumb_<W>x<H>_url`` or
-    ``uploaded['thumb_<W>x<H>_url']``) asks the middleware registered by then.
+    middleware is registered, as filedepot did, but never signed: a signed
+    link would expire while the row lives on.  Reading the key
+    (``uploaded.thumb_<W>x<H>_url`` or ``uploaded['thumb_<W>x<H>_url']``)
+    signs it afresh when the middleware has a secret, and asks the
+    middleware registered by then when none was at save time (``None``).
 
     Any format Pillow can write works; transparent images are flattened on
     white for formats without alpha (JPEG, BMP...).  The upload must be an
@@ -46,12 +48,4 @@ class WithThumbnailFilter(FileFilter):
         path, file_id = uploaded_file.store_content(data, "%s.%s" % (key, self.thumbnail_format.lower()))
         uploaded_file[key + "_id"] = file_id
         uploaded_file[key + "_path"] = path
-        uploaded_file[key + "_url"] = _middleware_url(path)
-
-
-def _middleware_url(path: str) -> Any:
-    try:
-        middleware = DepotManager.get_middleware()
-    except RuntimeError:
-        return None  # resolved when read, see UploadedFile.__getitem__
-    return middleware.url_for(path)
+        uploaded_file[key + "_url"] = link_to_store(path)
