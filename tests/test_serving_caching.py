@@ -96,3 +96,27 @@ def test_description_cache_is_bounded_by_bytes_whatever_the_entries():
                       "max-age=1, public", "x", policy)
         assert plan.DESCRIPTIONS.nbytes <= plan.DESCRIPTIONS.max_bytes
     assert len(plan.DESCRIPTIONS) <= plan.DESCRIPTIONS.max_entries
+
+
+def test_huge_names_through_the_middleware(tmp_path):
+    import webtest
+
+    from depot.io import local
+    from depot.manager import DepotManager
+    from depot.middleware import DepotMiddleware
+
+    DepotManager._clear()
+    try:
+        storage = DepotManager.configure("default", {"depot.storage_path": str(tmp_path)})
+        name = "\u00e9" * 200_000 + ".pdf"
+        fid = storage.create(b"%PDF", name, "application/pdf")
+        app = webtest.TestApp(DepotMiddleware(None))
+        resp = app.get("/depot/default/%s" % fid)
+        disposition = resp.headers["Content-Disposition"]
+        assert len(disposition) < 1024 and disposition.endswith(".pdf")
+        assert sum(len(k) + len(v) for k, v in resp.headerlist) < 2048
+        assert storage.get(fid).filename == name  # the storage keeps the whole name
+        # Local storage's metadata cache does not keep such a name either.
+        assert all(len(facts[0]) < 2048 for _, facts in local._METADATA._entries.values())
+    finally:
+        DepotManager._clear()
