@@ -333,3 +333,12 @@ def test_positional_arguments_and_app_none(storage):
     mw = DepotMiddleware(None, "/media", 10, True)
     assert (mw.app, mw.mountpoint, mw.cache_max_age, mw.replace_wsgi_filewrapper) == (None, "/media", 10, True)
     assert webtest.TestApp(mw).get("/media/default/%s" % fid).headers["Cache-Control"] == "max-age=10, public"
+
+
+def test_root_mountpoint(storage):
+    fid = storage.create(CONTENT, "a.txt", "text/plain")
+    app = make_app(mountpoint="/")
+    assert DepotManager.url_for("default/%s" % fid) == "/default/%s" % fid
+    assert app.get("/default/%s" % fid).body == CONTENT
+    # filedepot 0.12 joined '/' and the path into '//default/<id>'.
+    assert app.get("//default/%s" % fid).body == CONTENT
