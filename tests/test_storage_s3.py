@@ -615,8 +615,10 @@ class ScriptedS3:
     existing bucket.
     """
 
-    def __init__(self, buckets=(), list_error=None, head_error=None):
+    def __init__(self, buckets=(), list_error=None, head_error=None, foreign=(), create_error="BucketAlreadyExists"):
         self.buckets = set(buckets)
+        self.foreign = set(foreign)  # other accounts' buckets: not listed, not creatable
+        self.create_error = create_error
         self.list_error = list_error
         self.head_error = head_error
         self.calls = []
@@ -634,12 +636,15 @@ class ScriptedS3:
                 raise self.error(self.list_error, 403 if self.list_error == "AccessDenied" else 500, operation)
             return dict(ok, Buckets=[{"Name": name} for name in sorted(self.buckets)])
         if operation == "HeadBucket":
-            if params["Bucket"] not in self.buckets:
+            if params["Bucket"] not in self.buckets | self.foreign:
                 raise self.error("404", 404, operation)
             if self.head_error:
                 raise self.error(self.head_error, 403, operation)
             return ok
         if operation == "CreateBucket":
+            if params["Bucket"] in self.foreign:
+                raise self.error(self.create_error, 409 if self.create_error == "BucketAlreadyExists" else 403,
+                                 operation)
             self.buckets.add(params["Bucket"])
             return ok
         if operation == "PutPublicAccessBlock":
@@ -718,3 +723,18 @@ class TestBucketBootstrapSequence:
             scripted_storage()
         assert info.value.operation_name == "HeadBucket"
         assert api.operations == ["ListBuckets", "HeadBucket"]
+
+    @pytest.mark.parametrize("create_error", ["BucketAlreadyExists", "AccessDenied"])
+    def test_unlisted_bucket_of_another_account_is_used_when_head_answers(self, scripted_s3, create_error):
+        api = scripted_s3(foreign=["bkt"], create_error=create_error)
+        storage = scripted_storage()
+        assert api.operations == ["ListBuckets", "CreateBucket", "HeadBucket"]
+        assert storage._bucket_driver.bucket.name == "bkt"
+
+    def test_unlisted_uncreatable_unreachable_bucket_raises_the_create_error(self, scripted_s3):
+        api = scripted_s3(foreign=["bkt"], head_error="403")
+        with pytest.raises(ClientError) as info:
+            scripted_storage()
+        assert info.value.operation_name == "CreateBucket"
+        assert info.value.response["Error"]["Code"] == "BucketAlreadyExists"
+        assert api.operations == ["ListBuckets", "CreateBucket", "HeadBucket"]

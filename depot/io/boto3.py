@@ -361,7 +361,10 @@ class S3Storage(ObjectStorage):
         A ``ClientError`` from ListBuckets propagates (as :class:`S3AccessError`,
         still a ``ClientError``), except ``AccessDenied``: credentials limited
         to one bucket may not list the account's buckets, so HeadBucket asks
-        about this one instead.
+        about this one instead.  A bucket that is not listed and cannot be
+        created (``BucketAlreadyExists``, ``AccessDenied``) is used when
+        HeadBucket answers for it: another account's bucket shared with these
+        credentials, where filedepot failed.
         """
         endpoint = self._client.meta.endpoint_url
         try:
@@ -378,7 +381,10 @@ class S3Storage(ObjectStorage):
         try:
             self._create_bucket(name)
         except ClientError as exc:
-            if error_code(exc) != "BucketAlreadyOwnedByYou":  # created meanwhile by another process
+            code = error_code(exc)
+            if code in ("BucketAlreadyExists", "AccessDenied") and self._head_succeeds(name):
+                return  # not listed, not ours to create, but usable: another account's bucket
+            if code != "BucketAlreadyOwnedByYou":  # created meanwhile by another process
                 raise S3AccessError(exc, name, endpoint) from exc
         self._client.get_waiter("bucket_exists").wait(Bucket=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
         if self._policy == CANNED_ACL_PUBLIC_READ:
@@ -395,6 +401,13 @@ class S3Storage(ObjectStorage):
             if not token:
                 return False
             args["ContinuationToken"] = token
+
+    def _head_succeeds(self, name: str) -> bool:
+        try:
+            self._client.head_bucket(Bucket=name)
+        except ClientError:
+            return False
+        return True
 
     def _bucket_answers_head(self, name: str) -> bool:
         """Whether HeadBucket finds ``name``; errors other than "missing" propagate."""
