@@ -7,7 +7,10 @@ back in 256 KiB reads (MB/s), plus the peak RSS growth of the process while
 writing the large file, and the CPU seconds that write cost the client and
 the SeaweedFS process (both run on this machine, so together they bound the
 throughput: the "CPU ceiling" is the size over their CPU time spread over
-every core).  Rounds interleave the two in alternating order, each run in a
+every core).  The gateway is plain http, so under the default
+``payload_signing='auto'`` each multipart part is signed (a SHA-256 of its
+bytes, counted in the client's CPU time), as botocore does over plain http;
+over https the parts would go unsigned with their CRC32.  Rounds interleave the two in alternating order, each run in a
 fresh process under a fresh key prefix; figures are medians, ratios the
 median of the ratios taken within each round (listed too).
 

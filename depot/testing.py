@@ -558,3 +558,41 @@ class StorageConformance:
             for t in threads:
                 t.join()
         assert errors == []
+
+    # uuid.UUID ids (fidelity)
+    #
+    # filedepot 0.12 code passes uuid.UUID objects where ids go: one names the
+    # file stored under its canonical string.  The file is stored under a
+    # UUID1 (filedepot's ids) with the backup form of replace, which every
+    # storage takes (GridFS too, whose own new ids are ObjectIds).
+
+    def _store_under_uuid(self, storage: FileStorage) -> uuid.UUID:
+        file_uuid = uuid.uuid1()
+        foreign = ForeignStoredFile(str(file_uuid), FILE_CONTENT, "uuid.txt", "text/plain")
+        storage.replace(foreign, foreign)
+        return file_uuid
+
+    def test_uuid_object_gets_the_file(self, storage):
+        file_uuid = self._store_under_uuid(storage)
+        f = storage.get(file_uuid)
+        assert f.file_id == str(file_uuid)
+        assert (f.read(), f.filename) == (FILE_CONTENT, "uuid.txt")
+
+    def test_uuid_object_exists_replace_delete(self, storage):
+        file_uuid = self._store_under_uuid(storage)
+        assert storage.exists(file_uuid) is True
+        assert storage.replace(file_uuid, b"REPLACED") == str(file_uuid)
+        replaced = storage.get(str(file_uuid))
+        assert (replaced.read(), replaced.filename) == (b"REPLACED", "uuid.txt")
+        storage.delete(file_uuid)
+        assert storage.exists(str(file_uuid)) is False
+        assert str(file_uuid) not in storage.list()
+
+    def test_missing_uuid_object(self, storage):
+        missing = uuid.uuid1()
+        with pytest.raises(IOError):
+            storage.get(missing)
+        assert storage.exists(missing) is False
+        storage.delete(missing)
+        with pytest.raises(IOError):
+            storage.replace(missing, b"nothing")

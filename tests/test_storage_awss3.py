@@ -189,3 +189,74 @@ class TestErrors:
     def test_unsupported_public_access_block_is_tolerated(self, module, seaweedfs_server):
         storage = build(module, seaweedfs_server, unique_name("depot-pab"))
         assert storage.get(storage.create(b"ok")).read() == b"ok"
+
+
+# -- legacy boto bucket bootstrap (SPEC 2.5) -------------------------------------------
+
+
+def spy_connection(monkeypatch, *names):
+    """Record ``(method, args, kwargs, result)`` of these real ``S3Connection`` methods."""
+    from boto.s3.connection import S3Connection
+
+    seen = []
+    for name in names:
+        original = getattr(S3Connection, name)
+
+        def wrapper(self, *args, _name=name, _original=original, **kwargs):
+            result = _original(self, *args, **kwargs)
+            seen.append((_name, args, kwargs, result))
+            return result
+
+        monkeypatch.setattr(S3Connection, name, wrapper)
+    return seen
+
+
+@needs_boto
+class TestLegacyBucketBootstrap:
+    def test_existing_bucket_comes_from_lookup(self, seaweedfs_server, bucket, monkeypatch):
+        build(awss3, seaweedfs_server, bucket)  # the bucket exists from here on
+        seen = spy_connection(monkeypatch, "lookup", "create_bucket")
+        storage = build(awss3, seaweedfs_server, bucket)
+        assert [(name, args) for name, args, _, _ in seen] == [("lookup", (bucket,))]
+        assert storage._bucket_driver.bucket is seen[0][3]
+
+    def test_missing_bucket_comes_from_create_bucket(self, moto_server, monkeypatch):
+        name = unique_name("depot-legacy")
+        seen = spy_connection(monkeypatch, "lookup", "create_bucket")
+        storage = build(awss3, moto_server, name)
+        assert [(call, args) for call, args, _, _ in seen] == [("lookup", (name,)), ("create_bucket", (name,))]
+        assert seen[0][3] is None
+        assert seen[1][2]["headers"] == {"x-amz-object-ownership": "BucketOwnerPreferred"}
+        assert storage._bucket_driver.bucket is seen[1][3]
+        assert raw_client(moto_server).get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": False, "IgnorePublicAcls": False, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+        }
+        assert storage.get(storage.create(b"legacy")).read() == b"legacy"
+
+    def test_sequence_with_s3connection_patched(self, monkeypatch):
+        from unittest import mock
+
+        from boto.s3.connection import S3Connection
+
+        found, created = object(), object()
+        response = mock.Mock(status=200, reason="OK", read=mock.Mock(return_value=b""))
+        with mock.patch.object(S3Connection, "lookup", autospec=True, return_value=found) as lookup, \
+                mock.patch.object(S3Connection, "create_bucket", autospec=True) as create:
+            with pytest.warns(DeprecationWarning):
+                storage = awss3.S3Storage("AKID", "secret", bucket="old-bucket", host="http://127.0.0.1:1")
+            assert storage._bucket_driver.bucket is found
+            assert [c.args[1:] for c in lookup.call_args_list] == [("old-bucket",)]
+            create.assert_not_called()
+
+        with mock.patch.object(S3Connection, "lookup", autospec=True, return_value=None), \
+                mock.patch.object(S3Connection, "create_bucket", autospec=True, return_value=created) as create, \
+                mock.patch.object(S3Connection, "make_request", autospec=True, return_value=response) as request:
+            with pytest.warns(DeprecationWarning):
+                storage = awss3.S3Storage("AKID", "secret", bucket="new-bucket", host="http://127.0.0.1:1",
+                                          policy="private")
+            assert storage._bucket_driver.bucket is created
+            assert create.call_args.args[1:] == ("new-bucket",)
+            assert create.call_args.kwargs["headers"] == {"x-amz-object-ownership": "BucketOwnerPreferred"}
+            # The public access block goes whatever the policy, as in filedepot.
+            assert request.call_args.args[1:3] == ("PUT", "new-bucket")
+            assert request.call_args.kwargs["query_args"] == "publicAccessBlock"

@@ -251,3 +251,54 @@ class TestUrls:
         f = storage.get(storage.create(b"secret"))
         assert "X-Goog-Expires=90" in f.public_url
         assert requests.get(f.public_url, timeout=30).content == b"secret"
+
+
+# -- names filedepot 0.12 code uses ------------------------------------------------------
+
+
+class PolicyBucket:
+    """A bucket's IAM endpoints, holding a real :class:`google.api_core.iam.Policy`."""
+
+    def __init__(self):
+        from google.api_core.iam import Policy
+
+        self.policy = Policy.from_api_repr({"version": 1, "etag": "CAE=", "bindings": [
+            {"role": "roles/storage.legacyBucketOwner", "members": ["projectOwner:p"]},
+        ]})
+        self.calls = []
+
+    def get_iam_policy(self, **kwargs):
+        self.calls.append(("get", kwargs))
+        return self.policy
+
+    def set_iam_policy(self, policy, **kwargs):
+        self.calls.append(("set", kwargs))
+        self.policy = policy
+        return policy
+
+
+class TestSetBucketPublicIam:
+    def test_appends_an_object_viewer_binding(self, gcs_storage):
+        bucket = PolicyBucket()
+        gcs_storage.set_bucket_public_iam(bucket)
+        assert [call for call, _ in bucket.calls] == ["get", "set"]
+        assert bucket.calls[0][1] == {"requested_policy_version": 3}
+        bindings = bucket.policy.to_api_repr()["bindings"]
+        assert {"role": "roles/storage.legacyBucketOwner", "members": ["projectOwner:p"]} in bindings
+        assert {"role": "roles/storage.objectViewer", "members": ["allUsers"]} in bindings
+
+    def test_members_can_be_chosen(self, gcs_storage):
+        bucket = PolicyBucket()
+        gcs_storage.set_bucket_public_iam(bucket, members=("allAuthenticatedUsers", "domain:example.com"))
+        viewers = [b for b in bucket.policy.to_api_repr()["bindings"] if b["role"] == "roles/storage.objectViewer"]
+        assert sorted(viewers[0]["members"]) == ["allAuthenticatedUsers", "domain:example.com"]
+
+    def test_patching_it_as_filedepot_tests_do(self, gcs_emulator_env, gcs_bucket):
+        from unittest import mock
+
+        with mock.patch.object(GCSStorage, "set_bucket_public_iam", autospec=True) as patched:
+            storage = make_storage(gcs_emulator_env, gcs_bucket, prefix="iam/")
+            file_id = storage.create(b"public object")
+        # Public-read makes each object public; the bucket's IAM policy is left alone.
+        patched.assert_not_called()
+        assert requests.get(storage.get(file_id).public_url, timeout=30).content == b"public object"

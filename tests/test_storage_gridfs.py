@@ -3,6 +3,7 @@ import datetime
 import itertools
 import threading
 import tracemalloc
+from unittest import mock
 
 import pytest
 
@@ -357,7 +358,8 @@ def test_chunk_size_option(mongo_database_uri):
 
 
 def test_ids_are_checked(gridfs_storage):
-    for bad in ("x" * 24, 12345, None, b"123456789012"):
+    # 12 raw bytes are an ObjectId (filedepot accepted them): see TestFiledepotForms.
+    for bad in ("x" * 24, 12345, None, b"12345678901", "123456789012"):
         with pytest.raises(ValueError):
             gridfs_storage.get(bad)
 
@@ -585,3 +587,50 @@ def test_create_with_facts_goes_through_a_subclass_create(mongo_database_uri):
         for file_id in storage.list():
             storage.delete(file_id)
         storage._cli.close()
+
+
+# -- names filedepot 0.12 code uses ------------------------------------------------------
+
+
+class TestFiledepotForms:
+    def test_twelve_byte_ids(self, gridfs_storage):
+        storage = gridfs_storage
+        file_id = storage.create(b"binary id", "b.txt")
+        raw = ObjectId(file_id).binary
+        assert isinstance(raw, bytes) and len(raw) == 12
+        f = storage.get(raw)
+        assert (f.file_id, f.read(), f.filename) == (file_id, b"binary id", "b.txt")
+        assert storage.exists(raw) is True
+        assert storage.replace(raw, b"replaced") == file_id
+        assert storage.get(file_id).read() == b"replaced"
+        storage.delete(raw)
+        assert storage.exists(file_id) is False
+        with pytest.raises(IOError):
+            storage.get(raw)
+
+    @pytest.mark.parametrize("bad", [b"", b"short", b"thirteen byte", "twelve chars"])
+    def test_other_byte_strings_are_invalid(self, gridfs_storage, bad):
+        with pytest.raises(ValueError, match="Invalid file id"):
+            gridfs_storage.get(bad)
+
+    @pytest.mark.parametrize("keyword", [False, True])
+    def test_stored_file_from_a_gridout(self, gridfs_storage, keyword):
+        from depot.io.gridfs import GridFSStoredFile
+
+        storage = gridfs_storage
+        with mock.patch("depot.io.utils.timestamp", return_value="2001-02-03 04:05:06"):
+            file_id = storage.create(b"0123456789" * 100, "g.bin", "application/x-g")
+        gridout = storage._gridfs.get(ObjectId(file_id))
+        f = GridFSStoredFile(file_id=file_id, gridout=gridout) if keyword else GridFSStoredFile(file_id, gridout)
+        assert (f.file_id, f.filename, f.content_type, f.content_length) == (
+            file_id, "g.bin", "application/x-g", 1000
+        )
+        assert f.last_modified == datetime.datetime(2001, 2, 3, 4, 5, 6)
+        assert f.read(5) == b"01234"
+        assert f.read(7) == b"5678901"
+        assert len(f.read()) == 988
+        assert b"".join(f.iter_range(995, 1000, chunk_size=2)) == b"56789"
+        f.close()
+        assert f.closed is True
+        with pytest.raises(ValueError):
+            f.read()

@@ -1,8 +1,10 @@
 """depot.io.boto3.S3Storage against real S3 servers: SeaweedFS (signatures checked) and moto (ACLs)."""
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import pathlib
 import socket
 import tempfile
 import tracemalloc
@@ -319,6 +321,51 @@ def record_parts(storage, alter_part=None):
     return sent
 
 
+def offline_https_s3(monkeypatch):
+    """Answer the S3 calls of a multipart upload to an https endpoint without a network.
+
+    Requests are fully built and signed by botocore, then answered in
+    ``before-send``.  Returns the ``(x-amz-content-sha256, sha256 of the
+    part)`` of each UploadPart.
+    """
+    from botocore.awsrequest import AWSResponse
+
+    answers = {
+        "ListBuckets": b"<ListAllMyBucketsResult><Buckets><Bucket><Name>bkt</Name></Bucket></Buckets>"
+                       b"</ListAllMyBucketsResult>",
+        "CreateMultipartUpload": b"<InitiateMultipartUploadResult><Bucket>bkt</Bucket><Key>k</Key>"
+                                 b"<UploadId>u1</UploadId></InitiateMultipartUploadResult>",
+        "UploadPart": b"",
+        "CompleteMultipartUpload": b"<CompleteMultipartUploadResult><ETag>\"e\"</ETag></CompleteMultipartUploadResult>",
+    }
+    sent = []
+
+    class Raw:
+        def __init__(self, body):
+            self.body = body
+
+        def stream(self, **kwargs):
+            yield self.body
+
+    def answer(request, event_name, **kwargs):
+        operation = event_name.rsplit(".", 1)[-1]
+        if operation == "UploadPart":
+            header = request.headers.get("x-amz-content-sha256")
+            header = header.decode() if isinstance(header, bytes) else header
+            body = request.body
+            digest = hashlib.sha256(bytes(body)).hexdigest() if isinstance(body, (bytes, bytearray)) else None
+            sent.append((header, digest))
+        return AWSResponse(request.url, 200, {"ETag": '"p"'}, Raw(answers[operation]))
+
+    class OfflineSession(boto3.Session):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.events.register("before-send.s3", answer)
+
+    monkeypatch.setattr(depot_s3.boto3, "Session", OfflineSession)
+    return sent
+
+
 @pytest.fixture(params=["seaweedfs", "moto"])
 def s3_server(request):
     return request.getfixturevalue(request.param + "_server")
@@ -331,7 +378,7 @@ def parts_storage(server, **options):
 
 
 class TestPayloadSigning:
-    """Parts carry a CRC32; their payload is signed only when asked (or when no checksum goes)."""
+    """Parts carry a CRC32; ``auto`` follows botocore (unsigned only over https), ``False`` never signs."""
 
     @pytest.mark.parametrize("signing", [None, True, False])
     def test_parts_store_the_right_bytes(self, s3_server, signing):
@@ -343,10 +390,52 @@ class TestPayloadSigning:
         assert part_count(storage, file_id) == 3
         assert len(sent) == 3 and all(crc for _, crc in sent)
         hashes = {payload for payload, _ in sent}
-        if signing:
-            assert all(len(h) == 64 and h != "UNSIGNED-PAYLOAD" for h in hashes)
-        else:
+        if signing is False:
             assert hashes == {"UNSIGNED-PAYLOAD"}
+        else:
+            # These servers are plain http: auto signs, as botocore does.
+            assert all(len(h) == 64 and h != "UNSIGNED-PAYLOAD" for h in hashes)
+
+    @pytest.mark.parametrize("signing", [None, "auto"])
+    def test_auto_signs_every_part_over_plain_http(self, seaweedfs_server, signing):
+        assert seaweedfs_server.endpoint_url.startswith("http://")
+        storage = parts_storage(seaweedfs_server, payload_signing=signing)
+        signed = []
+
+        def record(request, **kwargs):
+            header = request.headers.get("x-amz-content-sha256")
+            header = header.decode() if isinstance(header, bytes) else header
+            signed.append((header, hashlib.sha256(bytes(request.body)).hexdigest()))
+
+        # auto sends parts with the storage's own client.
+        storage._client.meta.events.register("before-send.s3.UploadPart", record)
+        data = pattern(11 * MB)
+        file_id = storage.create(NonSeekableStream(data, chunk=MB))
+        assert storage.get(file_id).read() == data
+        assert len(signed) == 3
+        assert all(header == digest for header, digest in signed)
+
+    @pytest.mark.parametrize("signing", [None, True, False])
+    def test_https_rule(self, monkeypatch, signing):
+        """Over https auto leaves parts unsigned (botocore's rule); True still signs them, False never."""
+        sent = offline_https_s3(monkeypatch)
+        storage = S3Storage("AKIDEXAMPLE", "secret", bucket="bkt", endpoint_url="https://s3.invalid",
+                            region_name="us-east-1", multipart_threshold=5 * MB, multipart_chunksize=5 * MB,
+                            payload_signing=signing)
+        data = pattern(11 * MB)
+        storage.create(NonSeekableStream(data, chunk=MB))
+        assert len(sent) == 3
+        if signing:
+            assert [header for header, _ in sent] == [digest for _, digest in sent]
+        else:
+            assert all("UNSIGNED-PAYLOAD" in header for header, _ in sent)
+
+    def test_docs_and_benchmark_state_the_plain_http_rule(self):
+        root = pathlib.Path(__file__).resolve().parent.parent
+        guide = " ".join((root / "docs" / "userguide.rst").read_text().split())
+        bench = " ".join((root / "benchmarks" / "bench_s3.py").read_text().split())
+        assert "payload_signing" in guide and "only over https" in guide and "CRC32" in guide
+        assert "payload_signing" in bench and "plain http" in bench
 
     def test_parts_without_checksum_are_signed(self, seaweedfs_server, monkeypatch):
         monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
@@ -460,14 +549,19 @@ def spy_session(monkeypatch):
 
 
 class TestBucketBootstrap:
-    def test_existing_bucket_is_found_with_head(self, seaweedfs_server, seaweed_bucket, spy_session):
+    def test_existing_bucket_is_found_with_list_buckets(self, seaweedfs_server, seaweed_bucket, spy_session):
         make_storage(seaweedfs_server, seaweed_bucket)
-        assert spy_session.calls == ["HeadBucket"]
+        assert spy_session.calls == ["ListBuckets"]
+
+    def test_missing_bucket_sequence_on_a_real_server(self, moto_server, spy_session):
+        storage = make_storage(moto_server, unique_name("depot-seq"))
+        assert spy_session.calls == ["ListBuckets", "CreateBucket", "HeadBucket", "PutPublicAccessBlock"]
+        assert storage.get(storage.create(b"seq")).read() == b"seq"
 
     def test_creation_in_a_region(self, moto_server, spy_session):
         name = unique_name("depot-eu")
         storage = make_storage(moto_server, name, region_name="eu-west-1")
-        assert "ListBuckets" not in spy_session.calls
+        assert spy_session.calls[:2] == ["ListBuckets", "CreateBucket"]
         client = raw_client(moto_server, "eu-west-1")
         assert client.get_bucket_location(Bucket=name)["LocationConstraint"] == "eu-west-1"
         assert client.get_bucket_ownership_controls(Bucket=name)["OwnershipControls"]["Rules"] == [
@@ -511,3 +605,136 @@ class TestBucketBootstrap:
             S3Storage("key", "secret", bucket="nowhere", endpoint_url=endpoint, region_name="us-east-1")
         assert isinstance(info.value, S3EndpointError)
         assert endpoint in str(info.value) and "nowhere" in str(info.value)
+
+
+class ScriptedS3:
+    """S3 behind botocore's ``_make_api_call``: records each operation and answers from a few buckets.
+
+    ``list_error`` is the error code ListBuckets answers with (403 for
+    ``AccessDenied``), ``head_error`` the one HeadBucket answers for an
+    existing bucket.
+    """
+
+    def __init__(self, buckets=(), list_error=None, head_error=None, foreign=(), create_error="BucketAlreadyExists"):
+        self.buckets = set(buckets)
+        self.foreign = set(foreign)  # other accounts' buckets: not listed, not creatable
+        self.create_error = create_error
+        self.list_error = list_error
+        self.head_error = head_error
+        self.calls = []
+
+    @staticmethod
+    def error(code, status, operation):
+        return ClientError({"Error": {"Code": code, "Message": code},
+                            "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+
+    def __call__(self, client, operation, params):
+        self.calls.append((operation, params))
+        ok = {"ResponseMetadata": {"HTTPStatusCode": 200}}
+        if operation == "ListBuckets":
+            if self.list_error:
+                raise self.error(self.list_error, 403 if self.list_error == "AccessDenied" else 500, operation)
+            return dict(ok, Buckets=[{"Name": name} for name in sorted(self.buckets)])
+        if operation == "HeadBucket":
+            if params["Bucket"] not in self.buckets | self.foreign:
+                raise self.error("404", 404, operation)
+            if self.head_error:
+                raise self.error(self.head_error, 403, operation)
+            return ok
+        if operation == "CreateBucket":
+            if params["Bucket"] in self.foreign:
+                raise self.error(self.create_error, 409 if self.create_error == "BucketAlreadyExists" else 403,
+                                 operation)
+            self.buckets.add(params["Bucket"])
+            return ok
+        if operation == "PutPublicAccessBlock":
+            return ok
+        raise AssertionError("unexpected S3 call %s" % operation)
+
+    @property
+    def operations(self):
+        return [operation for operation, _ in self.calls]
+
+
+@pytest.fixture
+def scripted_s3(monkeypatch):
+    from botocore.client import BaseClient
+
+    def install(**options):
+        api = ScriptedS3(**options)
+        monkeypatch.setattr(BaseClient, "_make_api_call", lambda client, op, params: api(client, op, params))
+        return api
+
+    return install
+
+
+def scripted_storage(**options):
+    return S3Storage("AKIDEXAMPLE", "secret", bucket="bkt", endpoint_url="http://s3.invalid", region_name="us-east-1",
+                     **options)
+
+
+class TestBucketBootstrapSequence:
+    """The calls of filedepot 0.12's bootstrap (SPEC 2.4), with botocore's ``_make_api_call`` patched."""
+
+    def test_listed_bucket_is_used_as_is(self, scripted_s3):
+        api = scripted_s3(buckets=["other", "bkt"])
+        storage = scripted_storage()
+        assert api.operations == ["ListBuckets"]
+        assert storage._bucket_driver.bucket.name == "bkt"
+
+    def test_unlisted_bucket_is_created_waited_for_and_opened_to_acls(self, scripted_s3):
+        api = scripted_s3(buckets=["other"])
+        scripted_storage()
+        assert api.operations == ["ListBuckets", "CreateBucket", "HeadBucket", "PutPublicAccessBlock"]
+        create, put_block = api.calls[1][1], api.calls[3][1]
+        assert create == {"Bucket": "bkt", "ObjectOwnership": "BucketOwnerPreferred"}
+        assert put_block["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": False, "IgnorePublicAcls": False, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+        }
+
+    def test_private_bucket_gets_no_public_access_block(self, scripted_s3):
+        api = scripted_s3()
+        scripted_storage(policy="private")
+        assert api.operations == ["ListBuckets", "CreateBucket", "HeadBucket"]
+
+    @pytest.mark.parametrize("code", ["InternalError", "InvalidAccessKeyId", "SignatureDoesNotMatch"])
+    def test_list_buckets_error_propagates(self, scripted_s3, code):
+        api = scripted_s3(buckets=["bkt"], list_error=code)
+        with pytest.raises(ClientError) as info:
+            scripted_storage()
+        assert info.value.response["Error"]["Code"] == code
+        assert info.value.operation_name == "ListBuckets"
+        assert api.operations == ["ListBuckets"]
+
+    def test_access_denied_listing_falls_back_to_head(self, scripted_s3):
+        api = scripted_s3(buckets=["bkt"], list_error="AccessDenied")
+        storage = scripted_storage()
+        assert api.operations == ["ListBuckets", "HeadBucket"]
+        assert storage._bucket_driver.bucket.name == "bkt"
+
+    def test_access_denied_listing_then_missing_bucket_is_created(self, scripted_s3):
+        api = scripted_s3(list_error="AccessDenied")
+        scripted_storage()
+        assert api.operations == ["ListBuckets", "HeadBucket", "CreateBucket", "HeadBucket", "PutPublicAccessBlock"]
+
+    def test_access_denied_everywhere_propagates(self, scripted_s3):
+        api = scripted_s3(buckets=["bkt"], list_error="AccessDenied", head_error="403")
+        with pytest.raises(ClientError) as info:
+            scripted_storage()
+        assert info.value.operation_name == "HeadBucket"
+        assert api.operations == ["ListBuckets", "HeadBucket"]
+
+    @pytest.mark.parametrize("create_error", ["BucketAlreadyExists", "AccessDenied"])
+    def test_unlisted_bucket_of_another_account_is_used_when_head_answers(self, scripted_s3, create_error):
+        api = scripted_s3(foreign=["bkt"], create_error=create_error)
+        storage = scripted_storage()
+        assert api.operations == ["ListBuckets", "CreateBucket", "HeadBucket"]
+        assert storage._bucket_driver.bucket.name == "bkt"
+
+    def test_unlisted_uncreatable_unreachable_bucket_raises_the_create_error(self, scripted_s3):
+        api = scripted_s3(foreign=["bkt"], head_error="403")
+        with pytest.raises(ClientError) as info:
+            scripted_storage()
+        assert info.value.operation_name == "CreateBucket"
+        assert info.value.response["Error"]["Code"] == "BucketAlreadyExists"
+        assert api.operations == ["ListBuckets", "CreateBucket", "HeadBucket"]

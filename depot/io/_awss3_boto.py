@@ -248,11 +248,15 @@ class S3Storage(ObjectStorage):
         return "<awss3.S3Storage %s/%s%s>" % (self._host, self._bucket_driver.bucket.name, self._bucket_driver.prefix)
 
     def _find_or_create_bucket(self, name: str, region: Optional[str]) -> Any:
-        try:
-            return self._conn.get_bucket(name)
-        except S3ResponseError as exc:
-            if exc.status != 404:
-                raise BucketAccessError(exc, name, self._host) from exc
+        """The bucket as filedepot 0.12 finds it: ``lookup``, else ``create_bucket``.
+
+        The bucket driver holds exactly what either call returned.  ``lookup``
+        answers ``None`` for any failure, so refused credentials surface from
+        ``create_bucket`` (as :class:`BucketAccessError`).
+        """
+        bucket = self._conn.lookup(name)
+        if bucket is not None:
+            return bucket
         location = region if region and region != "us-east-1" else ""
         try:
             bucket = self._conn.create_bucket(

@@ -8,20 +8,23 @@ attributes callers reach into (``_conn``, ``_bucket_driver``).  Beyond it:
 - uploads above ``multipart_threshold`` are streamed as parallel multipart
   uploads, with memory bounded by a few parts whether or not the source can
   seek; smaller ones are a single PUT.  Parts carry a CRC32 (where botocore
-  sends checksums, its default since 1.36) and then, by default, no SHA-256
-  of their payload (see ``payload_signing``);
+  sends checksums, its default since 1.36); over https they then carry no
+  SHA-256 of their payload, as botocore decides (see ``payload_signing``);
 - ``endpoint_url`` and ``region_name`` apply to every call, bucket creation
   included (with a LocationConstraint outside us-east-1), and services that do
   not implement the public-access-block or object-ownership calls still work;
-- the bucket is found with HEAD (no ``s3:ListAllMyBuckets`` permission needed);
+- the bucket is found with ListBuckets, as in filedepot; credentials refused
+  that call (no ``s3:ListAllMyBuckets``) fall back to HeadBucket;
 - private files get a presigned, expiring ``public_url`` instead of a plain
   URL that answers 403;
 - HTTP ranges are read with ``Range`` requests.
 """
 from __future__ import annotations
 
+import base64
 import logging
 import threading
+import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Dict, Iterator, List, Optional, Set
 
@@ -126,6 +129,11 @@ class S3EndpointError(EndpointConnectionError):
     """The S3 endpoint could not be reached while setting up a bucket."""
 
     fmt = 'Could not connect to the S3 endpoint "{endpoint_url}" for bucket "{bucket}": {error}'
+
+
+def crc32_base64(data: Any) -> str:
+    """The CRC32 of ``data`` as S3's ``x-amz-checksum-crc32`` carries it (big-endian, base64)."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
 
 
 def presigned_url(client: Any, bucket: str, key: str, expires: int) -> str:
@@ -285,15 +293,14 @@ class S3Storage(ObjectStorage):
         parts plus the one being read are held in memory.
     :param payload_signing: whether the SigV4 signature of each part covers
         its bytes (a SHA-256 of the part).  ``None`` or ``'auto'`` (the
-        default): only parts sent without a checksum are signed so.  botocore
-        sends a CRC32 with each part by default (``request_checksum_calculation
-        = when_supported``) and the service verifies it, so a second hash of
-        the bytes adds no check against corruption, only CPU; over https
-        botocore itself leaves such parts unsigned.  Over plain http,
-        ``UNSIGNED-PAYLOAD`` means that whoever can alter the traffic could
-        change a part along with its CRC32 (the signature still covers the
-        headers, the checksum's value included).  ``True`` keeps botocore's own
-        rule (over http every payload is signed), ``False`` never signs parts.
+        default) follows botocore's rule: parts sent with a checksum (a CRC32,
+        botocore's default since 1.36, which the service verifies) go
+        unsigned only over ``https://``, where TLS already protects them;
+        over plain ``http://`` every part is signed.  ``True`` signs every
+        part.  ``False`` never signs parts, also over plain http: faster, but
+        then whoever can alter the traffic (on a LAN to a MinIO or SeaweedFS
+        server, say) can change a part together with its CRC32 without the
+        server noticing; use it only on a network you trust.
     :param url_expires: lifetime in seconds of private files' signed URLs
         (3600; at most 604800, the SigV4 limit).
     """
@@ -336,9 +343,9 @@ class S3Storage(ObjectStorage):
             self._session.client("s3", config=Config(signature_version="s3v4"), **self._client_kwargs)
             if self._policy == CANNED_ACL_PRIVATE else None
         )
-        # Created on the first multipart upload that needs it.
-        self._unsigned_client: Any = None
-        self._unsigned_client_lock = threading.Lock()
+        # The client of payload_signing=True/False, created on the first multipart upload.
+        self._forced_part_client: Any = None
+        self._part_client_lock = threading.Lock()
         bucket_name = bucket or default_bucket_name(access_key_id)
         self._bucket_driver = BucketDriver(self._conn, self._conn.Bucket(bucket_name), self._prefix)
         self._ensure_bucket(bucket_name)
@@ -349,23 +356,68 @@ class S3Storage(ObjectStorage):
     # -- bucket bootstrap -----------------------------------------------------
 
     def _ensure_bucket(self, name: str) -> None:
+        """Find the bucket as filedepot 0.12 does (ListBuckets), creating it when absent.
+
+        A ``ClientError`` from ListBuckets propagates (as :class:`S3AccessError`,
+        still a ``ClientError``), except ``AccessDenied``: credentials limited
+        to one bucket may not list the account's buckets, so HeadBucket asks
+        about this one instead.  A bucket that is not listed and cannot be
+        created (``BucketAlreadyExists``, ``AccessDenied``) is used when
+        HeadBucket answers for it: another account's bucket shared with these
+        credentials, where filedepot failed.
+        """
         endpoint = self._client.meta.endpoint_url
         try:
-            self._client.head_bucket(Bucket=name)
-            return
-        except ClientError as exc:
-            if not is_missing(exc):
-                raise S3AccessError(exc, name, endpoint) from exc
+            try:
+                listed = self._bucket_listed(name)
+            except ClientError as exc:
+                if error_code(exc) != "AccessDenied":
+                    raise S3AccessError(exc, name, endpoint) from exc
+                listed = self._bucket_answers_head(name)
         except EndpointConnectionError as exc:
             raise S3EndpointError(endpoint_url=endpoint, bucket=name, error=exc) from exc
+        if listed:
+            return
         try:
             self._create_bucket(name)
         except ClientError as exc:
-            if error_code(exc) != "BucketAlreadyOwnedByYou":  # created meanwhile by another process
+            code = error_code(exc)
+            if code in ("BucketAlreadyExists", "AccessDenied") and self._head_succeeds(name):
+                return  # not listed, not ours to create, but usable: another account's bucket
+            if code != "BucketAlreadyOwnedByYou":  # created meanwhile by another process
                 raise S3AccessError(exc, name, endpoint) from exc
         self._client.get_waiter("bucket_exists").wait(Bucket=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
         if self._policy == CANNED_ACL_PUBLIC_READ:
             self._allow_public_acls(name)
+
+    def _bucket_listed(self, name: str) -> bool:
+        """Whether ListBuckets names ``name`` (following continuation tokens where the service pages)."""
+        args: Dict[str, Any] = {}
+        while True:
+            response = self._client.list_buckets(**args)
+            if any(bucket.get("Name") == name for bucket in response.get("Buckets", ())):
+                return True
+            token = response.get("ContinuationToken")
+            if not token:
+                return False
+            args["ContinuationToken"] = token
+
+    def _head_succeeds(self, name: str) -> bool:
+        try:
+            self._client.head_bucket(Bucket=name)
+        except ClientError:
+            return False
+        return True
+
+    def _bucket_answers_head(self, name: str) -> bool:
+        """Whether HeadBucket finds ``name``; errors other than "missing" propagate."""
+        try:
+            self._client.head_bucket(Bucket=name)
+        except ClientError as exc:
+            if not is_missing(exc):
+                raise S3AccessError(exc, name, self._client.meta.endpoint_url) from exc
+            return False
+        return True
 
     def _create_bucket(self, name: str) -> None:
         args: Dict[str, Any] = {"Bucket": name}
@@ -461,7 +513,7 @@ class S3Storage(ObjectStorage):
         upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **create_args)["UploadId"]
         try:
             parts = self._upload_parts(
-                self._part_client(checksum), stream, part_size,
+                self._part_client(), stream, part_size,
                 dict(Bucket=bucket, Key=key, UploadId=upload_id, **part_args),
             )
             client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
@@ -470,17 +522,17 @@ class S3Storage(ObjectStorage):
             self._abort_multipart(bucket, key, upload_id)
             raise
 
-    def _part_client(self, checksum: bool) -> Any:
-        """The client that sends parts: ours, or one sending ``UNSIGNED-PAYLOAD`` (see ``payload_signing``)."""
-        sign = (not checksum) if self._payload_signing is None else self._payload_signing
-        if sign:
+    def _part_client(self) -> Any:
+        """The client that sends parts: ours (``auto``), or one forced to sign or not (see ``payload_signing``)."""
+        if self._payload_signing is None:
             return self._client
-        with self._unsigned_client_lock:
-            if self._unsigned_client is None:
-                self._unsigned_client = self._session.client(
-                    "s3", config=Config(s3={"payload_signing_enabled": False}), **self._client_kwargs
+        with self._part_client_lock:
+            if self._forced_part_client is None:
+                self._forced_part_client = self._session.client(
+                    "s3", config=Config(s3={"payload_signing_enabled": self._payload_signing}),
+                    **self._client_kwargs,
                 )
-            return self._unsigned_client
+            return self._forced_part_client
 
     def _upload_parts(self, client: Any, stream: Any, part_size: int, args: Dict[str, Any]) -> List[Dict[str, Any]]:
         """Send ``stream`` as parts of ``part_size`` bytes, ``max_concurrency`` at a time.
@@ -493,10 +545,16 @@ class S3Storage(ObjectStorage):
         reader = stream if isinstance(stream, HeadThenRest) else HeadThenRest(b"", stream)
         checksum_member = "Checksum" + args["ChecksumAlgorithm"] if "ChecksumAlgorithm" in args else None
 
+        # Over https botocore sends a computed CRC32 as a trailer, which it never
+        # signs the payload with; given in advance it goes as a header, and
+        # payload_signing=True can then sign the part.
+        crc_in_header = self._payload_signing is True and args.get("ChecksumAlgorithm") == "CRC32"
+
         def send(number: int, body: bytearray) -> Any:
             # A bytearray goes to the socket as it is (a file object would be
             # read in 16 KiB pieces), and retries can send it again.
-            response = client.upload_part(PartNumber=number, Body=body, **args)
+            extra = {"ChecksumCRC32": crc32_base64(body)} if crc_in_header else {}
+            response = client.upload_part(PartNumber=number, Body=body, **args, **extra)
             part = {"ETag": response["ETag"], "PartNumber": number}
             if checksum_member and checksum_member in response:
                 part[checksum_member] = response[checksum_member]

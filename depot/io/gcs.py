@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Sequence
 
 from depot._optional import require
 from depot.io._cloud import (
@@ -61,6 +61,8 @@ READ_BLOCK = 4 * MB
 DEFAULT_URL_EXPIRES = 3600
 #: Resumable upload chunks must be multiples of this (a GCS rule).
 CHUNK_MULTIPLE = 256 * 1024
+#: The IAM role :meth:`GCSStorage.set_bucket_public_iam` grants.
+PUBLIC_READER_ROLE = "roles/storage.objectViewer"
 
 
 class GCSStoredFile(ObjectStoredFile):
@@ -259,6 +261,20 @@ class GCSStorage(ObjectStorage):
         if self._storage_class:
             bucket.storage_class = self._storage_class
         return self.client.create_bucket(bucket)
+
+    def set_bucket_public_iam(self, bucket: Any, members: Sequence[str] = ("allUsers",)) -> None:
+        """Let ``members`` read every object of ``bucket``: filedepot 0.12's public-read, kept for callers.
+
+        Appends a ``roles/storage.objectViewer`` binding to the bucket's IAM
+        policy, which makes the **whole bucket** readable, objects written by
+        other tools included.  The constructor no longer calls it (public-read
+        storages make each object they write public); code that called or
+        patched it keeps working, and a bucket that must be public as a whole
+        can still be made so explicitly.
+        """
+        policy = bucket.get_iam_policy(requested_policy_version=3)
+        policy.bindings.append({"role": PUBLIC_READER_ROLE, "members": set(members)})
+        bucket.set_iam_policy(policy)
 
     # -- writing --------------------------------------------------------------
 

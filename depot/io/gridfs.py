@@ -85,7 +85,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _check_file_id(file_id: Any) -> Any:
-    """The ``_id`` of ``file_id``: an ObjectId for 24 hex characters, the string itself for a UUID.
+    """The ``_id`` of ``file_id``: an ObjectId for 24 hex characters or 12 raw bytes, the string for a UUID.
 
     Only the canonical UUID form (lowercase, hyphenated, as storages give
     out) is taken: the other spellings :func:`~depot.io.utils.check_uuid`
@@ -94,6 +94,9 @@ def _check_file_id(file_id: Any) -> Any:
     """
     if isinstance(file_id, ObjectId):
         return file_id
+    if isinstance(file_id, bytes) and len(file_id) == 12:
+        # The binary form of an ObjectId, which filedepot's ObjectId(file_id) check took too.
+        return ObjectId(file_id)
     if isinstance(file_id, str):
         if len(file_id) == 24:
             try:
@@ -201,7 +204,7 @@ class _Version:
 
 
 @contextlib.contextmanager
-def _naming_uri(storage: "GridFSStorage") -> Iterator[None]:
+def _naming_uri(storage: Optional["GridFSStorage"]) -> Iterator[None]:
     """Re-raise connection failures with the storage's (redacted) URI in the message.
 
     The exception keeps its pymongo class, so callers catching pymongo errors
@@ -210,6 +213,8 @@ def _naming_uri(storage: "GridFSStorage") -> Iterator[None]:
     try:
         yield
     except ConnectionFailure as exc:
+        if storage is None:  # a file built from a GridOut (filedepot's form) knows no URI
+            raise
         message = "GridFSStorage cannot reach MongoDB at %s: %s" % (storage._uri_for_errors, exc)
         try:
             error = type(exc)(message)
@@ -229,21 +234,53 @@ def _server_errors(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _gridout_doc(gridout: Any) -> Dict[str, Any]:
+    """The files document fields a :class:`gridfs.GridOut` exposes (unknown ones through ``__getattr__``)."""
+    return {
+        "_id": gridout._id,
+        "filename": gridout.filename,
+        "contentType": getattr(gridout, "contentType", None),
+        "length": gridout.length,
+        "chunkSize": gridout.chunk_size,
+        "uploadDate": gridout.upload_date,
+        "last_modified": getattr(gridout, "last_modified", None),
+    }
+
+
 class GridFSStoredFile(StoredFile):
     """A file of :class:`GridFSStorage`; chunks are fetched as they are read.
 
     A handle obtained before a replace reads the new content, as in
     filedepot: the version seen by :meth:`GridFSStorage.get` is read if it is
     still stored, otherwise the current one.
+
+    filedepot 0.12's form ``GridFSStoredFile(file_id, gridout)`` (or with
+    ``gridout=`` by keyword) is accepted too: such a file reads through the
+    given :class:`gridfs.GridOut`, as 0.12 did.
     """
 
-    def __init__(self, storage: "GridFSStorage", file_id: str, files_doc: Dict[str, Any]) -> None:
+    def __init__(
+        self,
+        storage: Any = None,
+        file_id: Any = None,
+        files_doc: Optional[Dict[str, Any]] = None,
+        gridout: Any = None,
+    ) -> None:
+        if gridout is None and files_doc is None and not isinstance(storage, GridFSStorage):
+            storage, file_id, gridout = None, storage, file_id  # GridFSStoredFile(file_id, gridout)
+        elif gridout is not None and file_id is None:
+            storage, file_id = None, storage  # GridFSStoredFile(file_id, gridout=gridout)
+        if gridout is not None:
+            files_doc = _gridout_doc(gridout)
+        elif files_doc is None:
+            raise TypeError("GridFSStoredFile needs (storage, file_id, files_doc) or (file_id, gridout)")
         self._storage = storage
+        self._gridout = gridout
         self._oid = files_doc["_id"]
         version = _Version(self._oid, files_doc)
         doc = version.doc
         super().__init__(
-            file_id,
+            str(file_id),
             filename=doc.get("filename"),
             content_type=doc.get("contentType"),
             last_modified=utils.parse_timestamp(doc.get("last_modified")),
@@ -266,7 +303,7 @@ class GridFSStoredFile(StoredFile):
     def read(self, n: int = -1) -> bytes:
         self._check_open()
         if self._stream is None:
-            self._stream = self._storage._stream(self._oid, 0, self._version)
+            self._stream = self._chunks_from(0)
         if n is None or n < 0:
             parts = [self._pending]
             parts.extend(self._stream)
@@ -284,12 +321,28 @@ class GridFSStoredFile(StoredFile):
             n -= len(piece)
         return b"".join(parts)
 
+    def _chunks_from(self, start: int) -> Iterator[bytes]:
+        """The content from offset ``start``, as a closable iterator of chunks."""
+        if self._gridout is None:
+            return self._storage._stream(self._oid, start, self._version)
+        return self._gridout_chunks(start)
+
+    def _gridout_chunks(self, start: int) -> Iterator[bytes]:
+        self._gridout.seek(start)
+        while True:
+            data = self._gridout.readchunk()
+            if not data:
+                return
+            yield data
+
     def close(self, *args: Any, **kwargs: Any) -> None:
         self._closed = True
         self._pending = b""
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.close()  # type: ignore[attr-defined]
+        if self._gridout is not None:
+            self._gridout.close()
 
     @property
     def closed(self) -> bool:
@@ -303,7 +356,7 @@ class GridFSStoredFile(StoredFile):
         remaining = None if stop is None else stop - start
         if remaining is not None and remaining <= 0:
             return
-        stream = self._storage._stream(self._oid, start, self._version)
+        stream = self._chunks_from(start)
         with _naming_uri(self._storage):
             yield from self._sliced(stream, remaining, chunk_size)
 
@@ -364,11 +417,11 @@ class GridFSStorage(FileStorage):
 
     @_server_errors
     def get(self, file_or_id: Any) -> GridFSStoredFile:
-        file_id = self.fileid(file_or_id)
-        doc = self._files.find_one({"_id": _check_file_id(file_id)})
+        oid = _check_file_id(self.fileid(file_or_id))
+        doc = self._files.find_one({"_id": oid})
         if doc is None:
-            raise IOError("File %s not existing" % file_id)
-        return GridFSStoredFile(self, str(file_id), doc)
+            raise IOError("File %s not existing" % oid)
+        return GridFSStoredFile(self, str(oid), doc)
 
     def _resolve(self, oid: Any) -> _Version:
         doc = self._files.find_one({"_id": oid})
@@ -533,7 +586,7 @@ class GridFSStorage(FileStorage):
             if doc is None:
                 self._chunks.delete_many({"files_id": gen})
             raise
-        return str(file_id)
+        return str(oid)
 
     def _publish(self, oid: Any, swap: Dict[str, Any]) -> None:
         """Make ``swap`` (new generation and files document) the content of ``oid``."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 from abc import ABCMeta, abstractmethod
 from datetime import datetime
 from typing import IO, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
@@ -158,8 +159,12 @@ class FileStorage(metaclass=ABCMeta):
 
     @staticmethod
     def fileid(file_or_id: Any) -> str:
-        """The id of a :class:`StoredFile` (or anything with ``file_id``), or the id itself."""
-        return getattr(file_or_id, "file_id", file_or_id)
+        """The id of a :class:`StoredFile` (or anything with ``file_id``), or the id itself.
+
+        A :class:`uuid.UUID` stands for its canonical string, the form ids are stored under.
+        """
+        file_id = getattr(file_or_id, "file_id", file_or_id)
+        return str(file_id) if isinstance(file_id, uuid.UUID) else file_id
 
     @staticmethod
     def fileinfo(
