@@ -1,31 +1,56 @@
-"""The sizes an image file declares for its sub-images, read from headers, before any pixel is decoded.
+"""The sizes an image file declares for all its pictures, read from headers, before any pixel is decoded.
 
 Pillow reports the size of one picture per file: the first frame or page,
 or for an icon the size its directory claims.  Other pictures of the same
 file can be far larger: an ICO directory entry says 16x16 but embeds a
-12000x12000 PNG (decoded whole when the icon is loaded), a GIF frame
+12000x12000 PNG (which Pillow decodes while opening the icon), a GIF frame
 extends the canvas beyond the screen size, a TIFF page, an MPO frame or a
 TIFF tile declares its own size.  A browser or a later job may decode any
-of them, so :func:`sub_image_sizes` lists them all for the size check.
+of them, so all of them are held to the size limit:
+:func:`sizes_before_open` for the formats Pillow decodes or allocates while
+opening (ICO, WebP), :func:`sub_image_sizes` for the other pictures of an
+opened image.
 
-Only headers are read: a few bytes per sub-image, whatever the pixel
-counts.  The position of the file and the current frame of the image are
-left as they were.
+Only headers are read: a few bytes per picture, whatever the pixel counts.
+The position of the file and the current frame of the image are left as
+they were.
 """
 from __future__ import annotations
 
 import struct
-from typing import IO, Any, Iterator, List, Optional, Tuple
+from typing import IO, Any, Iterable, Iterator, List, Optional, Tuple
 
-__all__ = ["sub_image_sizes", "webp_canvas"]
+__all__ = ["sizes_before_open", "sub_image_sizes"]
 
 Size = Tuple[int, int]
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_ICO_MAGIC = b"\0\0\1\0"
+
+
+def sizes_before_open(fileobj: IO[bytes], formats: Iterable[str]) -> List[Size]:
+    """The sizes to check before Pillow even opens ``fileobj``.
+
+    Pillow's ICO plugin decodes the largest icon while opening the file, and
+    its WebP plugin creates the decoder, which allocates the canvas: their
+    sizes must be known first.  Other files give ``[]``.
+    """
+    position = fileobj.tell()
+    try:
+        head = fileobj.read(30)
+        fileobj.seek(position)
+        if "ICO" in formats and head[:4] == _ICO_MAGIC:
+            return list(_ico(fileobj))
+        if "WEBP" in formats:
+            canvas = _webp_canvas(head)
+            return [canvas] if canvas else []
+        return []
+    finally:
+        fileobj.seek(position)
 
 
 def sub_image_sizes(image: Any, fileobj: IO[bytes]) -> List[Size]:
-    """The sizes of every picture ``fileobj`` holds besides the one ``image.size`` reports."""
+    """The sizes of every picture of an opened image besides the one ``image.size`` reports."""
     reader = _READERS.get(image.format)
     if reader is None:
         return []
@@ -36,9 +61,8 @@ def sub_image_sizes(image: Any, fileobj: IO[bytes]) -> List[Size]:
         fileobj.seek(position)
 
 
-def _ico(image: Any, fp: IO[bytes]) -> Iterator[Size]:
+def _ico(fp: IO[bytes]) -> Iterator[Size]:
     # ICONDIR (6 bytes), then 16-byte entries ending with the data's size and offset.
-    fp.seek(0)
     count = struct.unpack("<H", _read(fp, 6)[4:6])[0]
     entries = _read(fp, 16 * count)
     for index in range(count):
@@ -107,20 +131,11 @@ def _frames(image: Any, fp: IO[bytes]) -> Iterator[Size]:
         image.seek(current)
 
 
-_READERS = {"ICO": _ico, "GIF": _gif, "TIFF": _frames, "MPO": _frames}
+_READERS = {"GIF": _gif, "TIFF": _frames, "MPO": _frames}
 
 
-def webp_canvas(fp: IO[bytes]) -> Optional[Size]:
-    """The canvas a WebP file declares, from its first chunk; ``None`` for other files.
-
-    Pillow's WebP plugin creates the decoder, which allocates the canvas,
-    while opening the file: this size must be checked before.
-    """
-    position = fp.tell()
-    try:
-        head = fp.read(30)
-    finally:
-        fp.seek(position)
+def _webp_canvas(head: bytes) -> Optional[Size]:
+    """The canvas a WebP file declares in its first chunk; ``None`` for other files."""
     if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
         return None
     chunk = head[12:16]

@@ -16,7 +16,7 @@ import warnings
 from contextlib import contextmanager
 from typing import IO, Any, Iterable, Iterator, Optional, Tuple
 
-from depot._image_headers import sub_image_sizes, webp_canvas
+from depot._image_headers import sizes_before_open, sub_image_sizes
 from depot._optional import require
 
 Image = require("PIL.Image", "image", "depot image support")
@@ -118,8 +118,9 @@ def open_image(
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     allowed = _registered(tuple(formats) if formats is not None else DEFAULT_FORMATS)
     with decoding():
-        # Pillow creates the WebP decoder, with its canvas, while opening.
-        _check_size(webp_canvas(fileobj), limit)
+        # Pillow decodes an icon, and allocates a WebP canvas, while opening the file.
+        for size in sizes_before_open(fileobj, allowed):
+            _check_size(size, limit)
         try:
             image = Image.open(fileobj, formats=allowed)
         except Image.UnidentifiedImageError:
@@ -136,9 +137,7 @@ def open_image(
     return image
 
 
-def _check_size(size: Optional[Tuple[int, int]], limit: int) -> None:
-    if size is None:
-        return
+def _check_size(size: Tuple[int, int], limit: int) -> None:
     width, height = size
     if width * height > limit:
         raise ImageTooLarge(
