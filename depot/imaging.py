@@ -62,14 +62,18 @@ _SWAPS_AXES = frozenset((5, 6, 7, 8))
 
 
 class ImageRejected(ValueError):
-    """The upload is not an image this application accepts."""
+    """The upload is not an image this application accepts: bad input, a ``ValueError``."""
 
 
-class NotAnImage(ImageRejected):
-    """The content is not an image in one of the accepted formats."""
+# Each rejection is also what filedepot let through from Pillow, so that code
+# catching those (``OSError``, ``DecompressionBombError``) still does.
 
 
-class ImageTooLarge(ImageRejected):
+class NotAnImage(ImageRejected, Image.UnidentifiedImageError):
+    """The content is not an image in one of the accepted formats (also an ``OSError``, as in Pillow)."""
+
+
+class ImageTooLarge(ImageRejected, Image.DecompressionBombError):
     """The image declares more pixels than allowed (a decompression bomb, or just too big)."""
 
 

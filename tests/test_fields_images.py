@@ -295,3 +295,16 @@ def test_rejected_images_raise_value_errors_and_store_nothing(attach, content, e
         attach(content)
     assert isinstance(raised.value, ImageRejected) and isinstance(raised.value, ValueError)
     assert DepotManager.get().list() == []
+
+
+def test_rejections_are_also_what_filedepot_raised():
+    """ValueError for new code; Pillow's OSError / DecompressionBombError for code written for 0.12."""
+    with pytest.raises(OSError):
+        UploadedImageWithThumb(b"not an image")
+    with pytest.raises(Image.UnidentifiedImageError):
+        thumbnailed(b"", WithThumbnailFilter())
+    with pytest.raises(OSError):
+        UploadedImageWithThumb(REJECTED_CASES[REJECTED_IDS.index("truncated-jpeg")][0])
+    with pytest.raises(Image.DecompressionBombError):
+        UploadedImageWithThumb(png_bomb())
+    assert DepotManager.get().list() == []
