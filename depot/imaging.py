@@ -82,7 +82,7 @@ class DamagedImage(NotAnImage):
 
 
 # What Pillow raises on a damaged file, while opening or decoding it.
-_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, struct.error, IndexError, KeyError, TypeError)
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, struct.error, IndexError)
 
 
 @contextmanager

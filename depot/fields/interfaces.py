@@ -20,6 +20,8 @@ class FileFilter(metaclass=ABCMeta):
     unfrozen: it may add keys and store extra files with
     :meth:`~depot.fields.upload.UploadedFile.store_content`, which records
     them so that the transaction tracker removes them with the main file.
+    Raising refuses the upload: what was stored for it is deleted and the
+    exception reaches the code that assigned it.
     """
 
     @abstractmethod
