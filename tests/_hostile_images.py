@@ -144,3 +144,15 @@ def webp_with_canvas(size):
     data[24:27] = (size[0] - 1).to_bytes(3, "little")
     data[27:30] = (size[1] - 1).to_bytes(3, "little")
     return bytes(data)
+
+
+def webp_with_second_frame(size):
+    """An animated WebP whose second frame's bitstream declares ``size`` inside a 16x16 canvas."""
+    data = two_frames("WEBP", lossless=True)
+    frame = data.find(b"ANMF", data.find(b"ANMF", 30) + 4)
+    header = data.find(b"VP8L", frame) + 8  # signature byte, then 14-bit width-1 and height-1
+    assert data[header] == 0x2F
+    bits = int.from_bytes(data[header + 1:header + 5], "little") & ~((1 << 28) - 1)
+    bits |= (size[0] - 1) | ((size[1] - 1) << 14)
+    data[header + 1:header + 5] = bits.to_bytes(4, "little")
+    return bytes(data)

@@ -19,7 +19,7 @@ from unittest import mock
 import pytest
 from PIL import IcoImagePlugin, Image, ImageFile
 
-from depot.imaging import ImageTooLarge, make_thumbnail, open_image
+from depot.imaging import ImageRejected, ImageTooLarge, make_thumbnail, open_image
 
 from ._hostile_images import (
     HUGE,
@@ -31,6 +31,7 @@ from ._hostile_images import (
     tiff,
     two_frames,
     webp_with_canvas,
+    webp_with_second_frame,
 )
 
 pytestmark = pytest.mark.usefixtures("memory_depots")
@@ -153,3 +154,9 @@ def test_hostile_upload_is_refused_in_bounded_memory(name, huge_files, tmp_path)
     assert report["outcomes"] == ["ImageTooLarge", "ImageTooLarge"]
     assert report["stored"] == []
     assert report["growth_kib"] < 100 * 1024, "%d MiB more at peak" % (report["growth_kib"] // 1024)
+
+
+def test_webp_frame_larger_than_its_canvas_is_refused():
+    """libwebp refuses a frame that overflows the canvas: a rejection, never an allocation."""
+    with pytest.raises(ImageRejected):
+        open_image(io.BytesIO(webp_with_second_frame(HUGE)))
