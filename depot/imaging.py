@@ -4,9 +4,11 @@ Uploaded images come from users: a few kilobytes of PNG can declare a
 100000x100000 canvas that takes tens of gigabytes to decode (a
 decompression bomb), and Pillow also opens formats that are not pictures
 one wants from the web (EPS runs Ghostscript).  :func:`open_image` reads
-only the header, refuses such files with :class:`ImageRejected` before any
-pixel is decoded, and accepts only the raster formats of
-:data:`DEFAULT_FORMATS`.
+only the headers, refuses such files with :class:`ImageRejected` before any
+pixel is decoded (every picture of the file counts: icons, pages, frames,
+tiles, see :mod:`depot._image_headers`), and accepts only the raster formats
+of :data:`DEFAULT_FORMATS`.  A file that turns out damaged while decoded is
+refused the same way, through :func:`decoding`.
 """
 from __future__ import annotations
 
