@@ -4,16 +4,21 @@ Uploaded images come from users: a few kilobytes of PNG can declare a
 100000x100000 canvas that takes tens of gigabytes to decode (a
 decompression bomb), and Pillow also opens formats that are not pictures
 one wants from the web (EPS runs Ghostscript).  :func:`open_image` reads
-only the header, refuses such files with :class:`ImageRejected` before any
-pixel is decoded, and accepts only the raster formats of
-:data:`DEFAULT_FORMATS`.
+only the headers, refuses such files with :class:`ImageRejected` before any
+pixel is decoded (every picture of the file counts: icons, pages, frames,
+tiles, see :mod:`depot._image_headers`), and accepts only the raster formats
+of :data:`DEFAULT_FORMATS`.  A file that turns out damaged while decoded is
+refused the same way, through :func:`decoding`.
 """
 from __future__ import annotations
 
 import io
+import struct
 import warnings
-from typing import IO, Any, Iterable, Optional, Tuple
+from contextlib import contextmanager
+from typing import IO, Any, Iterable, Iterator, Optional, Tuple
 
+from depot._image_headers import sizes_before_open, sub_image_sizes
 from depot._optional import require
 
 Image = require("PIL.Image", "image", "depot image support")
@@ -22,9 +27,11 @@ __all__ = [
     "ImageRejected",
     "NotAnImage",
     "ImageTooLarge",
+    "DamagedImage",
     "DEFAULT_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "open_image",
+    "decoding",
     "exif_orientation",
     "apply_orientation",
     "make_thumbnail",
@@ -57,15 +64,51 @@ _SWAPS_AXES = frozenset((5, 6, 7, 8))
 
 
 class ImageRejected(ValueError):
-    """The upload is not an image this application accepts."""
+    """The upload is not an image this application accepts: bad input, a ``ValueError``."""
 
 
-class NotAnImage(ImageRejected):
-    """The content is not an image in one of the accepted formats."""
+# Each rejection is also what filedepot let through from Pillow, so that code
+# catching those (``OSError``, ``DecompressionBombError``) still does.
 
 
-class ImageTooLarge(ImageRejected):
+class NotAnImage(ImageRejected, Image.UnidentifiedImageError):
+    """The content is not an image in one of the accepted formats (also an ``OSError``, as in Pillow)."""
+
+
+class ImageTooLarge(ImageRejected, Image.DecompressionBombError):
     """The image declares more pixels than allowed (a decompression bomb, or just too big)."""
+
+
+class DamagedImage(NotAnImage):
+    """The image is in an accepted format but cannot be decoded (truncated, corrupt)."""
+
+
+# What Pillow raises on a damaged file, while opening or decoding it.
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, struct.error, IndexError)
+
+
+@contextmanager
+def decoding() -> Iterator[None]:
+    """Report Pillow's failures on an untrusted image as :class:`ImageRejected`.
+
+    Wrap the steps that read or decode the upload (never the encoding of a
+    result, whose errors are the application's): a truncated or corrupt
+    file must be refused as bad input (a ``ValueError``), not fail as an
+    ``OSError`` from deep inside Pillow.
+    """
+    with warnings.catch_warnings():
+        # Our own limit decides; Pillow's warning would only be noise.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        except ImageRejected:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge("Image refused: %s" % exc) from None
+        except Image.UnidentifiedImageError:
+            raise NotAnImage("Not an image in an accepted format") from None
+        except _DECODE_ERRORS as exc:
+            raise DamagedImage("The image cannot be decoded: %s" % (exc or type(exc).__name__)) from exc
 
 
 def open_image(
@@ -80,25 +123,33 @@ def open_image(
     """
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     allowed = _registered(tuple(formats) if formats is not None else DEFAULT_FORMATS)
-    with warnings.catch_warnings():
-        # Our own limit decides; Pillow's warning would only be noise.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with decoding():
+        # Pillow decodes an icon, and allocates a WebP canvas, while opening the file.
+        for size in sizes_before_open(fileobj, allowed):
+            _check_size(size, limit)
         try:
             image = Image.open(fileobj, formats=allowed)
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLarge("Image refused: %s" % exc) from None
         except Image.UnidentifiedImageError:
             raise NotAnImage(
                 "Not an image in an accepted format (%s)" % ", ".join(allowed)
             ) from None
-    width, height = image.size
+        try:
+            _check_size(image.size, limit)
+            for size in sub_image_sizes(image, fileobj):
+                _check_size(size, limit)
+        except BaseException:
+            image.close()
+            raise
+    return image
+
+
+def _check_size(size: Tuple[int, int], limit: int) -> None:
+    width, height = size
     if width * height > limit:
-        image.close()
         raise ImageTooLarge(
             "Image refused: it declares %dx%d pixels (%d), more than the limit of %d"
             % (width, height, width * height, limit)
         )
-    return image
 
 
 def _registered(formats: Tuple[str, ...]) -> Tuple[str, ...]:
@@ -119,8 +170,16 @@ def exif_orientation(image: Any) -> int:
 
 def apply_orientation(image: Any, orientation: int) -> Any:
     """``image`` turned upright according to an EXIF ``orientation``."""
-    for method in _ORIENTATIONS.get(orientation, ()):
+    methods = _ORIENTATIONS.get(orientation, ())
+    for method in methods:
         image = image.transpose(method)
+    if methods:
+        # Upright now: the copied tag must not turn it a second time (a
+        # thumbnail made from it, a viewer of a file saved with its EXIF).
+        exif = image.getexif()
+        exif.pop(_ORIENTATION_TAG, None)
+        if "exif" in image.info:
+            image.info["exif"] = exif.tobytes()
     return image
 
 
@@ -176,11 +235,13 @@ def make_thumbnail(image: Any, size: Tuple[int, int], fmt: str, resample: Any = 
     if resample is None:
         resample = Image.Resampling.LANCZOS
     alpha = _has_alpha(image)
-    image.thumbnail((width, height), resample)
-    image = apply_orientation(image, orientation)
+    with decoding():
+        image.thumbnail((width, height), resample)
+        image.load()  # thumbnail() leaves an image already small enough undecoded
+        image = apply_orientation(image, orientation)
+        if fmt.upper() not in _NO_ALPHA:
+            image = image.convert("RGBA" if alpha else "RGB")
     options = {}
     if fmt.upper() == "PNG":
         options["compress_level"] = THUMBNAIL_PNG_COMPRESS_LEVEL
-    if fmt.upper() not in _NO_ALPHA:
-        image = image.convert("RGBA" if alpha else "RGB")
     return save_image(image, fmt, **options)

@@ -10,11 +10,14 @@ import pytest
 from PIL import Image, JpegImagePlugin
 
 from depot.fields.filters.thumbnails import WithThumbnailFilter
+from depot.fields.interfaces import FileFilter
 from depot.fields.specialized.image import UploadedImageWithThumb
 from depot.fields.upload import UploadedFile
 from depot.imaging import ImageRejected, ImageTooLarge, NotAnImage, make_thumbnail, open_image
 from depot.io.utils import FileIntent
 from depot.manager import DepotManager
+
+from ._hostile_images import REJECTED_CASES, REJECTED_IDS
 
 
 pytestmark = pytest.mark.usefixtures("memory_depots")
@@ -223,3 +226,85 @@ def test_image_type_refuses_bombs_and_non_images():
     with pytest.raises(NotAnImage):
         UploadedImageWithThumb(b"not an image")
     assert DepotManager.get().files == {}
+
+
+# -- every file, thumbnails included, goes through store_content -----------------------------
+
+
+class ThumbnailsElsewhere(UploadedFile):
+    """Keeps thumbnails in a storage of their own and renames every file."""
+
+    def store_content(self, content, filename=None, content_type=None):
+        if filename and filename.startswith("thumb"):
+            file_id = DepotManager.get("thumbs").create(content, "small-" + filename, content_type)
+            path = "thumbs/" + file_id
+            self["files"].append(path)
+            return path, file_id
+        return super().store_content(content, "main-" + (filename or "upload"), content_type)
+
+
+class ImageThumbnailsElsewhere(ThumbnailsElsewhere, UploadedImageWithThumb):
+    pass
+
+
+@pytest.fixture
+def thumbs_depot():
+    DepotManager.configure("thumbs", {"depot.backend": "memory"})
+
+
+def test_image_with_thumb_stores_both_files_through_store_content(thumbs_depot):
+    value = ImageThumbnailsElsewhere(FileIntent(encode(picture()), "photo.png", "image/png"))
+    assert value.filename == "main-photo.png" == value.file.filename
+    assert value.thumb_path == "thumbs/" + value.thumb_id
+    thumb = DepotManager.get("thumbs").get(value.thumb_id)
+    assert (thumb.filename, thumb.content_type) == ("small-thumb.png", "image/png")
+    assert Image.open(thumb).size == (128, 85)
+    assert value.files == [value.path, value.thumb_path]
+    assert DepotManager.get().list() == [value.file_id]
+
+
+def test_thumbnail_filter_stores_through_store_content(thumbs_depot):
+    value = ThumbnailsElsewhere(encode(picture()))
+    value._apply_filters([WithThumbnailFilter((20, 10))])
+    assert value.thumb_20x10_path == "thumbs/" + value.thumb_20x10_id
+    thumb = DepotManager.get("thumbs").get(value.thumb_20x10_id)
+    assert thumb.filename == "small-thumb_20x10.png"
+    assert Image.open(thumb).size == (15, 10)
+    assert value.file.filename == "main-upload"
+    assert value.files == [value.path, value.thumb_20x10_path]
+
+
+def test_rejection_deletes_what_store_content_put_elsewhere(thumbs_depot):
+    class Refuse(FileFilter):
+        def on_save(self, uploaded_file):
+            raise ValueError("refused")
+
+    value = ThumbnailsElsewhere(encode(picture()))
+    with pytest.raises(ValueError, match="refused"):
+        value._apply_filters([WithThumbnailFilter((20, 10)), Refuse()])
+    assert DepotManager.get("thumbs").list() == [] and DepotManager.get().list() == []
+
+
+@pytest.mark.parametrize("content, expected", REJECTED_CASES, ids=REJECTED_IDS)
+@pytest.mark.parametrize("attach", [
+    lambda content: UploadedImageWithThumb(content),
+    lambda content: thumbnailed(content, WithThumbnailFilter((20, 10))),
+], ids=["UploadedImageWithThumb", "WithThumbnailFilter"])
+def test_rejected_images_raise_value_errors_and_store_nothing(attach, content, expected):
+    with pytest.raises(expected) as raised:
+        attach(content)
+    assert isinstance(raised.value, ImageRejected) and isinstance(raised.value, ValueError)
+    assert DepotManager.get().list() == []
+
+
+def test_rejections_are_also_what_filedepot_raised():
+    """ValueError for new code; Pillow's OSError / DecompressionBombError for code written for 0.12."""
+    with pytest.raises(OSError):
+        UploadedImageWithThumb(b"not an image")
+    with pytest.raises(Image.UnidentifiedImageError):
+        thumbnailed(b"", WithThumbnailFilter())
+    with pytest.raises(OSError):
+        UploadedImageWithThumb(REJECTED_CASES[REJECTED_IDS.index("truncated-jpeg")][0])
+    with pytest.raises(Image.DecompressionBombError):
+        UploadedImageWithThumb(png_bomb())
+    assert DepotManager.get().list() == []

@@ -14,6 +14,7 @@ from ming.odm.declarative import MappedClass  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from depot.fields.filters.thumbnails import WithThumbnailFilter  # noqa: E402
+from depot.fields.interfaces import FileFilter  # noqa: E402
 from depot.fields.ming import (  # noqa: E402
     DepotExtension,
     UploadedFileProperty,
@@ -22,8 +23,11 @@ from depot.fields.ming import (  # noqa: E402
 )
 from depot.fields.specialized.image import UploadedImageWithThumb  # noqa: E402
 from depot.fields.upload import UploadedFile  # noqa: E402
+from depot.imaging import ImageRejected  # noqa: E402
 from depot.io.utils import FileIntent  # noqa: E402
 from depot.manager import DepotManager  # noqa: E402
+
+from ._hostile_images import REJECTED_CASES, REJECTED_IDS  # noqa: E402
 
 CONTENT = b"HELLO WORLD"
 _collections = itertools.count()
@@ -384,3 +388,51 @@ def test_image_replaced_deletes_image_and_thumbnail(models):
     models.session.flush()
     assert not any(exists(p) for p in old)
     assert Image.open(photo.photo.thumb_file).size == (30, 40)
+
+
+# -- rejected uploads leave nothing behind ---------------------------------------------
+
+
+def _stored_ids():
+    return DepotManager.get().list()
+
+
+@pytest.mark.parametrize("column", ["photo", "second_photo"])
+@pytest.mark.parametrize("end", ["flush", "clear"])
+@pytest.mark.parametrize("content, expected", REJECTED_CASES, ids=REJECTED_IDS)
+def test_rejected_image_leaves_nothing(models, column, end, content, expected):
+    assert issubclass(expected, ImageRejected) and issubclass(expected, ValueError)
+    with pytest.raises(expected):
+        models.Photo(name="p", **{column: content})
+    photo = models.Photo(name="q")
+    with pytest.raises(expected):
+        setattr(photo, column, content)
+    assert _stored_ids() == []
+    getattr(models.session, end)()
+    assert _stored_ids() == []
+    if end == "flush":
+        assert getattr(models.Photo.query.get(name="q"), column) is None
+
+
+def test_failing_filter_on_a_given_value_keeps_its_main_file(models):
+    """A prepared UploadedFile is the caller's: only what the filters stored goes."""
+    value = UploadedFile(b"not an image")
+    before = dict(value)
+    with pytest.raises(ImageRejected):
+        models.Photo(name="p", second_photo=value)
+    assert dict(value) == before
+    assert _stored_ids() == [value.file_id]
+    assert value.file.read() == b"not an image"
+
+
+def test_failing_second_filter_deletes_the_first_thumbnail(models):
+    class Refuse(FileFilter):
+        def on_save(self, uploaded_file):
+            raise ValueError("refused by the application")
+
+    prop = UploadedFileProperty(filters=(WithThumbnailFilter((16, 16)), Refuse()))
+    prop.name = "content"
+    doc = models.Document(name="a")
+    with pytest.raises(ValueError, match="refused"):
+        prop.__set__(doc, _png())
+    assert _stored_ids() == []

@@ -348,3 +348,67 @@ def test_fieldstorage_like_and_file_inputs(tmp_path):
         UploadedFile("text is not bytes")
 
 
+
+
+# -- store_content is the hook every file goes through -------------------------------------
+
+
+class Renaming(UploadedFile):
+    def store_content(self, content, filename=None, content_type=None):
+        content, filename, content_type = FileStorage.fileinfo(content, filename, content_type)
+        return super().store_content(content, "renamed-" + filename, content_type)
+
+
+class PerSizeStorage(UploadedFile):
+    """Picks the storage by size, the way filedepot users did: by naming it before storing."""
+
+    def store_content(self, content, filename=None, content_type=None):
+        if len(content) > 4:
+            self["depot_name"] = "big"
+        return super().store_content(content, filename, content_type)
+
+
+class StoresByItself(UploadedFile):
+    """Stores with the storage API directly, recording the path as filedepot documented."""
+
+    def store_content(self, content, filename=None, content_type=None):
+        file_id = DepotManager.get("big").create(content, "own.bin", "application/x-own")
+        path = "big/" + file_id
+        self["files"].append(path)
+        return path, file_id
+
+
+def test_store_content_override_renames_the_main_file():
+    value = Renaming(FileIntent(b"data", "a.txt", "text/plain"))
+    stored = value.file
+    assert stored.filename == value.filename == "renamed-a.txt"
+    assert stored.read() == b"data"
+
+
+def test_store_content_override_picks_the_storage():
+    _configure("big", "memory")
+    small, big = PerSizeStorage(b"tiny"), PerSizeStorage(b"larger content")
+    assert small.path.startswith("default/") and big.path.startswith("big/")
+    assert big.depot_name == "big" and big.files == [big.path]
+    assert big.file.read() == b"larger content"
+    assert DepotManager.get("default").list() == [small.file_id]
+
+
+def test_store_content_override_storing_by_itself_is_read_back():
+    _configure("big", "memory")
+    value = StoresByItself(b"data")
+    assert value.path == "big/" + value.file_id and value.files == [value.path]
+    assert (value.filename, value.content_type) == ("own.bin", "application/x-own")
+    assert value.uploaded_at == DepotManager.get("big").get(value.file_id).last_modified.strftime("%Y-%m-%d %H:%M:%S")
+    assert DepotManager.get("default").list() == []
+
+
+def test_store_content_override_returning_an_unknown_storage_fails_and_keeps_nothing():
+    class Broken(UploadedFile):
+        def store_content(self, content, filename=None, content_type=None):
+            path, file_id = super().store_content(content, filename, content_type)
+            return "nowhere/" + file_id, file_id
+
+    with pytest.raises(ValueError, match="no storage named 'nowhere'"):
+        Broken(b"data")
+    assert DepotManager.get().list() == []

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Optional, Tuple
 from depot.io import utils
 from depot.io.interfaces import FileStorage
 
-__all__ = ["StoredFacts", "store"]
+__all__ = ["StoredFacts", "store", "read_back"]
 
 
 class StoredFacts(NamedTuple):
@@ -50,6 +50,15 @@ def store(
     storage: FileStorage, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
 ) -> StoredFacts:
     """``storage.create(content, filename, content_type)`` and the facts of the new file."""
-    facts = storage.create_with_facts(content, filename, content_type)
+    return _recorded(storage.create_with_facts(content, filename, content_type))
+
+
+def read_back(storage: FileStorage, file_id: str) -> StoredFacts:
+    """The facts of a file stored by other means, read back from ``storage`` as filedepot did."""
+    return _recorded(storage._read_facts(file_id))
+
+
+def _recorded(facts: Any) -> StoredFacts:
+    """The facts an upload records, from the storage's :class:`~depot.io.interfaces.StoredFacts`."""
     uploaded_at = _format(facts.last_modified)
     return StoredFacts(facts.file_id, facts.filename, facts.content_type, uploaded_at, facts.public_url)

@@ -6,6 +6,8 @@ from typing import Any, Iterable, Optional
 
 from depot.manager import DepotManager
 
+from ._lifecycle import delete_files, files_of
+
 __all__ = ["FileFilter", "DepotFileInfo"]
 
 _IMMUTABLE = "Already saved files are immutable"
@@ -18,6 +20,8 @@ class FileFilter(metaclass=ABCMeta):
     unfrozen: it may add keys and store extra files with
     :meth:`~depot.fields.upload.UploadedFile.store_content`, which records
     them so that the transaction tracker removes them with the main file.
+    Raising refuses the upload: what was stored for it is deleted and the
+    exception reaches the code that assigned it.
     """
 
     @abstractmethod
@@ -53,7 +57,13 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
                 raise ValueError("Storage has not been found in DEPOT")
             self["depot_name"] = resolved
             self["files"] = []
-            self.process_content(content)
+            try:
+                self.process_content(content)
+            except BaseException:
+                # A rejected upload is referenced by nothing: what it stored
+                # before failing would stay in the storage for good.
+                delete_files(files_of(self))
+                raise
         self._freeze()
 
     @abstractmethod
@@ -62,14 +72,30 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
     ) -> None:  # pragma: no cover - abstract
         """Store ``content`` and record what describes it as keys of this dict."""
 
-    def _apply_filters(self, filters: Iterable[FileFilter]) -> None:
-        """Run ``on_save`` of each filter on a fresh upload (never on a value read back)."""
+    def _apply_filters(self, filters: Iterable[FileFilter], discard: bool = True) -> None:
+        """Run ``on_save`` of each filter on a fresh upload (never on a value read back).
+
+        When a filter fails, the files the filters stored are deleted and the
+        keys they added removed before the error propagates.  With ``discard``
+        (the caller built this value for the assignment that failed, and drops
+        it) the main file is deleted too; without it the value is left as it
+        was before the filters ran.
+        """
         if self.original_content is None:
             return
+        before = dict(self)
+        files_before = files_of(self)
         self._thaw()
         try:
             for file_filter in filters:
                 file_filter.on_save(self)
+        except BaseException:
+            stored = files_of(self)
+            dict.clear(self)
+            dict.update(self, before)
+            dict.__setitem__(self, "files", files_before)
+            delete_files(stored if discard else [path for path in stored if path not in files_before])
+            raise
         finally:
             self._freeze()
 

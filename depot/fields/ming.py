@@ -86,8 +86,10 @@ class UploadedFileProperty(FieldProperty):
     def __set__(self, instance: Any, value: Any) -> None:
         if value is not None and not isinstance(value, UploadedFile):
             value = self._upload_type(value, self._upload_storage)
-        if isinstance(value, UploadedFile):
             value._apply_filters(self._filters)
+        elif isinstance(value, UploadedFile):
+            # The caller's own value: a failing filter must not delete its main file.
+            value._apply_filters(self._filters, discard=False)
         DepotExtension.get_depot_history(instance).swap(self._stored(instance), value)
         super().__set__(instance, value)
 

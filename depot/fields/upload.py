@@ -8,7 +8,7 @@ from depot.io.interfaces import FileStorage, StoredFile
 from depot.manager import DepotManager
 
 from ._links import file_url, stored_link
-from ._storing import store
+from ._storing import StoredFacts, read_back, store
 from .interfaces import DepotFileInfo
 
 __all__ = ["UploadedFile"]
@@ -33,30 +33,51 @@ class UploadedFile(DepotFileInfo):
     def process_content(
         self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
     ) -> None:
-        path, facts = self._store(content, filename, content_type)
-        self["file_id"] = facts.file_id
+        path, file_id = self.store_content(content, filename, content_type)
+        facts = self._stored_facts(path, file_id)
+        self["file_id"] = file_id
         self["path"] = path
         self["filename"] = facts.filename
         self["content_type"] = facts.content_type
         self["uploaded_at"] = facts.uploaded_at
         self["_public_url"] = facts.public_url
 
-    def _store(self, content: Any, filename: Optional[str], content_type: Optional[str]):
-        facts = store(self.depot, content, filename, content_type)
-        path = "%s/%s" % (self["depot_name"], facts.file_id)
-        self["files"].append(path)
-        return path, facts
-
     def store_content(
         self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
     ) -> Tuple[str, str]:
-        """Store an extra file (a thumbnail...) with this one; returns ``(path, file_id)``.
+        """Store a file of this value in its depot; returns ``(path, file_id)``.
 
-        The path is added to ``files``, so the transaction tracker deletes the
-        extra file together with the main one.
+        Every file goes through it, as in filedepot: the main file
+        (:meth:`process_content`), the thumbnails of
+        :class:`~depot.fields.specialized.image.UploadedImageWithThumb` and of
+        :class:`~depot.fields.filters.thumbnails.WithThumbnailFilter`.  A
+        subclass may override it (to rename the file, to pick another storage);
+        whatever it stores must be appended to ``files`` and returned as
+        ``'<depot>/<id>'``, so that the transaction tracker deletes it with the
+        main file.
         """
-        path, facts = self._store(content, filename, content_type)
+        facts = store(self.depot, content, filename, content_type)
+        path = "%s/%s" % (dict.__getitem__(self, "depot_name"), facts.file_id)
+        self["files"].append(path)
+        # Kept for _stored_facts: the write already told what a read back would.
+        object.__setattr__(self, "_last_stored", (path, facts))
         return path, facts.file_id
+
+    def _stored_facts(self, path: str, file_id: str) -> StoredFacts:
+        """The facts of the file :meth:`store_content` just returned as ``(path, file_id)``.
+
+        They come from the write itself, unless an override of
+        :meth:`store_content` stored the file by other means: it is then read
+        back from the storage its path names, as filedepot always did.
+        """
+        last = self.__dict__.pop("_last_stored", None)
+        if last is not None and last[0] == path and last[1].file_id == file_id:
+            return last[1]
+        depot_name = path.split("/", 1)[0]
+        storage = DepotManager.get(depot_name)
+        if storage is None:
+            raise ValueError("store_content returned %r: no storage named %r" % (path, depot_name))
+        return read_back(storage, file_id)
 
     def encode(self) -> str:
         """The JSON text stored in the database column."""

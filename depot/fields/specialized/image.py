@@ -4,7 +4,15 @@ from __future__ import annotations
 import io
 from typing import Any, Optional, Tuple
 
-from depot.imaging import Image, apply_orientation, exif_orientation, make_thumbnail, open_image, save_image
+from depot.imaging import (
+    Image,
+    apply_orientation,
+    decoding,
+    exif_orientation,
+    make_thumbnail,
+    open_image,
+    save_image,
+)
 from depot.io.interfaces import FileStorage
 from depot.io.utils import file_from_content
 
@@ -44,17 +52,19 @@ class UploadedImageWithThumb(UploadedFile):
                 image = self._reduced(image)
                 stored: Any = io.BytesIO(save_image(image, fmt, **_save_options(image)))
             else:
-                fileobj.seek(0)
                 stored = fileobj  # already fine: kept exactly as uploaded
-            super().process_content(stored, filename, content_type)
+            # Decoded before anything is stored: a damaged image is refused
+            # (ImageRejected) while the storage is still untouched.
             thumbnail = make_thumbnail(image, self.thumbnail_size, self.thumbnail_format)
+            stored.seek(0)
+            super().process_content(stored, filename, content_type)
         finally:
             if must_close:
                 fileobj.close()
-        thumb_path, facts = self._store(thumbnail, "thumb.%s" % self.thumbnail_format.lower(), None)
-        self["thumb_id"] = facts.file_id
+        thumb_path, thumb_id = self.store_content(thumbnail, "thumb.%s" % self.thumbnail_format.lower(), None)
+        self["thumb_id"] = thumb_id
         self["thumb_path"] = thumb_path
-        self["_thumb_public_url"] = facts.public_url
+        self["_thumb_public_url"] = self._stored_facts(thumb_path, thumb_id).public_url
 
     def _reduced(self, image: Any) -> Any:
         """``image`` upright and fitting a ``max_size`` square (decoded)."""
@@ -64,9 +74,11 @@ class UploadedImageWithThumb(UploadedFile):
         target = (max(1, round(width * scale)), max(1, round(height * scale)))
         # A JPEG at least twice the target decodes directly at 1/2, 1/4 or 1/8
         # of its size (never below the target); the resize then finishes.
-        image.draft("RGB" if image.mode == "RGB" else None, target)
-        image.thumbnail((self.max_size, self.max_size), Image.Resampling.BILINEAR)
-        return apply_orientation(image, orientation)
+        with decoding():
+            image.draft("RGB" if image.mode == "RGB" else None, target)
+            image.thumbnail((self.max_size, self.max_size), Image.Resampling.BILINEAR)
+            image.load()
+            return apply_orientation(image, orientation)
 
     @property
     def thumb_file(self) -> Any:

@@ -1,0 +1,121 @@
+"""A rejected upload leaves nothing in the storage (SQLAlchemy on a real SQLite database).
+
+Whatever an assignment stored before it failed (the main file, thumbnails of
+earlier filters) is deleted when it fails, whether the object is in a session
+(then committed or rolled back) or not; an app catching ``ValueError`` answers
+400.  The Ming counterparts are in test_fields_ming.py.
+"""
+from __future__ import annotations
+
+import gc
+
+import pytest
+from sqlalchemy import Column, Integer, Unicode, create_engine
+from sqlalchemy.orm import Session, declarative_base
+
+from depot.fields.filters.thumbnails import WithThumbnailFilter
+from depot.fields.interfaces import FileFilter
+from depot.fields.specialized.image import UploadedImageWithThumb
+from depot.fields.sqlalchemy import UploadedFileField
+from depot.imaging import ImageRejected
+from depot.manager import DepotManager
+
+from ._hostile_images import REJECTED_CASES, REJECTED_IDS, encode, noisy
+
+
+class Refuse(FileFilter):
+    """A filter that rejects every upload, after the filters before it stored their thumbnails."""
+
+    def on_save(self, uploaded_file):
+        raise ValueError("refused by the application")
+
+
+Base = declarative_base()
+
+
+class Document(Base):
+    __tablename__ = "depot_rejected_document"
+    id = Column(Integer, primary_key=True)
+    name = Column(Unicode(50))
+    thumbed = Column(UploadedFileField(filters=[WithThumbnailFilter((16, 16)), WithThumbnailFilter((8, 8))]))
+    image = Column(UploadedFileField(upload_type=UploadedImageWithThumb))
+    chained = Column(UploadedFileField(filters=[WithThumbnailFilter((16, 16)), Refuse()]))
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = create_engine("sqlite:///%s" % (tmp_path_factory.mktemp("rejected") / "rejected.db"))
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def depots():
+    DepotManager._clear()
+    DepotManager.configure("default", {"depot.backend": "memory"})
+    yield
+    DepotManager._clear()
+
+
+def stored():
+    return DepotManager.get().list()
+
+
+def assign_in_session(engine, column, content, expected, end):
+    with Session(engine) as session:
+        doc = Document(name="doc")
+        session.add(doc)
+        with pytest.raises(expected):
+            setattr(doc, column, content)
+        assert stored() == []  # at once, not only at the end of the transaction
+        getattr(session, end)()
+        if end == "commit":
+            assert session.get(Document, doc.id).name == "doc"
+            assert getattr(session.get(Document, doc.id), column) is None
+    assert stored() == []
+
+
+@pytest.mark.parametrize("column", ["thumbed", "image"])
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+@pytest.mark.parametrize("content, expected", REJECTED_CASES, ids=REJECTED_IDS)
+def test_rejected_image_in_session_leaves_nothing(engine, column, end, content, expected):
+    assert issubclass(expected, ImageRejected) and issubclass(expected, ValueError)
+    assign_in_session(engine, column, content, expected, end)
+
+
+@pytest.mark.parametrize("column", ["thumbed", "image"])
+@pytest.mark.parametrize("content, expected", REJECTED_CASES, ids=REJECTED_IDS)
+def test_rejected_image_without_session_leaves_nothing(column, content, expected):
+    with pytest.raises(expected):
+        Document(name="doc", **{column: content})
+    doc = Document(name="doc")
+    with pytest.raises(expected):
+        setattr(doc, column, content)
+    del doc
+    gc.collect()
+    assert stored() == []
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback", "nosession"])
+def test_failing_filter_deletes_main_file_and_earlier_thumbnails(engine, end):
+    png = encode(noisy((40, 30)))
+    if end == "nosession":
+        with pytest.raises(ValueError, match="refused by the application"):
+            Document(chained=png)
+        assert stored() == []
+    else:
+        assign_in_session(engine, "chained", png, ValueError, end)
+
+
+def test_rejection_keeps_the_committed_value(engine):
+    with Session(engine) as session:
+        doc = Document(name="kept", thumbed=encode(noisy((40, 30))))
+        session.add(doc)
+        session.commit()
+        kept = list(doc.thumbed.files)
+        with pytest.raises(ImageRejected):
+            doc.thumbed = b"not an image"
+        session.commit()
+        assert doc.thumbed.files == kept
+    assert sorted(stored()) == sorted(path.split("/")[1] for path in kept)
