@@ -614,3 +614,27 @@ def test_gridfs_get_takes_the_12_byte_id(mongo_database_uri):
     storage = GridFSStorage(mongo_database_uri)
     file_id = storage.create(b"content")
     assert storage.get(ObjectId(file_id).binary).read() == b"content"  # bson.ObjectId accepts 12 bytes
+
+
+def test_testing_module_imports_without_pytest():
+    """depot.testing is importable (autodoc, helper classes) where pytest is not installed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('pytest', '_pytest'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from depot.testing import StorageConformance, FieldStorageLike\n"
+        "assert callable(StorageConformance.storage) and FieldStorageLike(b'x', 'a').filename == 'a'\n"
+        "import depot.testing\n"
+        "try:\n"
+        "    depot.testing.pytest.raises\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "needs pytest: pip install pytest" in out
