@@ -23,6 +23,8 @@ from depot.io.memory import MemoryFileStorage
 from depot.io.utils import FileIntent
 from depot.manager import DepotManager
 
+from ._blocked import run_without
+
 # -- the table ----------------------------------------------------------------
 
 #: SPEC section 1: every module 0.12 shipped.
@@ -618,16 +620,7 @@ def test_gridfs_get_takes_the_12_byte_id(mongo_database_uri):
 
 def test_testing_module_imports_without_pytest():
     """depot.testing is importable (autodoc, helper classes) where pytest is not installed."""
-    import subprocess
-    import sys
-
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('pytest', '_pytest'):\n"
-        "            raise ImportError('blocked ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
         "from depot.testing import StorageConformance, FieldStorageLike\n"
         "assert callable(StorageConformance.storage) and FieldStorageLike(b'x', 'a').filename == 'a'\n"
         "import depot.testing\n"
@@ -636,5 +629,5 @@ def test_testing_module_imports_without_pytest():
         "except ImportError as exc:\n"
         "    print(exc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = run_without(["pytest", "_pytest"], code, check=True).stdout
     assert "needs pytest: pip install pytest" in out

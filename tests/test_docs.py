@@ -6,8 +6,6 @@ would run it, without the testing extra (and in .ci/run).
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,6 +15,8 @@ from depot.cli import _EPILOG, build_parser
 from depot.cli.config import load_settings
 from depot.cli.errors import ExitCode
 from depot.io.registry import known_backends
+
+from ._blocked import run_without
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -134,28 +134,17 @@ def test_database_guide_filter_and_validation_examples_work():
 #: Top-level modules of the testing extra that ``pip install -e '.[all]' sphinx`` does not install.
 TESTING_ONLY = ("pytest", "_pytest", "tw2", "webtest")
 
-_BUILD_WITHOUT_TESTING_EXTRA = """
-import sys
-
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in %r:
-            raise ImportError("blocked " + name)
-
-sys.meta_path.insert(0, Block())
-from sphinx.cmd.build import main
-sys.exit(main(sys.argv[1:]))
-"""
+_SPHINX_BUILD = "from sphinx.cmd.build import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
 def test_docs_build_with_warnings_as_errors_without_pytest(tmp_path):
     """Autodoc imports every documented module without the testing extra; nothing is dropped."""
     pytest.importorskip("sphinx")
     html = tmp_path / "html"
-    result = subprocess.run(
-        [sys.executable, "-c", _BUILD_WITHOUT_TESTING_EXTRA % (TESTING_ONLY,), "-W", "--keep-going", "-q",
-         "-b", "html", "-d", str(tmp_path / "doctrees"), str(DOCS), str(html)],
-        capture_output=True, text=True, timeout=600,
+    result = run_without(
+        TESTING_ONLY, _SPHINX_BUILD,
+        ["-W", "--keep-going", "-q", "-b", "html", "-d", str(tmp_path / "doctrees"), str(DOCS), str(html)],
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     api = (html / "api.html").read_text(encoding="utf-8")
