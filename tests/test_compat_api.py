@@ -9,6 +9,7 @@ with the same names, kinds and defaults.
 from __future__ import annotations
 
 import abc
+import contextlib
 import datetime
 import importlib
 import inspect
@@ -493,6 +494,20 @@ def test_section7_internals(tmp_path):
         DepotManager._clear()
 
 
+def test_stored_file_basics(storage):
+    """SPEC 3.1/3.2: the non-abstract StoredFile methods and FileStorage's static helpers."""
+    from depot.fields.upload import UploadedFile
+
+    f = storage.get(storage.create(b"x", "a.txt"))
+    assert (f.readable(), f.writable(), f.seekable(), f.name, f.public_url) == (True, False, False, "a.txt", None)
+    assert repr(f).endswith(":%s filename=a.txt content_type=text/plain last_modified=%s>" % (
+        f.file_id, f.last_modified))
+    assert FileStorage.fileid(f) == FileStorage.fileid(f.file_id) == f.file_id
+    with default_storage(storage):
+        value = UploadedFile(b"x")
+        assert FileStorage.fileid(value) == value.file_id  # reached through __getattr__, as in 0.12
+
+
 def test_module_aliases_behave_like_the_manager():
     from depot import manager
 
@@ -510,6 +525,18 @@ def test_module_aliases_behave_like_the_manager():
 
 
 # -- FileIntent with no content type (SPEC 3.3) -----------------------------------
+
+@contextlib.contextmanager
+def default_storage(storage):
+    """``storage`` as the only, default storage of a clean DepotManager."""
+    DepotManager._clear()
+    try:
+        DepotManager._depots["s"] = storage
+        DepotManager._default_depot = "s"
+        yield storage
+    finally:
+        DepotManager._clear()
+
 
 @pytest.fixture(params=["memory", "local"])
 def storage(request, tmp_path):
@@ -532,15 +559,10 @@ def test_file_intent_without_type_is_not_guessed(storage):
 def test_file_intent_without_type_through_an_upload(storage):
     from depot.fields.upload import UploadedFile
 
-    DepotManager._clear()
-    try:
-        DepotManager._depots["s"] = storage
-        DepotManager._default_depot = "s"
+    with default_storage(storage):
         value = UploadedFile(FileIntent(b"data", "photo.jpg", None))
         assert (value.filename, value.content_type) == ("photo.jpg", "application/octet-stream")
         assert value.file.content_type == "application/octet-stream"
-    finally:
-        DepotManager._clear()
 
 
 # -- patching the clock ----------------------------------------------------------
@@ -549,17 +571,12 @@ def _recorded(storage, patch_target, value, times=2):
     """last_modified of files created, then of an upload's file, while ``patch_target`` is patched."""
     from depot.fields.upload import UploadedFile
 
-    DepotManager._clear()
-    DepotManager._depots["s"] = storage
-    DepotManager._default_depot = "s"
-    try:
+    with default_storage(storage):
         with mock.patch(patch_target, return_value=value):
             stamps = [storage.get(storage.create(b"x")).last_modified for _ in range(times)]
             upload = UploadedFile(b"x")
         stamps.append(upload.file.last_modified)
         return stamps, upload
-    finally:
-        DepotManager._clear()
 
 
 def test_patching_timestamp_controls_every_recorded_time(storage):
