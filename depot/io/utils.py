@@ -20,7 +20,6 @@ __all__ = [
     "DEFAULT_NAME",
     "CHUNK_SIZE",
     "timestamp",
-    "utcnow_naive",
     "parse_timestamp",
     "file_from_content",
     "FileIntent",
