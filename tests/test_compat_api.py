@@ -494,6 +494,18 @@ def test_section7_internals(tmp_path):
         DepotManager._clear()
 
 
+def test_memory_storage_layout():
+    """SPEC 2.1: ``files[file_id]`` holds the data and the metadata."""
+    storage = MemoryFileStorage(any_option="ignored")
+    file_id = storage.create(b"data", "a.txt")
+    entry = storage.files[file_id]
+    assert entry["data"] == b"data"
+    assert {k: v for k, v in entry["metadata"].items() if k != "last_modified"} == {
+        "filename": "a.txt", "content_type": "text/plain", "content_length": 4}
+    assert isinstance(entry["metadata"]["last_modified"], datetime.datetime)
+    assert storage.list() == [file_id]
+
+
 def test_stored_file_basics(storage):
     """SPEC 3.1/3.2: the non-abstract StoredFile methods and FileStorage's static helpers."""
     from depot.fields.upload import UploadedFile
@@ -608,6 +620,22 @@ def test_patching_the_manager_seen_by_the_sqlalchemy_module():
 
 # -- backends that need their server (names owned by the cloud work) ------------
 
+def test_gridfs_internals(mongo_database_uri):
+    """SPEC 2.3 / 7: the attributes tests and code reach into."""
+    import gridfs
+    import pymongo
+    from bson import ObjectId
+
+    from depot.io.gridfs import GridFSStorage
+
+    storage = GridFSStorage(mongo_database_uri)
+    assert isinstance(storage._cli, pymongo.MongoClient) and isinstance(storage._gridfs, gridfs.GridFS)
+    assert (storage._collection, storage._db.name) == ("filedepot", mongo_database_uri.rsplit("/", 1)[1])
+    file_id = storage.create(b"content", "a.txt", "text/plain")
+    assert storage._gridfs.get(ObjectId(file_id)).read() == b"content"
+    assert storage._db["filedepot.files"].find_one({"_id": ObjectId(file_id)})["filename"] == "a.txt"
+
+
 @CLOUD
 def test_gridfs_stored_file_from_a_gridout(mongo_database_uri):
     from bson import ObjectId
@@ -615,8 +643,6 @@ def test_gridfs_stored_file_from_a_gridout(mongo_database_uri):
     from depot.io.gridfs import GridFSStorage, GridFSStoredFile
 
     storage = GridFSStorage(mongo_database_uri)
-    assert (storage._collection, storage._db.name) == ("filedepot", mongo_database_uri.rsplit("/", 1)[1])
-    assert storage._cli is not None
     file_id = storage.create(b"content", "a.txt", "text/plain")
     gridout = storage._gridfs.get(ObjectId(file_id))
     f = GridFSStoredFile(file_id, gridout)
