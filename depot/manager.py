@@ -5,9 +5,17 @@ import threading
 from typing import Any, Dict, Mapping, Optional
 
 from depot.io.interfaces import FileStorage, StoredFile
-from depot.io.registry import load_backend
+from depot.io.registry import BackendNotFoundError, load_backend
 
-__all__ = ["DepotManager", "DepotNotFoundError", "get_depot", "get_file", "configure", "set_default"]
+__all__ = [
+    "DepotManager",
+    "DepotNotFoundError",
+    "BackendNotFoundError",
+    "get_depot",
+    "get_file",
+    "configure",
+    "set_default",
+]
 
 DEFAULT_BACKEND = "depot.io.local.LocalFileStorage"
 
@@ -74,10 +82,12 @@ class DepotManager:
     def get(cls, name: Optional[str] = None) -> Optional[FileStorage]:
         """The storage called ``name`` (or an alias of it); the default when ``name`` is None.
 
-        An unknown name gives ``None``, as in filedepot.
+        An unknown name gives ``None``, and so does asking for the default
+        while nothing is configured, as in filedepot: callers that need a
+        storage check for ``None`` (or use :meth:`get_default`, which raises).
         """
         if name is None:
-            name = cls.get_default()
+            name = cls._default_depot
         resolved = cls.resolve_alias(name)
         return cls._depots.get(resolved) if resolved is not None else None
 
@@ -147,7 +157,13 @@ class DepotManager:
 
     @classmethod
     def from_config(cls, config: Optional[Mapping[str, Any]], prefix: str = "depot.") -> FileStorage:
-        """Create (without registering) the storage described by ``config``."""
+        """Create (without registering) the storage described by ``config``.
+
+        A backend module that does not define the named class raises
+        :class:`~depot.io.registry.BackendNotFoundError`, an
+        :class:`AttributeError` as in filedepot; a module that does not import
+        raises :class:`ImportError`.
+        """
         config = config or {}
         backend = config.get(prefix + "backend", DEFAULT_BACKEND)
         options = {

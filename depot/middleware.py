@@ -29,6 +29,7 @@ from depot.serving.paths import is_under_mount, mount_prefix, quote_file_path, s
 from depot.serving.plan import FileFacts, plan_response
 from depot.serving.signing import LinkSigner
 from depot.utils import asbool, asint, http_date
+from depot.utils import make_content_disposition, utcfromtimestamp_naive  # noqa: F401 - a name filedepot 0.12 had here
 
 __all__ = ["DepotMiddleware", "FileServeApp"]
 

@@ -17,7 +17,8 @@ not stored; a random UUID by default), ``invalid_id`` and ``backup_storage``
 (a second, empty storage accepting this backend's ids; a
 :class:`~depot.io.memory.MemoryFileStorage` by default).
 
-Requires pytest.
+Running the suite requires pytest; importing this module does not (the API
+reference is built without it).
 """
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ import uuid
 from typing import Any, Optional
 from unittest import mock
 
-import pytest
+try:
+    import pytest
+except ImportError:  # importable without pytest (documentation builds); running the tests needs it
+    from depot._no_pytest import pytest  # type: ignore[no-redef]
 
 from depot.io.interfaces import FileStorage, StoredFacts, StoredFile
 from depot.io.memory import MemoryFileStorage

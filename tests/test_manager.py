@@ -1,5 +1,3 @@
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -7,7 +5,9 @@ import pytest
 from depot import manager
 from depot.io.local import LocalFileStorage
 from depot.io.memory import MemoryFileStorage
-from depot.manager import DepotManager, DepotNotFoundError
+from depot.manager import BackendNotFoundError, DepotManager, DepotNotFoundError
+
+from ._blocked import run_without
 
 
 @pytest.fixture(autouse=True)
@@ -71,8 +71,52 @@ def test_unknown_backend_messages():
         DepotManager.configure("u", {"depot.backend": "nosuch"})
     with pytest.raises(ImportError):
         DepotManager.configure("u", {"depot.backend": "nosuch.module.Storage"})
-    with pytest.raises(ImportError, match="has no storage class"):
+    with pytest.raises(AttributeError, match="has no storage class"):  # what filedepot's getattr raised
         DepotManager.configure("u", {"depot.backend": "depot.io.memory.Nope"})
+    with pytest.raises(BackendNotFoundError, match="Module depot.io.memory has no storage class Nope"):
+        DepotManager.from_config({"depot.backend": "depot.io.memory.Nope"})
+    assert DepotManager._depots == {} and DepotManager._default_depot is None
+
+
+def test_from_config_accepts_what_filedepot_accepted(tmp_path):
+    """Entry points take every argument form filedepot 0.12 took (SPEC section 4)."""
+    # A None config is an empty one: local storage, which then needs storage_path.
+    with pytest.raises(TypeError):
+        DepotManager.from_config(None)
+    # Any dotted class path (not only depot's backends), options passed unchanged.
+    storage = DepotManager.from_config(
+        {"depot.backend": "depot.io.memory.MemoryFileStorage", "depot.anything": "kept", "other.x": 1}
+    )
+    assert isinstance(storage, MemoryFileStorage)
+    assert isinstance(DepotManager._new("depot.io.memory.MemoryFileStorage", ignored=True), MemoryFileStorage)
+    # Mappings other than dict, positional prefix.
+    local = DepotManager.configure("m", _ReadOnly({"x.storage_path": str(tmp_path)}), "x.")
+    assert isinstance(local, LocalFileStorage) and DepotManager.get_default() == "m"
+    # make_middleware with app None (the tests of filedepot do this), options by keyword.
+    mw = DepotManager.make_middleware(None, mountpoint="/files", cache_max_age=10, replace_wsgi_filewrapper=True)
+    assert DepotManager.get_middleware() is mw and DepotManager.url_for("m/x") == "/files/m/x"
+    # An alias may be re-pointed; a name may be configured after being used as an alias.
+    DepotManager.configure("n", {"depot.backend": "memory"})
+    DepotManager.alias("cur", "m")
+    DepotManager.alias("cur", "n")
+    assert DepotManager.resolve_alias("cur") == "n"
+    assert DepotManager.resolve_alias(None) is None
+
+
+class _ReadOnly:
+    """A mapping that is not a dict (e.g. a settings object)."""
+
+    def __init__(self, data):
+        self._data = data
+
+    def get(self, key, default=None):
+        return self._data.get(key, default)
+
+    def items(self):
+        return self._data.items()
+
+    def __bool__(self):
+        return bool(self._data)
 
 
 def test_get_unknown_is_none():
@@ -80,9 +124,18 @@ def test_get_unknown_is_none():
     assert DepotManager.get("unknown") is None
 
 
-def test_get_default_without_depots():
+def test_get_without_depots_is_none():
+    """filedepot's get() gave None, not an error, when nothing is configured."""
+    assert DepotManager.get() is None
+    assert manager.get_depot() is None
+    assert DepotManager.get(None) is None
     with pytest.raises(RuntimeError, match="No depots have been configured!"):
-        DepotManager.get()
+        DepotManager.get_default()
+
+
+def test_get_without_name_is_the_default():
+    storage = DepotManager.configure("a", {"depot.backend": "memory"})
+    assert DepotManager.get() is storage and manager.get_depot() is storage
 
 
 def test_set_default():
@@ -177,13 +230,6 @@ def test_concurrent_configure_is_safe():
 def test_core_imports_without_optional_libraries():
     """`import depot` and the core modules need none of the optional libraries."""
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in {'boto3','botocore','boto','pymongo','gridfs','bson','google',"
-        "'sqlalchemy','ming','PIL','webob'}:\n"
-        "            raise ImportError('blocked ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
         "import depot, depot.utils, depot.manager, depot.io.utils, depot.io.local, depot.io.memory\n"
         "from depot.manager import DepotManager\n"
         "try:\n"
@@ -191,5 +237,26 @@ def test_core_imports_without_optional_libraries():
         "except ImportError as exc:\n"
         "    print(exc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    optional = ["boto3", "botocore", "boto", "pymongo", "gridfs", "bson", "google", "sqlalchemy", "ming", "PIL", "webob"]
+    out = run_without(optional, code, check=True).stdout
     assert "pip install 'depot[s3]'" in out
+
+
+def test_callers_report_missing_storages_clearly():
+    """get() returning None must not turn into a bare 'NoneType has no attribute' anywhere in depot."""
+    from webtest import TestApp
+
+    from depot.fields.upload import UploadedFile
+
+    with pytest.raises(RuntimeError, match="No depots have been configured!"):
+        UploadedFile(b"content")  # no default storage to upload to
+    app = TestApp(DepotManager.make_middleware(lambda environ, start_response: []))
+    app.get("/depot/default/00000000-0000-0000-0000-000000000000", status=404)
+    DepotManager.configure("gone", {"depot.backend": "memory"})
+    value = UploadedFile(b"content")
+    DepotManager._clear()  # e.g. a process that reads rows before configuring its storages
+    assert value.depot is None  # as in filedepot
+    with pytest.raises(DepotNotFoundError, match="No depot named 'gone' is configured"):
+        value.file
+    with pytest.raises(AttributeError):  # filedepot's None.get(): existing handlers keep working
+        value.file

@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 from depot.cli.errors import CLIError, ExitCode
 from depot.io.interfaces import FileStorage
+from depot.io.registry import BackendNotFoundError
 from depot.manager import DepotManager
 
 __all__ = ["Settings", "load_settings", "apply_options", "Storages", "DEFAULT_FILES", "CONFIG_ENV"]
@@ -251,7 +252,7 @@ class Storages:
     def _build(self, name: str, factory: Callable[[Mapping[str, Any]], FileStorage]) -> FileStorage:
         try:
             return factory(self.settings.storages[name])
-        except (ImportError, TypeError, ValueError) as exc:
+        except (ImportError, BackendNotFoundError, TypeError, ValueError) as exc:
             # Wrong or missing options, an uninstalled extra: the user's to fix.
             raise CLIError("storage %r is misconfigured: %s" % (name, exc)) from exc
         except Exception as exc:

@@ -12,7 +12,7 @@ from depot.cli.context import Context, describe, split_target
 from depot.cli.errors import CLIError, ExitCode
 from depot.cli.progress import is_terminal
 from depot.io.interfaces import FileStorage, StoredFile
-from depot.io.utils import FileIntent, copy_stream
+from depot.io.utils import copy_stream
 
 __all__ = ["register"]
 
@@ -89,19 +89,19 @@ def put(args: argparse.Namespace, ctx: Context) -> int:
 
 def _put_one(ctx: Context, storage: FileStorage, name: str, path: str, args: argparse.Namespace) -> Optional[str]:
     if path == "-":
-        stdin = getattr(sys.stdin, "buffer", sys.stdin)
         source = None
-        content: Any = FileIntent(stdin, args.name or "unnamed", args.content_type)
+        content: Any = getattr(sys.stdin, "buffer", sys.stdin)
+        # The given name, never stdin's '<stdin>'; the type is guessed from it.
+        filename = args.name or "unnamed"
     else:
         try:
             source = content = open(path, "rb")
         except OSError as exc:
             ctx.fail("", path, "cannot read: %s" % (exc.strerror or exc))
             return None
+        filename = args.name or os.path.basename(path)
     try:
-        if source is None:
-            return storage.create(content)
-        return storage.create(content, args.name or os.path.basename(path), args.content_type)
+        return storage.create(content, filename, args.content_type)
     except Exception as exc:
         ctx.fail(name, path, "storing failed: %s" % describe(exc))
         return None

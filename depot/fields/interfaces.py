@@ -114,7 +114,14 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(name) from None
+            pass
+        prop = getattr(type(self), name, None)
+        if isinstance(prop, property) and prop.fget is not None:
+            # Python comes here when a property raised AttributeError (such as
+            # DepotNotFoundError from ``file``): run it again so that its own
+            # message reaches the caller instead of a bare AttributeError(name).
+            return prop.fget(self)
+        raise AttributeError(name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value

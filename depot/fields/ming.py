@@ -32,6 +32,8 @@ from ming.odm import FieldProperty, mapper, state  # noqa: E402
 from ming.odm.odmsession import SessionExtension  # noqa: E402
 from ming.schema import Anything  # noqa: E402
 
+from depot.manager import DepotManager  # noqa: E402,F401 - a name filedepot 0.12 had here
+
 from ._lifecycle import delete_files, files_of  # noqa: E402
 from .interfaces import FileFilter  # noqa: E402
 from .upload import UploadedFile  # noqa: E402

@@ -14,6 +14,8 @@ from sqlalchemy import event, types
 from sqlalchemy.orm import Mapper, Session, attributes, object_session
 from sqlalchemy.orm.base import instance_state
 
+from depot.manager import DepotManager  # noqa: F401 - a name filedepot 0.12 had here
+
 from ._lifecycle import FileScope, files_of, guard_orphans, is_fresh
 from .interfaces import FileFilter
 from .upload import UploadedFile

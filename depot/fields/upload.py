@@ -5,7 +5,7 @@ import json
 from typing import Any, Optional, Tuple
 
 from depot.io.interfaces import FileStorage, StoredFile
-from depot.manager import DepotManager
+from depot.manager import DepotManager, DepotNotFoundError
 
 from ._links import file_url, stored_link
 from ._storing import StoredFacts, read_back, store
@@ -116,5 +116,14 @@ class UploadedFile(DepotFileInfo):
 
     @property
     def file(self) -> StoredFile:
-        """A new :class:`StoredFile` opened on the content at every access."""
-        return self.depot.get(dict.__getitem__(self, "file_id"))
+        """A new :class:`StoredFile` opened on the content at every access.
+
+        :class:`~depot.manager.DepotNotFoundError` (an :class:`AttributeError`,
+        as filedepot's ``None.get``) when the storage is not configured.
+        """
+        depot = self.depot
+        if depot is None:
+            raise DepotNotFoundError(
+                "No depot named %r is configured (file %s)" % (dict.get(self, "depot_name"), dict.get(self, "path"))
+            )
+        return depot.get(dict.__getitem__(self, "file_id"))

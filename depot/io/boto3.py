@@ -49,8 +49,10 @@ from depot.io._cloud import (
 )
 from depot.io import utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, StoredFacts
+from depot.io.interfaces import FileStorage, StoredFile  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
 from depot.utils import asbool
+from depot.utils import make_content_disposition  # noqa: F401 - a name filedepot 0.12 had here
 
 boto3 = require("boto3", "s3", "depot.io.boto3.S3Storage")
 from botocore.config import Config  # noqa: E402

@@ -39,8 +39,11 @@ from depot.io._cloud import (
     plan_upload,
     refuse_text,
 )
+from depot.io import utils  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, StoredFacts
+from depot.io.interfaces import FileStorage, StoredFile  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
+from depot.utils import make_content_disposition  # noqa: F401 - a name filedepot 0.12 had here
 
 storage = require("google.cloud.storage", "gcs", "depot.io.gcs.GCSStorage")
 from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable  # noqa: E402

@@ -7,7 +7,7 @@ from abc import ABCMeta, abstractmethod
 from datetime import datetime
 from typing import IO, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from .utils import _FileInfo, new_uuid
+from .utils import FileIntent, _FileInfo, new_uuid  # noqa: F401 - FileIntent: filedepot 0.12 had it here
 
 __all__ = ["StoredFile", "FileStorage", "StoredFacts", "OneStepStorage"]
 

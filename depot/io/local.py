@@ -20,6 +20,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
 from depot.io import utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, OneStepStorage, StoredFacts, StoredFile
+from depot.io.interfaces import FileStorage  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_content, check_uuid
 
 __all__ = ["LocalStoredFile", "LocalFileStorage"]

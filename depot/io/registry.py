@@ -10,7 +10,17 @@ from typing import Dict, NamedTuple, Optional, Type
 
 from depot._optional import install_hint
 
-__all__ = ["BackendInfo", "known_backends", "resolve_backend", "load_backend"]
+__all__ = ["BackendInfo", "BackendNotFoundError", "known_backends", "resolve_backend", "load_backend"]
+
+
+class BackendNotFoundError(LookupError, AttributeError):
+    """The backend's module imported but has no class of that name.
+
+    It is an :class:`AttributeError`, what filedepot raised (its ``getattr``
+    on the module), so existing handlers keep working.  It cannot also be an
+    :class:`ImportError`: CPython forbids a class deriving from both (their
+    instance layouts conflict).
+    """
 
 
 class BackendInfo(NamedTuple):
@@ -61,4 +71,4 @@ def load_backend(backend: str) -> Type:
     try:
         return getattr(module, class_name)
     except AttributeError:
-        raise ImportError("Module %s has no storage class %s" % (module_name, class_name)) from None
+        raise BackendNotFoundError("Module %s has no storage class %s" % (module_name, class_name)) from None

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import IO, Any, Callable, Iterator, Optional, Tuple
 
-from depot.utils import utcfromtimestamp_naive
+from depot.utils import utcfromtimestamp_naive, utcnow_naive
 
 __all__ = [
     "INMEMORY_FILESIZE",
@@ -43,9 +43,15 @@ def timestamp() -> str:
     """The current UTC time as ``'YYYY-MM-DD HH:MM:SS'``, as stored in file metadata.
 
     Backends call it through this module at write time (``utils.timestamp()``)
-    so that tests can patch it.
+    so that tests can patch it, and it reads the clock through this module's
+    ``utcnow_naive`` at call time, so patching that controls it too (as in
+    filedepot, whose ``timestamp`` formatted ``utcnow_naive()``).
     """
     global _last_stamp
+    now = utcnow_naive
+    if now is not _REAL_UTCNOW:
+        # Patched (mock.patch('depot.io.utils.utcnow_naive')): format what it says.
+        return now().strftime(TIMESTAMP_FORMAT)
     second = int(time.time())
     last = _last_stamp
     if last[0] != second:
@@ -55,6 +61,8 @@ def timestamp() -> str:
     return last[1]
 
 
+#: The real clock: while ``utcnow_naive`` is this very function, the once-a-second cache is exact.
+_REAL_UTCNOW = utcnow_naive
 _last_stamp: Tuple[int, str] = (-1, "")
 
 
@@ -102,8 +110,10 @@ class FileIntent:
     """Content paired with the filename and content type to store it under.
 
     The explicit name and type win over anything :class:`FileStorage.create`
-    would guess, and no guessing happens at all.  ``fileobj`` may be a file
-    object or ``bytes``.
+    would guess, and no guessing happens at all: a ``None`` content type is
+    stored as ``application/octet-stream`` (and a ``None`` filename as
+    ``'unnamed'``), as in filedepot.  ``fileobj`` may be a file object or
+    ``bytes``.
     """
 
     def __init__(self, fileobj: Any, filename: Optional[str], content_type: Optional[str]) -> None:
@@ -139,6 +149,9 @@ class _FileInfo:
     ``'application/octet-stream'``.  A :class:`FileIntent` is taken as given.
     """
 
+    DEFAULT_CONTENT_TYPE = DEFAULT_CONTENT_TYPE
+    DEFAULT_NAME = DEFAULT_NAME
+
     def __init__(self, fileobj: Any, filename: Optional[str] = None, content_type: Optional[str] = None):
         self._content, self._filename, self._content_type = self._resolve(fileobj, filename, content_type)
 
@@ -148,6 +161,8 @@ class _FileInfo:
             return fileobj.fileinfo
         content = fileobj.file if _is_fieldstorage_like(fileobj) else fileobj
         if isinstance(fileobj, (bytes, bytearray, memoryview, str)):
+            if content_type is None and filename:
+                content_type = mimetypes.guess_type(filename, strict=False)[0]
             return content, filename, content_type
         filename = filename or _name_of(fileobj)
         content_type = (
@@ -166,11 +181,9 @@ class _FileInfo:
             if callable(existing):
                 existing = existing()
             return self._content, existing.filename, existing.content_type
-        filename = self._filename or DEFAULT_NAME
-        content_type = self._content_type
-        if content_type is None and self._filename:
-            content_type = mimetypes.guess_type(self._filename, strict=False)[0]
-        return self._content, filename, content_type or DEFAULT_CONTENT_TYPE
+        # No guessing here: a FileIntent's (name, None) means "no type given",
+        # stored as the default type, as filedepot and FileIntent's docstring say.
+        return self._content, self._filename or self.DEFAULT_NAME, self._content_type or self.DEFAULT_CONTENT_TYPE
 
 
 def check_content(content: Any) -> None:
