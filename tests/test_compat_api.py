@@ -38,8 +38,6 @@ MODULES = [
     "depot.fields.specialized", "depot.fields.specialized.image",
 ]
 
-CLOUD = pytest.mark.xfail(strict=False, reason="lands with wt-cloud")
-
 # (module, qualified name, kind, 0.12 parameters without self/cls).  Kinds:
 # function, class (the parameters are __init__'s), method, classmethod,
 # staticmethod, property, value.  Parameters are written as a lambda's, and
@@ -151,8 +149,7 @@ API = [
      "project_id=None, credentials=None, bucket=None, policy=None, storage_class=None, prefix=''"),
     ("depot.io.gcs", "GCSStoredFile", "class", None),
     ("depot.io.gcs", "_check_file_id", "function", None),
-    pytest.param("depot.io.gcs", "GCSStorage.set_bucket_public_iam", "method", "bucket, members=('allUsers',)",
-                 marks=CLOUD),
+    ("depot.io.gcs", "GCSStorage.set_bucket_public_iam", "method", "bucket, members=('allUsers',)"),
 
     ("depot.fields.interfaces", "FileFilter", "class", ""),
     ("depot.fields.interfaces", "FileFilter.on_save", "method", "uploaded_file"),
@@ -636,7 +633,6 @@ def test_gridfs_internals(mongo_database_uri):
     assert storage._db["filedepot.files"].find_one({"_id": ObjectId(file_id)})["filename"] == "a.txt"
 
 
-@CLOUD
 def test_gridfs_stored_file_from_a_gridout(mongo_database_uri):
     from bson import ObjectId
 
@@ -650,7 +646,6 @@ def test_gridfs_stored_file_from_a_gridout(mongo_database_uri):
     assert f.read() == b"content"
 
 
-@CLOUD
 def test_gridfs_get_takes_the_12_byte_id(mongo_database_uri):
     from bson import ObjectId
 

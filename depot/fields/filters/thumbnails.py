@@ -5,6 +5,7 @@ from typing import Any, Tuple
 
 from depot.imaging import Image, make_thumbnail, open_image
 from depot.io.utils import file_from_content
+from depot.manager import DepotManager  # noqa: F401 - a name filedepot 0.12 had here
 
 from .._links import link_to_store
 from ..interfaces import FileFilter
