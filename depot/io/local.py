@@ -497,16 +497,14 @@ class LocalFileStorage(OneStepStorage):
 
 
 def _last_change(path: str) -> float:
-    """The latest modification or change time of a folder and what it holds."""
-    st = os.lstat(path)
-    latest = max(st.st_mtime, st.st_ctime)
+    """The latest modification time of a folder and of what it holds (a writer updates its file's)."""
+    latest = os.lstat(path).st_mtime
     if os.path.isdir(path):
         for entry in os.scandir(path):
             try:
-                st = entry.stat(follow_symlinks=False)
+                latest = max(latest, entry.stat(follow_symlinks=False).st_mtime)
             except FileNotFoundError:
                 continue
-            latest = max(latest, st.st_mtime, st.st_ctime)
     return latest
 
 
