@@ -301,17 +301,23 @@ def _exchange(a: str, b: str) -> bool:
     raise OSError(err, os.strerror(err), b)
 
 
-def _lock_folder(path: str) -> Optional[int]:
-    """Hold an exclusive lock on a folder being written: :meth:`collect_garbage` skips it.
+def _lock_folder(path: str, wait: bool = True) -> Optional[int]:
+    """Lock a folder being written, so that :meth:`collect_garbage` skips it.
 
-    The kernel releases it when the writer dies, however it dies.
+    Returns the descriptor holding the lock (``None`` where folders cannot be
+    locked: the grace period alone protects writers there); the kernel
+    releases the lock when the writer dies, however it dies.  Without
+    ``wait``, :class:`BlockingIOError` tells that another process holds it.
     """
-    if fcntl is None:  # pragma: no cover - no flock: the grace period protects
+    if fcntl is None:  # pragma: no cover - Windows
         return None
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError:  # pragma: no cover - a file system without flock: grace period only
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    except OSError:  # pragma: no cover - a file system without flock
         os.close(fd)
         return None
     return fd
@@ -512,18 +518,15 @@ def _remove_if_abandoned(path: str, cutoff: float) -> bool:
     try:
         if _last_change(path) >= cutoff:
             return False
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+        lock = _lock_folder(path, wait=False)
+    except BlockingIOError:
+        return False  # a live writer holds it, however long it takes
     except (FileNotFoundError, NotADirectoryError):
         return False
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # a live writer holds it, however long it takes
         shutil.rmtree(path, ignore_errors=True)
     finally:
-        os.close(fd)
+        _unlock(lock)
     return not os.path.lexists(path)
 
 
