@@ -86,10 +86,10 @@ def test_writer_killed_at_random_times(storage):
     """Many writers killed at random moments: never a mixed pair, and gc removes what they left."""
     file_id, _ = stored(storage)
     rng = random.Random(1234)
-    for _ in range(12):
+    for _ in range(20):
         proc = spawn("writer", storage.storage_path, file_id, "1", "60")
         wait_for(proc, "READY")
-        time.sleep(rng.uniform(0.0, 0.25))
+        time.sleep(rng.uniform(0.0, 0.15))
         kill(proc)
         assert pair_problem(storage, file_id) is None
         assert storage.list() == [file_id]
