@@ -59,6 +59,25 @@ class TestLocalStorage(StorageConformance):
         f = storage.get(file_id)
         assert (f.filename, f.content_type, f.last_modified) == ("unnamed", "application/octet-stream", None)
 
+    def test_unservable_facts_written_earlier_are_read_as_servable(self, storage):
+        """filedepot 0.12 stored any name and type: they are read as the closest value that works."""
+        cases = [
+            ({"filename": "caf\udce9.txt", "content_type": "text/plain"}, ("caf\ufffd.txt", "text/plain")),
+            ({"filename": 123, "content_type": 456}, ("123", "application/octet-stream")),
+            ({"filename": None, "content_type": "text/html\r\nX: y"}, (None, "application/octet-stream")),
+        ]
+        for metadata, facts in cases:
+            file_id = str(uuid.uuid1())
+            folder = os.path.join(storage.storage_path, file_id)
+            os.makedirs(folder)
+            with open(os.path.join(folder, "file"), "wb") as f:
+                f.write(b"old")
+            with open(os.path.join(folder, "metadata.json"), "w") as f:
+                json.dump(metadata, f)
+            f = storage.get(file_id)
+            assert (f.filename, f.content_type) == facts
+            assert f.read() == b"old"
+
     @pytest.mark.parametrize("payload", ["{not json", '{"last_modified": "yesterday"}', "[1, 2]"])
     def test_corrupted_metadata(self, storage, payload):
         file_id = storage.create(b"x")

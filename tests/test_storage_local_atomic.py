@@ -213,6 +213,27 @@ def test_depot_gc_command(storage, capsys):
     assert main(args + ["gc", "--older-than", "-1"]) == 2
 
 
+def test_deep_gc_removes_old_in_folder_temporaries(storage, capsys):
+    """Earlier versions wrote ``.file-*.tmp`` inside the file's folder; ``deep`` finds them."""
+    file_id, name = stored(storage)
+    folder = os.path.join(storage.storage_path, file_id)
+    old = [".file-%s.tmp" % os.urandom(16).hex(), ".metadata-%s.tmp" % os.urandom(16).hex()]
+    young = ".file-%s.tmp" % os.urandom(16).hex()
+    past = time.time() - 7200
+    for tmp in old + [young]:
+        with open(os.path.join(folder, tmp), "wb") as f:
+            f.write(b"partial")
+        if tmp != young:
+            os.utime(os.path.join(folder, tmp), (past, past))
+    assert storage.collect_garbage() == 0  # the files' folders are not read by default
+    assert storage.collect_garbage(deep=True) == 2
+    assert sorted(os.listdir(folder)) == sorted([young, "file", "metadata.json"])
+    assert main(["--local", "f=%s" % storage.storage_path, "gc", "--deep", "--older-than", "0"]) == 0
+    assert capsys.readouterr().out == "f: 1 removed\n"
+    assert sorted(os.listdir(folder)) == ["file", "metadata.json"]
+    assert pair_problem(storage, file_id) is None
+
+
 class TestLocalStorageWithoutExchange(StorageConformance):
     """Where folders cannot be exchanged (some file systems), replace still works."""
 

@@ -94,11 +94,27 @@ def _parse_metadata(file_id: str, raw: bytes) -> Metadata:
     except (ValueError, TypeError, AttributeError):
         raise ValueError("Invalid file metadata for %s" % file_id) from None
     return (
-        metadata.get("filename", "unnamed"),
-        metadata.get("content_type", DEFAULT_CONTENT_TYPE),
+        _readable_filename(metadata.get("filename", "unnamed")),
+        _readable_content_type(metadata.get("content_type", DEFAULT_CONTENT_TYPE)),
         last_modified,
         metadata.get("content_length"),
     )
+
+
+# Files written before create() checked its arguments (by filedepot 0.12, or
+# by hand) may hold names and types that would fail every response: they are
+# read as the closest value that works.
+def _readable_filename(value: Any) -> Any:
+    if isinstance(value, str):
+        return utils.clean_filename(value)
+    return value if value is None else str(value)
+
+
+def _readable_content_type(value: Any) -> Any:
+    try:
+        return value if value is None else utils.check_content_type(value)
+    except (TypeError, ValueError):
+        return DEFAULT_CONTENT_TYPE
 
 
 def _key(st: os.stat_result) -> Key:
@@ -479,8 +495,8 @@ class LocalFileStorage(OneStepStorage):
             return []
         return [name for name in names if _is_valid_id(name)]
 
-    def collect_garbage(self, older_than: float = 3600.0) -> int:
-        """Remove what killed writers left behind; returns the number of folders removed.
+    def collect_garbage(self, older_than: float = 3600.0, deep: bool = False) -> int:
+        """Remove what killed writers left behind; returns the number of leftovers removed.
 
         Writes and deletes go through temporary folders beside the files
         (``.new-*.tmp``, ``.del-*.tmp``); a process killed mid-write leaves
@@ -489,6 +505,10 @@ class LocalFileStorage(OneStepStorage):
         keeps it locked).  Stored files are never touched.  This reads only
         the storage folder itself, not the files' folders: run it from
         time to time (``depot gc``), not on every start.
+
+        ``deep`` also looks into every file's folder for the temporary files
+        (``.file-*.tmp``, ``.metadata-*.tmp``) that earlier versions of this
+        storage wrote there; it reads the whole tree.
         """
         try:
             entries = list(os.scandir(self._root))
@@ -497,8 +517,10 @@ class LocalFileStorage(OneStepStorage):
         cutoff = time.time() - older_than
         removed = 0
         for entry in entries:
-            if _is_tmp_name(entry.name) and _remove_if_abandoned(entry.path, cutoff):
-                removed += 1
+            if _is_tmp_name(entry.name):
+                removed += _remove_if_abandoned(entry.path, cutoff)
+            elif deep and _is_valid_id(entry.name):
+                removed += _remove_stale_files(entry.path, cutoff)
         return removed
 
 
@@ -528,6 +550,26 @@ def _remove_if_abandoned(path: str, cutoff: float) -> bool:
     finally:
         _unlock(lock)
     return not os.path.lexists(path)
+
+
+def _remove_stale_files(folder: str, cutoff: float) -> int:
+    """Remove the in-folder temporary files of earlier versions, if older than ``cutoff``."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith((".file-", ".metadata-")) and name.endswith(".tmp")):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def _is_valid_id(name: str) -> bool:
