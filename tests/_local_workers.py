@@ -4,7 +4,8 @@
 replaces ID again and again; with PAUSE it stops at that named point of its
 first write, prints ``PAUSED`` and waits to be killed.  ``reader ROOT ID
 SECONDS`` reads ID again and again and prints a JSON report of every read
-whose bytes do not belong to the facts it came with.
+whose bytes do not belong to the facts it came with.  ``forker ROOT ID``
+forks writers on demand (see :func:`forker`).
 """
 from __future__ import annotations
 
@@ -75,13 +76,7 @@ def _install_pause(point: str) -> None:
     local._exchange = paused_exchange
 
 
-def writer(root: str, file_id: str, index: int, seconds: float, pause: str = "") -> None:
-    storage = LocalFileStorage(root)
-    if pause:
-        _install_pause(pause)
-    sys.stdout.write("READY\n")
-    sys.stdout.flush()
-    deadline = time.monotonic() + seconds
+def _replace_until(storage: LocalFileStorage, file_id: str, index: int, deadline: float, pause: str = "") -> int:
     round_ = 0
     while time.monotonic() < deadline:
         size = random.choice((20, 20, 1000, 50000, 400000))
@@ -89,7 +84,39 @@ def writer(root: str, file_id: str, index: int, seconds: float, pause: str = "")
         content = _SlowContent(payload(name)) if pause == "writing" else payload(name)
         storage.replace(file_id, content, name, "application/x-test")
         round_ += 1
-    sys.stdout.write("WROTE %d\n" % round_)
+    return round_
+
+
+def writer(root: str, file_id: str, index: int, seconds: float, pause: str = "") -> None:
+    storage = LocalFileStorage(root)
+    if pause:
+        _install_pause(pause)
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    rounds = _replace_until(storage, file_id, index, time.monotonic() + seconds, pause)
+    sys.stdout.write("WROTE %d\n" % rounds)
+
+
+def forker(root: str, file_id: str) -> None:
+    """For each line on stdin, fork a writer, print its pid, and ``REAPED`` once it is killed.
+
+    Forking skips the interpreter start, so a test can kill many writers at
+    many moments in little time.
+    """
+    storage = LocalFileStorage(root)
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    for index, _ in enumerate(sys.stdin, 1):
+        pid = os.fork()
+        if pid == 0:
+            random.seed(os.getpid())
+            _replace_until(storage, file_id, index, time.monotonic() + 60)
+            os._exit(0)
+        sys.stdout.write("%d\n" % pid)
+        sys.stdout.flush()
+        os.waitpid(pid, 0)
+        sys.stdout.write("REAPED\n")
+        sys.stdout.flush()
 
 
 def reader(root: str, file_id: str, seconds: float) -> None:
@@ -117,6 +144,8 @@ if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "writer":
         writer(args[0], args[1], int(args[2]), float(args[3]), *(args[4:5]))
+    elif mode == "forker":
+        forker(args[0], args[1])
     else:
         reader(args[0], args[1], float(args[2]))
     os._exit(0)

@@ -86,13 +86,25 @@ def test_writer_killed_at_random_times(storage):
     """Many writers killed at random moments: never a mixed pair, and gc removes what they left."""
     file_id, _ = stored(storage)
     rng = random.Random(1234)
-    for _ in range(20):
-        proc = spawn("writer", storage.storage_path, file_id, "1", "60")
-        wait_for(proc, "READY")
-        time.sleep(rng.uniform(0.0, 0.15))
-        kill(proc)
-        assert pair_problem(storage, file_id) is None
-        assert storage.list() == [file_id]
+    forker = subprocess.Popen(
+        [sys.executable, "-m", "tests._local_workers", "forker", storage.storage_path, file_id],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for(forker, "READY")
+        for _ in range(60):
+            forker.stdin.write("go\n")
+            forker.stdin.flush()
+            pid = int(forker.stdout.readline())
+            time.sleep(rng.uniform(0.0, 0.06))
+            os.kill(pid, signal.SIGKILL)
+            wait_for(forker, "REAPED")
+            assert pair_problem(storage, file_id) is None
+            assert storage.list() == [file_id]
+    finally:
+        forker.stdin.close()
+        forker.wait(timeout=30)
+        forker.stdout.close()
     storage.collect_garbage(older_than=0)
     assert leftovers(storage) == []
     assert sorted(os.listdir(os.path.join(storage.storage_path, file_id))) == ["file", "metadata.json"]
