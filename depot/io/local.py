@@ -245,10 +245,13 @@ class LocalStoredFile(StoredFile):
 
     @property
     def version(self) -> str:
-        """Changes with every write: each one installs a new inode."""
-        f = self._file
-        st = os.fstat(f.fileno()) if f is not None and f is not _CLOSED and not f.closed else os.stat(self._file_path)
-        return "%x-%x-%x" % (st.st_ino, st.st_mtime_ns, st.st_size)
+        """Changes with every write (each installs a new metadata inode); no I/O.
+
+        It names the version the facts describe, so an ETag made of both
+        never mixes two versions.
+        """
+        ino, dev, ctime_ns, size = self._key
+        return "%x-%x-%x" % (ino, ctime_ns, size)
 
     def iter_range(
         self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
