@@ -1,3 +1,4 @@
+import array
 import io
 import os
 import tempfile
@@ -192,8 +193,6 @@ def test_new_uuid_is_random_and_valid():
 
 
 def test_as_byte_content_flattens_without_copying_contiguous_buffers():
-    import array
-
     data = array.array("i", [1, 2, 3, 4])
     flat = utils.as_byte_content(memoryview(data))
     assert (flat.format, flat.nbytes, len(flat)) == ("B", 16, 16)
@@ -208,6 +207,8 @@ def test_as_byte_content_flattens_without_copying_contiguous_buffers():
 def test_file_from_content_takes_any_buffer():
     must_close, f = file_from_content(memoryview(b"0123456789")[::2])
     assert must_close and f.read() == b"02468"
+    must_close, f = file_from_content(array.array("h", [1, 2]))
+    assert must_close and f.read() == array.array("h", [1, 2]).tobytes()
 
 
 @pytest.mark.parametrize(

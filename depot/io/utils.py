@@ -272,8 +272,8 @@ def file_from_content(content: Any) -> Tuple[bool, IO[bytes]]:
     """
     if isinstance(content, FileIntent):
         content = content._fileobj
-    check_content(content.file if _is_fieldstorage_like(content) else content)
     content = as_byte_content(content)
+    check_content(content.file if _is_fieldstorage_like(content) else content)
     if isinstance(content, (bytes, bytearray, memoryview)):
         spooled = tempfile.SpooledTemporaryFile(INMEMORY_FILESIZE)
         spooled.write(content)
