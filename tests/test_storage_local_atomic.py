@@ -82,6 +82,28 @@ def test_writer_killed_at_each_step_of_replace(storage, point):
     assert pair_problem(storage, file_id) is None
 
 
+def test_creator_killed_mid_write_leaves_no_file(storage):
+    """create() publishes data and metadata together: a killed creator leaves no id, only gc's work."""
+    script = (
+        "import os, sys\n"
+        "from depot.io.local import LocalFileStorage\n"
+        "class Dying:\n"
+        "    sent = 0\n"
+        "    def read(self, n=-1):\n"
+        "        if self.sent:\n"
+        "            os.kill(os.getpid(), 9)\n"
+        "        self.sent += 1\n"
+        "        return b'z' * 65536\n"
+        "LocalFileStorage(sys.argv[1]).create(Dying(), 'never.bin')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, storage.storage_path], cwd=ROOT)
+    assert proc.returncode == -signal.SIGKILL
+    assert storage.list() == []
+    assert len(leftovers(storage)) == 1
+    assert storage.collect_garbage(older_than=0) == 1
+    assert os.listdir(storage.storage_path) == []
+
+
 def test_writer_killed_at_random_times(storage):
     """Many writers killed at random moments: never a mixed pair, and gc removes what they left."""
     file_id, _ = stored(storage)
