@@ -22,8 +22,10 @@ reference is built without it).
 """
 from __future__ import annotations
 
+import array
 import datetime
 import io
+import os
 import tempfile
 import threading
 import uuid
@@ -600,3 +602,93 @@ class StorageConformance:
         storage.delete(missing)
         with pytest.raises(IOError):
             storage.replace(missing, b"nothing")
+
+    # content and metadata checks (no data loss)
+
+    @pytest.mark.parametrize(
+        "make",
+        [
+            lambda: bytearray(b"a bytearray"),
+            lambda: memoryview(b"a memoryview"),
+            lambda: array.array("i", [1, 2, 3, 4]),
+            lambda: memoryview(array.array("i", [1, 2, 3, 4])),
+            lambda: memoryview(array.array("d", [0.5, -1.25])),
+            lambda: memoryview(b"0123456789abcdef")[::3],
+            lambda: memoryview(array.array("h", range(12)))[1::2],
+            lambda: memoryview(bytearray(range(24))).cast("B", (4, 6)),
+            lambda: memoryview(b"")[::2],
+        ],
+        ids=["bytearray", "memoryview", "array-i", "view-i", "view-d", "strided", "strided-h", "2d", "empty"],
+    )
+    def test_every_bytes_like_stores_its_bytes(self, storage, make):
+        """The stored bytes and length are the buffer's bytes, whatever its item size or layout."""
+        content = make()
+        expected = memoryview(content).tobytes()
+        file_id = storage.create(content, "data.bin")
+        f = storage.get(file_id)
+        assert (f.read(), f.content_length) == (expected, len(expected))
+        storage.replace(file_id, make())
+        assert storage.get(file_id).read() == expected
+
+    @pytest.mark.parametrize("bad", [123, b"name.txt", ["a"], 1.5])
+    def test_non_string_filename_is_refused(self, storage, bad):
+        with pytest.raises(TypeError, match="filename"):
+            storage.create(FILE_CONTENT, filename=bad)
+        with pytest.raises(TypeError, match="filename"):
+            storage.create(FileIntent(FILE_CONTENT, bad, "text/plain"))
+        file_id = storage.create(FILE_CONTENT, "kept.txt")
+        with pytest.raises(TypeError, match="filename"):
+            storage.replace(file_id, b"other", filename=bad)
+        f = storage.get(file_id)
+        assert (f.read(), f.filename) == (FILE_CONTENT, "kept.txt")
+        assert storage.list() == [file_id]
+
+    @pytest.mark.parametrize("bad", [123, b"text/plain", object()])
+    def test_non_string_content_type_is_refused(self, storage, bad):
+        with pytest.raises(TypeError, match="content_type"):
+            storage.create(FILE_CONTENT, "a.txt", content_type=bad)
+        with pytest.raises(TypeError, match="content_type"):
+            storage.create(io.BytesIO(FILE_CONTENT), "a.txt", content_type=bad)
+        file_id = storage.create(FILE_CONTENT, "kept.txt")
+        with pytest.raises(TypeError, match="content_type"):
+            storage.replace(file_id, b"other", "b.txt", content_type=bad)
+        f = storage.get(file_id)
+        assert (f.read(), f.content_type) == (FILE_CONTENT, "text/plain")
+        assert storage.list() == [file_id]
+
+    @pytest.mark.parametrize("bad", ["text/html\t", "text/plain\r\nSet-Cookie: a=b", "text/\x00plain", "a/b\x7f"])
+    def test_content_type_with_control_characters_is_refused(self, storage, bad):
+        with pytest.raises(ValueError, match="content type"):
+            storage.create(FILE_CONTENT, "a.txt", bad)
+        file_id = storage.create(FILE_CONTENT, "kept.txt")
+        with pytest.raises(ValueError, match="content type"):
+            storage.replace(file_id, b"other", "b.txt", bad)
+        assert storage.get(file_id).content_type == "text/plain"
+        assert storage.list() == [file_id]
+
+    @pytest.mark.parametrize("kept", ["text/plain; charset=utf-8", "not a type", "application/x-thing+json", ""])
+    def test_any_other_content_type_string_is_kept(self, storage, kept):
+        f = storage.get(storage.create(FILE_CONTENT, "a.bin", kept))
+        assert f.content_type == (kept or "application/octet-stream")
+
+    @pytest.mark.parametrize(
+        "name, stored",
+        [
+            (os.fsdecode(b"caf\xe9.txt"), "caf\ufffd.txt"),  # a Latin-1 name read from a UTF-8 file system
+            (os.fsdecode("é-ok.txt".encode()), "é-ok.txt"),
+            ("lone\ud800.txt", "lone\ufffd.txt"),
+            ("pair\ud83d\ude00.txt", "pair\U0001f600.txt"),
+        ],
+        ids=["surrogateescape", "utf8", "lone", "pair"],
+    )
+    def test_filename_with_surrogates_is_stored_as_valid_unicode(self, storage, name, stored):
+        file_id = storage.create(FILE_CONTENT, name)
+        f = storage.get(file_id)
+        assert f.filename == stored
+        f.filename.encode("utf-8")
+        assert f.read() == FILE_CONTENT
+        assert file_id in storage.list()
+        f = storage.get(storage.create(FieldStorageLike(FILE_CONTENT, name)))
+        assert f.filename == stored
+        storage.replace(file_id, b"new", name)
+        assert storage.get(file_id).filename == stored

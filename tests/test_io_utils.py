@@ -1,6 +1,8 @@
+import array
 import io
 import os
 import tempfile
+import types
 from unittest import mock
 
 import pytest
@@ -185,3 +187,62 @@ def test_new_uuid_is_random_and_valid():
     assert len(ids) == 100
     for i in ids:
         utils.check_uuid(i)
+
+
+# -- content and metadata checks ----------------------------------------------
+
+
+def test_as_byte_content_flattens_without_copying_contiguous_buffers():
+    data = array.array("i", [1, 2, 3, 4])
+    flat = utils.as_byte_content(memoryview(data))
+    assert (flat.format, flat.nbytes, len(flat)) == ("B", 16, 16)
+    data[0] = 7  # a view, not a copy: large buffers are not duplicated
+    assert flat.tobytes() == data.tobytes()
+    strided = memoryview(b"abcdef")[::2]
+    assert utils.as_byte_content(strided) == b"ace"
+    for unchanged in (b"x", bytearray(b"x"), "text", io.BytesIO(b"x"), 12):
+        assert utils.as_byte_content(unchanged) is unchanged
+
+
+def test_file_from_content_takes_any_buffer():
+    must_close, f = file_from_content(memoryview(b"0123456789")[::2])
+    assert must_close and f.read() == b"02468"
+    must_close, f = file_from_content(array.array("h", [1, 2]))
+    assert must_close and f.read() == array.array("h", [1, 2]).tobytes()
+
+
+@pytest.mark.parametrize(
+    "name, clean",
+    [
+        ("plain.txt", "plain.txt"),
+        ("été.txt", "été.txt"),
+        (os.fsdecode(b"caf\xe9.txt"), "caf\ufffd.txt"),
+        (os.fsdecode("日本.txt".encode("utf-8")), "日本.txt"),
+        ("a\ud800b", "a\ufffdb"),
+        ("\ud83d\ude00", "\U0001f600"),
+        ("\udce9\ud800", "\ufffd\ufffd"),
+    ],
+)
+def test_clean_filename(name, clean):
+    assert utils.clean_filename(name) == clean
+    clean.encode("utf-8")
+
+
+def test_check_content_type():
+    for good in ("text/plain", "text/plain; charset=utf-8", "whatever", "text/é"):
+        assert utils.check_content_type(good) == good
+    for bad in ("text/html\t", "a\nb", "a\rb", "\x00", "a\x1fb", "a\x7f", "a\udc80"):
+        with pytest.raises(ValueError, match="Invalid content type"):
+            utils.check_content_type(bad)
+
+
+def test_fileinfo_refuses_non_strings_and_keeps_existing_facts():
+    with pytest.raises(TypeError, match="filename must be a string, not int"):
+        FileStorage.fileinfo(b"x", 123)
+    with pytest.raises(TypeError, match="content_type must be a string, not bytes"):
+        FileStorage.fileinfo(b"x", "a.txt", b"text/plain")
+    with pytest.raises(TypeError, match="filename"):
+        FileStorage.fileinfo(FileIntent(b"x", b"a.txt", "text/plain"))
+    # Facts read from a stored file are taken as they are (a foreign file may have None).
+    existing = types.SimpleNamespace(filename=None, content_type=None)
+    assert FileStorage.fileinfo(b"x", existing=existing)[1:] == (None, None)

@@ -117,6 +117,6 @@ def test_huge_names_through_the_middleware(tmp_path):
         assert sum(len(k) + len(v) for k, v in resp.headerlist) < 2048
         assert storage.get(fid).filename == name  # the storage keeps the whole name
         # Local storage's metadata cache does not keep such a name either.
-        assert all(len(facts[0]) < 2048 for _, facts in local._METADATA._entries.values())
+        assert all(len(facts[0] or "") < 2048 for _, facts in local._METADATA._entries.values())
     finally:
         DepotManager._clear()

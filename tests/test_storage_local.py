@@ -15,6 +15,18 @@ from depot.io.local import LocalFileStorage, LocalStoredFile
 from depot.testing import FailingStream, StorageConformance
 
 
+def write_legacy(storage, data, metadata):
+    """A file laid out as filedepot 0.12 writes it (uuid1 id); returns its id."""
+    file_id = str(uuid.uuid1())
+    folder = os.path.join(storage.storage_path, file_id)
+    os.makedirs(folder)
+    with open(os.path.join(folder, "file"), "wb") as f:
+        f.write(data)
+    with open(os.path.join(folder, "metadata.json"), "w") as f:
+        json.dump(metadata, f)
+    return file_id
+
+
 class TestLocalStorage(StorageConformance):
     has_real_files = True
 
@@ -38,14 +50,8 @@ class TestLocalStorage(StorageConformance):
 
     def test_reads_files_written_by_filedepot(self, storage):
         """A folder laid out by filedepot 0.12 (uuid1 id) is read as is."""
-        file_id = str(uuid.uuid1())
-        folder = os.path.join(storage.storage_path, file_id)
-        os.makedirs(folder)
-        with open(os.path.join(folder, "file"), "wb") as f:
-            f.write(b"legacy")
-        with open(os.path.join(folder, "metadata.json"), "w") as f:
-            json.dump({"filename": "old.txt", "content_type": "text/plain", "content_length": 6,
-                       "last_modified": "2015-06-01 10:20:30"}, f)
+        file_id = write_legacy(storage, b"legacy", {"filename": "old.txt", "content_type": "text/plain",
+                                                    "content_length": 6, "last_modified": "2015-06-01 10:20:30"})
         f = storage.get(file_id)
         assert (f.read(), f.filename, f.last_modified.year) == (b"legacy", "old.txt", 2015)
         assert file_id in storage.list()
@@ -58,6 +64,18 @@ class TestLocalStorage(StorageConformance):
             f.write("{}")
         f = storage.get(file_id)
         assert (f.filename, f.content_type, f.last_modified) == ("unnamed", "application/octet-stream", None)
+
+    def test_unservable_facts_written_earlier_are_read_as_servable(self, storage):
+        """filedepot 0.12 stored any name and type: they are read as the closest value that works."""
+        cases = [
+            ({"filename": "caf\udce9.txt", "content_type": "text/plain"}, ("caf\ufffd.txt", "text/plain")),
+            ({"filename": 123, "content_type": 456}, ("123", "application/octet-stream")),
+            ({"filename": None, "content_type": "text/html\r\nX: y"}, (None, "application/octet-stream")),
+        ]
+        for metadata, facts in cases:
+            f = storage.get(write_legacy(storage, b"old", metadata))
+            assert (f.filename, f.content_type) == facts
+            assert f.read() == b"old"
 
     @pytest.mark.parametrize("payload", ["{not json", '{"last_modified": "yesterday"}', "[1, 2]"])
     def test_corrupted_metadata(self, storage, payload):

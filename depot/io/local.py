@@ -4,17 +4,29 @@ Layout (compatible with filedepot): ``<storage_path>/<file_id>/file`` holds the
 bytes and ``<storage_path>/<file_id>/metadata.json`` the filename, content
 type, length and modification time.
 
-Every write goes to a temporary name in the same folder and is moved into
-place with a single rename, so readers only ever see complete files and a
-crash leaves the previous version intact.  Temporary names start with a dot
-and are never valid ids, so :meth:`LocalFileStorage.list` skips leftovers.
+Every write builds the complete new folder under a temporary name beside
+the others (``.new-<random>.tmp``) and publishes it in one step: a rename for
+a new id, and for an existing one an exchange of the two folders
+(``renameat2(RENAME_EXCHANGE)`` on Linux), so data and metadata always change
+together.  Readers see the old pair or the new pair, a crash leaves one of
+them whole, and open files keep reading the version they opened.  Where the
+file system cannot exchange folders, the two files are moved in one after
+the other (the previous behaviour: complete files, but not atomic as a pair).
+
+Temporary names start with a dot and are never valid ids, so
+:meth:`LocalFileStorage.list` skips them; what killed writers leave behind is
+removed by :meth:`LocalFileStorage.collect_garbage` (``depot gc``).
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
 import json
 import os
 import shutil
+import sys
+import time
 from datetime import datetime
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
@@ -23,9 +35,19 @@ from depot.io.interfaces import DEFAULT_CHUNK_SIZE, OneStepStorage, StoredFacts,
 from depot.io.interfaces import FileStorage  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_content, check_uuid
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the grace period alone protects writers
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["LocalStoredFile", "LocalFileStorage"]
 
 _check_file_id = check_uuid
+
+#: Prefixes of the temporary folders beside the files: a version being
+#: written (or, after an exchange, the version it replaced) and a deleted file.
+_STAGING = ".new-"
+_GRAVEYARD = ".del-"
 
 
 # Plain concatenation: os.path.join costs more than the rest of a cached get().
@@ -41,6 +63,14 @@ def _tmp_name(prefix: str) -> str:
     return "%s%s.tmp" % (prefix, os.urandom(16).hex())
 
 
+def _is_tmp_name(name: str) -> bool:
+    """Whether ``name`` is one of our temporary folders (``.new-<32 hex>.tmp``, ``.del-...``)."""
+    if not name.endswith(".tmp") or not name.startswith((_STAGING, _GRAVEYARD)):
+        return False
+    token = name[5:-4]
+    return len(token) == 32 and all(c in "0123456789abcdef" for c in token)
+
+
 class _ClosedLocalFile(io.BytesIO):
     """Stands in for the content of a file closed before it was ever read."""
 
@@ -52,6 +82,7 @@ class _ClosedLocalFile(io.BytesIO):
 _CLOSED = _ClosedLocalFile()
 
 Metadata = Tuple[str, str, Optional[datetime], Optional[int]]
+Key = Tuple[int, int, int, int]
 
 
 def _parse_metadata(file_id: str, raw: bytes) -> Metadata:
@@ -64,8 +95,8 @@ def _parse_metadata(file_id: str, raw: bytes) -> Metadata:
     except (ValueError, TypeError, AttributeError):
         raise ValueError("Invalid file metadata for %s" % file_id) from None
     return (
-        metadata.get("filename", "unnamed"),
-        metadata.get("content_type", DEFAULT_CONTENT_TYPE),
+        _readable_filename(metadata.get("filename", "unnamed")),
+        _readable_content_type(metadata.get("content_type", DEFAULT_CONTENT_TYPE)),
         last_modified,
         metadata.get("content_length"),
     )
@@ -74,6 +105,27 @@ def _parse_metadata(file_id: str, raw: bytes) -> Metadata:
 # Metadata of ordinary files is a few hundred bytes; the cap bounds the cache
 # by bytes too (max_entries * this), whatever names uploaders send.
 _MAX_CACHED_METADATA = 2048
+
+
+# Files written before create() checked its arguments (by filedepot 0.12, or
+# by hand) may hold names and types that would fail every response: they are
+# read as the closest value that works.
+def _readable_filename(value: Any) -> Any:
+    if isinstance(value, str):
+        return utils.clean_filename(value)
+    return value if value is None else str(value)
+
+
+def _readable_content_type(value: Any) -> Any:
+    try:
+        return value if value is None else utils.check_content_type(value)
+    except (TypeError, ValueError):
+        return DEFAULT_CONTENT_TYPE
+
+
+def _key(st: os.stat_result) -> Key:
+    """Identifies one version of a metadata file: every write installs a new inode."""
+    return (st.st_ino, st.st_dev, st.st_ctime_ns, st.st_size)
 
 
 class _MetadataCache:
@@ -89,40 +141,46 @@ class _MetadataCache:
 
     def __init__(self, max_entries: int = 4096) -> None:
         self.max_entries = max_entries
-        self._entries: Dict[str, Tuple[Tuple[int, int, int, int], Metadata]] = {}
+        self._entries: Dict[str, Tuple[Key, Metadata]] = {}
 
-    @staticmethod
-    def _key(st: os.stat_result) -> Tuple[int, int, int, int]:
-        return (st.st_ino, st.st_dev, st.st_ctime_ns, st.st_size)
-
-    def read(self, file_id: str, path: str) -> Metadata:
+    def read(self, file_id: str, path: str) -> Tuple[Key, Metadata]:
+        """The key of the metadata file at ``path`` and the facts it holds."""
         try:
             entry = self._entries.get(path)
-            if entry is not None and entry[0] == self._key(os.stat(path)):
-                return entry[1]
+            if entry is not None and entry[0] == _key(os.stat(path)):
+                return entry
             with open(path, "rb") as f:
-                key = self._key(os.fstat(f.fileno()))
+                key = _key(os.fstat(f.fileno()))
                 raw = f.read()
         except OSError:
             self._entries.pop(path, None)
             raise IOError("File %s not existing" % file_id) from None
-        facts = _parse_metadata(file_id, raw)
+        entry = (key, _parse_metadata(file_id, raw))
         if len(raw) > _MAX_CACHED_METADATA:
-            return facts  # a huge name: cheap to re-read next time, costly to keep
+            return entry  # a huge name: cheap to re-read next time, costly to keep
         entries = self._entries
         if len(entries) >= self.max_entries:
             # Forget the oldest half: cheap, and a hot file comes right back.
             for stale in list(entries)[: self.max_entries // 2]:
                 entries.pop(stale, None)
-        entries[path] = (key, facts)
-        return facts
+        entries[path] = entry
+        return entry
 
 
 _METADATA = _MetadataCache()
 
+#: Attempts to open a data file while writers keep replacing it.
+_OPEN_ATTEMPTS = 100
+
 
 class LocalStoredFile(StoredFile):
-    """A file of :class:`LocalFileStorage`; the data file is opened on the first read."""
+    """A file of :class:`LocalFileStorage`; the data file is opened on the first read.
+
+    As in filedepot, a handle taken before a replace reads the new content.
+    Its facts then follow: the first read checks that the metadata file is
+    still the one the facts came from, and otherwise reads the new ones, so
+    the bytes read always belong to the facts the handle reports.
+    """
 
     def __init__(self, file_id: str, local_path: str) -> None:
         _check_file_id(file_id)
@@ -138,13 +196,40 @@ class LocalStoredFile(StoredFile):
     def _setup(self, file_id: str, local_path: str) -> None:
         self._metadata_path = _metadata_path(local_path)
         self._file_path = _file_path(local_path)
-        StoredFile.__init__(self, file_id, *_METADATA.read(file_id, self._metadata_path))
+        self._key, facts = _METADATA.read(file_id, self._metadata_path)
+        StoredFile.__init__(self, file_id, *facts)
         self._file: Optional[IO[bytes]] = None
+
+    def _open_matching(self, refresh: bool = True) -> IO[bytes]:
+        """Open the data file of the version the facts describe.
+
+        The metadata file is the same before and after the data file is
+        opened, and a version never comes back once replaced, so both belong
+        to one version.  If it changed (replaced since :meth:`get`), the facts
+        are re-read when ``refresh`` allows, else :class:`IOError` is raised.
+        """
+        for _ in range(_OPEN_ATTEMPTS):
+            try:
+                f = open(self._file_path, "rb")
+            except OSError:
+                raise IOError("File %s not existing" % self.file_id) from None
+            try:
+                same = _key(os.stat(self._metadata_path)) == self._key
+            except OSError:
+                same = False
+            if same:
+                return f
+            f.close()
+            if not refresh:
+                break
+            self._key, facts = _METADATA.read(self.file_id, self._metadata_path)
+            self.filename, self.content_type, self.last_modified, self.content_length = facts
+        raise IOError("File %s changed while it was opened" % self.file_id)
 
     def _opened(self) -> IO[bytes]:
         f = self._file
         if f is None:
-            f = self._file = open(self._file_path, "rb")
+            f = self._file = self._open_matching()
         return f
 
     def read(self, n: int = -1) -> bytes:
@@ -168,9 +253,13 @@ class LocalStoredFile(StoredFile):
 
     @property
     def version(self) -> str:
-        """Changes with every write: each one installs a new inode."""
-        st = os.stat(self._file_path)
-        return "%x-%x-%x" % (st.st_ino, st.st_mtime_ns, st.st_size)
+        """Changes with every write (each installs a new metadata inode); no I/O.
+
+        It names the version the facts describe, so an ETag made of both
+        never mixes two versions.
+        """
+        ino, dev, ctime_ns, size = self._key
+        return "%x-%x-%x" % (ino, ctime_ns, size)
 
     def iter_range(
         self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -189,7 +278,81 @@ class LocalStoredFile(StoredFile):
     def real_file(self) -> IO[bytes]:
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        return open(self._file_path, "rb")
+        f = self._file
+        if f is None:
+            return self._open_matching()
+        # Already reading a version: the same one, even if replaced since.
+        try:
+            return open("/proc/self/fd/%d" % f.fileno(), "rb")
+        except OSError:
+            return self._open_matching(refresh=False)
+
+
+# -- publishing a folder in one step ----------------------------------------
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _load_renameat2() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28, musl >= 1.2.3
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_renameat2 = _load_renameat2()
+
+# What renameat2 answers when the kernel or the file system cannot exchange.
+_NO_EXCHANGE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap the folders ``a`` and ``b`` atomically; ``False`` where that is not supported.
+
+    Other failures raise :class:`OSError` (``FileNotFoundError`` when ``b``
+    does not exist).
+    """
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _NO_EXCHANGE:
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def _lock_folder(path: str, wait: bool = True) -> Optional[int]:
+    """Lock a folder being written, so that :meth:`collect_garbage` skips it.
+
+    Returns the descriptor holding the lock (``None`` where folders cannot be
+    locked: the grace period alone protects writers there); the kernel
+    releases the lock when the writer dies, however it dies.  Without
+    ``wait``, :class:`BlockingIOError` tells that another process holds it.
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    except OSError:  # pragma: no cover - a file system without flock
+        os.close(fd)
+        return None
+    return fd
+
+
+def _unlock(fd: Optional[int]) -> None:
+    if fd is not None:
+        os.close(fd)
 
 
 class LocalFileStorage(OneStepStorage):
@@ -226,71 +389,104 @@ class LocalFileStorage(OneStepStorage):
     def _write_files(
         file_id: str, data_path: str, meta_path: str, content: Any, filename: str, content_type: str
     ) -> StoredFacts:
-        """Write the data and metadata files; on any failure neither is left behind."""
-        try:
-            if isinstance(content, (bytes, bytearray, memoryview)):
-                # Most uploads are bytes: raw descriptors skip the buffered
-                # file objects, a third of a small file's write time.
-                _write_new(data_path, content)
-                length = len(content)
-            else:
-                with open(data_path, "xb") as f:
-                    length = utils.write_content(content, f)
-            stamp = utils.timestamp()
-            metadata = {
-                "filename": filename,
-                "content_type": content_type,
-                "content_length": length,
-                "last_modified": stamp,
-            }
-            _write_new(meta_path, json.dumps(metadata).encode("utf-8"))
-        except BaseException:
-            _remove_quietly(data_path)
-            _remove_quietly(meta_path)
-            raise
+        """Write the data and metadata files of a new folder."""
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            # Most uploads are bytes: raw descriptors skip the buffered
+            # file objects, a third of a small file's write time.
+            _write_new(data_path, content)
+            length = memoryview(content).nbytes
+        else:
+            with open(data_path, "xb") as f:
+                length = utils.write_content(content, f)
+        stamp = utils.timestamp()
+        metadata = {
+            "filename": filename,
+            "content_type": content_type,
+            "content_length": length,
+            "last_modified": stamp,
+        }
+        _write_new(meta_path, json.dumps(metadata).encode("utf-8"))
         return StoredFacts(file_id, filename, content_type, utils.parse_timestamp(stamp), None)
 
-    def _save_new(self, file_id: str, content: Any, filename: str, content_type: str) -> StoredFacts:
+    def _stage(
+        self, file_id: str, content: Any, filename: str, content_type: str
+    ) -> Tuple[str, Optional[int], StoredFacts]:
+        """Write a complete folder under a temporary name: ``(path, lock, facts)``.
+
+        The folder stays locked against :meth:`collect_garbage` until the
+        caller releases the lock with :func:`_unlock`; on failure nothing is
+        left behind.
+        """
         check_content(content)
-        staging = self._prefix + _tmp_name(".new-")
+        staging = self._prefix + _tmp_name(_STAGING)
         try:
             os.mkdir(staging)
         except FileNotFoundError:
             os.makedirs(self._root, exist_ok=True)
             os.mkdir(staging)
+        lock = None
         try:
+            lock = _lock_folder(staging)
             facts = self._write_files(
                 file_id, _file_path(staging), _metadata_path(staging), content, filename, content_type
             )
+        except BaseException:
+            _unlock(lock)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return staging, lock, facts
+
+    def _save_new(self, file_id: str, content: Any, filename: str, content_type: str) -> StoredFacts:
+        staging, lock, facts = self._stage(file_id, content, filename, content_type)
+        try:
             # One rename publishes data and metadata together.
             os.rename(staging, self._dir(file_id))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        finally:
+            _unlock(lock)
         return facts
 
     def _save(self, file_id: str, content: Any, filename: str, content_type: str) -> StoredFacts:
-        check_content(content)
-        folder = self._dir(file_id)
-        if not os.path.isdir(folder):  # the backup form of replace: the id is new here
-            return self._save_new(file_id, content, filename, content_type)
-        data_tmp = os.path.join(folder, _tmp_name(".file-"))
-        meta_tmp = os.path.join(folder, _tmp_name(".metadata-"))
-        facts = self._write_files(file_id, data_tmp, meta_tmp, content, filename, content_type)
+        staging, lock, facts = self._stage(file_id, content, filename, content_type)
         try:
-            # Data first: a crash between the renames leaves complete data with
-            # the previous metadata, never a missing or partial file.
-            os.replace(data_tmp, _file_path(folder))
-            os.replace(meta_tmp, _metadata_path(folder))
+            self._publish(staging, self._dir(file_id))
         finally:
-            _remove_quietly(data_tmp)
-            _remove_quietly(meta_tmp)
+            _unlock(lock)
+            # After an exchange the staging name holds the replaced version.
+            shutil.rmtree(staging, ignore_errors=True)
         return facts
+
+    def _publish(self, staging: str, folder: str) -> None:
+        """Make the folder ``staging`` the content of ``folder``, whether it exists or not."""
+        for _ in range(_OPEN_ATTEMPTS):
+            try:
+                if _exchange(staging, folder):
+                    return
+                missing = not os.path.isdir(folder)
+            except FileNotFoundError:
+                missing = True
+            if missing:  # a new id (the backup form of replace), or deleted meanwhile
+                try:
+                    os.rename(staging, folder)
+                    return
+                except OSError as exc:
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+                    continue  # created meanwhile by another writer: replace that
+            # No exchange on this file system: data first, so a crash between
+            # the two renames leaves complete data with the previous metadata,
+            # never a missing file.
+            os.replace(_file_path(staging), _file_path(folder))
+            os.replace(_metadata_path(staging), _metadata_path(folder))
+            return
+        raise IOError("Could not publish %s: it keeps changing" % folder)
 
     def delete(self, file_or_id: Any) -> None:
         file_id = self.fileid(file_or_id)
         _check_file_id(file_id)
-        graveyard = self._prefix + _tmp_name(".del-")
+        graveyard = self._prefix + _tmp_name(_GRAVEYARD)
         try:
             # Renamed first so that readers see the file or nothing, never a half-removed folder.
             os.rename(self._dir(file_id), graveyard)
@@ -310,6 +506,82 @@ class LocalFileStorage(OneStepStorage):
             return []
         return [name for name in names if _is_valid_id(name)]
 
+    def collect_garbage(self, older_than: float = 3600.0, deep: bool = False) -> int:
+        """Remove what killed writers left behind; returns the number of leftovers removed.
+
+        Writes and deletes go through temporary folders beside the files
+        (``.new-*.tmp``, ``.del-*.tmp``); a process killed mid-write leaves
+        its folder there.  Only those not modified for ``older_than``
+        seconds are removed, and never one a live writer still holds (it
+        keeps it locked).  Stored files are never touched.  This reads only
+        the storage folder itself, not the files' folders: run it from
+        time to time (``depot gc``), not on every start.
+
+        ``deep`` also looks into every file's folder for the temporary files
+        (``.file-*.tmp``, ``.metadata-*.tmp``) that earlier versions of this
+        storage wrote there; it reads the whole tree.
+        """
+        try:
+            entries = list(os.scandir(self._root))
+        except FileNotFoundError:
+            return 0
+        cutoff = time.time() - older_than
+        removed = 0
+        for entry in entries:
+            if _is_tmp_name(entry.name):
+                removed += _remove_if_abandoned(entry.path, cutoff)
+            elif deep and _is_valid_id(entry.name):
+                removed += _remove_stale_files(entry.path, cutoff)
+        return removed
+
+
+def _last_change(path: str) -> float:
+    """The latest modification time of a folder and of what it holds (a writer updates its file's)."""
+    latest = os.lstat(path).st_mtime
+    if os.path.isdir(path):
+        for entry in os.scandir(path):
+            try:
+                latest = max(latest, entry.stat(follow_symlinks=False).st_mtime)
+            except FileNotFoundError:
+                continue
+    return latest
+
+
+def _remove_if_abandoned(path: str, cutoff: float) -> bool:
+    try:
+        if _last_change(path) >= cutoff:
+            return False
+        lock = _lock_folder(path, wait=False)
+    except BlockingIOError:
+        return False  # a live writer holds it, however long it takes
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    finally:
+        _unlock(lock)
+    return not os.path.lexists(path)
+
+
+def _remove_stale_files(folder: str, cutoff: float) -> int:
+    """Remove the in-folder temporary files of earlier versions, if older than ``cutoff``."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith((".file-", ".metadata-")) and name.endswith(".tmp")):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
 
 def _is_valid_id(name: str) -> bool:
     try:
@@ -323,15 +595,8 @@ def _write_new(path: str, data: Any) -> None:
     """Write ``data`` to a file that must not exist yet."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         while view:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 import itertools
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from depot.io import utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, OneStepStorage, StoredFacts, StoredFile
@@ -19,21 +19,21 @@ _check_file_id = check_uuid
 _versions = itertools.count(1)
 
 
+def _facts(file_data: Dict[str, Any]) -> Tuple[str, str, Any, int]:
+    """``(filename, content_type, last_modified, content_length)`` of a stored entry."""
+    metadata = file_data["metadata"]
+    return metadata["filename"], metadata["content_type"], metadata["last_modified"], metadata["content_length"]
+
+
 class MemoryStoredFile(StoredFile):
     """A file of :class:`MemoryFileStorage`; content is looked up on the first read."""
 
     def __init__(self, files: Dict[str, Dict[str, Any]], file_id: str, file_data: Dict[str, Any]) -> None:
         _check_file_id(file_id)
-        metadata = file_data["metadata"]
-        super().__init__(
-            file_id,
-            filename=metadata["filename"],
-            content_type=metadata["content_type"],
-            last_modified=metadata["last_modified"],
-            content_length=metadata["content_length"],
-        )
+        super().__init__(file_id, *_facts(file_data))
         self._files = files
         self._file_data = file_data
+        self._pinned = False
         self._stream: Optional[io.BytesIO] = None
 
     @property
@@ -41,9 +41,16 @@ class MemoryStoredFile(StoredFile):
         return str(self._file_data["version"])
 
     def _data(self) -> bytes:
-        # Looked up at read time so a handle taken before replace() reads the new content.
-        entry = self._files.get(self.file_id, self._file_data)
-        return entry["data"]
+        # Looked up at the first read so a handle taken before replace() reads
+        # the new content, as in filedepot; the facts follow so that they
+        # describe the bytes read, and the version is kept from then on.
+        if not self._pinned:
+            entry = self._files.get(self.file_id, self._file_data)
+            if entry is not self._file_data:
+                StoredFile.__init__(self, self.file_id, *_facts(entry))
+                self._file_data = entry
+            self._pinned = True
+        return self._file_data["data"]
 
     def read(self, n: int = -1) -> bytes:
         if self._stream is None:

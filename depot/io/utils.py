@@ -28,6 +28,9 @@ __all__ = [
     "iter_file",
     "check_uuid",
     "new_uuid",
+    "as_byte_content",
+    "check_content_type",
+    "clean_filename",
 ]
 
 #: Bytes kept in memory by :func:`file_from_content` before spilling to disk.
@@ -153,6 +156,10 @@ class _FileInfo:
     DEFAULT_NAME = DEFAULT_NAME
 
     def __init__(self, fileobj: Any, filename: Optional[str] = None, content_type: Optional[str] = None):
+        if isinstance(fileobj, FileIntent):
+            filename, content_type = fileobj._filename, fileobj._content_type
+        _check_text("filename", filename)
+        _check_text("content_type", content_type)
         self._content, self._filename, self._content_type = self._resolve(fileobj, filename, content_type)
 
     @staticmethod
@@ -177,13 +184,81 @@ class _FileInfo:
         return content, filename, content_type
 
     def get_info(self, existing: Any = None) -> Tuple[Any, str, str]:
+        content = as_byte_content(self._content)
         if self._filename is None and existing is not None:
             if callable(existing):
                 existing = existing()
-            return self._content, existing.filename, existing.content_type
+            return content, existing.filename, existing.content_type
         # No guessing here: a FileIntent's (name, None) means "no type given",
         # stored as the default type, as filedepot and FileIntent's docstring say.
-        return self._content, self._filename or self.DEFAULT_NAME, self._content_type or self.DEFAULT_CONTENT_TYPE
+        filename = clean_filename(self._filename or self.DEFAULT_NAME)
+        return content, filename, check_content_type(self._content_type or self.DEFAULT_CONTENT_TYPE)
+
+
+def _check_text(what: str, value: Any) -> None:
+    # Anything but a string would be stored as is and break every later read
+    # or response: refused where it comes in.
+    if value is not None and not isinstance(value, str):
+        raise TypeError("%s must be a string, not %s" % (what, type(value).__name__))
+
+
+def clean_filename(filename: str) -> str:
+    """``filename`` as valid Unicode: lone surrogates cannot be encoded, so they are fixed.
+
+    A name decoded with ``os.fsdecode`` from non-UTF-8 bytes carries them
+    (``'caf\\udce9'``), and would make every later response or listing of
+    the file fail.  The original bytes are decoded again with U+FFFD for what
+    is not UTF-8; any other lone surrogate becomes U+FFFD too, and a proper
+    surrogate pair becomes its character.
+    """
+    if filename.isascii():
+        return filename
+    try:
+        filename.encode("utf-8")
+        return filename
+    except UnicodeEncodeError:
+        pass
+    try:
+        filename = filename.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        filename = filename.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return filename
+
+
+# Control characters would split or end a header; surrogates cannot be encoded.
+_BAD_TYPE_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def check_content_type(content_type: str) -> str:
+    """Return ``content_type``, or raise :class:`ValueError` if it holds control characters.
+
+    Any other string is kept, as filedepot did: only what would break the
+    ``Content-Type`` header of every later response is refused.
+    """
+    if _BAD_TYPE_CHARS.search(content_type):
+        raise ValueError("Invalid content type %r: it holds control characters" % (content_type,))
+    return content_type
+
+
+def as_byte_content(content: Any) -> Any:
+    """Bytes-like ``content`` as a flat view of bytes; anything else unchanged.
+
+    Any object with the buffer protocol (``array.array``, a memoryview of
+    another item size, a non-contiguous slice) is stored as the bytes it
+    holds, so its length is its size in bytes on every backend.  A
+    contiguous buffer is not copied.
+    """
+    if isinstance(content, (bytes, bytearray, str)) or hasattr(content, "read"):
+        return content
+    try:
+        view = memoryview(content)
+    except TypeError:
+        return content  # not bytes-like: check_content says why
+    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
+        return content if isinstance(content, memoryview) else view
+    if view.c_contiguous:
+        return view.cast("B")
+    return view.tobytes()
 
 
 def check_content(content: Any) -> None:
@@ -211,6 +286,7 @@ def file_from_content(content: Any) -> Tuple[bool, IO[bytes]]:
     """
     if isinstance(content, FileIntent):
         content = content._fileobj
+    content = as_byte_content(content)
     check_content(content.file if _is_fieldstorage_like(content) else content)
     if isinstance(content, (bytes, bytearray, memoryview)):
         spooled = tempfile.SpooledTemporaryFile(INMEMORY_FILESIZE)
