@@ -363,7 +363,7 @@ def test_migrate_reports_failures_goes_on_and_resumes(run, tmp_path):
     assert code == ExitCode.FAILURES
     assert "4 files: 3 copied" in out and "1 failed" in out
     assert "storage a, file %s: not copied to b: ValueError: Invalid file metadata" % ids[1] in err
-    assert "1 file(s) failed, listed above" in err
+    assert "1 file failed, listed above; run the command again to retry it" in err
     b = local(tmp_path / "b")
     assert sorted(b.list()) == [i for i in ids if i != ids[1]]
 
@@ -444,15 +444,7 @@ def test_copy_counts_bytes_and_keeps_unnamed_files():
 # -- progress line and formatting ---------------------------------------------------
 
 from depot.cli.formatting import human_duration, human_rate, human_size  # noqa: E402
-from depot.cli.progress import Progress, progress_enabled  # noqa: E402
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
+from depot.cli.progress import Progress, plural, progress_enabled  # noqa: E402
 
 
 class Terminal(io.StringIO):
@@ -464,32 +456,24 @@ def test_formatting():
     assert [human_size(n) for n in (0, 1023, 1536, 5 * 1024 ** 3)] == ["0 B", "1023 B", "1.5 KiB", "5.0 GiB"]
     assert human_rate(10 * 1024 * 1024, 2) == "5.0 MiB/s" and human_rate(5, 0) == "-"
     assert [human_duration(s) for s in (0, 75, 3725)] == ["0:00", "1:15", "1:02:05"]
+    assert [plural(n, "file") for n in (0, 1, 2)] == ["0 files", "1 file", "2 files"]
 
 
-def test_progress_renders_counts_bytes_rate_and_eta():
-    clock = Clock()
-    progress = Progress("migrate a -> b", 4, enabled=False, clock=clock)
-    progress.advance(3 * 1024 * 1024)
+def test_progress_counts_bytes_and_estimates_the_total_from_the_files_seen():
+    stream = Terminal()
+    progress = Progress("migrate a -> b", 4, enabled=True, stream=stream)
+    progress.start_file(1000)
+    assert progress._bar.total == 4000  # the average length so far, for the files to come
+    progress.advance(600)
+    assert progress._bar.n == 600
+    progress.advance(400)
     progress.file_done()
-    clock.now += 2
-    line = progress.render(120)
-    assert line.startswith("[#######.......................]  migrate a -> b  1/4 files  3.0 MiB  1.5 MiB/s  eta 0:06")
-    assert len(progress.render(40)) <= 40
-    unknown = Progress("put", None, enabled=False, clock=clock)
-    assert unknown.render() == "put  0 files  0 B  -"
-
-
-def test_progress_is_throttled_and_erased():
-    clock, stream = Clock(), Terminal()
-    progress = Progress("cp", 1000, enabled=True, stream=stream, clock=clock)
-    for _ in range(500):
-        progress.advance(10)
-    assert stream.getvalue().count("\r") == 1  # one draw for 500 updates within the interval
-    clock.now += 1
-    progress.advance(10)
-    assert stream.getvalue().count("\r") == 2
+    progress.start_file(3000)
+    assert progress._bar.total == 4000 + 2000 * 2
+    progress.file_done(unmoved=3000)  # skipped: its bytes will never move
+    assert progress._bar.total == 1000 + 500 * 2
     progress.close()
-    assert stream.getvalue().endswith("\r\x1b[K")
+    assert "migrate a -> b 2/4 files" in stream.getvalue()
 
 
 def test_progress_only_on_terminals_unless_forced():
@@ -503,6 +487,14 @@ def test_progress_only_on_terminals_unless_forced():
     progress.file_done()
     progress.close()
     assert stream.getvalue() == ""
+
+
+def test_the_line_is_cleared_before_output(run, tmp_path, files, monkeypatch):
+    stderr = Terminal()
+    monkeypatch.setattr("sys.stderr", stderr)
+    (tmp_path / "a.txt").write_bytes(b"a" * 100)
+    code, out, _ = run("--progress", "--local", "files=%s" % files, "put", tmp_path / "a.txt")
+    assert code == 0 and len(out.split()) == 1
 
 
 # -- parallel copies -------------------------------------------------------------------
@@ -559,7 +551,7 @@ def test_register_all_puts_storages_and_aliases_in_the_manager(tmp_path):
         settings = apply_options(Settings(aliases={"pics": "b"}), locals_=["a=%s" % (tmp_path / "a"),
                                                                            "b=%s" % (tmp_path / "b")])
         storages = Storages(settings)
-        assert storages.register_all() == ["a", "b"]  # several storages, no default named: fine
+        assert storages.register_all() == {}  # several storages, no default named: fine, none broken
         assert DepotManager.get_default() == "a"
         assert DepotManager.get("pics") is DepotManager.get("b") is storages.get("b")
         DepotManager._clear()
