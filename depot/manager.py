@@ -108,7 +108,12 @@ class DepotManager:
             if name in cls._depots:
                 raise RuntimeError("Depot %s has already been configured" % (name,))
             # Built before anything is registered: a failing backend leaves no trace.
-            depot = cls.from_config(config, prefix)
+            try:
+                depot = cls.from_config(config, prefix)
+            except (TypeError, ValueError) as exc:
+                if len(exc.args) == 1 and isinstance(exc.args[0], str):
+                    exc.args = ("%s (configuring storage %r)" % (exc.args[0], name),)  # same exception, named
+                raise
             cls._depots[name] = depot
             if cls._default_depot is None:
                 cls._default_depot = name

@@ -594,3 +594,169 @@ def test_verify_catches_lost_metadata():
     with pytest.raises(CopyError, match=r"the copy is named 'renamed.bin' \(application/pdf\), the source "
                                         r"'report.pdf' \(application/pdf\)"):
         copy_file(lambda: source.get(file_id), RenamingStorage(), file_id, verify=True)
+
+
+# -- exit statuses per verb ------------------------------------------------------------
+
+MISSING_ID = "0b8e7a9c-6c2b-4d4e-9d1b-2f3a4b5c6d7e"
+
+
+@pytest.mark.parametrize("argv", [
+    ("get", MISSING_ID), ("get", "a/" + MISSING_ID), ("info", MISSING_ID), ("rm", MISSING_ID),
+    ("cp", MISSING_ID, "b"), ("cp", "-s", "a", MISSING_ID, "b"),
+    ("get", "not-an-id"), ("info", "not-an-id"), ("rm", "not-an-id"), ("rm", "-f", "not-an-id"),
+    ("cp", "not-an-id", "b"),
+    ("get", "zzz/" + MISSING_ID), ("ls", "-s", "zzz"), ("migrate", "zzz", "b"), ("cp", MISSING_ID, "zzz"),
+])
+def test_a_missing_named_id_or_storage_exits_3_without_retry_advice(run, tmp_path, argv):
+    (tmp_path / "a").mkdir()
+    code, out, err = run("--local", "a=%s" % (tmp_path / "a"), "--local", "b=%s" % (tmp_path / "b"),
+                         "-c", _default_a(tmp_path), *argv)
+    assert code == ExitCode.NOT_FOUND, err
+    assert "retry" not in err and "Traceback" not in err
+    assert re.search(r"no such file|not a valid file id|no storage named 'zzz'", err)
+    assert "not a valid file id (" not in err  # the id is named once, not repeated in parentheses
+
+
+def _default_a(tmp_path):
+    path = tmp_path / "default.ini"
+    path.write_text("[depot]\ndefault = a\n[depot.storages.a]\nbackend = local\nstorage_path = %s\n" % (tmp_path / "a"))
+    return path
+
+
+def test_cp_of_some_missing_ids_copies_the_others_and_exits_3(run, tmp_path):
+    a = local(tmp_path / "a")
+    file_id = a.create(b"here", "here.txt")
+    code, out, err = run(*two_stores(tmp_path), "cp", "-s", "a", MISSING_ID, file_id, "b")
+    assert code == ExitCode.NOT_FOUND
+    assert "storage a, file %s: no such file" % MISSING_ID in err and "retry" not in err
+    assert "cp -> b: 2 files: 1 copied (4 B), 1 failed" in out
+    assert local(tmp_path / "b").get(file_id).read() == b"here"
+
+
+def test_a_failure_that_may_pass_next_time_exits_1_with_retry_advice(run, tmp_path):
+    a = local(tmp_path / "a")
+    file_id = a.create(b"data", "f")
+    corrupt_metadata(a, file_id)
+    code, _, err = run(*two_stores(tmp_path), "cp", "-s", "a", file_id, "b")
+    assert code == ExitCode.FAILURES and "1 file failed, listed above; run the command again to retry it" in err
+
+
+def test_singular_and_plural_messages(run, tmp_path):
+    a = local(tmp_path / "a")
+    a.create(b"one")
+    code, out, _ = run(*two_stores(tmp_path), "migrate", "a", "b", "--dry-run")
+    assert "(dry run): 1 file, 1 to copy" in out
+    code, out, _ = run(*two_stores(tmp_path), "migrate", "a", "b")
+    assert "migrate a -> b: 1 file: 1 copied" in out and "1 files" not in out
+
+
+def test_ls_long_skips_a_file_deleted_during_the_listing(run, tmp_path, monkeypatch):
+    a = local(tmp_path / "a")
+    kept, gone = a.create(b"kept", "kept.txt"), a.create(b"gone", "gone.txt")
+    real_list = LocalFileStorage.list
+
+    def list_then_delete(self):
+        ids = real_list(self)
+        self.delete(gone)
+        return ids
+
+    monkeypatch.setattr(LocalFileStorage, "list", list_then_delete)
+    code, out, err = run("--local", "a=%s" % (tmp_path / "a"), "ls", "-l")
+    assert (code, err) == (0, "") and kept in out and gone not in out
+
+
+# -- get -o ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_get_output_honours_the_umask(run, tmp_path, files, umask):
+    file_id = local(files).create(b"content", "doc.txt")
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    previous = os.umask(umask)
+    try:
+        assert run("--local", "files=%s" % files, "get", file_id, "-o", outdir)[0] == 0
+        assert run("--local", "files=%s" % files, "get", file_id, "-o", tmp_path / "named.txt")[0] == 0
+    finally:
+        os.umask(previous)
+    for path in (outdir / "doc.txt", tmp_path / "named.txt"):
+        assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_get_output_into_a_missing_folder_is_a_message(run, tmp_path, files):
+    file_id = local(files).create(b"content", "doc.txt")
+    (tmp_path / "plain").write_text("a file, not a folder")
+    for output, reason in ((tmp_path / "nonexistent" / "dir" / "f", "No such file or directory"),
+                           (tmp_path / "plain" / "sub", "Not a directory")):
+        code, out, err = run("--local", "files=%s" % files, "get", file_id, "-o", output)
+        assert code == ExitCode.FAILURES and out == ""
+        assert "%s: cannot write: %s" % (output, reason) in err and "Traceback" not in err
+    assert (tmp_path / "plain").read_text() == "a file, not a folder"
+
+
+def test_get_output_writes_through_a_symlink(run, tmp_path, files):
+    file_id = local(files).create(b"new content", "doc.txt")
+    target = tmp_path / "real.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    assert run("--local", "files=%s" % files, "get", file_id, "-o", link)[0] == 0
+    assert link.is_symlink() and target.read_bytes() == b"new content"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# -- bad settings files ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, data", [
+    ("bad.ini", b"[depot.storages.a]\nbackend = local\nstorage_path = /tmp/caf\xe9\n"),
+    ("bad.toml", b"[depot.storages.a]\nbackend = \"local\"\nstorage_path = \"/tmp/caf\xe9\"\n"),
+    ("bad.toml", b"[depot]\nstorages = \"x\"\n"),
+    ("bad.toml", b"[depot]\nstorages = [\"a\", \"b\"]\n"),
+    ("bad.toml", b"[depot.storages.a]\nbackend = \"memory\"\n[depot]\naliases = [\"a\"]\n"),
+    ("bad.toml", b"[depot]\ndefault = 3\n[depot.storages.a]\nbackend = \"memory\"\n"),
+    ("bad.toml", b"[depot.storages]\na = 1\n"),
+])
+def test_bad_settings_files_are_a_message_and_exit_2(run, tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    code, out, err = run("-c", tmp_path / name, "ls")
+    assert (code, out) == (ExitCode.USAGE, "")
+    assert err.startswith("depot: error: %s" % (tmp_path / name)) and err.count("\n") == 1, err
+
+
+def test_a_local_storage_without_a_path_names_the_setting_and_the_storage(run, tmp_path):
+    code, _, err = run("--backend", "files=local", "ls")
+    assert code == ExitCode.USAGE
+    assert "storage 'files' is misconfigured" in err and "depot.storage_path" in err
+    DepotManager._clear()
+    try:
+        with pytest.raises(ValueError, match=r"storage_path.*'files'|'files'.*storage_path"):
+            DepotManager.configure("files", {"depot.backend": "local"})
+        assert DepotManager.get("files") is None
+    finally:
+        DepotManager._clear()
+
+
+# -- one broken storage blocks nothing else -----------------------------------------------
+
+def test_every_command_works_with_one_storage_that_cannot_be_built(run, tmp_path, monkeypatch):
+    # The docs' depot.toml, with depot[s3] not installed.
+    import sys
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 fails as if not installed
+    monkeypatch.delitem(sys.modules, "depot.io.boto3", raising=False)
+    settings = tmp_path / "depot.toml"
+    settings.write_text(
+        '[depot]\ndefault = "files"\n[depot.storages.files]\nbackend = "local"\nstorage_path = "%s"\n'
+        '[depot.storages.backup]\nbackend = "local"\nstorage_path = "%s"\n'
+        '[depot.storages.s3]\nbackend = "s3"\nbucket = "myapp-files"\n' % (tmp_path / "files", tmp_path / "backup"))
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    code, out, err = run("put", tmp_path / "a.txt")
+    assert (code, err) == (0, ""), err
+    file_id = out.strip()
+    for argv in (["ls", "-l"], ["info", file_id], ["get", file_id, "-o", tmp_path / "copy.txt"],
+                 ["cp", file_id, "backup"], ["migrate", "files", "backup", "--verify"], ["rm", "-s", "backup", file_id]):
+        code, out, err = run(*argv)
+        assert code == 0, (argv, err)
+        assert "s3" not in err, (argv, err)
+    code, _, err = run("ls", "-s", "s3")
+    assert code == ExitCode.USAGE and "storage 's3' is misconfigured" in err and "pip install" in err

@@ -180,3 +180,64 @@ def test_serve_with_signed_links(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def _request(url, method="GET"):
+    """(status, headers, body) of ``url``, error statuses included."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def test_serve_starts_without_a_storage_that_cannot_be_built(tmp_path):
+    # The docs' depot.toml on a machine without depot[s3]: boto3 cannot be imported.
+    (tmp_path / "nos3").mkdir()
+    (tmp_path / "nos3" / "boto3.py").write_text("raise ImportError(\"No module named 'boto3'\")\n")
+    settings = tmp_path / "depot.toml"
+    settings.write_text(
+        '[depot]\ndefault = "files"\n[depot.aliases]\navatars = "files"\n'
+        '[depot.storages.files]\nbackend = "local"\nstorage_path = "%s"\n'
+        '[depot.storages.s3]\nbackend = "s3"\nbucket = "myapp-files"\naccess_key_id = "AKIA..."\n'
+        'secret_access_key = "..."\nregion_name = "eu-west-1"\npolicy = "private"\n' % (tmp_path / "files"))
+    file_id = LocalFileStorage(str(tmp_path / "files")).create(b"served", "a.txt")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "depot", "-c", str(settings), "serve", "--port", "0", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**env(), "PYTHONPATH": "%s:%s" % (tmp_path / "nos3", ROOT)}, cwd=ROOT)
+    try:
+        line = proc.stdout.readline().decode()
+        assert line.startswith("Serving files at "), (line, proc.stderr.read1().decode() if proc.poll() else "")
+        base = re.search(r"index: (http://127\.0\.0\.1:\d+)/", line).group(1)
+        status, _, body = _request("%s/depot/files/%s" % (base, file_id))
+        assert (status, body) == (200, b"served")
+        status, headers, body = _request("%s/depot/s3/%s" % (base, file_id))
+        assert status == 503
+        assert b"storage s3 is unavailable" in body and b"pip install" in body
+        status, headers, body = _request("%s/depot/s3/%s" % (base, file_id), "HEAD")
+        assert (status, body) == (503, b"") and int(headers["Content-Length"]) > 0
+        status, _, index = _request(base + "/")
+        assert status == 200 and b"unavailable" in index and file_id.encode() in index
+        # Error pages answer HEAD without a body (#12.14).
+        for path in ("/nowhere", "/depot/files/" + "0" * 8 + "-0000-4000-8000-" + "0" * 12, "/depot/nope/x"):
+            status, _, body = _request(base + path, "HEAD")
+            assert (status, body) == (404, b""), path
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "depot: warning: not serving storage s3 (its URLs answer 503): storage 's3' is misconfigured" in err.decode()
+
+
+def test_serve_on_a_port_in_use_says_so(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = depot("--local", "files=%s" % tmp_path, "serve", "--port", port)
+    assert result.returncode == 2 and b"Traceback" not in result.stderr
+    assert b"port %d is in use on 127.0.0.1: choose another with --port, or --port 0 for a free one" % port \
+        in result.stderr

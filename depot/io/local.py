@@ -195,7 +195,11 @@ class LocalFileStorage(OneStepStorage):
 
     _check_file_id = staticmethod(_check_file_id)
 
-    def __init__(self, storage_path: str) -> None:
+    def __init__(self, storage_path: Optional[str] = None) -> None:
+        # A missing path is a configuration error that names the setting
+        # (rather than Python's "missing 1 required positional argument").
+        if storage_path is None:
+            raise ValueError("LocalFileStorage needs a storage_path (the depot.storage_path setting)")
         if not isinstance(storage_path, (str, os.PathLike)) or not os.fspath(storage_path):
             raise ValueError("LocalFileStorage needs a storage_path, got %r" % (storage_path,))
         self.storage_path = storage_path
