@@ -57,10 +57,14 @@ class DepotManager:
         return default
 
     @classmethod
-    def set_middleware(cls, mw: Any) -> None:
+    def set_middleware(cls, mw: Any, *, replace: bool = False) -> None:
+        """Register ``mw`` as the middleware that builds file URLs.
+
+        A second registration raises (as in filedepot) unless ``replace`` is true.
+        """
         with cls._lock:
-            if cls._middleware is not None:
-                raise RuntimeError("There is already a WSGI middleware registered")
+            if cls._middleware is not None and not replace:
+                raise RuntimeError("There is already a WSGI middleware registered (pass replace=True to swap it)")
             cls._middleware = mw
 
     @classmethod
@@ -141,13 +145,16 @@ class DepotManager:
         return name
 
     @classmethod
-    def make_middleware(cls, app: Any, **options: Any) -> Any:
-        """Wrap ``app`` in a :class:`~depot.middleware.DepotMiddleware` and register it."""
+    def make_middleware(cls, app: Any, *, replace: bool = False, **options: Any) -> Any:
+        """Wrap ``app`` in a :class:`~depot.middleware.DepotMiddleware` and register it.
+
+        ``replace=True`` swaps an already registered middleware instead of raising.
+        """
         from depot.middleware import DepotMiddleware
 
         with cls._lock:
             mw = DepotMiddleware(app, **options)
-            cls.set_middleware(mw)
+            cls.set_middleware(mw, replace=replace)
             return mw
 
     @classmethod
