@@ -222,3 +222,27 @@ def _defined_in_docs(page_name, class_name):
     namespace = {}
     exec(compile(code, "%s:%s" % (page_name, class_name), "exec"), namespace)
     return namespace[class_name]
+
+
+# -- every code block fits a 1280 px window -----------------------------------------------
+
+#: Characters of code that fit beside the sidebar, without a scrollbar, at the page width set in
+#: docs/conf.py (1160 px), measured in headless Chromium at 1280 px (no <pre> scrolls).
+CODE_WIDTH = 79
+
+
+def test_code_lines_fit_the_page():
+    conf = (DOCS / "conf.py").read_text()
+    assert '"page_width": "1160px"' in conf and "depot.css" in conf
+    assert "overflow-x: auto" in (DOCS / "_static" / "depot.css").read_text()
+    too_long = []
+    pattern = re.compile(r"^( *)\.\. code-block:: \w+\n\n((?:\1   .*\n|\n)+)", re.M)
+    for name in PAGES:
+        text = page(name)
+        for match in pattern.finditer(text):
+            start = text.count("\n", 0, match.start()) + 3
+            indent = len(match.group(1))  # a block nested in a list is as much narrower
+            for offset, line in enumerate(textwrap.dedent(match.group(2)).splitlines()):
+                if indent + len(line) > CODE_WIDTH:
+                    too_long.append("%s:%d (%d characters)" % (name, start + offset, len(line)))
+    assert not too_long, too_long
