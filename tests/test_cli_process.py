@@ -200,7 +200,8 @@ def test_serve_starts_without_a_storage_that_cannot_be_built(tmp_path):
         '[depot]\ndefault = "files"\n[depot.aliases]\navatars = "files"\n'
         '[depot.storages.files]\nbackend = "local"\nstorage_path = "%s"\n'
         '[depot.storages.s3]\nbackend = "s3"\nbucket = "myapp-files"\naccess_key_id = "AKIA..."\n'
-        'secret_access_key = "..."\nregion_name = "eu-west-1"\npolicy = "private"\n' % (tmp_path / "files"))
+        'secret_access_key = "..."\nregion_name = "eu-west-1"\npolicy = "private"\n'
+        '[depot.storages.nopath]\nbackend = "local"\n' % (tmp_path / "files"))
     file_id = LocalFileStorage(str(tmp_path / "files")).create(b"served", "a.txt")
     proc = subprocess.Popen(
         [sys.executable, "-m", "depot", "-c", str(settings), "serve", "--port", "0", "--quiet"],
@@ -217,6 +218,8 @@ def test_serve_starts_without_a_storage_that_cannot_be_built(tmp_path):
         assert b"storage s3 is unavailable" in body and b"pip install" in body
         status, headers, body = _request("%s/depot/s3/%s" % (base, file_id), "HEAD")
         assert (status, body) == (503, b"") and int(headers["Content-Length"]) > 0
+        status, _, body = _request("%s/depot/nopath/%s" % (base, file_id))
+        assert status == 503 and b"needs a storage_path (the depot.storage_path setting)" in body
         status, _, index = _request(base + "/")
         assert status == 200 and b"unavailable" in index and file_id.encode() in index
         # Error pages answer HEAD without a body (#12.14).
@@ -227,7 +230,10 @@ def test_serve_starts_without_a_storage_that_cannot_be_built(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
-    assert "depot: warning: not serving storage s3 (its URLs answer 503): storage 's3' is misconfigured" in err.decode()
+    err = err.decode()
+    assert "depot: warning: not serving storage s3 (its URLs answer 503): storage 's3' is misconfigured" in err
+    assert ("depot: warning: not serving storage nopath (its URLs answer 503): storage 'nopath' is misconfigured: "
+            "LocalFileStorage needs a storage_path (the depot.storage_path setting)") in err
 
 
 def test_serve_on_a_port_in_use_says_so(tmp_path):
