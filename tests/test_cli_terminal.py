@@ -192,3 +192,16 @@ def test_undecodable_stored_names_print_under_a_strict_utf8_stdout(tmp_path, ver
     result = subprocess.run(argv, capture_output=True, env=env, timeout=60)
     assert (result.returncode, result.stderr) == (0, b"")
     assert b"caf\\udce9.txt" in result.stdout
+
+
+def test_get_into_a_folder_with_an_unencodable_stored_name(tmp_path):
+    storage = LocalFileStorage(str(tmp_path / "files"))
+    file_id = storage.create(b"x", "plain.txt")
+    meta = tmp_path / "files" / file_id / "metadata.json"
+    meta.write_text(meta.read_text().replace("plain.txt", "bad\\ud800.txt"))
+    (tmp_path / "out").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DEPOT_CONFIG": "", "PYTHONIOENCODING": "utf-8:strict"}
+    result = subprocess.run([sys.executable, "-m", "depot", "--local", "files=%s" % (tmp_path / "files"), "get",
+                             file_id, "-o", str(tmp_path / "out")], capture_output=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["bad\\ud800.txt"]

@@ -44,12 +44,18 @@ class Context:
     def binary_stdout(self) -> BinaryIO:
         return getattr(self.stdout, "buffer", self.stdout)
 
-    def print(self, text: str = "") -> None:
-        """One line on stdout, flushed, never glued to the progress line."""
+    def print(self, text: str = "", *, flush: bool = False) -> None:
+        """One line on stdout, never glued to the progress line.
+
+        Flushed when asked, and during a progress line (a script reading the
+        ids of ``put`` gets each one as soon as its file is stored).
+        """
         if self.active_progress is not None:
             self.active_progress.clear()
+            flush = True
         _write_line(self.stdout, text)
-        self.stdout.flush()
+        if flush:
+            self.stdout.flush()
 
     def warn(self, text: str) -> None:
         if self.active_progress is not None:

@@ -165,6 +165,10 @@ def _safe_basename(filename: Optional[str], fallback: str) -> str:
     # The stored name comes from whoever uploaded the file: never let it
     # climb out of the directory or hide as a dot-file.
     base = os.path.basename((filename or "").replace("\\", "/")).lstrip(".")
+    try:
+        os.fsencode(base)
+    except UnicodeEncodeError:  # a lone surrogate the file system cannot take: keep it visible, escaped
+        base = base.encode("utf-8", "backslashreplace").decode("utf-8")
     return base or fallback
 
 

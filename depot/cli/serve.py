@@ -147,7 +147,7 @@ def serve(args: argparse.Namespace, ctx: Context) -> int:
     def announce(host: str, port: int) -> None:
         shown = "[%s]" % host if ":" in host else host
         ctx.print("Serving %s at http://%s:%d%s/<storage>/<id> (index: http://%s:%d/); Ctrl-C to stop"
-                  % (", ".join(working), shown, port, args.mountpoint.rstrip("/"), shown, port))
+                  % (", ".join(working), shown, port, args.mountpoint.rstrip("/"), shown, port), flush=True)
 
     try:
         run_server(app, args.host, args.port, announce, quiet=args.quiet)
