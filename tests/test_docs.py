@@ -246,3 +246,25 @@ def test_code_lines_fit_the_page():
                 if indent + len(line) > CODE_WIDTH:
                     too_long.append("%s:%d (%d characters)" % (name, start + offset, len(line)))
     assert not too_long, too_long
+
+
+def test_a_second_middleware_raises_unless_it_replaces_the_first():
+    """What serving.rst says of make_middleware: filedepot's error by default, replace=True swaps."""
+    from depot.manager import DepotManager
+
+    def application(environ, start_response):
+        start_response("200 OK", [])
+        return [b""]
+
+    DepotManager._clear()
+    try:
+        DepotManager.configure("files", {"depot.backend": "memory"})
+        first = DepotManager.make_middleware(application)
+        with pytest.raises(RuntimeError, match="There is already a WSGI middleware registered"):
+            DepotManager.make_middleware(application, mountpoint="/other")
+        assert DepotManager.get_middleware() is first
+        second = DepotManager.make_middleware(application, mountpoint="/media", replace=True)
+        assert DepotManager.get_middleware() is second
+        assert DepotManager.url_for("files/x") == "/media/files/x"
+    finally:
+        DepotManager._clear()
