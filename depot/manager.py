@@ -64,7 +64,7 @@ class DepotManager:
         """
         with cls._lock:
             if cls._middleware is not None and not replace:
-                raise RuntimeError("There is already a WSGI middleware registered (pass replace=True to swap it)")
+                raise RuntimeError("There is already a WSGI middleware registered")  # 0.12 message; see replace
             cls._middleware = mw
 
     @classmethod
