@@ -116,16 +116,19 @@ class _Counted:
 def _put_one(
     ctx: Context, storage: FileStorage, name: str, path: str, args: argparse.Namespace, progress: Progress
 ) -> Optional[str]:
+    # Counted only while a progress line is drawn: a plain file object keeps
+    # the storages' fast paths (a kernel copy to local disk, a known size for S3).
+    counted = _Counted if progress.drawn else (lambda raw, progress: raw)
     if path == "-":
         source = None
-        content: Any = FileIntent(_Counted(_stdin(), progress), args.name or "unnamed", args.content_type)
+        content: Any = FileIntent(counted(_stdin(), progress), args.name or "unnamed", args.content_type)
     else:
         try:
             source = open(path, "rb")
         except OSError as exc:
             ctx.fail("", path, "cannot read: %s" % (exc.strerror or exc))
             return None
-        content = _Counted(source, progress)
+        content = counted(source, progress)
     try:
         if source is None:
             return storage.create(content)
