@@ -65,10 +65,14 @@ class DepotManager:
         return default
 
     @classmethod
-    def set_middleware(cls, mw: Any) -> None:
+    def set_middleware(cls, mw: Any, *, replace: bool = False) -> None:
+        """Register ``mw`` as the middleware that builds file URLs.
+
+        A second registration raises (as in filedepot) unless ``replace`` is true.
+        """
         with cls._lock:
-            if cls._middleware is not None:
-                raise RuntimeError("There is already a WSGI middleware registered")
+            if cls._middleware is not None and not replace:
+                raise RuntimeError("There is already a WSGI middleware registered")  # 0.12 message; see replace
             cls._middleware = mw
 
     @classmethod
@@ -118,7 +122,12 @@ class DepotManager:
             if name in cls._depots:
                 raise RuntimeError("Depot %s has already been configured" % (name,))
             # Built before anything is registered: a failing backend leaves no trace.
-            depot = cls.from_config(config, prefix)
+            try:
+                depot = cls.from_config(config, prefix)
+            except (TypeError, ValueError) as exc:
+                if len(exc.args) == 1 and isinstance(exc.args[0], str):
+                    exc.args = ("%s (configuring storage %r)" % (exc.args[0], name),)  # same exception, named
+                raise
             cls._depots[name] = depot
             if cls._default_depot is None:
                 cls._default_depot = name
@@ -146,13 +155,16 @@ class DepotManager:
         return name
 
     @classmethod
-    def make_middleware(cls, app: Any, **options: Any) -> Any:
-        """Wrap ``app`` in a :class:`~depot.middleware.DepotMiddleware` and register it."""
+    def make_middleware(cls, app: Any, *, replace: bool = False, **options: Any) -> Any:
+        """Wrap ``app`` in a :class:`~depot.middleware.DepotMiddleware` and register it.
+
+        ``replace=True`` swaps an already registered middleware instead of raising.
+        """
         from depot.middleware import DepotMiddleware
 
         with cls._lock:
             mw = DepotMiddleware(app, **options)
-            cls.set_middleware(mw)
+            cls.set_middleware(mw, replace=replace)
             return mw
 
     @classmethod

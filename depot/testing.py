@@ -528,9 +528,16 @@ class StorageConformance:
     def test_real_file(self, storage):
         f = storage.get(storage.create(FILE_CONTENT))
         real = f.real_file()
+        name = type(self).__name__
         if not self.has_real_files:
-            assert real is None
+            if real is not None:
+                real.close()
+            assert real is None, (
+                "real_file() returned an operating-system file: set has_real_files = True on %s" % name)
             return
+        assert real is not None, (
+            "real_file() returned None: remove has_real_files = True from %s (or make real_file() "
+            "return an OS file)" % name)
         with real:
             assert isinstance(real.fileno(), int)
             assert real.read() == FILE_CONTENT

@@ -29,11 +29,12 @@ def make_app(data_dir: str):
     """The WSGI application, wrapped in DepotMiddleware (which serves ``/depot/...``)."""
     Session = library.setup(data_dir)
 
-    def index(request: Request, error: str = None) -> Response:
+    def index(request: Request) -> Response:
+        error = library.pop_error(request.GET.get("error"))
         with Session() as session:
             documents, photos = library.listing(session)
             page = library.render_index(documents, photos, "plain WSGI + WebOb", error)
-        return Response(page, status=400 if error else 200, charset="utf-8")
+        return Response(page, charset="utf-8")
 
     def app(environ, start_response):
         request = Request(environ)
@@ -53,7 +54,8 @@ def make_app(data_dir: str):
                 else:
                     return HTTPNotFound()(environ, start_response)
         except library.UploadRefused as exc:
-            return index(request, str(exc))(environ, start_response)
+            # Back to the list with the reason: a reload of that page does not post again.
+            return HTTPSeeOther(location=library.error_location(str(exc)))(environ, start_response)
         except LookupError:
             return HTTPNotFound()(environ, start_response)
         # After a change, back to the list (a reload then does not post again).

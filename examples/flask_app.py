@@ -23,18 +23,17 @@ def make_app(data_dir: str) -> Flask:
     Session = library.setup(data_dir)
     app = Flask(__name__)
 
-    def index(error=None):
-        with Session() as session:
-            documents, photos = library.listing(session)
-            return library.render_index(documents, photos, "Flask", error), 400 if error else 200
-
     @app.get("/")
     def home():
-        return index()
+        error = library.pop_error(request.args.get("error"))
+        with Session() as session:
+            documents, photos = library.listing(session)
+            return library.render_index(documents, photos, "Flask", error)
 
     @app.errorhandler(library.UploadRefused)
     def refused(exc):
-        return index(str(exc))
+        # Back to the list with the reason: a reload of that page does not post again.
+        return redirect(library.error_location(str(exc)), 303)
 
     @app.post("/documents")
     def upload_document():
@@ -55,7 +54,10 @@ def make_app(data_dir: str) -> Flask:
     @app.post("/documents/<int:doc_id>/delete")
     def delete_document(doc_id):
         with Session() as session:
-            library.delete_document(session, doc_id)
+            try:
+                library.delete_document(session, doc_id)
+            except LookupError:
+                abort(404)
         return redirect("/", 303)
 
     @app.post("/photos")

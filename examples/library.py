@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import secrets
 import signal
+import sys
 import tempfile
+import threading
+from collections import OrderedDict
 from typing import Any, Callable, List, Optional, Tuple
 
 from sqlalchemy import Column, DateTime, Integer, Unicode, create_engine, func, select
@@ -64,8 +68,33 @@ def setup(data_dir: str) -> sessionmaker:
 
 
 def _has_file(upload: Any) -> bool:
-    # Browsers send an empty part with an empty filename when no file was chosen.
+    # Browsers send an empty part with an empty filename when no file was chosen;
+    # a chosen file has a filename even when it is empty (and is stored as such).
     return upload is not None and bool(getattr(upload, "filename", None))
+
+
+# Errors shown once on the page a failed form redirects to: the page after a
+# POST is always reached by a 303, so reloading it never posts again.  Kept
+# server-side (the URL carries a random key, not the text, so a link cannot
+# put words on the page), and only the last few.
+_errors: "OrderedDict[str, str]" = OrderedDict()
+_errors_lock = threading.Lock()
+
+
+def error_location(message: str) -> str:
+    """The URL to redirect to (303) so that the list page shows ``message`` once."""
+    key = secrets.token_urlsafe(8)
+    with _errors_lock:
+        _errors[key] = message
+        while len(_errors) > 100:
+            _errors.popitem(last=False)
+    return "/?error=" + key
+
+
+def pop_error(key: Optional[str]) -> Optional[str]:
+    """The message :func:`error_location` gave ``key`` (once), or ``None``."""
+    with _errors_lock:
+        return _errors.pop(key, None) if key else None
 
 
 def add_document(session: Session, title: str, upload: Any) -> Document:
@@ -91,9 +120,10 @@ def replace_document(session: Session, doc_id: int, upload: Any) -> None:
 
 def delete_document(session: Session, doc_id: int) -> None:
     doc = session.get(Document, doc_id)
-    if doc is not None:
-        session.delete(doc)  # its file goes when the deletion is committed
-        session.commit()
+    if doc is None:
+        raise LookupError(doc_id)
+    session.delete(doc)  # its file goes when the deletion is committed
+    session.commit()
 
 
 def add_photo(session: Session, caption: str, upload: Any) -> Photo:
@@ -192,9 +222,12 @@ def main(make_app: Callable[[str], Callable], doc: str) -> None:
 
 def serve_wsgi(app: Callable, host: str, port: int, data: str) -> None:
     """Serve ``app`` with the development server of ``depot serve`` and print its URL."""
-    from depot.cli.serve import run_server
+    from depot.cli.serve import listen_error, run_server
 
     def ready(host: str, port: int) -> None:
         print("depot demo running at http://%s:%d/  (data in %s; Ctrl-C to stop)" % (host, port, data), flush=True)
 
-    run_server(app, host, port, ready)
+    try:
+        run_server(app, host, port, ready)
+    except OSError as exc:  # the port is taken, or the address is not ours
+        sys.exit("%s: %s" % (os.path.basename(sys.argv[0]), listen_error(host, port, exc)))

@@ -35,7 +35,7 @@ def make_asgi_app(data_dir: str) -> Starlette:
         with Session() as session:
             documents, photos = library.listing(session)
             body = library.render_index(documents, photos, "Starlette via a2wsgi", error)
-        return HTMLResponse(body, status_code=400 if error else 200)
+        return HTMLResponse(body)
 
     async def change(action, *args) -> HTMLResponse:
         # Storage and database calls block: keep them off the event loop.
@@ -46,13 +46,14 @@ def make_asgi_app(data_dir: str) -> Starlette:
         try:
             await run_in_threadpool(run)
         except library.UploadRefused as exc:
-            return await run_in_threadpool(page, str(exc))
+            # Back to the list with the reason: a reload of that page does not post again.
+            return RedirectResponse(library.error_location(str(exc)), status_code=303)
         except LookupError:
             raise HTTPException(404) from None
         return RedirectResponse("/", status_code=303)
 
     async def home(request: Request):
-        return await run_in_threadpool(page)
+        return await run_in_threadpool(page, library.pop_error(request.query_params.get("error")))
 
     async def upload_document(request: Request):
         form = await request.form()

@@ -363,7 +363,7 @@ def test_migrate_reports_failures_goes_on_and_resumes(run, tmp_path):
     assert code == ExitCode.FAILURES
     assert "4 files: 3 copied" in out and "1 failed" in out
     assert "storage a, file %s: not copied to b: ValueError: Invalid file metadata" % ids[1] in err
-    assert "1 file(s) failed, listed above" in err
+    assert "1 file failed, listed above; run the command again to retry it" in err
     b = local(tmp_path / "b")
     assert sorted(b.list()) == [i for i in ids if i != ids[1]]
 
@@ -444,15 +444,7 @@ def test_copy_counts_bytes_and_keeps_unnamed_files():
 # -- progress line and formatting ---------------------------------------------------
 
 from depot.cli.formatting import human_duration, human_rate, human_size  # noqa: E402
-from depot.cli.progress import Progress, progress_enabled  # noqa: E402
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
+from depot.cli.progress import Progress, plural, progress_enabled  # noqa: E402
 
 
 class Terminal(io.StringIO):
@@ -464,32 +456,24 @@ def test_formatting():
     assert [human_size(n) for n in (0, 1023, 1536, 5 * 1024 ** 3)] == ["0 B", "1023 B", "1.5 KiB", "5.0 GiB"]
     assert human_rate(10 * 1024 * 1024, 2) == "5.0 MiB/s" and human_rate(5, 0) == "-"
     assert [human_duration(s) for s in (0, 75, 3725)] == ["0:00", "1:15", "1:02:05"]
+    assert [plural(n, "file") for n in (0, 1, 2)] == ["0 files", "1 file", "2 files"]
 
 
-def test_progress_renders_counts_bytes_rate_and_eta():
-    clock = Clock()
-    progress = Progress("migrate a -> b", 4, enabled=False, clock=clock)
-    progress.advance(3 * 1024 * 1024)
+def test_progress_counts_bytes_and_estimates_the_total_from_the_files_seen():
+    stream = Terminal()
+    progress = Progress("migrate a -> b", 4, enabled=True, stream=stream)
+    progress.start_file(1000)
+    assert progress._bar.total == 4000  # the average length so far, for the files to come
+    progress.advance(600)
+    assert progress._bar.n == 600
+    progress.advance(400)
     progress.file_done()
-    clock.now += 2
-    line = progress.render(120)
-    assert line.startswith("[#######.......................]  migrate a -> b  1/4 files  3.0 MiB  1.5 MiB/s  eta 0:06")
-    assert len(progress.render(40)) <= 40
-    unknown = Progress("put", None, enabled=False, clock=clock)
-    assert unknown.render() == "put  0 files  0 B  -"
-
-
-def test_progress_is_throttled_and_erased():
-    clock, stream = Clock(), Terminal()
-    progress = Progress("cp", 1000, enabled=True, stream=stream, clock=clock)
-    for _ in range(500):
-        progress.advance(10)
-    assert stream.getvalue().count("\r") == 1  # one draw for 500 updates within the interval
-    clock.now += 1
-    progress.advance(10)
-    assert stream.getvalue().count("\r") == 2
+    progress.start_file(3000)
+    assert progress._bar.total == 4000 + 2000 * 2
+    progress.file_done(unmoved=3000)  # skipped: its bytes will never move
+    assert progress._bar.total == 1000 + 500 * 2
     progress.close()
-    assert stream.getvalue().endswith("\r\x1b[K")
+    assert "migrate a -> b 2/4 files" in stream.getvalue()
 
 
 def test_progress_only_on_terminals_unless_forced():
@@ -503,6 +487,14 @@ def test_progress_only_on_terminals_unless_forced():
     progress.file_done()
     progress.close()
     assert stream.getvalue() == ""
+
+
+def test_the_line_is_cleared_before_output(run, tmp_path, files, monkeypatch):
+    stderr = Terminal()
+    monkeypatch.setattr("sys.stderr", stderr)
+    (tmp_path / "a.txt").write_bytes(b"a" * 100)
+    code, out, _ = run("--progress", "--local", "files=%s" % files, "put", tmp_path / "a.txt")
+    assert code == 0 and len(out.split()) == 1
 
 
 # -- parallel copies -------------------------------------------------------------------
@@ -559,7 +551,7 @@ def test_register_all_puts_storages_and_aliases_in_the_manager(tmp_path):
         settings = apply_options(Settings(aliases={"pics": "b"}), locals_=["a=%s" % (tmp_path / "a"),
                                                                            "b=%s" % (tmp_path / "b")])
         storages = Storages(settings)
-        assert storages.register_all() == ["a", "b"]  # several storages, no default named: fine
+        assert storages.register_all() == {}  # several storages, no default named: fine, none broken
         assert DepotManager.get_default() == "a"
         assert DepotManager.get("pics") is DepotManager.get("b") is storages.get("b")
         DepotManager._clear()
@@ -602,3 +594,170 @@ def test_verify_catches_lost_metadata():
     with pytest.raises(CopyError, match=r"the copy is named 'renamed.bin' \(application/pdf\), the source "
                                         r"'report.pdf' \(application/pdf\)"):
         copy_file(lambda: source.get(file_id), RenamingStorage(), file_id, verify=True)
+
+
+# -- exit statuses per verb ------------------------------------------------------------
+
+MISSING_ID = "0b8e7a9c-6c2b-4d4e-9d1b-2f3a4b5c6d7e"
+
+
+@pytest.mark.parametrize("argv", [
+    ("get", MISSING_ID), ("get", "a/" + MISSING_ID), ("info", MISSING_ID), ("rm", MISSING_ID),
+    ("cp", MISSING_ID, "b"), ("cp", "-s", "a", MISSING_ID, "b"),
+    ("get", "not-an-id"), ("info", "not-an-id"), ("rm", "not-an-id"), ("rm", "-f", "not-an-id"),
+    ("cp", "not-an-id", "b"),
+    ("get", "zzz/" + MISSING_ID), ("ls", "-s", "zzz"), ("migrate", "zzz", "b"), ("cp", MISSING_ID, "zzz"),
+])
+def test_a_missing_named_id_or_storage_exits_3_without_retry_advice(run, tmp_path, argv):
+    (tmp_path / "a").mkdir()
+    code, out, err = run("--local", "a=%s" % (tmp_path / "a"), "--local", "b=%s" % (tmp_path / "b"),
+                         "-c", _default_a(tmp_path), *argv)
+    assert code == ExitCode.NOT_FOUND, err
+    assert "retry" not in err and "Traceback" not in err
+    assert re.search(r"no such file|not a valid file id|no storage named 'zzz'", err)
+    assert "not a valid file id (" not in err  # the id is named once, not repeated in parentheses
+
+
+def _default_a(tmp_path):
+    path = tmp_path / "default.ini"
+    path.write_text("[depot]\ndefault = a\n[depot.storages.a]\nbackend = local\nstorage_path = %s\n" % (tmp_path / "a"))
+    return path
+
+
+def test_cp_of_some_missing_ids_copies_the_others_and_exits_3(run, tmp_path):
+    a = local(tmp_path / "a")
+    file_id = a.create(b"here", "here.txt")
+    code, out, err = run(*two_stores(tmp_path), "cp", "-s", "a", MISSING_ID, file_id, "b")
+    assert code == ExitCode.NOT_FOUND
+    assert "storage a, file %s: no such file" % MISSING_ID in err and "retry" not in err
+    assert "cp -> b: 2 files: 1 copied (4 B), 1 failed" in out
+    assert local(tmp_path / "b").get(file_id).read() == b"here"
+
+
+def test_a_failure_that_may_pass_next_time_exits_1_with_retry_advice(run, tmp_path):
+    a = local(tmp_path / "a")
+    file_id = a.create(b"data", "f")
+    corrupt_metadata(a, file_id)
+    code, _, err = run(*two_stores(tmp_path), "cp", "-s", "a", file_id, "b")
+    assert code == ExitCode.FAILURES and "1 file failed, listed above; run the command again to retry it" in err
+
+
+def test_singular_and_plural_messages(run, tmp_path):
+    a = local(tmp_path / "a")
+    a.create(b"one")
+    code, out, _ = run(*two_stores(tmp_path), "migrate", "a", "b", "--dry-run")
+    assert "(dry run): 1 file, 1 to copy" in out
+    code, out, _ = run(*two_stores(tmp_path), "migrate", "a", "b")
+    assert "migrate a -> b: 1 file: 1 copied" in out and "1 files" not in out
+
+
+def test_ls_long_skips_a_file_deleted_during_the_listing(run, tmp_path, monkeypatch):
+    a = local(tmp_path / "a")
+    kept, gone = a.create(b"kept", "kept.txt"), a.create(b"gone", "gone.txt")
+    real_list = LocalFileStorage.list
+
+    def list_then_delete(self):
+        ids = real_list(self)
+        self.delete(gone)
+        return ids
+
+    monkeypatch.setattr(LocalFileStorage, "list", list_then_delete)
+    code, out, err = run("--local", "a=%s" % (tmp_path / "a"), "ls", "-l")
+    assert (code, err) == (0, "") and kept in out and gone not in out
+
+
+# -- get -o ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_get_output_honours_the_umask(run, tmp_path, files, umask):
+    file_id = local(files).create(b"content", "doc.txt")
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    previous = os.umask(umask)
+    try:
+        assert run("--local", "files=%s" % files, "get", file_id, "-o", outdir)[0] == 0
+        assert run("--local", "files=%s" % files, "get", file_id, "-o", tmp_path / "named.txt")[0] == 0
+    finally:
+        os.umask(previous)
+    for path in (outdir / "doc.txt", tmp_path / "named.txt"):
+        assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_get_output_into_a_missing_folder_is_a_message(run, tmp_path, files):
+    file_id = local(files).create(b"content", "doc.txt")
+    (tmp_path / "plain").write_text("a file, not a folder")
+    for output, reason in ((tmp_path / "nonexistent" / "dir" / "f", "No such file or directory"),
+                           (tmp_path / "plain" / "sub", "Not a directory")):
+        code, out, err = run("--local", "files=%s" % files, "get", file_id, "-o", output)
+        assert code == ExitCode.FAILURES and out == ""
+        assert "%s: cannot write: %s" % (output, reason) in err and "Traceback" not in err
+    assert (tmp_path / "plain").read_text() == "a file, not a folder"
+
+
+def test_get_output_writes_through_a_symlink(run, tmp_path, files):
+    file_id = local(files).create(b"new content", "doc.txt")
+    target = tmp_path / "real.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    assert run("--local", "files=%s" % files, "get", file_id, "-o", link)[0] == 0
+    assert link.is_symlink() and target.read_bytes() == b"new content"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# -- bad settings files ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, data", [
+    ("bad.ini", b"[depot.storages.a]\nbackend = local\nstorage_path = /tmp/caf\xe9\n"),
+    ("bad.toml", b"[depot.storages.a]\nbackend = \"local\"\nstorage_path = \"/tmp/caf\xe9\"\n"),
+    ("bad.toml", b"[depot]\nstorages = \"x\"\n"),
+    ("bad.toml", b"[depot]\nstorages = [\"a\", \"b\"]\n"),
+    ("bad.toml", b"[depot.storages.a]\nbackend = \"memory\"\n[depot]\naliases = [\"a\"]\n"),
+    ("bad.toml", b"[depot]\ndefault = 3\n[depot.storages.a]\nbackend = \"memory\"\n"),
+    ("bad.toml", b"[depot.storages]\na = 1\n"),
+])
+def test_bad_settings_files_are_a_message_and_exit_2(run, tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    code, out, err = run("-c", tmp_path / name, "ls")
+    assert (code, out) == (ExitCode.USAGE, "")
+    assert err.startswith("depot: error: %s" % (tmp_path / name)) and err.count("\n") == 1, err
+
+
+def test_a_local_storage_without_a_path_names_the_setting_and_the_storage(run, tmp_path):
+    code, _, err = run("--backend", "files=local", "ls")
+    assert code == ExitCode.USAGE
+    assert "storage 'files' is misconfigured" in err and "depot.storage_path" in err
+    DepotManager._clear()
+    try:
+        for expected in (TypeError, ValueError):  # filedepot's TypeError, and a bad setting like the others
+            with pytest.raises(expected, match=r"depot\.storage_path.*storage 'files'"):
+                DepotManager.configure("files", {"depot.backend": "local"})
+        assert DepotManager.get("files") is None
+    finally:
+        DepotManager._clear()
+
+
+# -- one broken storage blocks nothing else -----------------------------------------------
+
+def test_every_command_works_with_one_storage_that_cannot_be_built(run, tmp_path, monkeypatch):
+    # The docs' depot.toml, with depot[s3] not installed.
+    import sys
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 fails as if not installed
+    monkeypatch.delitem(sys.modules, "depot.io.boto3", raising=False)
+    settings = tmp_path / "depot.toml"
+    settings.write_text(
+        '[depot]\ndefault = "files"\n[depot.storages.files]\nbackend = "local"\nstorage_path = "%s"\n'
+        '[depot.storages.backup]\nbackend = "local"\nstorage_path = "%s"\n'
+        '[depot.storages.s3]\nbackend = "s3"\nbucket = "myapp-files"\n' % (tmp_path / "files", tmp_path / "backup"))
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    code, out, err = run("put", tmp_path / "a.txt")
+    assert (code, err) == (0, ""), err
+    file_id = out.strip()
+    for argv in (["ls", "-l"], ["info", file_id], ["get", file_id, "-o", tmp_path / "copy.txt"],
+                 ["cp", file_id, "backup"], ["migrate", "files", "backup", "--verify"], ["rm", "-s", "backup", file_id]):
+        code, out, err = run(*argv)
+        assert code == 0, (argv, err)
+        assert "s3" not in err, (argv, err)
+    code, _, err = run("ls", "-s", "s3")
+    assert code == ExitCode.USAGE and "storage 's3' is misconfigured" in err and "pip install" in err

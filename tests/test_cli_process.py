@@ -180,3 +180,87 @@ def test_serve_with_signed_links(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def _request(url, method="GET"):
+    """(status, headers, body) of ``url``, error statuses included."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def _raw_head(base, path):
+    """(status line, bytes after the headers) of a HEAD request, read off the socket as sent
+    (http.client would drop a body a HEAD response should not have)."""
+    import socket
+
+    host, port = base.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"HEAD %s HTTP/1.0\r\nHost: %s\r\n\r\n" % (path.encode(), host.encode()))
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0].decode(), rest
+
+
+def test_serve_starts_without_a_storage_that_cannot_be_built(tmp_path):
+    # The docs' depot.toml on a machine without depot[s3]: boto3 cannot be imported.
+    (tmp_path / "nos3").mkdir()
+    (tmp_path / "nos3" / "boto3.py").write_text("raise ImportError(\"No module named 'boto3'\")\n")
+    settings = tmp_path / "depot.toml"
+    settings.write_text(
+        '[depot]\ndefault = "files"\n[depot.aliases]\navatars = "files"\n'
+        '[depot.storages.files]\nbackend = "local"\nstorage_path = "%s"\n'
+        '[depot.storages.s3]\nbackend = "s3"\nbucket = "myapp-files"\naccess_key_id = "AKIA..."\n'
+        'secret_access_key = "..."\nregion_name = "eu-west-1"\npolicy = "private"\n'
+        '[depot.storages.nopath]\nbackend = "local"\n' % (tmp_path / "files"))
+    file_id = LocalFileStorage(str(tmp_path / "files")).create(b"served", "a.txt")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "depot", "-c", str(settings), "serve", "--port", "0", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**env(), "PYTHONPATH": "%s:%s" % (tmp_path / "nos3", ROOT)}, cwd=ROOT)
+    try:
+        line = proc.stdout.readline().decode()
+        assert line.startswith("Serving files at "), (line, proc.stderr.read1().decode() if proc.poll() else "")
+        base = re.search(r"index: (http://127\.0\.0\.1:\d+)/", line).group(1)
+        status, _, body = _request("%s/depot/files/%s" % (base, file_id))
+        assert (status, body) == (200, b"served")
+        status, headers, body = _request("%s/depot/s3/%s" % (base, file_id))
+        assert status == 503
+        assert b"storage s3 is unavailable" in body and b"pip install" in body
+        assert _raw_head(base, "/depot/s3/" + file_id) == ("HTTP/1.0 503 Service Unavailable", b"")
+        status, _, body = _request("%s/depot/nopath/%s" % (base, file_id))
+        assert status == 503 and b"needs a storage_path (the depot.storage_path setting)" in body
+        status, _, index = _request(base + "/")
+        assert status == 200 and b"unavailable" in index and file_id.encode() in index
+        # Error pages answer HEAD without a body (#12.14).
+        for path in ("/nowhere", "/depot/files/" + "0" * 8 + "-0000-4000-8000-" + "0" * 12, "/depot/nope/x"):
+            assert _raw_head(base, path) == ("HTTP/1.0 404 Not Found", b""), path
+        assert _raw_head(base, "/depot/files/" + file_id) == ("HTTP/1.0 200 OK", b"")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    err = err.decode()
+    assert "depot: warning: not serving storage s3 (its URLs answer 503): storage 's3' is misconfigured" in err
+    assert ("depot: warning: not serving storage nopath (its URLs answer 503): storage 'nopath' is misconfigured: "
+            "LocalFileStorage needs a storage_path (the depot.storage_path setting)") in err
+
+
+def test_serve_on_a_port_in_use_says_so(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = depot("--local", "files=%s" % tmp_path, "serve", "--port", port)
+    assert result.returncode == 2 and b"Traceback" not in result.stderr
+    assert b"port %d is in use on 127.0.0.1: choose another with --port, or --port 0 for a free one" % port \
+        in result.stderr

@@ -99,11 +99,50 @@ def test_upload_list_download_replace_delete(app_url):
 
     assert requests.post(app_url + "/documents/9999/replace", files={"file": ("x", b"x")},
                          allow_redirects=False, timeout=10).status_code == 404
+    assert requests.post(app_url + "/documents/%s/delete" % doc_id, allow_redirects=False,
+                         timeout=10).status_code == 404  # already deleted
 
-    # No file chosen: the page comes back saying why.
-    empty = requests.post(app_url + "/documents", data={"title": "nothing"},
-                          files={"file": ("", b"", "application/octet-stream")}, timeout=10)
-    assert empty.status_code == 400 and "choose a file to upload" in empty.text
+
+def test_an_empty_file_is_stored(app_url):
+    posted = requests.post(app_url + "/documents", data={"title": "Empty"},
+                           files={"file": ("empty.txt", b"", "text/plain")}, allow_redirects=False, timeout=10)
+    assert posted.status_code == 303 and "error" not in posted.headers["Location"]
+    page = requests.get(app_url + "/", timeout=10).text
+    assert "empty.txt" in page and "class='error'" not in page
+    (link,) = links(page, "files")
+    served = requests.get(app_url + link, timeout=10)
+    assert (served.status_code, served.content, served.headers["Content-Length"]) == (200, b"", "0")
+
+
+def test_an_error_redirects_so_a_reload_does_not_post_again(app_url):
+    # No file chosen: the browser sends an empty part with an empty filename.
+    refused = requests.post(app_url + "/documents", data={"title": "nothing"},
+                            files={"file": ("", b"", "application/octet-stream")}, allow_redirects=False, timeout=10)
+    assert refused.status_code == 303
+    location = refused.headers["Location"]
+    assert re.search(r"/\?error=[\w-]+$", location) and "choose" not in location  # a key, not the text
+    shown = requests.get(app_url + location if location.startswith("/") else location, timeout=10)
+    assert shown.status_code == 200 and "<p class='error'>choose a file to upload</p>" in shown.text
+    # Reloading the page the browser is on is a GET: nothing posted, and the message was shown once.
+    again = requests.get(app_url + location if location.startswith("/") else location, timeout=10)
+    assert again.status_code == 200 and "class='error'" not in again.text
+    assert "nothing" not in again.text  # no document was added
+
+
+def test_a_port_in_use_is_a_message(tmp_path):
+    import socket
+
+    pytest.importorskip("flask")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, str(ROOT / "examples" / "flask_app.py"), "--port", str(port),
+                                 "--data", str(tmp_path / "data")], capture_output=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 1 and result.stdout == b""
+    assert result.stderr.decode() == (
+        "flask_app.py: port %d is in use on 127.0.0.1: choose another with --port, or --port 0 for a free one\n"
+        % port)
 
 
 def test_photos_get_thumbnails(app_url):
@@ -125,5 +164,5 @@ def test_photos_get_thumbnails(app_url):
 
     not_image = requests.post(app_url + "/photos", data={"caption": "bad"},
                               files={"image": ("fake.png", b"not an image at all", "image/png")}, timeout=10)
-    assert not_image.status_code == 400 and "class='error'" in not_image.text
+    assert not_image.history[0].status_code == 303 and "class='error'" in not_image.text
     assert len(links(requests.get(app_url + "/", timeout=10).text, "photos")) == 2

@@ -87,13 +87,23 @@ def _from_sections(sections: Mapping[str, Mapping[str, Any]], source: str) -> Se
             unknown = sorted(set(options) - {"default"})
             if unknown:
                 raise CLIError("%s: unknown key(s) in [depot]: %s" % (source, ", ".join(unknown)))
-            settings.default = options.get("default")
+            default = options.get("default")
+            if default is not None and not isinstance(default, str):
+                raise CLIError("%s: 'default' in [depot] must be a storage name, not %r" % (source, default))
+            settings.default = default
     if not settings.storages:
         raise CLIError("%s defines no storage: add a [depot.storages.NAME] section" % source)
     return settings
 
 
-def _toml_sections(data: Mapping[str, Any]) -> Dict[str, Mapping[str, Any]]:
+def _table(depot: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+    value = depot.get(key, {})
+    if not isinstance(value, Mapping):
+        raise CLIError("%s: depot.%s must be a table ([depot.%s]), not %s" % (path, key, key, type(value).__name__))
+    return value
+
+
+def _toml_sections(data: Mapping[str, Any], path: str) -> Dict[str, Mapping[str, Any]]:
     depot = data.get(SECTION)
     if not isinstance(depot, Mapping):
         return {}
@@ -101,12 +111,13 @@ def _toml_sections(data: Mapping[str, Any]) -> Dict[str, Mapping[str, Any]]:
     top = {k: v for k, v in depot.items() if k not in ("storages", "aliases")}
     if top:
         sections[SECTION] = top
-    for name, table in (depot.get("storages") or {}).items():
+    for name, table in _table(depot, "storages", path).items():
         if not isinstance(table, Mapping):
-            raise CLIError("[depot.storages.%s] must be a table" % name)
+            raise CLIError("%s: [depot.storages.%s] must be a table" % (path, name))
         sections[STORAGES + name] = _flatten(table)
-    if depot.get("aliases"):
-        sections[ALIASES] = depot["aliases"]
+    aliases = _table(depot, "aliases", path)
+    if aliases:
+        sections[ALIASES] = aliases
     return sections
 
 
@@ -120,8 +131,8 @@ def _read_toml(path: str) -> Dict[str, Mapping[str, Any]]:
             raise CLIError("reading %s needs tomli on Python 3.10: pip install 'depot[cli]'" % path) from None
     with open(path, "rb") as f:
         try:
-            return _toml_sections(tomllib.load(f))
-        except tomllib.TOMLDecodeError as exc:
+            return _toml_sections(tomllib.load(f), path)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise CLIError("%s is not valid TOML: %s" % (path, exc)) from None
 
 
@@ -132,7 +143,7 @@ def _read_ini(path: str) -> Dict[str, Mapping[str, Any]]:
     try:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f)
-    except configparser.Error as exc:
+    except (configparser.Error, UnicodeDecodeError) as exc:
         raise CLIError("%s is not a valid INI file: %s" % (path, exc)) from None
     return {name: dict(parser.items(name)) for name in parser.sections()}
 
@@ -263,12 +274,23 @@ class Storages:
         wanted = self.default_name if name is None else name
         return self.resolve(wanted) or wanted
 
-    def register_all(self) -> List[str]:
-        """Build every storage and register it (and the aliases) in :class:`DepotManager`."""
+    def register_all(self) -> Dict[str, str]:
+        """Build every storage and register it (and the aliases) in :class:`DepotManager`.
+
+        A storage that cannot be built does not stop the others: the result
+        maps each such name (and the aliases pointing at it) to the reason.
+        """
+        broken: Dict[str, str] = {}
         for name in self.names:
-            self._built[name] = self._build(name, lambda config, name=name: DepotManager.configure(name, config))
+            try:
+                self._built[name] = self._build(name, lambda config, name=name: DepotManager.configure(name, config))
+            except CLIError as exc:
+                broken[name] = str(exc)
         for alias, target in self.settings.aliases.items():
-            DepotManager.alias(alias, target)
-        if self.settings.default is not None:  # otherwise the first one, as configure() does
-            DepotManager.set_default(self.default_name)
-        return self.names
+            if target in broken:
+                broken[alias] = broken[target]
+            else:
+                DepotManager.alias(alias, target)
+        if self.settings.default is not None and self.default_name not in broken:
+            DepotManager.set_default(self.default_name)  # otherwise the first one built, as configure() does
+        return broken

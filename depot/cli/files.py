@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
+import stat
 import sys
-import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, BinaryIO, Dict, Optional
 
-from depot.cli.context import Context, describe, split_target
+from depot.cli.context import INVALID_ID, NO_SUCH_FILE, Context, describe, missing_reason, split_target
 from depot.cli.errors import CLIError, ExitCode
-from depot.cli.progress import is_terminal
+from depot.cli.progress import Progress, is_terminal
 from depot.io.interfaces import FileStorage, StoredFile
 from depot.io.utils import copy_stream
 
@@ -72,34 +73,65 @@ def put(args: argparse.Namespace, ctx: Context) -> int:
     if args.name is not None and len(args.files) > 1:
         raise CLIError("--name applies to a single file")
     name, storage = ctx.storage(args.storage)
-    progress = ctx.progress("put", len(args.files))
-    try:
+    sizes = [_input_size(path) for path in args.files]
+    total = None if None in sizes else sum(size for size in sizes if size is not None)
+    with ctx.progress("put", len(args.files), total) as progress:
+        # One line per stored input, in input order; a failed input prints
+        # nothing here (its error goes to stderr), so a script can pair ids
+        # with the inputs that succeeded.
         for path in args.files:
-            file_id = _put_one(ctx, storage, name, path, args)
+            file_id = _put_one(ctx, storage, name, path, args, progress)
             if file_id is not None:
-                if path != "-" and os.path.isfile(path):
-                    progress.advance(os.path.getsize(path))
                 ctx.print("%s/%s" % (name, file_id) if args.path else file_id)
-                ctx.stdout.flush()
             progress.file_done()
-    finally:
-        progress.close()
     return ctx.exit_code()
 
 
-def _put_one(ctx: Context, storage: FileStorage, name: str, path: str, args: argparse.Namespace) -> Optional[str]:
+def _input_size(path: str) -> Optional[int]:
+    """The size of a regular file (stdin redirected from one included); ``None`` for a pipe."""
+    try:
+        info = os.fstat(_stdin().fileno()) if path == "-" else os.stat(path)
+    except (OSError, AttributeError, ValueError):  # missing (reported later), or no real stdin
+        return 0 if path != "-" else None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _stdin() -> BinaryIO:
+    return getattr(sys.stdin, "buffer", sys.stdin)
+
+
+class _Counted:
+    """A binary file object whose reads advance the progress line."""
+
+    def __init__(self, raw: BinaryIO, progress: Progress) -> None:
+        self._raw = raw
+        self._progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._progress.advance(len(data))
+        return data
+
+
+def _put_one(
+    ctx: Context, storage: FileStorage, name: str, path: str, args: argparse.Namespace, progress: Progress
+) -> Optional[str]:
+    # Counted only while a progress line is drawn: a plain file object keeps
+    # the storages' fast paths (a kernel copy to local disk, a known size for S3).
+    counted = _Counted if progress.drawn else (lambda raw, progress: raw)
     if path == "-":
         source = None
-        content: Any = getattr(sys.stdin, "buffer", sys.stdin)
+        content: Any = counted(_stdin(), progress)
         # The given name, never stdin's '<stdin>'; the type is guessed from it.
         filename = args.name or "unnamed"
     else:
         try:
-            source = content = open(path, "rb")
+            source = open(path, "rb")
         except OSError as exc:
             ctx.fail("", path, "cannot read: %s" % (exc.strerror or exc))
             return None
         filename = args.name or os.path.basename(path)
+        content = counted(source, progress)
     try:
         return storage.create(content, filename, args.content_type)
     except Exception as exc:
@@ -137,23 +169,55 @@ def _safe_basename(filename: Optional[str], fallback: str) -> str:
     # The stored name comes from whoever uploaded the file: never let it
     # climb out of the directory or hide as a dot-file.
     base = os.path.basename((filename or "").replace("\\", "/")).lstrip(".")
+    try:
+        os.fsencode(base)
+    except UnicodeEncodeError:  # a lone surrogate the file system cannot take: keep it visible, escaped
+        base = base.encode("utf-8", "backslashreplace").decode("utf-8")
     return base or fallback
 
 
-def _write_file(ctx: Context, f: StoredFile, output: str, storage_name: str) -> None:
-    path = output
+def _destination(output: str, f: StoredFile) -> str:
+    """Where ``-o output`` writes ``f``: into a directory under its stored name, through a symlink."""
     if os.path.isdir(output):
-        path = os.path.join(output, _safe_basename(f.filename, f.file_id))
+        return os.path.join(output, _safe_basename(f.filename, f.file_id))
+    if os.path.islink(output):
+        # Written through, as cp does: the link stays, its target gets the bytes.
+        return os.path.realpath(output)
+    return output
+
+
+def _create_beside(path: str) -> "tuple[int, str]":
+    """A new temporary file in ``path``'s folder, with the mode the umask gives new files."""
     directory = os.path.dirname(os.path.abspath(path))
+    for _ in range(100):
+        tmp = os.path.join(directory, ".depot-%s.part" % secrets.token_hex(8))
+        try:
+            # 0o666 before the umask, like any file a shell command creates
+            # (mkstemp would give 0600 whatever the umask).
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError("no free temporary name in %s" % directory)
+
+
+def _write_file(ctx: Context, f: StoredFile, output: str, storage_name: str) -> None:
+    path = _destination(output, f)
     # Written beside the destination and renamed, so a failed download never
     # leaves a truncated file under the final name.
-    fd, tmp = tempfile.mkstemp(prefix=".depot-", suffix=".part", dir=directory)
+    try:
+        fd, tmp = _create_beside(path)
+    except OSError as exc:
+        ctx.fail("", output, "cannot write: %s" % (exc.strerror or exc))
+        return
     try:
         with os.fdopen(fd, "wb") as out:
             copy_stream(f, out)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is not None:
+            ctx.fail("", output, "cannot write: %s" % (exc.strerror or exc))
+            return
         raise
     ctx.warn("wrote %s/%s to %s" % (storage_name, f.file_id, path))
 
@@ -192,8 +256,12 @@ def ls(args: argparse.Namespace, ctx: Context) -> int:
             ctx.print(file_id)
         return ExitCode.OK
     for file_id in ids:
-        f = ctx.open_file(name, storage, file_id)
-        if f is None:
+        try:
+            f = storage.get(file_id)
+        except Exception as exc:
+            # Deleted since the listing: not an error of this listing.
+            if missing_reason(storage, file_id, exc) is None:
+                ctx.fail(name, file_id, describe(exc))
             continue
         with f:
             item = facts(name, f)
@@ -231,11 +299,13 @@ def rm(args: argparse.Namespace, ctx: Context) -> int:
         try:
             if not storage.exists(file_id):
                 if not args.force:
-                    ctx.fail(name, file_id, "no such file", missing=True)
+                    ctx.fail(name, file_id, NO_SUCH_FILE, missing=True)
                 continue
             storage.delete(file_id)
-        except ValueError as exc:
-            ctx.fail(name, file_id, "not a valid file id (%s)" % exc, missing=True)
         except Exception as exc:
-            ctx.fail(name, file_id, "delete failed: %s" % describe(exc))
+            missing = missing_reason(storage, file_id, exc)
+            if missing is None:
+                ctx.fail(name, file_id, "delete failed: %s" % describe(exc))
+            elif missing == INVALID_ID or not args.force:  # -f forgives absence, not a typo
+                ctx.fail(name, file_id, missing, missing=True)
     return ctx.exit_code()

@@ -1,8 +1,12 @@
-"""A progress line on stderr: files done, bytes, rate and an estimate of the time left.
+"""The progress line on stderr: bytes moved, rate and time left, drawn by tqdm.
 
-Only the standard library is used.  Redrawing is throttled, so reporting
-every chunk costs next to nothing, and the line is drawn only on a terminal
-unless forced (``--progress``): logs and pipes get the final summary alone.
+tqdm (in the ``cli`` extra) draws, throttles and sizes the line; this module
+only says what to count.  The line follows *bytes*, so it moves during one
+large file: with a known total (``put`` of regular files) it is a bar with an
+ETA; when the total is learnt file by file (``cp``, ``migrate``) it is
+estimated from the files opened so far; from a pipe it is the bytes so far and
+the rate.  It is drawn only on a terminal unless forced (``--progress``), and
+without tqdm installed there is simply no line.
 """
 from __future__ import annotations
 
@@ -10,14 +14,14 @@ import shutil
 import sys
 import threading
 import time
-from typing import Callable, Optional, TextIO
+from typing import Any, Optional, TextIO
 
-from depot.cli.formatting import human_duration, human_rate, human_size
+__all__ = ["Progress", "progress_enabled", "is_terminal", "plural"]
 
-__all__ = ["Progress", "progress_enabled", "is_terminal"]
-
-#: Seconds between two redraws.
-REDRAW_INTERVAL = 0.1
+#: Seconds between two redraws: a few times a second.
+REDRAW_INTERVAL = 0.2
+#: The line never grows wider than this, whatever the terminal.
+MAX_WIDTH = 100
 
 
 def is_terminal(stream: object) -> bool:
@@ -34,88 +38,113 @@ def progress_enabled(choice: Optional[bool], stream: TextIO) -> bool:
     return choice if choice is not None else is_terminal(stream)
 
 
-class Progress:
-    """Counts files and bytes of a long operation and draws them on one line.
+def plural(count: int, noun: str) -> str:
+    """``'1 file'``, ``'2 files'``."""
+    return "%d %s%s" % (count, noun, "" if count == 1 else "s")
 
-    ``total_files`` may be ``None`` when unknown.  :meth:`advance` is called
-    as bytes move, :meth:`file_done` once per file; :meth:`close` erases the
-    line so the summary printed after it starts on a clean line.  Safe to
-    call from several threads.
+
+def _make_bar(label: str, total: Optional[int], stream: TextIO) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:  # depot without the cli extra: no line rather than a failure
+        return None
+    width = min(MAX_WIDTH, shutil.get_terminal_size((80, 24)).columns - 1)
+    return tqdm(
+        total=total, desc=label, file=stream, unit="B", unit_scale=True, unit_divisor=1024,
+        # A fixed width (the bar absorbs the changing numbers), redrawn a few
+        # times a second whatever the rate of updates.
+        ncols=width, dynamic_ncols=False, mininterval=REDRAW_INTERVAL, miniters=1,
+        leave=False, smoothing=0.1,
+    )
+
+
+class Progress:
+    """Counts the files and bytes of a long operation; draws them on stderr.
+
+    ``total_bytes`` is the exact total when known.  Otherwise, with
+    ``total_files``, each :meth:`start_file` with the file's length refines an
+    estimate (lengths seen so far, and their average for the files still to
+    come).  :meth:`advance` counts bytes as they move, :meth:`file_done` a file
+    handled; :meth:`clear` erases the line before anything else is printed to
+    the terminal; :meth:`close` erases it for good.  Safe from several threads.
     """
 
     def __init__(
         self,
         label: str,
         total_files: Optional[int] = None,
+        total_bytes: Optional[int] = None,
         *,
         enabled: bool = True,
         stream: Optional[TextIO] = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.label = label
         self.total_files = total_files
+        self.total_bytes = total_bytes
         self.files = 0
         self.bytes = 0
-        self.enabled = enabled
-        self._stream = stream if stream is not None else sys.stderr
-        self._clock = clock
-        self._start = clock()
-        self._last_draw = float("-inf")
-        self._drawn = False
-        self._lock = threading.Lock()
+        self._started = 0
+        self._seen_length = 0        # sum of the lengths of the files started
+        self._lock = threading.RLock()
+        self._start = time.monotonic()
+        self._bar = _make_bar(self._description(), total_bytes, stream or sys.stderr) if enabled else None
 
     @property
     def elapsed(self) -> float:
-        return self._clock() - self._start
+        return time.monotonic() - self._start
+
+    @property
+    def drawn(self) -> bool:
+        """Whether a line is being drawn."""
+        return self._bar is not None
+
+    def _description(self) -> str:
+        if self.total_files is None:
+            return self.label
+        return "%s %d/%s" % (self.label, self.files, plural(self.total_files, "file"))
+
+    def start_file(self, length: Optional[int]) -> None:
+        """A file of ``length`` bytes (``None``: unknown) starts moving; refines the estimated total."""
+        with self._lock:
+            self._started += 1
+            if length is not None:
+                self._seen_length += length
+            self._update_estimate()
+
+    def _update_estimate(self) -> None:
+        if self.total_bytes is not None or not self.total_files or not self._started or self._bar is None:
+            return
+        average = self._seen_length / self._started
+        estimate = int(self._seen_length + average * max(0, self.total_files - self._started))
+        self._bar.total = max(estimate, self.bytes)
+        self._bar.refresh()
 
     def advance(self, nbytes: int) -> None:
         """Count ``nbytes`` more bytes moved."""
         with self._lock:
             self.bytes += nbytes
-            self._maybe_draw()
+            if self._bar is not None:
+                self._bar.update(nbytes)
 
-    def file_done(self) -> None:
-        """Count one more file handled (copied, skipped or failed)."""
+    def file_done(self, unmoved: int = 0) -> None:
+        """Count one more file handled; ``unmoved``: bytes it was expected to move but did not (skipped)."""
         with self._lock:
             self.files += 1
-            self._maybe_draw(force=self.files == self.total_files)
+            self._seen_length -= unmoved
+            if self._bar is not None:
+                self._bar.set_description_str(self._description(), refresh=False)
+                self._update_estimate()
+                self._bar.refresh()
 
-    def render(self, width: int = 80) -> str:
-        """The progress line as it would be drawn, at most ``width`` characters."""
-        elapsed = self.elapsed
-        if self.total_files:
-            count = "%d/%d files" % (self.files, self.total_files)
-        else:
-            count = "%d files" % self.files
-        parts = [self.label, count, human_size(self.bytes), human_rate(self.bytes, elapsed)]
-        if self.total_files and self.files:
-            left = elapsed / self.files * (self.total_files - self.files)
-            parts.append("eta " + human_duration(left))
-        text = "  ".join(parts)
-        if self.total_files:
-            room = width - len(text) - 4
-            if room >= 10:
-                bar = min(room, 30)
-                filled = int(bar * self.files / self.total_files)
-                text = "[%s%s]  %s" % ("#" * filled, "." * (bar - filled), text)
-        return text[:width]
-
-    def _maybe_draw(self, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = self._clock()
-        if not force and now - self._last_draw < REDRAW_INTERVAL:
-            return
-        self._last_draw = now
-        width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
-        self._stream.write("\r\x1b[K" + self.render(width))
-        self._stream.flush()
-        self._drawn = True
+    def clear(self) -> None:
+        """Erase the line (it comes back with the next update); call before printing to the terminal."""
+        with self._lock:
+            if self._bar is not None:
+                self._bar.clear()
 
     def close(self) -> None:
-        """Erase the line (if one was drawn)."""
+        """Erase the line and stop drawing."""
         with self._lock:
-            if self._drawn:
-                self._stream.write("\r\x1b[K")
-                self._stream.flush()
-                self._drawn = False
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None

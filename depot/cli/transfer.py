@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, List, NamedTuple, Optional, Set
 
-from depot.cli.context import Context, describe, split_target
+from depot.cli.context import Context, describe, missing_reason, split_target
 from depot.cli.copying import CopyError, Outcome, copy_file
 from depot.cli.errors import CLIError, ExitCode
 from depot.cli.formatting import human_duration, human_rate, human_size
-from depot.cli.progress import Progress
-from depot.io.interfaces import FileStorage
+from depot.cli.progress import Progress, plural
+from depot.io.interfaces import FileStorage, StoredFile
 
 __all__ = ["register", "Tally", "Job"]
 
@@ -82,7 +82,7 @@ class Tally:
         if self.skipped:
             parts.append("%d already there" % self.skipped)
         parts.append("%d failed" % self.failed)
-        text = "%s: %d files: %s" % (label, self.total, ", ".join(parts))
+        text = "%s: %s: %s" % (label, plural(self.total, "file"), ", ".join(parts))
         if self.verified:
             text += "; content verified"
         return text + "; %s in %s" % (human_rate(self.bytes, elapsed), human_duration(elapsed))
@@ -96,6 +96,8 @@ class _Result(NamedTuple):
     moved: int = 0
     failed_in: str = ""
     reason: str = ""
+    #: The failure is a source file that does not exist (or cannot): no retry will help.
+    missing: bool = False
 
 
 def _transfer_one(
@@ -110,6 +112,15 @@ def _transfer_one(
     """Copy one file; never raises for a file's own problem (it is the result)."""
     (source_name, source_storage), (target_name, target_storage) = source, target
     moved = 0
+    expected: Optional[int] = None
+
+    def open_source() -> StoredFile:
+        nonlocal expected
+        f = source_storage.get(file_id)
+        if expected is None:  # opened again by --verify: counted once
+            expected = f.content_length or 0
+            progress.start_file(f.content_length)
+        return f
 
     def on_bytes(n: int) -> None:
         nonlocal moved
@@ -117,22 +128,25 @@ def _transfer_one(
         progress.advance(n)
 
     try:
-        outcome = copy_file(lambda: source_storage.get(file_id), target_storage, file_id,
+        outcome = copy_file(open_source, target_storage, file_id,
                             skip_existing=skip_existing, verify=verify, on_bytes=on_bytes)
     except CopyError as exc:
         return _Result(file_id, failed_in=target_name, reason=str(exc))
     except Exception as exc:
-        # From the source (listed but now gone, unreadable) or the target (id refused, unreachable).
+        missing = missing_reason(source_storage, file_id, exc) if expected is None else None
+        if missing is not None:
+            return _Result(file_id, failed_in=source_name, reason=missing, missing=True)
+        # From the source (unreadable) or the target (id refused, unreachable).
         return _Result(file_id, failed_in=source_name, reason="not copied to %s: %s" % (target_name, describe(exc)))
     finally:
-        progress.file_done()
+        progress.file_done(unmoved=max(0, (expected or 0) - moved))
     return _Result(file_id, outcome, moved)
 
 
 def _record(ctx: Context, tally: Tally, result: _Result) -> None:
     if result.outcome is None:
         tally.failed += 1
-        ctx.fail(result.failed_in, result.file_id, result.reason)
+        ctx.fail(result.failed_in, result.file_id, result.reason, missing=result.missing)
     elif result.outcome is Outcome.SKIPPED:
         tally.skipped += 1
     else:
@@ -156,31 +170,30 @@ def _run_transfer(ctx: Context, label: str, jobs: List[Job], *, verify: bool, wo
     recorded by the calling thread only, so the tally needs no lock.
     """
     tally = Tally(total=len(jobs), verified=verify)
-    progress = ctx.progress(label, len(jobs))
-    tasks = [
-        functools.partial(_transfer_one, progress, ctx.storage(job.source), ctx.storage(job.target), job.file_id,
-                          skip_existing=job.maybe_there, verify=verify)
-        for job in jobs
-    ]
-    interrupted = False
-    try:
-        if workers <= 1:
-            for task in tasks:
-                _record(ctx, tally, task())
-        else:
-            interrupted = _run_in_threads(ctx, tally, tasks, workers)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        progress.close()
+    with ctx.progress(label, len(jobs)) as progress:
+        tasks = [
+            functools.partial(_transfer_one, progress, ctx.storage(job.source), ctx.storage(job.target),
+                              job.file_id, skip_existing=job.maybe_there, verify=verify)
+            for job in jobs
+        ]
+        interrupted = False
+        try:
+            if workers <= 1:
+                for task in tasks:
+                    _record(ctx, tally, task())
+            else:
+                interrupted = _run_in_threads(ctx, tally, tasks, workers)
+        except KeyboardInterrupt:
+            interrupted = True
     ctx.print(tally.summary(label, progress.elapsed))
     if interrupted:
         done = tally.copied + tally.skipped + tally.failed
         ctx.warn("interrupted after %d of %d files; run the same command again to resume" % (done, tally.total))
         return ExitCode.INTERRUPTED
-    if tally.failed:
-        ctx.warn("%d file(s) failed, listed above; run the command again to retry them" % tally.failed)
-        return ExitCode.FAILURES
+    retryable = len(ctx.errors) - ctx.not_found
+    if retryable:
+        ctx.warn("%s failed, listed above; run the command again to retry %s"
+                 % (plural(retryable, "file"), "it" if retryable == 1 else "them"))
     return ctx.exit_code()
 
 
@@ -275,6 +288,6 @@ def _dry_run(ctx: Context, source_name: str, target_name: str, ids: List[str], p
     missing = [file_id for file_id in ids if file_id not in present]
     for file_id in missing:
         ctx.print("would copy %s/%s" % (source_name, file_id))
-    ctx.print("migrate %s -> %s (dry run): %d files, %d to copy, %d already there (lengths not compared)"
-              % (source_name, target_name, len(ids), len(missing), len(ids) - len(missing)))
+    ctx.print("migrate %s -> %s (dry run): %s, %d to copy, %d already there (lengths not compared)"
+              % (source_name, target_name, plural(len(ids), "file"), len(missing), len(ids) - len(missing)))
     return ctx.exit_code()

@@ -355,6 +355,10 @@ def _unlock(fd: Optional[int]) -> None:
         os.close(fd)
 
 
+class MissingStoragePath(TypeError, ValueError):
+    """No ``storage_path`` given: a ``TypeError`` as filedepot raised, and a ``ValueError`` like other bad settings."""
+
+
 class LocalFileStorage(OneStepStorage):
     """Files stored below ``storage_path`` on the local file system.
 
@@ -366,7 +370,12 @@ class LocalFileStorage(OneStepStorage):
 
     _check_file_id = staticmethod(_check_file_id)
 
-    def __init__(self, storage_path: str) -> None:
+    def __init__(self, storage_path: Optional[str] = None) -> None:
+        # A missing path is a configuration error that names the setting
+        # (rather than Python's "missing 1 required positional argument"),
+        # still a TypeError as in filedepot.
+        if storage_path is None:
+            raise MissingStoragePath("LocalFileStorage needs a storage_path (the depot.storage_path setting)")
         if not isinstance(storage_path, (str, os.PathLike)) or not os.fspath(storage_path):
             raise ValueError("LocalFileStorage needs a storage_path, got %r" % (storage_path,))
         self.storage_path = storage_path
