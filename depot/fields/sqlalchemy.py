@@ -4,17 +4,21 @@ Importing this module registers the tracker's listeners (as filedepot does):
 files uploaded by assigning a column are removed again when their
 transaction or savepoint rolls back, and files that rows stop referencing
 are removed once the outermost transaction has committed.  See
-:mod:`depot.fields._lifecycle` for the exact rules.
+:mod:`depot.fields._lifecycle` for the exact rules, and
+:mod:`depot.fields._sqla_outer` for sessions joined to a transaction they do
+not own.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
 
-from sqlalchemy import event, types
+from sqlalchemy import event, select, types
 from sqlalchemy.orm import Mapper, Session, attributes, object_session
 from sqlalchemy.orm.base import instance_state
 
-from ._lifecycle import FileScope, files_of, guard_orphans, is_fresh
+from . import _sqla_outer
+from ._lifecycle import FileScope, delete_files, files_of, guard_orphans, is_fresh
 from .interfaces import FileFilter
 from .upload import UploadedFile
 
@@ -112,14 +116,20 @@ class _SessionFiles:
     """The file scopes of one session: one per open transaction or savepoint.
 
     ``pending`` collects uploads made while the session has no transaction;
-    the next outermost transaction takes them over.
+    the next outermost transaction takes them over.  ``connections`` lists
+    the connections each outermost transaction used, to learn whether its
+    commit really ended the database transaction.  ``expunged`` remembers
+    objects that left the session without their row being written, with
+    the fresh values they hold.
     """
 
-    __slots__ = ("scopes", "pending")
+    __slots__ = ("scopes", "pending", "connections", "expunged")
 
     def __init__(self) -> None:
         self.scopes: Dict[Any, FileScope] = {}
         self.pending = FileScope()
+        self.connections: Dict[Any, List[Any]] = {}
+        self.expunged: List[Tuple["weakref.ref[Any]", List[Tuple[str, UploadedFile]]]] = []
 
 
 _INFO_KEY = "depot.files"
@@ -133,6 +143,12 @@ def _owner(transaction: Any) -> Any:
     subtransactions) commit or roll back with their parent.
     """
     while not transaction.nested and transaction.parent is not None:
+        transaction = transaction.parent
+    return transaction
+
+
+def _outermost(transaction: Any) -> Any:
+    while transaction.parent is not None:
         transaction = transaction.parent
     return transaction
 
@@ -155,8 +171,11 @@ class _SQLAMutationTracker:
         cls._configured = True
         event.listen(Mapper, "mapper_configured", cls._mapper_configured)
         event.listen(Session, "before_attach", cls._session_attached)
+        event.listen(Session, "after_begin", cls._session_began)
         event.listen(Session, "before_flush", cls._session_flush)
         event.listen(Session, "persistent_to_deleted", cls._session_deleted)
+        event.listen(Session, "pending_to_transient", cls._session_left)
+        event.listen(Session, "persistent_to_transient", cls._session_left)
         event.listen(Session, "after_commit", cls._session_committed)
         event.listen(Session, "after_transaction_end", cls._transaction_ended)
 
@@ -192,7 +211,11 @@ class _SQLAMutationTracker:
         session = object_session(target)
         if session is not None:
             return cls._current_scope(session)
-        # Not in a session yet: kept on the object until it is added to one,
+        return cls._object_scope(target)
+
+    @staticmethod
+    def _object_scope(target: Any) -> FileScope:
+        # Not in a session: kept on the object until it is added to one,
         # and removed with the object if that never happens.
         info = instance_state(target).info
         scope = info.get(_INFO_KEY)
@@ -215,10 +238,10 @@ class _SQLAMutationTracker:
             tracked.append((prop.key, column_type))
             # Every mapper (polymorphic subclasses too) registers its own
             # attribute, so the listener must not propagate to subclasses.
-            event.listen(
-                getattr(class_, prop.key), "set", cls._make_setter(column_type),
-                retval=True, active_history=True,
-            )
+            # No active_history (as in filedepot): assigning an expired or
+            # detached attribute must neither query nor fail; the value it
+            # replaces is read at flush time instead (_replaced_files).
+            event.listen(getattr(class_, prop.key), "set", cls._make_setter(column_type), retval=True)
         if tracked:
             cls.mapped_entities[class_] = tracked
 
@@ -260,25 +283,61 @@ class _SQLAMutationTracker:
             scope.merge_into(cls._current_scope(session))
 
     @classmethod
+    def _session_began(cls, session: Session, transaction: Any, connection: Any) -> None:
+        if cls.mapped_entities:
+            connections = cls._session_files(session).connections  # type: ignore[union-attr]
+            connections.setdefault(_outermost(transaction), []).append(connection)
+
+    @classmethod
     def _session_flush(cls, session: Session, flush_context: Any, instances: Any) -> None:
         entities = cls.mapped_entities
         if not entities:
             return
-        scope = None
+        dropped: List[str] = []
         for obj in session.deleted:
             for key, _ in entities.get(type(obj), ()):
-                if scope is None:
-                    scope = cls._current_scope(session)
-                scope.drop(files_of(getattr(obj, key)))
+                # The value being deleted, and the committed one if a change replaced it first.
+                dropped += files_of(getattr(obj, key))
+                dropped += cls._replaced_files(session, obj, key)
         # Pending objects have no database value to lose: only persistent ones can drop files.
         for obj in session.dirty:
             for key, _ in entities.get(type(obj), ()):
-                history = attributes.get_history(obj, key)
-                for old in history.deleted or ():
-                    if old:
-                        if scope is None:
-                            scope = cls._current_scope(session)
-                        scope.drop(files_of(old))
+                dropped += cls._replaced_files(session, obj, key)
+        if dropped:
+            cls._current_scope(session).drop(dropped)
+
+    @classmethod
+    def _replaced_files(cls, session: Session, obj: Any, key: str) -> List[str]:
+        """The files of the stored value a pending change of ``obj.<key>`` replaces."""
+        state = instance_state(obj)
+        history = state.get_history(key, attributes.PASSIVE_NO_INITIALIZE)
+        if history.deleted:
+            return [path for old in history.deleted for path in files_of(old)]
+        if history.added and state.key is not None:
+            # Assigned while the old value was not loaded (expired, detached
+            # or deferred): the row still holds it, read it now.
+            return files_of(cls._stored_value(session, state, key))
+        return []
+
+    @staticmethod
+    def _stored_value(session: Session, state: Any, key: str) -> Any:
+        mapper = state.mapper
+        criteria = [column == value for column, value in zip(mapper.primary_key, state.key[1])]
+        # select_from(mapper): the joined tables of an inherited class, its discriminator.
+        query = select(mapper.attrs[key].class_attribute).select_from(mapper).where(*criteria)
+        return session.execute(query).scalar_one_or_none()
+
+    @classmethod
+    def _session_left(cls, session: Session, instance: Any) -> None:
+        # Expunged (or rolled back) before its row was written: its uploads
+        # must not be settled by a commit that does not store it.
+        tracked = cls.mapped_entities.get(type(instance))
+        if not tracked:
+            return
+        loaded = instance_state(instance).dict
+        values = [(key, loaded[key]) for key, _ in tracked if is_fresh(loaded.get(key))]
+        if values:
+            cls._session_files(session).expunged.append((weakref.ref(instance), values))  # type: ignore[union-attr]
 
     @classmethod
     def _session_deleted(cls, session: Session, instance: Any) -> None:
@@ -309,9 +368,14 @@ class _SQLAMutationTracker:
         if files is None or (not transaction.nested and transaction.parent is not None):
             return
         scope = files.scopes.pop(transaction, None)
-        if transaction.parent is None and files.pending:
-            scope = scope or FileScope()
-            files.pending.merge_into(scope)
+        connections: Iterable[Any] = ()
+        expunged: List[Any] = []
+        if transaction.parent is None:
+            connections = files.connections.pop(transaction, ())
+            expunged, files.expunged = files.expunged, []
+            if files.pending:
+                scope = scope or FileScope()
+                files.pending.merge_into(scope)
         if scope is None:
             return
         if not scope.committed:
@@ -319,7 +383,35 @@ class _SQLAMutationTracker:
         elif transaction.nested:
             scope.merge_into(cls._scope_of(files, transaction.parent))
         else:
+            cls._hand_back(scope, expunged)
+            cls._committed(scope, connections)
+
+    @classmethod
+    def _hand_back(cls, scope: FileScope, expunged: List[Any]) -> None:
+        """Give objects that left the session unsaved their uploads back, out of the commit."""
+        for ref, values in expunged:
+            obj = ref()
+            if obj is None:  # collected already: nothing refers to its uploads
+                delete_files([p for _, value in values if scope.release(value) for p in files_of(value)])
+            elif instance_state(obj).transient:  # not added again, here or elsewhere
+                loaded = instance_state(obj).dict
+                for key, value in values:
+                    if loaded.get(key) is value and scope.release(value):
+                        cls._object_scope(obj).adopt(value)
+
+    @staticmethod
+    def _committed(scope: FileScope, connections: Iterable[Any]) -> None:
+        """The session committed: act now if that ended the database transaction, else follow it."""
+        still_open = [c for c in connections if not c.closed and c.in_transaction()]
+        if not still_open:
             scope.committed_outermost()
+            for connection in connections:
+                _sqla_outer.commit_confirmed(connection)
+            return
+        scope.settle()
+        # Several connections left open: no single transaction decides; keep every file.
+        if len(still_open) > 1 or not _sqla_outer.defer(still_open[0], scope):
+            scope.forget()
 
 
 def _register_with_sprox() -> None:
