@@ -586,3 +586,32 @@ def test_deferred_column_assigned_without_loading(m, statements):
         new = doc.content
         session.commit()
     assert gone(old["content"]) and alive(new)
+
+
+def test_expunged_persistent_object_with_an_unflushed_change(m, flush):
+    doc_id, old = saved(m, content=b"old")
+    with Session(m.engine) as session:
+        doc = session.get(m.Document, doc_id)
+        doc.content = b"never written"
+        value = doc.content
+        session.expunge(doc)
+        session.commit()
+        assert alive(value) and alive(old["content"])  # handed back to the detached object
+        assert committed_content(m, doc_id)["file_id"] == old["content"].file_id
+        session.add(doc)  # adding it again writes the change
+        session.commit()
+    assert alive(value) and gone(old["content"])
+    assert committed_content(m, doc_id)["file_id"] == value.file_id
+
+
+def test_expunged_persistent_object_with_an_unflushed_change_collected(m):
+    doc_id, old = saved(m, content=b"old")
+    with Session(m.engine) as session:
+        doc = session.get(m.Document, doc_id)
+        doc.content = b"never written"
+        value = doc.content
+        session.expunge(doc)
+        session.commit()
+        del doc
+        gc.collect()
+    assert gone(value) and alive(old["content"]) and stored_count() == 1

@@ -176,6 +176,7 @@ class _SQLAMutationTracker:
         event.listen(Session, "persistent_to_deleted", cls._session_deleted)
         event.listen(Session, "pending_to_transient", cls._session_left)
         event.listen(Session, "persistent_to_transient", cls._session_left)
+        event.listen(Session, "persistent_to_detached", cls._session_detached)
         event.listen(Session, "after_commit", cls._session_committed)
         event.listen(Session, "after_transaction_end", cls._transaction_ended)
 
@@ -331,11 +332,21 @@ class _SQLAMutationTracker:
     def _session_left(cls, session: Session, instance: Any) -> None:
         # Expunged (or rolled back) before its row was written: its uploads
         # must not be settled by a commit that does not store it.
+        cls._remember_leaving(session, instance, lambda key: True)
+
+    @classmethod
+    def _session_detached(cls, session: Session, instance: Any) -> None:
+        # Expunged with changes never flushed: the row does not hold those uploads.
+        unflushed = instance_state(instance).committed_state
+        cls._remember_leaving(session, instance, unflushed.__contains__)
+
+    @classmethod
+    def _remember_leaving(cls, session: Session, instance: Any, unwritten: Any) -> None:
         tracked = cls.mapped_entities.get(type(instance))
         if not tracked:
             return
         loaded = instance_state(instance).dict
-        values = [(key, loaded[key]) for key, _ in tracked if is_fresh(loaded.get(key))]
+        values = [(key, loaded[key]) for key, _ in tracked if unwritten(key) and is_fresh(loaded.get(key))]
         if values:
             cls._session_files(session).expunged.append((weakref.ref(instance), values))  # type: ignore[union-attr]
 
@@ -393,7 +404,7 @@ class _SQLAMutationTracker:
             obj = ref()
             if obj is None:  # collected already: nothing refers to its uploads
                 delete_files([p for _, value in values if scope.release(value) for p in files_of(value)])
-            elif instance_state(obj).transient:  # not added again, here or elsewhere
+            elif object_session(obj) is None:  # not added again, here or elsewhere
                 loaded = instance_state(obj).dict
                 for key, value in values:
                     if loaded.get(key) is value and scope.release(value):
