@@ -615,3 +615,53 @@ def test_expunged_persistent_object_with_an_unflushed_change_collected(m):
         del doc
         gc.collect()
     assert gone(value) and alive(old["content"]) and stored_count() == 1
+
+
+def test_flushed_upload_replaced_then_expunged_stays_with_its_row(m):
+    # Found by test_fields_property (seed 127): the flushed upload was dropped at assignment.
+    with Session(m.engine) as session:
+        doc = m.Document(name="flushed", content=b"flushed")
+        session.add(doc)
+        session.flush()
+        flushed, doc_id = doc.content, doc.id
+        doc.content = b"never written"
+        unwritten = doc.content
+        session.expunge(doc)
+        session.commit()
+    assert alive(flushed) and committed_content(m, doc_id)["file_id"] == flushed.file_id
+    del doc
+    gc.collect()
+    assert gone(unwritten) and stored_count() == 1
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+@pytest.mark.parametrize("mode", JOIN_MODES)
+def test_joined_session_closed_without_commit(m, joined, mode, outcome):
+    # "rollback_only" (the default at the top level) leaves flushed work in the
+    # outer transaction when the session is closed: found by test_fields_property (seed 252).
+    doc_id, old = saved(m, content=b"old")
+    j = joined(mode)
+    doc = j.session.get(m.Document, doc_id)
+    doc.content = b"flushed"
+    flushed = doc.content
+    added = m.Document(name="added", content=b"added")
+    j.session.add(added)
+    j.session.flush()
+    unflushed = m.Document(name="unflushed", content=b"unflushed")
+    j.session.add(unflushed)
+    values = [flushed, added.content, unflushed.content]
+    j.session.close()
+    kept = committed_content(m, doc_id)
+    getattr(j.outer, outcome)()
+    j.connection.close()
+    del added, unflushed, doc
+    gc.collect()
+    stored_now = committed_content(m, doc_id)
+    assert alive(stored_now) and stored_now is not None and kept["file_id"] == old["content"].file_id
+    if outcome == "rollback" or stored_now["file_id"] == old["content"].file_id:
+        # the session's work was rolled back (by the close or by the outer transaction)
+        assert alive(old["content"]) and all(gone(v) for v in values) and stored_count() == 1
+    else:
+        assert stored_now["file_id"] == flushed.file_id
+        assert gone(old["content"]) and alive(values[0]) and alive(values[1]) and gone(values[2])
+        assert stored_count() == 2

@@ -117,18 +117,20 @@ class _SessionFiles:
 
     ``pending`` collects uploads made while the session has no transaction;
     the next outermost transaction takes them over.  ``connections`` lists
-    the connections each outermost transaction used, to learn whether its
-    commit really ended the database transaction.  ``expunged`` remembers
+    the connections each outermost transaction used with their transaction
+    (its own or the one it joined), to learn whether its commit (or its
+    close) really ended the database transaction.  ``expunged`` remembers
     objects that left the session without their row being written, with
     the fresh values they hold.
     """
 
-    __slots__ = ("scopes", "pending", "connections", "expunged")
+    __slots__ = ("scopes", "pending", "connections", "expunged", "rolled_back")
 
     def __init__(self) -> None:
         self.scopes: Dict[Any, FileScope] = {}
         self.pending = FileScope()
-        self.connections: Dict[Any, List[Any]] = {}
+        self.connections: Dict[Any, List[Tuple[Any, Any]]] = {}
+        self.rolled_back: List[Any] = []  # transactions whose database rollback happened
         self.expunged: List[Tuple["weakref.ref[Any]", List[Tuple[str, UploadedFile]]]] = []
 
 
@@ -143,12 +145,6 @@ def _owner(transaction: Any) -> Any:
     subtransactions) commit or roll back with their parent.
     """
     while not transaction.nested and transaction.parent is not None:
-        transaction = transaction.parent
-    return transaction
-
-
-def _outermost(transaction: Any) -> Any:
-    while transaction.parent is not None:
         transaction = transaction.parent
     return transaction
 
@@ -178,6 +174,7 @@ class _SQLAMutationTracker:
         event.listen(Session, "persistent_to_transient", cls._session_left)
         event.listen(Session, "persistent_to_detached", cls._session_detached)
         event.listen(Session, "after_commit", cls._session_committed)
+        event.listen(Session, "after_rollback", cls._session_rolled_back)
         event.listen(Session, "after_transaction_end", cls._transaction_ended)
 
     # -- where the files of a change go ------------------------------------
@@ -261,8 +258,13 @@ class _SQLAMutationTracker:
             value = column_type._upload_type(value, column_type._upload_storage)
             value._apply_filters(column_type._filters)
         fresh_new = is_fresh(value)
-        # An upload replaced before any commit saw it is referenced by nothing.
-        orphan = isinstance(oldvalue, UploadedFile) and oldvalue is not value and is_fresh(oldvalue)
+        # An upload replaced before any commit or flush saw it is referenced by
+        # nothing.  One already flushed is in the row: the flush that replaces
+        # it drops it, and if no flush ever does (the object is expunged) the row keeps it.
+        orphan = (
+            isinstance(oldvalue, UploadedFile) and oldvalue is not value and is_fresh(oldvalue)
+            and not cls._written(target, initiator.key)
+        )
         if fresh_new or orphan:
             scope = cls._target_scope(target)
             if fresh_new:
@@ -270,6 +272,12 @@ class _SQLAMutationTracker:
             if orphan:
                 scope.drop(files_of(oldvalue))
         return value
+
+    @staticmethod
+    def _written(target: Any, key: str) -> bool:
+        """Whether the current value of ``target.<key>`` is the one its row holds (flushed, unchanged since)."""
+        state = instance_state(target)
+        return state.key is not None and key not in state.committed_state
 
     # -- session events ----------------------------------------------------
 
@@ -285,9 +293,12 @@ class _SQLAMutationTracker:
 
     @classmethod
     def _session_began(cls, session: Session, transaction: Any, connection: Any) -> None:
-        if cls.mapped_entities:
+        # A savepoint reports the connection its outermost transaction already has.
+        if cls.mapped_entities and transaction.parent is None:
+            # The connection's transaction the session uses: its own, or the one it joined.
+            joined = connection.get_nested_transaction() or connection.get_transaction()
             connections = cls._session_files(session).connections  # type: ignore[union-attr]
-            connections.setdefault(_outermost(transaction), []).append(connection)
+            connections.setdefault(transaction, []).append((connection, joined))
 
     @classmethod
     def _session_flush(cls, session: Session, flush_context: Any, instances: Any) -> None:
@@ -374,11 +385,23 @@ class _SQLAMutationTracker:
             cls._scope_of(files, transaction).committed = True
 
     @classmethod
+    def _session_rolled_back(cls, session: Session) -> None:
+        # Fired when the database rollback happened, for the savepoint or the
+        # outermost transaction being rolled back (not for a close that only
+        # leaves a joined transaction: see _transaction_ended).
+        files = cls._session_files(session, create=False)
+        transaction = _innermost(session)
+        if files is not None and transaction is not None:
+            files.rolled_back.append(_owner(transaction))
+
+    @classmethod
     def _transaction_ended(cls, session: Session, transaction: Any) -> None:
         files = cls._session_files(session, create=False)
         if files is None or (not transaction.nested and transaction.parent is not None):
             return
         scope = files.scopes.pop(transaction, None)
+        rolled_back = any(t is transaction for t in files.rolled_back)
+        files.rolled_back = [t for t in files.rolled_back if t is not transaction]
         connections: Iterable[Any] = ()
         expunged: List[Any] = []
         if transaction.parent is None:
@@ -389,6 +412,11 @@ class _SQLAMutationTracker:
                 files.pending.merge_into(scope)
         if scope is None:
             return
+        if not scope.committed and not rolled_back and any(t.is_active for _, t in connections):
+            # Closed without a rollback: a session joined in "rollback_only"
+            # mode leaves what it flushed in the transaction it joined, which
+            # may still commit.  Unflushed uploads went back to their objects.
+            scope.committed = True
         if not scope.committed:
             scope.rolled_back()
         elif transaction.nested:
@@ -413,10 +441,10 @@ class _SQLAMutationTracker:
     @staticmethod
     def _committed(scope: FileScope, connections: Iterable[Any]) -> None:
         """The session committed: act now if that ended the database transaction, else follow it."""
-        still_open = [c for c in connections if not c.closed and c.in_transaction()]
+        still_open = [c for c, _ in connections if not c.closed and c.in_transaction()]
         if not still_open:
             scope.committed_outermost()
-            for connection in connections:
+            for connection, _ in connections:
                 _sqla_outer.commit_confirmed(connection)
             return
         scope.settle()
