@@ -665,3 +665,23 @@ def test_joined_session_closed_without_commit(m, joined, mode, outcome):
         assert stored_now["file_id"] == flushed.file_id
         assert gone(old["content"]) and alive(values[0]) and alive(values[1]) and gone(values[2])
         assert stored_count() == 2
+
+
+def test_expired_assignment_on_inherited_classes(m, statements):
+    with Session(m.engine) as session:
+        dog = m.Dog(photo=b"dog photo", bone=b"bone")
+        cat = m.Cat(photo=b"cat photo")
+        session.add_all([dog, cat])
+        session.commit()
+        other_dog = m.Dog(photo=b"other photo", bone=b"other bone")
+        session.add(other_dog)
+        session.commit()
+        old = [dog.photo, dog.bone, cat.photo]
+        session.expire_all()
+        before = statements.count
+        dog.photo, dog.bone, cat.photo = b"new dog photo", b"new bone", b"new cat photo"
+        assert statements.count == before
+        new = [dog.photo, dog.bone, cat.photo]
+        session.commit()
+        assert all(gone(v) for v in old) and all(alive(v) for v in new)
+        assert alive(other_dog.photo) and alive(other_dog.bone) and stored_count() == 5

@@ -334,7 +334,7 @@ class _SQLAMutationTracker:
     @staticmethod
     def _stored_value(session: Session, state: Any, key: str) -> Any:
         mapper = state.mapper
-        criteria = [column == value for column, value in zip(mapper.primary_key, state.key[1])]
+        criteria = [column == value for column, value in zip(mapper.primary_key, state.key[1], strict=True)]
         # select_from(mapper): the joined tables of an inherited class, its discriminator.
         query = select(mapper.attrs[key].class_attribute).select_from(mapper).where(*criteria)
         return session.execute(query).scalar_one_or_none()
