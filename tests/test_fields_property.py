@@ -225,6 +225,12 @@ class History:
                 how = rng.choice(["commit", "rollback"])
                 getattr(savepoint, how)()
                 detail = "%s outer savepoint" % how
+                if how == "rollback":
+                    # Rows the session committed may be gone: its objects are stale, as
+                    # after any rollback the session did not see; an application starts afresh.
+                    session.expunge_all()
+                    self.left += self.objects
+                    self.objects = []
             else:
                 detail = "outer savepoint already ended"
         else:

@@ -685,3 +685,18 @@ def test_expired_assignment_on_inherited_classes(m, statements):
         session.commit()
         assert all(gone(v) for v in old) and all(alive(v) for v in new)
         assert alive(other_dog.photo) and alive(other_dog.bone) and stored_count() == 5
+
+
+def test_expunged_then_added_again_and_flushed_keeps_its_upload(m):
+    with Session(m.engine) as session:
+        doc = m.Document(name="twice", content=b"x")
+        session.add(doc)
+        session.expunge(doc)
+        session.add(doc)
+        session.flush()  # its row holds the upload now
+        session.expunge(doc)
+        session.commit()
+        value, doc_id = doc.content, doc.id
+    del doc
+    gc.collect()
+    assert alive(value) and committed_content(m, doc_id)["file_id"] == value.file_id

@@ -435,7 +435,8 @@ class _SQLAMutationTracker:
             elif object_session(obj) is None:  # not added again, here or elsewhere
                 loaded = instance_state(obj).dict
                 for key, value in values:
-                    if loaded.get(key) is value and scope.release(value):
+                    # Still holding it, and not written by a flush after being added again.
+                    if loaded.get(key) is value and not cls._written(obj, key) and scope.release(value):
                         cls._object_scope(obj).adopt(value)
 
     @staticmethod
