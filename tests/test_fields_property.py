@@ -123,6 +123,12 @@ class History:
         identity = inspect(obj).identity
         return identity[0] if identity else obj.__dict__.get("id")
 
+    def readdable(self):
+        def intact(obj):
+            return all(base.alive(v) for v in (obj.__dict__.get("a"), obj.__dict__.get("b")) if v)
+
+        return [o for o in self.left if inspect(o).transient and intact(o)]
+
     def pick(self, candidates):
         return self.rng.choice(candidates) if candidates else None
 
@@ -161,7 +167,7 @@ class History:
     def step(self):
         rng, session = self.rng, self.session
         ops = ["new", "assign", "assign", "clear", "delete", "flush", "commit", "rollback", "begin_nested",
-               "end_nested", "end_nested", "expunge", "expire", "load", "detached_assign"]
+               "end_nested", "end_nested", "expunge", "expire", "load", "detached_assign", "readd"]
         if self.connection is not None and not session.in_transaction():
             ops += ["outer_begin_nested", "outer_end_nested"]
         op = rng.choice(ops)
@@ -201,6 +207,15 @@ class History:
             session.expunge(obj)
             self.objects.remove(obj)
             self.left.append(obj)
+        elif op == "readd" and self.readdable():
+            # An object expunged before its row was written, added again: its
+            # upload must be stored with it.  (One whose upload a rollback deleted
+            # is not re-added: that loss is documented in docs/database.rst.)
+            obj = self.rng.choice(self.readdable())
+            session.add(obj)
+            self.left.remove(obj)
+            self.objects.append(obj)
+            detail = "readd %d" % self.ident(obj)
         elif op == "expire" and obj is not None and inspect(obj).persistent and not session.is_modified(obj):
             # Expiring discards unflushed assignments: their uploads are orphans (docs/database.rst).
             session.expire(obj)
