@@ -2,11 +2,13 @@
 
 A session bound to a :class:`~sqlalchemy.engine.Connection` that is already
 inside a transaction (``Session(bind=connection)`` within
-``connection.begin()``, whatever its ``join_transaction_mode``) only
-releases a savepoint, or does nothing, when ``session.commit()`` returns:
-the transaction that makes its changes durable belongs to the code that
-opened it.  The session's files are then handed to a :class:`_Ledger` of the
-connection, which follows that transaction through connection events:
+``connection.begin()``, any ``join_transaction_mode`` but ``control_fully``
+at the top level) only releases a savepoint, or does nothing, when
+``session.commit()`` returns; closed without a rollback in ``rollback_only``
+mode, it leaves what it flushed in place.  The transaction that makes those
+changes durable belongs to the code that opened it.  The session's files are
+then handed to a :class:`_Ledger` of the connection, which follows that
+transaction through connection events:
 
 - a savepoint of the connection that rolls back removes the uploads handed
   over inside it and forgets the files they replaced; one that is released
