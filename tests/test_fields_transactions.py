@@ -484,11 +484,12 @@ def test_expunge_inside_a_savepoint(m, flush):
 
 class StatementCounter:
     def __init__(self, engine):
-        self.engine, self.count = engine, 0
+        self.engine, self.count, self.sql = engine, 0, []
         event.listen(engine, "before_cursor_execute", self)
 
-    def __call__(self, *args):
+    def __call__(self, conn, cursor, statement, *args):
         self.count += 1
+        self.sql.append(statement)
 
     def close(self):
         event.remove(self.engine, "before_cursor_execute", self)
@@ -556,6 +557,39 @@ def test_assign_on_expired_instance_issues_no_sql(m, statements, flush):
         doc_id = doc.id
     assert committed_content(m, doc_id)["file_id"] == new.file_id
     assert alive(new) and gone(old) and stored_count() == 1
+
+
+def test_expired_columns_read_back_in_one_query(m, statements):
+    doc_id, old = saved(m, content=b"old", second=b"second", thumbed=base._png())
+    with Session(m.engine) as session:
+        doc = session.get(m.Document, doc_id)
+        session.expire(doc)
+        doc.content, doc.second, doc.thumbed = b"a", b"b", None
+        before = statements.count
+        session.flush()
+        flush_sql = [" ".join(sql.split()) for sql in statements.sql[before:]]
+        # One query reads the three stored values (SQLAlchemy may reload the
+        # expired row for its UPDATE on its own: that one also selects "name").
+        ours = [sql for sql in flush_sql if sql.startswith("SELECT") and ".name" not in sql]
+        assert len(ours) == 1 and all(c in ours[0] for c in ("content", "second", "thumbed")), flush_sql
+        session.commit()
+    assert all(gone(v) for v in old.values()) and stored_count() == 2
+
+
+def test_detached_stale_copy_added_back_deletes_nothing_committed(m):
+    doc_id, first = saved(m, content=b"first")
+    stale = _detached(m, doc_id, loaded=True)  # remembers "first"
+    with Session(m.engine) as session:
+        session.get(m.Document, doc_id).content = b"second"
+        session.commit()
+    second = committed_content(m, doc_id)
+    stale.content = b"third"
+    third = stale.content
+    with Session(m.engine) as session:
+        session.add(stale)  # its known old value is the stale "first", already gone
+        session.commit()
+    assert committed_content(m, doc_id)["file_id"] == third.file_id
+    assert alive(third) and alive(second)  # "second" is an orphan, never a loss
 
 
 def test_detached_stale_copy_never_deletes_the_committed_file(m):

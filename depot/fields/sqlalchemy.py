@@ -307,37 +307,44 @@ class _SQLAMutationTracker:
             return
         dropped: List[str] = []
         for obj in session.deleted:
-            for key, _ in entities.get(type(obj), ()):
-                # The value being deleted, and the committed one if a change replaced it first.
+            keys = [key for key, _ in entities.get(type(obj), ())]
+            # The value being deleted, and the committed one if a change replaced it first.
+            for key in keys:
                 dropped += files_of(getattr(obj, key))
-                dropped += cls._replaced_files(session, obj, key)
+            dropped += cls._replaced_files(session, obj, keys)
         # Pending objects have no database value to lose: only persistent ones can drop files.
         for obj in session.dirty:
-            for key, _ in entities.get(type(obj), ()):
-                dropped += cls._replaced_files(session, obj, key)
+            dropped += cls._replaced_files(session, obj, [key for key, _ in entities.get(type(obj), ())])
         if dropped:
             cls._current_scope(session).drop(dropped)
 
     @classmethod
-    def _replaced_files(cls, session: Session, obj: Any, key: str) -> List[str]:
-        """The files of the stored value a pending change of ``obj.<key>`` replaces."""
+    def _replaced_files(cls, session: Session, obj: Any, keys: List[str]) -> List[str]:
+        """The files of the stored values that pending changes of ``obj``'s ``keys`` replace."""
         state = instance_state(obj)
-        history = state.get_history(key, attributes.PASSIVE_NO_INITIALIZE)
-        if history.deleted:
-            return [path for old in history.deleted for path in files_of(old)]
-        if history.added and state.key is not None:
-            # Assigned while the old value was not loaded (expired, detached
-            # or deferred): the row still holds it, read it now.
-            return files_of(cls._stored_value(session, state, key))
-        return []
+        paths: List[str] = []
+        unknown = []
+        for key in keys:
+            history = state.get_history(key, attributes.PASSIVE_NO_INITIALIZE)
+            if history.deleted:
+                paths += [path for old in history.deleted for path in files_of(old)]
+            elif history.added and state.key is not None:
+                # Assigned while the old value was not loaded (expired, detached
+                # or deferred): the row still holds it.
+                unknown.append(key)
+        if unknown:
+            for value in cls._stored_values(session, state, unknown):
+                paths += files_of(value)
+        return paths
 
     @staticmethod
-    def _stored_value(session: Session, state: Any, key: str) -> Any:
+    def _stored_values(session: Session, state: Any, keys: List[str]) -> Iterable[Any]:
+        """What the row of ``state`` holds for ``keys``, read in the flushing transaction (one query)."""
         mapper = state.mapper
         criteria = [column == value for column, value in zip(mapper.primary_key, state.key[1], strict=True)]
         # select_from(mapper): the joined tables of an inherited class, its discriminator.
-        query = select(mapper.attrs[key].class_attribute).select_from(mapper).where(*criteria)
-        return session.execute(query).scalar_one_or_none()
+        query = select(*[mapper.attrs[key].class_attribute for key in keys]).select_from(mapper).where(*criteria)
+        return session.execute(query).one_or_none() or ()
 
     @classmethod
     def _session_left(cls, session: Session, instance: Any) -> None:
