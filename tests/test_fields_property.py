@@ -2,7 +2,8 @@
 
 Each seed plays a short random history on one session: new rows, assignments,
 replacements, clearing, row deletions, flushes, nested savepoints released or
-rolled back, rollbacks, commits, expunges, expiry, detached assignments, and
+rolled back, rollbacks, commits, expunges (and adding back), expiry, detached
+assignments, and
 for some seeds an outer ``connection.begin()`` the session joins (every
 ``join_transaction_mode``), with savepoints of its own between session
 transactions.  After every step, every row committed to the database must
@@ -216,8 +217,8 @@ class History:
             self.left.remove(obj)
             self.objects.append(obj)
             detail = "readd %d" % self.ident(obj)
-        elif op == "expire" and obj is not None and inspect(obj).persistent and not session.is_modified(obj):
-            # Expiring discards unflushed assignments: their uploads are orphans (docs/database.rst).
+        elif op == "expire" and obj is not None and inspect(obj).persistent:
+            # Discards unflushed assignments: their uploads must go.
             session.expire(obj)
             detail = "expire %d" % self.ident(obj)
         elif op == "load":

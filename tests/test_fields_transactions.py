@@ -724,3 +724,43 @@ def test_expunged_then_added_again_and_flushed_keeps_its_upload(m):
     del doc
     gc.collect()
     assert alive(value) and committed_content(m, doc_id)["file_id"] == value.file_id
+
+
+@pytest.mark.parametrize("how", ["expire", "refresh", "expire_all"])
+def test_expiring_an_unflushed_assignment_drops_its_upload(m, how):
+    doc_id, old = saved(m, content=b"old")
+    with Session(m.engine) as session:
+        doc = session.get(m.Document, doc_id)
+        doc.content = b"discarded"
+        discarded = doc.content
+        if how == "expire_all":
+            session.expire_all()
+        else:
+            getattr(session, how)(doc)
+        assert doc.content.file_id == old["content"].file_id
+        session.commit()
+    assert gone(discarded) and alive(old["content"]) and stored_count() == 1
+
+
+def test_expiring_another_attribute_keeps_the_unflushed_assignment(m):
+    doc_id, old = saved(m, content=b"old")
+    with Session(m.engine) as session:
+        doc = session.get(m.Document, doc_id)
+        doc.content = b"new"
+        new = doc.content
+        session.expire(doc, ["name"])
+        session.commit()
+    assert alive(new) and gone(old["content"])
+    assert committed_content(m, doc_id)["file_id"] == new.file_id
+
+
+def test_expiring_after_a_flush_keeps_the_written_upload(m):
+    doc_id, old = saved(m, content=b"old")
+    with Session(m.engine) as session:
+        doc = session.get(m.Document, doc_id)
+        doc.content = b"new"
+        new = doc.content
+        session.flush()
+        session.expire(doc)
+        session.commit()
+    assert alive(new) and gone(old["content"])

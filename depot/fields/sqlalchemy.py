@@ -136,6 +136,7 @@ class _SessionFiles:
 
 _INFO_KEY = "depot.files"
 _GUARD_KEY = "depot.orphan_guard"
+_UNWRITTEN_KEY = "depot.unwritten"
 
 
 def _owner(transaction: Any) -> Any:
@@ -242,6 +243,7 @@ class _SQLAMutationTracker:
             event.listen(getattr(class_, prop.key), "set", cls._make_setter(column_type), retval=True)
         if tracked:
             cls.mapped_entities[class_] = tracked
+            event.listen(mapper, "expire", cls._expired)
 
     @classmethod
     def _make_setter(cls, column_type: UploadedFileField):
@@ -265,6 +267,15 @@ class _SQLAMutationTracker:
             isinstance(oldvalue, UploadedFile) and oldvalue is not value and is_fresh(oldvalue)
             and not cls._written(target, initiator.key)
         )
+        state = instance_state(target)
+        if state.key is not None:
+            # Expiring or refreshing the object would discard this assignment
+            # without a word: remember it until a flush writes it (see _expired).
+            unwritten = state.info.setdefault(_UNWRITTEN_KEY, {})
+            if fresh_new:
+                unwritten[initiator.key] = value
+            else:
+                unwritten.pop(initiator.key, None)
         if fresh_new or orphan:
             scope = cls._target_scope(target)
             if fresh_new:
@@ -307,6 +318,7 @@ class _SQLAMutationTracker:
             return
         dropped: List[str] = []
         for obj in session.deleted:
+            instance_state(obj).info.pop(_UNWRITTEN_KEY, None)
             keys = [key for key, _ in entities.get(type(obj), ())]
             # The value being deleted, and the committed one if a change replaced it first.
             for key in keys:
@@ -314,6 +326,7 @@ class _SQLAMutationTracker:
             dropped += cls._replaced_files(session, obj, keys)
         # Pending objects have no database value to lose: only persistent ones can drop files.
         for obj in session.dirty:
+            instance_state(obj).info.pop(_UNWRITTEN_KEY, None)  # written by this flush
             dropped += cls._replaced_files(session, obj, [key for key, _ in entities.get(type(obj), ())])
         if dropped:
             cls._current_scope(session).drop(dropped)
@@ -345,6 +358,23 @@ class _SQLAMutationTracker:
         # select_from(mapper): the joined tables of an inherited class, its discriminator.
         query = select(*[mapper.attrs[key].class_attribute for key in keys]).select_from(mapper).where(*criteria)
         return session.execute(query).one_or_none() or ()
+
+    @classmethod
+    def _expired(cls, target: Any, attrs: Any) -> None:
+        # An unflushed assignment was discarded (expire, refresh, a rollback):
+        # its upload is referenced by nothing now, unless another object took it.
+        state = instance_state(target)
+        unwritten = state.info.get(_UNWRITTEN_KEY)
+        session = object_session(target)
+        if not unwritten or session is None:
+            return
+        paths = []
+        for key in [key for key in unwritten if key not in state.dict]:
+            value = unwritten.pop(key)
+            if value.__dict__.get("_depot_claims", 0) <= 1:
+                paths += files_of(value)
+        if paths:
+            cls._current_scope(session).drop(paths)
 
     @classmethod
     def _session_left(cls, session: Session, instance: Any) -> None:
