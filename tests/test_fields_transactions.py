@@ -764,3 +764,19 @@ def test_expiring_after_a_flush_keeps_the_written_upload(m):
         session.expire(doc)
         session.commit()
     assert alive(new) and gone(old["content"])
+
+
+def test_expunged_object_keeps_its_upload_through_a_rollback(m):
+    with Session(m.engine) as session:
+        doc = m.Document(name="kept", content=b"x")
+        session.add(doc)
+        session.flush()  # another object's work, to have something to roll back
+        pending = m.Document(name="pending", content=b"y")
+        session.add(pending)
+        session.expunge(pending)
+        session.rollback()
+        value = pending.content
+        assert gone(doc.content) and alive(value)
+        session.add(pending)
+        session.commit()
+    assert alive(value)

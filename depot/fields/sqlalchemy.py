@@ -120,11 +120,11 @@ class _SessionFiles:
     the connections each outermost transaction used with their transaction
     (its own or the one it joined), to learn whether its commit (or its
     close) really ended the database transaction.  ``expunged`` remembers
-    objects that left the session without their row being written, with
-    the fresh values they hold.
+    objects that left the session (expunged, or the session closed) without
+    their row being written, with the fresh values they hold.
     """
 
-    __slots__ = ("scopes", "pending", "connections", "expunged", "rolled_back")
+    __slots__ = ("scopes", "pending", "connections", "expunged", "rolled_back", "restoring")
 
     def __init__(self) -> None:
         self.scopes: Dict[Any, FileScope] = {}
@@ -132,6 +132,7 @@ class _SessionFiles:
         self.connections: Dict[Any, List[Tuple[Any, Any]]] = {}
         self.rolled_back: List[Any] = []  # transactions whose database rollback happened
         self.expunged: List[Tuple["weakref.ref[Any]", List[Tuple[str, UploadedFile]]]] = []
+        self.restoring = False  # a rollback is expunging the objects it added: not the user
 
 
 _INFO_KEY = "depot.files"
@@ -172,7 +173,6 @@ class _SQLAMutationTracker:
         event.listen(Session, "before_flush", cls._session_flush)
         event.listen(Session, "persistent_to_deleted", cls._session_deleted)
         event.listen(Session, "pending_to_transient", cls._session_left)
-        event.listen(Session, "persistent_to_transient", cls._session_left)
         event.listen(Session, "persistent_to_detached", cls._session_detached)
         event.listen(Session, "after_commit", cls._session_committed)
         event.listen(Session, "after_rollback", cls._session_rolled_back)
@@ -243,7 +243,8 @@ class _SQLAMutationTracker:
             event.listen(getattr(class_, prop.key), "set", cls._make_setter(column_type), retval=True)
         if tracked:
             cls.mapped_entities[class_] = tracked
-            event.listen(mapper, "expire", cls._expired)
+            # raw: the state, also for objects already collected
+            event.listen(mapper, "expire", cls._expired, raw=True)
 
     @classmethod
     def _make_setter(cls, column_type: UploadedFileField):
@@ -360,12 +361,11 @@ class _SQLAMutationTracker:
         return session.execute(query).one_or_none() or ()
 
     @classmethod
-    def _expired(cls, target: Any, attrs: Any) -> None:
+    def _expired(cls, state: Any, attrs: Any) -> None:
         # An unflushed assignment was discarded (expire, refresh, a rollback):
         # its upload is referenced by nothing now, unless another object took it.
-        state = instance_state(target)
         unwritten = state.info.get(_UNWRITTEN_KEY)
-        session = object_session(target)
+        session = state.session
         if not unwritten or session is None:
             return
         paths = []
@@ -378,8 +378,8 @@ class _SQLAMutationTracker:
 
     @classmethod
     def _session_left(cls, session: Session, instance: Any) -> None:
-        # Expunged (or rolled back) before its row was written: its uploads
-        # must not be settled by a commit that does not store it.
+        # Expunged before its row was written: its uploads must neither be
+        # settled by a commit that does not store it nor deleted by a rollback.
         cls._remember_leaving(session, instance, lambda key: True)
 
     @classmethod
@@ -391,12 +391,13 @@ class _SQLAMutationTracker:
     @classmethod
     def _remember_leaving(cls, session: Session, instance: Any, unwritten: Any) -> None:
         tracked = cls.mapped_entities.get(type(instance))
-        if not tracked:
-            return
+        files = cls._session_files(session)
+        if not tracked or files.restoring:  # type: ignore[union-attr]
+            return  # objects a rollback takes out lose their uploads with it
         loaded = instance_state(instance).dict
         values = [(key, loaded[key]) for key, _ in tracked if unwritten(key) and is_fresh(loaded.get(key))]
         if values:
-            cls._session_files(session).expunged.append((weakref.ref(instance), values))  # type: ignore[union-attr]
+            files.expunged.append((weakref.ref(instance), values))  # type: ignore[union-attr]
 
     @classmethod
     def _session_deleted(cls, session: Session, instance: Any) -> None:
@@ -430,12 +431,14 @@ class _SQLAMutationTracker:
         transaction = _innermost(session)
         if files is not None and transaction is not None:
             files.rolled_back.append(_owner(transaction))
+            files.restoring = True
 
     @classmethod
     def _transaction_ended(cls, session: Session, transaction: Any) -> None:
         files = cls._session_files(session, create=False)
         if files is None or (not transaction.nested and transaction.parent is not None):
             return
+        files.restoring = False
         scope = files.scopes.pop(transaction, None)
         rolled_back = any(t is transaction for t in files.rolled_back)
         files.rolled_back = [t for t in files.rolled_back if t is not transaction]
@@ -454,17 +457,18 @@ class _SQLAMutationTracker:
             # mode leaves what it flushed in the transaction it joined, which
             # may still commit.  Unflushed uploads went back to their objects.
             scope.committed = True
+        if not transaction.nested:
+            cls._hand_back(scope, expunged)
         if not scope.committed:
             scope.rolled_back()
         elif transaction.nested:
             scope.merge_into(cls._scope_of(files, transaction.parent))
         else:
-            cls._hand_back(scope, expunged)
             cls._committed(scope, connections)
 
     @classmethod
     def _hand_back(cls, scope: FileScope, expunged: List[Any]) -> None:
-        """Give objects that left the session unsaved their uploads back, out of the commit."""
+        """Give objects that left the session unsaved their uploads back, out of the commit or rollback."""
         for ref, values in expunged:
             obj = ref()
             if obj is None:  # collected already: nothing refers to its uploads
