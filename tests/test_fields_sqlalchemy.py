@@ -662,7 +662,22 @@ def test_close_without_commit_discards_uploads(m, flush):
     flush(session)
     value = doc.content
     session.close()
+    # Flushed, the row is rolled back with its upload.  Never flushed, the object
+    # left the session (closing expunges it) with its upload, which goes with the object.
+    assert gone(value) or not inspect(doc).has_identity
+    del doc
+    gc.collect()
     assert gone(value)
+
+
+def test_object_left_by_close_can_be_added_again(m):
+    with Session(m.engine) as session:
+        doc = m.Document(name="again", content=b"x")
+        session.add(doc)
+    with Session(m.engine) as session:
+        session.add(doc)
+        session.commit()
+        assert alive(doc.content)
 
 
 def test_assignment_outside_transaction_is_tracked(m, session, flush):

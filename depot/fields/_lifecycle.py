@@ -95,14 +95,46 @@ class FileScope:
         if uploaded:
             delete_files(uploaded)
 
-    def committed_outermost(self) -> None:
-        """The database commit succeeded: remove what the committed rows no longer reference."""
+    def settle(self) -> None:
+        """A commit took the fresh values: no later rollback of another scope may delete them.
+
+        Their paths stay in ``uploaded``, so a scope that holds them until an
+        enclosing transaction ends can still remove them if that one rolls back.
+        """
         for value in self.values:
             value.__dict__["_depot_settled"] = True
+        self.values = []
+
+    def release(self, value: Any) -> bool:
+        """Take ``value`` (an upload of this scope) back out of it, to hand it to another owner.
+
+        Refused (``False``) when another scope took the value too: it may be
+        referenced from there, so it stays where it is.
+        """
+        paths = files_of(value)
+        if value.__dict__.get("_depot_claims", 0) > 1 or not paths or not self.uploaded.issuperset(paths):
+            return False
+        self.values = [v for v in self.values if v is not value]
+        self.uploaded.difference_update(paths)
+        return True
+
+    def adopt(self, value: Any) -> None:
+        """Record a value :meth:`release` took from another scope (it keeps its single claim)."""
+        self.uploaded.update(files_of(value))
+        self.values.append(value)
+
+    def committed_outermost(self) -> None:
+        """The database commit succeeded: remove what the committed rows no longer reference."""
+        self.settle()
         dropped = self.dropped
         self._reset()
         if dropped:
             delete_files(dropped)
+
+    def forget(self) -> None:
+        """Whether the changes became durable cannot be known: keep every file (orphans at worst)."""
+        self.settle()
+        self._reset()
 
 
 def guard_orphans(owner: Any, scope: FileScope) -> "weakref.finalize":

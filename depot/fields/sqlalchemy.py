@@ -4,19 +4,23 @@ Importing this module registers the tracker's listeners (as filedepot does):
 files uploaded by assigning a column are removed again when their
 transaction or savepoint rolls back, and files that rows stop referencing
 are removed once the outermost transaction has committed.  See
-:mod:`depot.fields._lifecycle` for the exact rules.
+:mod:`depot.fields._lifecycle` for the exact rules, and
+:mod:`depot.fields._sqla_outer` for sessions joined to a transaction they do
+not own.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
 
-from sqlalchemy import event, types
+from sqlalchemy import event, select, types
 from sqlalchemy.orm import Mapper, Session, attributes, object_session
 from sqlalchemy.orm.base import instance_state
 
 from depot.manager import DepotManager  # noqa: F401 - a name filedepot 0.12 had here
 
-from ._lifecycle import FileScope, files_of, guard_orphans, is_fresh
+from . import _sqla_outer
+from ._lifecycle import FileScope, delete_files, files_of, guard_orphans, is_fresh
 from .interfaces import FileFilter
 from .upload import UploadedFile
 
@@ -114,18 +118,28 @@ class _SessionFiles:
     """The file scopes of one session: one per open transaction or savepoint.
 
     ``pending`` collects uploads made while the session has no transaction;
-    the next outermost transaction takes them over.
+    the next outermost transaction takes them over.  ``connections`` lists
+    the connections each outermost transaction used with their transaction
+    (its own or the one it joined), to learn whether its commit (or its
+    close) really ended the database transaction.  ``expunged`` remembers
+    objects that left the session (expunged, or the session closed) without
+    their row being written, with the fresh values they hold.
     """
 
-    __slots__ = ("scopes", "pending")
+    __slots__ = ("scopes", "pending", "connections", "expunged", "rolled_back", "restoring")
 
     def __init__(self) -> None:
         self.scopes: Dict[Any, FileScope] = {}
         self.pending = FileScope()
+        self.connections: Dict[Any, List[Tuple[Any, Any]]] = {}
+        self.rolled_back: List[Any] = []  # transactions whose database rollback happened
+        self.expunged: List[Tuple["weakref.ref[Any]", List[Tuple[str, UploadedFile]]]] = []
+        self.restoring = False  # a rollback is expunging the objects it added: not the user
 
 
 _INFO_KEY = "depot.files"
 _GUARD_KEY = "depot.orphan_guard"
+_UNWRITTEN_KEY = "depot.unwritten"
 
 
 def _owner(transaction: Any) -> Any:
@@ -157,9 +171,13 @@ class _SQLAMutationTracker:
         cls._configured = True
         event.listen(Mapper, "mapper_configured", cls._mapper_configured)
         event.listen(Session, "before_attach", cls._session_attached)
+        event.listen(Session, "after_begin", cls._session_began)
         event.listen(Session, "before_flush", cls._session_flush)
         event.listen(Session, "persistent_to_deleted", cls._session_deleted)
+        event.listen(Session, "pending_to_transient", cls._session_left)
+        event.listen(Session, "persistent_to_detached", cls._session_detached)
         event.listen(Session, "after_commit", cls._session_committed)
+        event.listen(Session, "after_rollback", cls._session_rolled_back)
         event.listen(Session, "after_transaction_end", cls._transaction_ended)
 
     # -- where the files of a change go ------------------------------------
@@ -194,7 +212,11 @@ class _SQLAMutationTracker:
         session = object_session(target)
         if session is not None:
             return cls._current_scope(session)
-        # Not in a session yet: kept on the object until it is added to one,
+        return cls._object_scope(target)
+
+    @staticmethod
+    def _object_scope(target: Any) -> FileScope:
+        # Not in a session: kept on the object until it is added to one,
         # and removed with the object if that never happens.
         info = instance_state(target).info
         scope = info.get(_INFO_KEY)
@@ -217,12 +239,14 @@ class _SQLAMutationTracker:
             tracked.append((prop.key, column_type))
             # Every mapper (polymorphic subclasses too) registers its own
             # attribute, so the listener must not propagate to subclasses.
-            event.listen(
-                getattr(class_, prop.key), "set", cls._make_setter(column_type),
-                retval=True, active_history=True,
-            )
+            # No active_history (as in filedepot): assigning an expired or
+            # detached attribute must neither query nor fail; the value it
+            # replaces is read at flush time instead (_replaced_files).
+            event.listen(getattr(class_, prop.key), "set", cls._make_setter(column_type), retval=True)
         if tracked:
             cls.mapped_entities[class_] = tracked
+            # raw: the state, also for objects already collected
+            event.listen(mapper, "expire", cls._expired, raw=True)
 
     @classmethod
     def _make_setter(cls, column_type: UploadedFileField):
@@ -239,8 +263,22 @@ class _SQLAMutationTracker:
             value = column_type._upload_type(value, column_type._upload_storage)
             value._apply_filters(column_type._filters)
         fresh_new = is_fresh(value)
-        # An upload replaced before any commit saw it is referenced by nothing.
-        orphan = isinstance(oldvalue, UploadedFile) and oldvalue is not value and is_fresh(oldvalue)
+        # An upload replaced before any commit or flush saw it is referenced by
+        # nothing.  One already flushed is in the row: the flush that replaces
+        # it drops it, and if no flush ever does (the object is expunged) the row keeps it.
+        orphan = (
+            isinstance(oldvalue, UploadedFile) and oldvalue is not value and is_fresh(oldvalue)
+            and not cls._written(target, initiator.key)
+        )
+        state = instance_state(target)
+        if state.key is not None:
+            # Expiring or refreshing the object would discard this assignment
+            # without a word: remember it until a flush writes it (see _expired).
+            unwritten = state.info.setdefault(_UNWRITTEN_KEY, {})
+            if fresh_new:
+                unwritten[initiator.key] = value
+            else:
+                unwritten.pop(initiator.key, None)
         if fresh_new or orphan:
             scope = cls._target_scope(target)
             if fresh_new:
@@ -248,6 +286,12 @@ class _SQLAMutationTracker:
             if orphan:
                 scope.drop(files_of(oldvalue))
         return value
+
+    @staticmethod
+    def _written(target: Any, key: str) -> bool:
+        """Whether the current value of ``target.<key>`` is the one its row holds (flushed, unchanged since)."""
+        state = instance_state(target)
+        return state.key is not None and key not in state.committed_state
 
     # -- session events ----------------------------------------------------
 
@@ -262,25 +306,100 @@ class _SQLAMutationTracker:
             scope.merge_into(cls._current_scope(session))
 
     @classmethod
+    def _session_began(cls, session: Session, transaction: Any, connection: Any) -> None:
+        # A savepoint reports the connection its outermost transaction already has.
+        if cls.mapped_entities and transaction.parent is None:
+            # The connection's transaction the session uses: its own, or the one it joined.
+            joined = connection.get_nested_transaction() or connection.get_transaction()
+            connections = cls._session_files(session).connections  # type: ignore[union-attr]
+            connections.setdefault(transaction, []).append((connection, joined))
+
+    @classmethod
     def _session_flush(cls, session: Session, flush_context: Any, instances: Any) -> None:
         entities = cls.mapped_entities
         if not entities:
             return
-        scope = None
+        dropped: List[str] = []
         for obj in session.deleted:
-            for key, _ in entities.get(type(obj), ()):
-                if scope is None:
-                    scope = cls._current_scope(session)
-                scope.drop(files_of(getattr(obj, key)))
+            instance_state(obj).info.pop(_UNWRITTEN_KEY, None)
+            keys = [key for key, _ in entities.get(type(obj), ())]
+            # The value being deleted, and the committed one if a change replaced it first.
+            for key in keys:
+                dropped += files_of(getattr(obj, key))
+            dropped += cls._replaced_files(session, obj, keys)
         # Pending objects have no database value to lose: only persistent ones can drop files.
         for obj in session.dirty:
-            for key, _ in entities.get(type(obj), ()):
-                history = attributes.get_history(obj, key)
-                for old in history.deleted or ():
-                    if old:
-                        if scope is None:
-                            scope = cls._current_scope(session)
-                        scope.drop(files_of(old))
+            instance_state(obj).info.pop(_UNWRITTEN_KEY, None)  # written by this flush
+            dropped += cls._replaced_files(session, obj, [key for key, _ in entities.get(type(obj), ())])
+        if dropped:
+            cls._current_scope(session).drop(dropped)
+
+    @classmethod
+    def _replaced_files(cls, session: Session, obj: Any, keys: List[str]) -> List[str]:
+        """The files of the stored values that pending changes of ``obj``'s ``keys`` replace."""
+        state = instance_state(obj)
+        paths: List[str] = []
+        unknown = []
+        for key in keys:
+            history = state.get_history(key, attributes.PASSIVE_NO_INITIALIZE)
+            if history.deleted:
+                paths += [path for old in history.deleted for path in files_of(old)]
+            elif history.added and state.key is not None:
+                # Assigned while the old value was not loaded (expired, detached
+                # or deferred): the row still holds it.
+                unknown.append(key)
+        if unknown:
+            for value in cls._stored_values(session, state, unknown):
+                paths += files_of(value)
+        return paths
+
+    @staticmethod
+    def _stored_values(session: Session, state: Any, keys: List[str]) -> Iterable[Any]:
+        """What the row of ``state`` holds for ``keys``, read in the flushing transaction (one query)."""
+        mapper = state.mapper
+        criteria = [column == value for column, value in zip(mapper.primary_key, state.key[1], strict=True)]
+        # select_from(mapper): the joined tables of an inherited class, its discriminator.
+        query = select(*[mapper.attrs[key].class_attribute for key in keys]).select_from(mapper).where(*criteria)
+        return session.execute(query).one_or_none() or ()
+
+    @classmethod
+    def _expired(cls, state: Any, attrs: Any) -> None:
+        # An unflushed assignment was discarded (expire, refresh, a rollback):
+        # its upload is referenced by nothing now, unless another object took it.
+        unwritten = state.info.get(_UNWRITTEN_KEY)
+        session = state.session
+        if not unwritten or session is None:
+            return
+        paths = []
+        for key in [key for key in unwritten if key not in state.dict]:
+            value = unwritten.pop(key)
+            if value.__dict__.get("_depot_claims", 0) <= 1:
+                paths += files_of(value)
+        if paths:
+            cls._current_scope(session).drop(paths)
+
+    @classmethod
+    def _session_left(cls, session: Session, instance: Any) -> None:
+        # Expunged before its row was written: its uploads must neither be
+        # settled by a commit that does not store it nor deleted by a rollback.
+        cls._remember_leaving(session, instance, lambda key: True)
+
+    @classmethod
+    def _session_detached(cls, session: Session, instance: Any) -> None:
+        # Expunged with changes never flushed: the row does not hold those uploads.
+        unflushed = instance_state(instance).committed_state
+        cls._remember_leaving(session, instance, unflushed.__contains__)
+
+    @classmethod
+    def _remember_leaving(cls, session: Session, instance: Any, unwritten: Any) -> None:
+        tracked = cls.mapped_entities.get(type(instance))
+        files = cls._session_files(session)
+        if not tracked or files.restoring:  # type: ignore[union-attr]
+            return  # objects a rollback takes out lose their uploads with it
+        loaded = instance_state(instance).dict
+        values = [(key, loaded[key]) for key, _ in tracked if unwritten(key) and is_fresh(loaded.get(key))]
+        if values:
+            files.expunged.append((weakref.ref(instance), values))  # type: ignore[union-attr]
 
     @classmethod
     def _session_deleted(cls, session: Session, instance: Any) -> None:
@@ -306,22 +425,76 @@ class _SQLAMutationTracker:
             cls._scope_of(files, transaction).committed = True
 
     @classmethod
+    def _session_rolled_back(cls, session: Session) -> None:
+        # Fired when the database rollback happened, for the savepoint or the
+        # outermost transaction being rolled back (not for a close that only
+        # leaves a joined transaction: see _transaction_ended).
+        files = cls._session_files(session, create=False)
+        transaction = _innermost(session)
+        if files is not None and transaction is not None:
+            files.rolled_back.append(_owner(transaction))
+            files.restoring = True
+
+    @classmethod
     def _transaction_ended(cls, session: Session, transaction: Any) -> None:
         files = cls._session_files(session, create=False)
         if files is None or (not transaction.nested and transaction.parent is not None):
             return
+        files.restoring = False
         scope = files.scopes.pop(transaction, None)
-        if transaction.parent is None and files.pending:
-            scope = scope or FileScope()
-            files.pending.merge_into(scope)
+        rolled_back = any(t is transaction for t in files.rolled_back)
+        files.rolled_back = [t for t in files.rolled_back if t is not transaction]
+        connections: Iterable[Any] = ()
+        expunged: List[Any] = []
+        if transaction.parent is None:
+            connections = files.connections.pop(transaction, ())
+            expunged, files.expunged = files.expunged, []
+            if files.pending:
+                scope = scope or FileScope()
+                files.pending.merge_into(scope)
         if scope is None:
             return
+        if not scope.committed and not rolled_back and any(t.is_active for _, t in connections):
+            # Closed without a rollback: a session joined in "rollback_only"
+            # mode leaves what it flushed in the transaction it joined, which
+            # may still commit.  Unflushed uploads went back to their objects.
+            scope.committed = True
+        if not transaction.nested:
+            cls._hand_back(scope, expunged)
         if not scope.committed:
             scope.rolled_back()
         elif transaction.nested:
             scope.merge_into(cls._scope_of(files, transaction.parent))
         else:
+            cls._committed(scope, connections)
+
+    @classmethod
+    def _hand_back(cls, scope: FileScope, expunged: List[Any]) -> None:
+        """Give objects that left the session unsaved their uploads back, out of the commit or rollback."""
+        for ref, values in expunged:
+            obj = ref()
+            if obj is None:  # collected already: nothing refers to its uploads
+                delete_files([p for _, value in values if scope.release(value) for p in files_of(value)])
+            elif object_session(obj) is None:  # not added again, here or elsewhere
+                loaded = instance_state(obj).dict
+                for key, value in values:
+                    # Still holding it, and not written by a flush after being added again.
+                    if loaded.get(key) is value and not cls._written(obj, key) and scope.release(value):
+                        cls._object_scope(obj).adopt(value)
+
+    @staticmethod
+    def _committed(scope: FileScope, connections: Iterable[Any]) -> None:
+        """The session committed: act now if that ended the database transaction, else follow it."""
+        still_open = [c for c, _ in connections if not c.closed and c.in_transaction()]
+        if not still_open:
             scope.committed_outermost()
+            for connection, _ in connections:
+                _sqla_outer.commit_confirmed(connection)
+            return
+        scope.settle()
+        # Several connections left open: no single transaction decides; keep every file.
+        if len(still_open) > 1 or not _sqla_outer.defer(still_open[0], scope):
+            scope.forget()
 
 
 def _register_with_sprox() -> None:
