@@ -82,6 +82,20 @@ class DepotManager:
         return cls._depots.get(resolved) if resolved is not None else None
 
     @classmethod
+    def get_async(cls, name: Optional[str] = None) -> Any:
+        """:meth:`get`, as an :class:`~depot.io.aio.AsyncStorage` whose operations are awaited.
+
+        ``None`` for an unknown name, as :meth:`get`.  Needs ``anyio``
+        (``pip install 'depot[async]'``).
+        """
+        storage = cls.get(name)
+        if storage is None:
+            return None
+        from depot.io.aio import AsyncStorage
+
+        return AsyncStorage(storage)
+
+    @classmethod
     def get_file(cls, path: str) -> StoredFile:
         """The file at ``'<storage>/<file_id>'``, the form of ``UploadedFile.path``."""
         depot_name, file_id = path.split("/", 1)
