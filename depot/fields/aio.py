@@ -30,8 +30,9 @@ from typing import Any, Optional
 
 from depot._optional import require
 
-anyio = require("anyio", "async", "depot.fields.aio")
+require("anyio", "async", "depot.fields.aio")  # a message naming the extra when anyio is missing
 
+import anyio  # noqa: E402
 import anyio.to_thread  # noqa: E402
 from sqlalchemy import inspect as sa_inspect  # noqa: E402
 

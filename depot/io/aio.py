@@ -42,8 +42,9 @@ from typing import IO, Any, AsyncIterator, Callable, List, Optional, TypeVar
 
 from depot._optional import require
 
-anyio = require("anyio", "async", "depot.io.aio")
+require("anyio", "async", "depot.io.aio")  # a message naming the extra when anyio is missing
 
+import anyio  # noqa: E402
 import anyio.to_thread  # noqa: E402
 from anyio.lowlevel import RunVar  # noqa: E402
 
