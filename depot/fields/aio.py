@@ -35,11 +35,12 @@ require("anyio", "async", "depot.fields.aio")  # a message naming the extra when
 import anyio  # noqa: E402
 import anyio.to_thread  # noqa: E402
 from sqlalchemy import inspect as sa_inspect  # noqa: E402
+from sqlalchemy.ext.asyncio import async_object_session  # noqa: E402
 
 from depot.io._aio_pipe import is_async_source, run_with_source  # noqa: E402
 from depot.io.aio import AsyncStoredFile, thread_limiter, upload_thread_limiter  # noqa: E402
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage  # noqa: E402
-from depot.io.utils import INMEMORY_FILESIZE, FileIntent, copy_stream  # noqa: E402
+from depot.io.utils import INMEMORY_FILESIZE, FileIntent, write_content  # noqa: E402
 
 from . import _offload  # noqa: E402
 from ._lifecycle import delete_files, files_of  # noqa: E402
@@ -68,7 +69,7 @@ def _spooled(content: Any) -> FileIntent:
     source, filename, content_type = FileStorage.fileinfo(content)
     spool = tempfile.SpooledTemporaryFile(INMEMORY_FILESIZE)
     try:
-        copy_stream(source, spool)
+        write_content(source, spool)
     except BaseException:
         spool.close()
         raise
@@ -108,6 +109,7 @@ async def attach(obj: Any, attribute: str, content: Any, *, chunk_size: int = DE
                 source._fileobj.close()
         return value
 
+    await _load_current(obj, attribute)
     if isinstance(content, AsyncStoredFile):
         content = content.file
     try:
@@ -115,13 +117,27 @@ async def attach(obj: Any, attribute: str, content: Any, *, chunk_size: int = DE
             value = await run_with_source(content, build, upload_thread_limiter(), chunk_size)
         else:
             value = await anyio.to_thread.run_sync(build, content, limiter=thread_limiter())
+        setattr(obj, attribute, value)
     except BaseException:
         # Stored but never assigned (a failing filter, a cancellation): nothing refers to it.
         if built:
             delete_files(files_of(built[0]))
         raise
-    setattr(obj, attribute, value)
     return value
+
+
+async def _load_current(obj: Any, attribute: str) -> None:
+    """Load the attribute's current value if it is expired, through the object's AsyncSession.
+
+    The tracker needs the value being replaced (to delete its file at
+    commit); loading it on assignment would be blocking I/O, which an
+    ``AsyncSession`` refuses outside of its own calls.
+    """
+    state = sa_inspect(obj)
+    if state.persistent and attribute in state.unloaded:
+        session = async_object_session(obj)
+        if session is not None:
+            await session.refresh(obj, [attribute])
 
 
 async def deletions_done(timeout: Optional[float] = None) -> None:

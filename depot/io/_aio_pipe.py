@@ -22,6 +22,7 @@ from typing import Any, AsyncIterator, Callable, Optional, TypeVar
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import ObjectReceiveStream
 
@@ -156,5 +157,7 @@ async def run_with_source(
         receive.close()
         tg.cancel_scope.cancel()
     if failure is not None:
+        # A write aborted because this task is being cancelled reports the cancellation, not UploadCancelled.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         raise failure
     return result
