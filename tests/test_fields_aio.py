@@ -26,7 +26,6 @@ from depot.fields.aio import attach, deletions_done  # noqa: E402
 from depot.fields.filters.thumbnails import WithThumbnailFilter  # noqa: E402
 from depot.fields.specialized.image import UploadedImageWithThumb  # noqa: E402
 from depot.fields.sqlalchemy import UploadedFileField  # noqa: E402
-from depot.fields.upload import UploadedFile  # noqa: E402
 from depot.io.memory import MemoryFileStorage  # noqa: E402
 from depot.manager import DepotManager  # noqa: E402
 
