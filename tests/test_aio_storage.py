@@ -112,6 +112,41 @@ async def test_create_from_starlette_upload_file(files, local):
     assert stored.read() == pattern(300000)
 
 
+class AsyncOnlyUpload:
+    """An upload object offering only ``await read(n)`` (no blocking file): streamed through the pipe."""
+
+    def __init__(self, data, filename, content_type):
+        self._data = io.BytesIO(data)
+        self.filename = filename
+        self.content_type = content_type
+        self.reads = 0
+
+    async def read(self, n=-1):
+        self.reads += 1
+        await anyio.sleep(0)
+        return self._data.read(n)
+
+
+async def test_create_from_async_only_upload(local):
+    files = AsyncStorage(local, chunk_size=65536)
+    upload = AsyncOnlyUpload(pattern(300000), "scan.pdf", None)
+    stored = local.get(await files.create(upload))
+    assert (stored.filename, stored.content_type) == ("scan.pdf", "application/pdf")
+    assert stored.read() == pattern(300000)
+    assert upload.reads == 6  # 300000 bytes in 65536-byte reads, then the empty read
+
+
+async def test_starlette_upload_is_read_in_the_worker_thread(files, local, monkeypatch):
+    # Its content is complete in a blocking spooled file: no trip to the loop per chunk.
+    upload = starlette_upload(pattern(300000), "photo.png", "image/png")
+
+    async def no_async_read(n=-1):
+        raise AssertionError("read through the event loop")
+
+    monkeypatch.setattr(upload, "read", no_async_read)
+    assert local.get(await files.create(upload)).read() == pattern(300000)
+
+
 async def test_upload_names_follow_create_rules(files, local):
     # Explicit arguments win, a FileIntent is taken as given, as for blocking uploads.
     f1 = local.get(await files.create(starlette_upload(b"x", "a.png", "image/png"), "b.txt"))

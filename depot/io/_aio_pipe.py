@@ -26,9 +26,9 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import ObjectReceiveStream
 
-from depot.io.utils import FileIntent
+from depot.io.utils import FileIntent, _is_fieldstorage_like
 
-__all__ = ["is_async_source", "run_with_source", "UploadCancelled"]
+__all__ = ["is_async_source", "blocking_content", "run_with_source", "UploadCancelled"]
 
 T = TypeVar("T")
 
@@ -42,10 +42,31 @@ def _has_async_read(obj: Any) -> bool:
 
 
 def is_async_source(content: Any) -> bool:
-    """Whether ``content`` (or the content of a :class:`FileIntent`) must be read with ``await``."""
+    """Whether ``content`` (or the content of a :class:`FileIntent`) must be read with ``await``.
+
+    An upload object that also holds its content in a blocking ``file``
+    (Starlette's ``UploadFile`` once the form is parsed: a spooled temporary
+    file) is not: a worker thread reads that file directly, as ``create()``
+    reads any form upload, without a trip to the event loop per chunk.
+    """
     if isinstance(content, FileIntent):
         content = content._fileobj
+    if _has_blocking_file(content):
+        return False
     return hasattr(content, "__aiter__") or _has_async_read(content)
+
+
+def _has_blocking_file(upload: Any) -> bool:
+    return _is_fieldstorage_like(upload) and callable(getattr(upload.file, "read", None)) and not (
+        _has_async_read(upload.file)
+    )
+
+
+def blocking_content(content: Any) -> Any:
+    """``content`` as a blocking ``create()`` takes it: a FileIntent around an upload object gets its file."""
+    if isinstance(content, FileIntent) and _has_blocking_file(content._fileobj):
+        return FileIntent(content._fileobj.file, content._filename, content._content_type)
+    return content
 
 
 async def _chunks(source: Any, chunk_size: int) -> AsyncIterator[bytes]:

@@ -48,7 +48,7 @@ import anyio  # noqa: E402
 import anyio.to_thread  # noqa: E402
 from anyio.lowlevel import RunVar  # noqa: E402
 
-from depot.io._aio_pipe import is_async_source, run_with_source  # noqa: E402
+from depot.io._aio_pipe import blocking_content, is_async_source, run_with_source  # noqa: E402
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFacts, StoredFile  # noqa: E402
 
 __all__ = ["AsyncStorage", "AsyncStoredFile", "DEFAULT_THREADS", "thread_limiter", "upload_thread_limiter"]
@@ -268,7 +268,10 @@ class AsyncStorage:
             return await method(*args)
         *head, content, filename, content_type = args
         if not is_async_source(content):
-            return await anyio.to_thread.run_sync(blocking, *args, limiter=self._calls())
+            content = blocking_content(content)
+            return await anyio.to_thread.run_sync(
+                blocking, *head, content, filename, content_type, limiter=self._calls()
+            )
         limiter = self._upload_limiter or upload_thread_limiter()
         return await run_with_source(
             content, lambda stream: blocking(*head, stream, filename, content_type), limiter, self.chunk_size
