@@ -83,14 +83,7 @@ def make_app(data_dir: str) -> Any:
         return StreamingResponse(chunks(), media_type=stored.content_type,
                                  headers={"Content-Length": str(stored.content_length)})
 
-    @app.get("/lag")
-    async def lag() -> Dict[str, Any]:
-        return probe.report()
-
-    @app.post("/lag/reset", status_code=204)
-    async def lag_reset() -> None:
-        probe.samples = []
-
+    probe.add_routes(app)
     return app
 
 

@@ -95,6 +95,17 @@ class LagProbe:
 
         return {"samples": len(ordered), "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": ms(1.0)}
 
+    def add_routes(self, app: FastAPI) -> None:
+        """``GET /lag``: the report; ``POST /lag/reset``: start a new measurement."""
+
+        @app.get("/lag")
+        async def lag() -> Dict[str, Any]:
+            return self.report()
+
+        @app.post("/lag/reset", status_code=204)
+        async def lag_reset() -> None:
+            self.samples = []
+
 
 def make_app(data_dir: str, lag_probe: bool = False) -> Any:
     library.configure_storages(data_dir)
@@ -202,14 +213,7 @@ def make_app(data_dir: str, lag_probe: bool = False) -> Any:
             return StreamingResponse(iter(()), media_type=content_type, headers=headers)
         return StreamingResponse(_chunks(stored), media_type=content_type, headers=headers)
 
-    @app.get("/lag")
-    async def lag() -> Dict[str, Any]:
-        return probe.report()
-
-    @app.post("/lag/reset", status_code=204)
-    async def lag_reset() -> None:
-        probe.samples = []
-
+    probe.add_routes(app)
     if DepotMiddleware is not None:
         return DepotManager.make_asgi_middleware(app, mountpoint=MOUNTPOINT)
     return app
