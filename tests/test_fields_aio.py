@@ -362,6 +362,10 @@ async def test_attach_refuses_other_attributes(db):
     _, Document = db
     with pytest.raises(TypeError):
         await attach(Document(), "name", b"x")
+    with pytest.raises(TypeError):
+        await attach(Document(), "missing", b"x")
+    with pytest.raises(TypeError):
+        await attach(object(), "content", b"x")
     assert stored() == 0
 
 

@@ -51,7 +51,7 @@ __all__ = ["attach", "deletions_done"]
 
 
 def _column_type(obj: Any, attribute: str) -> UploadedFileField:
-    mapper = sa_inspect(type(obj))
+    mapper = sa_inspect(type(obj), raiseerr=False)
     prop = mapper.attrs.get(attribute) if mapper is not None else None
     column_type = getattr(prop, "columns", [None])[0]
     column_type = getattr(column_type, "type", None)
