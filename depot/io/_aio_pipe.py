@@ -6,8 +6,10 @@ iterable of bytes (a request body) or an upload object whose ``read(n)`` is
 a coroutine (Starlette's ``UploadFile``).  :func:`run_with_source` joins the
 two: a producer task on the event loop pulls chunks from the source and
 hands them over a memory stream holding at most one chunk; the worker
-thread's :class:`_Pipe` takes them one at a time.  Memory is bounded by
-a few chunks whatever the size of the upload.
+thread's :class:`_Pipe` takes them one at a time (the small pieces of a
+request body are gathered up to the chunk size first: every hand-over is a
+trip through the loop).  Memory is bounded by a few chunks whatever the
+size of the upload.
 
 When the source fails, or the calling task is cancelled (a client that went
 away), the pipe raises in the worker thread instead of reporting an end of
@@ -78,9 +80,21 @@ async def _chunks(source: Any, chunk_size: int) -> AsyncIterator[bytes]:
                 return
             yield chunk
     else:
+        # Request bodies come in pieces of a few KiB: gathered up to chunk_size,
+        # each hand-over to the worker thread (a trip through the loop) carries more.
+        pending = bytearray()
         async for chunk in source:
-            if chunk:
-                yield chunk
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                raise TypeError("Only bytes can be stored, not %s" % type(chunk).__name__)
+            if not pending and len(chunk) >= chunk_size:
+                yield chunk  # already large enough: no copy
+                continue
+            pending += chunk
+            if len(pending) >= chunk_size:
+                yield pending
+                pending = bytearray()
+        if pending:
+            yield pending
 
 
 class _Pipe(io.RawIOBase):
