@@ -104,6 +104,24 @@ async def test_create_from_async_iterable(files, local):
     assert (stored.read(), stored.filename, stored.content_type) == (b"abcdefghi", "letters.txt", "text/plain")
 
 
+async def test_small_pieces_are_gathered_into_chunks(local, monkeypatch):
+    import anyio.from_thread
+
+    trips = []
+    real_run = anyio.from_thread.run
+
+    def counting_run(func, *args):
+        trips.append(func)
+        return real_run(func, *args)
+
+    monkeypatch.setattr(anyio.from_thread, "run", counting_run)
+    files = AsyncStorage(local, chunk_size=64 * 1024)
+    piece = pattern(1000)
+    file_id = await files.create(agen(*[piece] * 1000))
+    assert local.get(file_id).read() == piece * 1000
+    assert len(trips) <= 1000 * 1000 // (64 * 1024) + 2  # 16 full chunks, the rest, the end
+
+
 async def test_create_from_starlette_upload_file(files, local):
     upload = starlette_upload(pattern(300000), "photo.png", "image/x-custom")
     file_id = await files.create(upload)
