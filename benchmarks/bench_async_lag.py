@@ -11,8 +11,9 @@ for the loop.  While it runs, this script drives, all at once:
   the body itself to ``PUT /documents/raw/<name>`` instead).
 
 and prints the probe's p50/p99/max lateness per round (target: p99 under
-20 ms), with the transfer rates, the server's CPU use and the lateness of
-the idle server (what the machine adds by itself).  The same is then
+20 ms), with the transfer rates, the server's CPU use (all threads, and the event
+loop's thread alone) and the lateness of the idle server (what the machine
+adds by itself).  The same is then
 measured on ``lag_blocking_app.py``, the same routes calling depot's
 blocking API from the handlers, on the loop: the reference point.
 
@@ -110,6 +111,7 @@ def one_round(url: str, file_path: str, source: str, mode: str, pid: int) -> Dic
     if downloaded != [SIZE] * DOWNLOADS or len(uploaded) != UPLOADS:
         raise SystemExit("a transfer failed: downloaded %r, uploaded %d" % (downloaded, len(uploaded)))
     return {"p50": lag["p50_ms"], "p99": lag["p99_ms"], "max": lag["max_ms"], "samples": lag["samples"],
+            "loop_cpu": lag["loop_cpu_percent"],
             "seconds": elapsed, "cpu": cpu, "down_mbs": DOWNLOADS * SIZE / elapsed / 1e6, "up_mbs": UPLOADS * SIZE / elapsed / 1e6}
 
 
@@ -130,18 +132,20 @@ def measure(name: str, args: argparse.Namespace, tmp: str, source: str) -> float
             file_path = seeded.json()["url"]
         print("\n%s API: event-loop lateness of a 10 ms sleep in the server, during %d x 64 MiB downloads "
               "and %d x 64 MiB %s uploads (uvicorn, one worker)" % (name, DOWNLOADS, UPLOADS, args.uploads))
-        print("%-6s %9s %9s %9s %8s %8s %10s %10s %11s" % (
-            "round", "p50 ms", "p99 ms", "max ms", "samples", "seconds", "down MB/s", "up MB/s", "server CPU"))
+        print("%-6s %9s %9s %9s %8s %8s %10s %10s %11s %9s" % (
+            "round", "p50 ms", "p99 ms", "max ms", "samples", "seconds", "down MB/s", "up MB/s", "server CPU",
+            "loop CPU"))
         idle = idle_lag(url)
-        print("%-6s %9.2f %9.2f %9.2f %8d %8s %10s %10s %11s" % (
-            "idle", idle["p50_ms"], idle["p99_ms"], idle["max_ms"], idle["samples"], "3.00", "-", "-", "-"))
+        print("%-6s %9.2f %9.2f %9.2f %8d %8s %10s %10s %11s %8.0f%%" % (
+            "idle", idle["p50_ms"], idle["p99_ms"], idle["max_ms"], idle["samples"], "3.00", "-", "-", "-",
+            idle["loop_cpu_percent"]))
         p99s = []
         for n in range(1, args.rounds + 1):
             r = one_round(url, file_path, source, args.uploads, proc.pid)
             p99s.append(r["p99"])
-            print("%-6d %9.2f %9.2f %9.2f %8d %8.2f %10.1f %10.1f %10.0f%%" % (
+            print("%-6d %9.2f %9.2f %9.2f %8d %8.2f %10.1f %10.1f %10.0f%% %8.0f%%" % (
                 n, r["p50"], r["p99"], r["max"], r["samples"], r["seconds"], r["down_mbs"], r["up_mbs"],
-                100 * r["cpu"] / r["seconds"]))
+                100 * r["cpu"] / r["seconds"], r["loop_cpu"]))
         return max(p99s)
     finally:
         proc.terminate()
