@@ -365,3 +365,13 @@ async def test_manager_get_async(memory_depots):
     assert DepotManager.get().get(file_id).read() == b"registered"
     assert DepotManager.get_async("nope") is None
     assert AsyncStorage(files).storage is files.storage
+
+
+def test_missing_anyio_names_the_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['anyio'] = None\n"
+            "try:\n    import depot.io.aio\nexcept ImportError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install 'depot[async]'" in out
