@@ -303,11 +303,11 @@ async def test_blocking_backends_leave_the_loop_free():
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker)
         assert await files.exists("00000000-0000-4000-8000-000000000000") is False
-    assert max(lateness) < 0.1
+    assert max(lateness) < 0.25  # blocking the loop would show the whole 0.5 s; the margin is for busy machines
 
 
 async def test_threads_are_bounded():
-    storage = SlowStorage(0.05)
+    storage = SlowStorage(0.2)  # long enough for every thread to be busy at once, even on a loaded machine
     files = AsyncStorage(storage)
     results = []
 
