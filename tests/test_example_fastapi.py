@@ -1,6 +1,7 @@
 """examples/fastapi_app.py under a real uvicorn process, used over HTTP with httpx."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import re
@@ -16,6 +17,8 @@ for _module in ("fastapi", "uvicorn", "multipart", "aiosqlite", "greenlet", "any
     pytest.importorskip(_module)
 
 ROOT = Path(__file__).resolve().parent.parent
+#: With depot's ASGI DepotMiddleware the example is wrapped in it: ranges and ETags then work too.
+HAS_ASGI_MIDDLEWARE = importlib.util.find_spec("depot.asgi") is not None
 EXAMPLE = ROOT / "examples" / "fastapi_app.py"
 
 
@@ -72,6 +75,11 @@ def test_upload_list_download_replace_delete(server):
         assert served.headers["content-type"].startswith("text/plain")
         assert served.headers["content-disposition"].startswith('inline;filename="notes.txt"')
         assert client.head(doc["url"]).headers["content-length"] == str(len(notes))
+        ranged = client.get(doc["url"], headers={"Range": "bytes=10-19"})
+        if HAS_ASGI_MIDDLEWARE:
+            assert (ranged.status_code, ranged.content) == (206, notes[10:20])
+        else:  # the fallback route of the example streams whole files
+            assert (ranged.status_code, ranged.content) == (200, notes)
 
         # A raw body, streamed as it arrives; an HTML file is downloaded, never rendered.
         big = os.urandom(3 * 1024 * 1024 + 5)
