@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from depot.io.interfaces import FileStorage, StoredFile
 from depot.io.registry import load_backend
+
+if TYPE_CHECKING:  # anyio is an optional dependency
+    from depot.io.aio import AsyncStorage
 
 __all__ = ["DepotManager", "DepotNotFoundError", "get_depot", "get_file", "configure", "set_default"]
 
@@ -82,7 +85,7 @@ class DepotManager:
         return cls._depots.get(resolved) if resolved is not None else None
 
     @classmethod
-    def get_async(cls, name: Optional[str] = None) -> Any:
+    def get_async(cls, name: Optional[str] = None) -> "Optional[AsyncStorage]":
         """:meth:`get`, as an :class:`~depot.io.aio.AsyncStorage` whose operations are awaited.
 
         ``None`` for an unknown name, as :meth:`get`.  Needs ``anyio``

@@ -4,7 +4,9 @@ A small document library: documents (any file) and photos (images, stored
 with a thumbnail), kept as attachments on SQLAlchemy models in SQLite, their
 bytes on local disk, served by DepotMiddleware.  Each example application
 (``demo_app.py`` with WebOb, ``flask_app.py``, ``starlette_app.py``) only
-adds its framework's request handling on top of these functions.
+adds its framework's request handling on top of these functions;
+``fastapi_app.py``, fully async, uses the models, the storages and the
+command line.
 """
 from __future__ import annotations
 
