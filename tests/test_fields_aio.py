@@ -234,6 +234,14 @@ async def test_replace_then_rollback_keeps_old(db):
     assert alive(old) and gone(new)
 
 
+async def test_attaching_a_stored_value_assigns_it(db):
+    Session, Document = db
+    _, doc = await committed(Session, Document, content=b"shared")
+    other = Document(name="other")
+    assert await attach(other, "content", doc.content) is doc.content
+    assert stored() == 1
+
+
 async def test_delete_row_then_commit_deletes(db):
     Session, Document = db
     doc_id, doc = await committed(Session, Document, content=b"doomed")

@@ -92,6 +92,9 @@ async def attach(obj: Any, attribute: str, content: Any, *, chunk_size: int = DE
     cancelled, what was stored is deleted and the attribute is unchanged.
     """
     column_type = _column_type(obj, attribute)
+    if isinstance(content, UploadedFile):  # already stored: an assignment, nothing to upload
+        setattr(obj, attribute, content)
+        return content
     # Plain uploads stream straight to the storage; filters and upload types
     # that read the content again get a rewindable copy.
     rereads = bool(column_type._filters) or column_type._upload_type is not UploadedFile
