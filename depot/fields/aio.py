@@ -90,6 +90,8 @@ async def attach(obj: Any, attribute: str, content: Any, *, chunk_size: int = DE
     ``obj.<attribute> = content`` would, and the assignment then records the
     files with the session's tracker.  If storing fails or the task is
     cancelled, what was stored is deleted and the attribute is unchanged.
+    An :class:`~depot.fields.upload.UploadedFile` (a value already stored)
+    is assigned as it is.
     """
     column_type = _column_type(obj, attribute)
     if isinstance(content, UploadedFile):  # already stored: an assignment, nothing to upload
