@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from depot.io.interfaces import FileStorage, StoredFile
 from depot.io.registry import BackendNotFoundError, load_backend
+
+if TYPE_CHECKING:  # anyio is an optional dependency
+    from depot.io.aio import AsyncStorage
 
 __all__ = [
     "DepotManager",
@@ -94,6 +97,20 @@ class DepotManager:
             name = cls._default_depot
         resolved = cls.resolve_alias(name)
         return cls._depots.get(resolved) if resolved is not None else None
+
+    @classmethod
+    def get_async(cls, name: Optional[str] = None) -> "Optional[AsyncStorage]":
+        """:meth:`get`, as an :class:`~depot.io.aio.AsyncStorage` whose operations are awaited.
+
+        ``None`` for an unknown name, as :meth:`get`.  Needs ``anyio``
+        (``pip install 'depot[async]'``).
+        """
+        storage = cls.get(name)
+        if storage is None:
+            return None
+        from depot.io.aio import AsyncStorage
+
+        return AsyncStorage(storage)
 
     @classmethod
     def get_file(cls, path: str) -> StoredFile:

@@ -4,7 +4,9 @@ A small document library: documents (any file) and photos (images, stored
 with a thumbnail), kept as attachments on SQLAlchemy models in SQLite, their
 bytes on local disk, served by DepotMiddleware.  Each example application
 (``demo_app.py`` with WebOb, ``flask_app.py``, ``starlette_app.py``) only
-adds its framework's request handling on top of these functions.
+adds its framework's request handling on top of these functions;
+``fastapi_app.py``, fully async, uses the models, the storages and the
+command line.
 """
 from __future__ import annotations
 
@@ -55,10 +57,15 @@ class UploadRefused(ValueError):
     """What the user sent cannot be stored; the message says why."""
 
 
-def setup(data_dir: str) -> sessionmaker:
-    """Configure the storages and the database below ``data_dir``; returns the session factory."""
+def configure_storages(data_dir: str) -> None:
+    """The "files" and "photos" storages, on local disk below ``data_dir``."""
     DepotManager.configure("files", {"depot.backend": "local", "depot.storage_path": os.path.join(data_dir, "files")})
     DepotManager.configure("photos", {"depot.backend": "local", "depot.storage_path": os.path.join(data_dir, "photos")})
+
+
+def setup(data_dir: str) -> sessionmaker:
+    """Configure the storages and the database below ``data_dir``; returns the session factory."""
+    configure_storages(data_dir)
     engine = create_engine(
         "sqlite:///" + os.path.join(data_dir, "library.sqlite"),
         connect_args={"check_same_thread": False},  # the servers answer from several threads
@@ -202,8 +209,12 @@ links go through DepotMiddleware (try a <code>Range</code> request, or an HTML u
                          photo_form=photo_form, error="<p class='error'>%s</p>" % e(error) if error else "")
 
 
-def main(make_app: Callable[[str], Callable], doc: str) -> None:
-    """Command line of every example: parse the options, build the app, serve it."""
+def main(make_app: Callable[[str], Callable], doc: str, serve: Optional[Callable[..., None]] = None) -> None:
+    """Command line of every example: parse the options, build the app, serve it.
+
+    ``serve(app, host, port, data)`` runs the server (default: :func:`serve_wsgi`).
+    """
+    serve = serve or serve_wsgi
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
@@ -214,20 +225,22 @@ def main(make_app: Callable[[str], Callable], doc: str) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.data:
         os.makedirs(args.data, exist_ok=True)
-        serve_wsgi(make_app(args.data), args.host, args.port, args.data)
+        serve(make_app(args.data), args.host, args.port, args.data)
         return
     with tempfile.TemporaryDirectory(prefix="depot-demo-") as data:
-        serve_wsgi(make_app(data), args.host, args.port, data + ", removed on exit")
+        serve(make_app(data), args.host, args.port, data + ", removed on exit")
+
+
+def announce(host: str, port: int, data: str) -> None:
+    """The line the examples print once listening (their tests read it)."""
+    print("depot demo running at http://%s:%d/  (data in %s; Ctrl-C to stop)" % (host, port, data), flush=True)
 
 
 def serve_wsgi(app: Callable, host: str, port: int, data: str) -> None:
     """Serve ``app`` with the development server of ``depot serve`` and print its URL."""
     from depot.cli.serve import listen_error, run_server
 
-    def ready(host: str, port: int) -> None:
-        print("depot demo running at http://%s:%d/  (data in %s; Ctrl-C to stop)" % (host, port, data), flush=True)
-
     try:
-        run_server(app, host, port, ready)
+        run_server(app, host, port, lambda host, port: announce(host, port, data))
     except OSError as exc:  # the port is taken, or the address is not ours
         sys.exit("%s: %s" % (os.path.basename(sys.argv[0]), listen_error(host, port, exc)))

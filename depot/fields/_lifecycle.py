@@ -24,6 +24,8 @@ from typing import Any, Iterable, List, Set
 
 from depot.manager import DepotManager
 
+from ._offload import off_loop
+
 __all__ = ["FileScope", "delete_files", "guard_orphans", "is_fresh", "files_of"]
 
 log = logging.getLogger("depot.fields")
@@ -168,9 +170,17 @@ def delete_files(paths: Iterable[str]) -> None:
     It runs after a commit or a rollback has already happened: raising would
     report a failed transaction that did not fail, and stop the remaining
     deletions.  A file left behind is an orphan a cleanup job can find; a
-    file deleted too early is lost data.
+    file deleted too early is lost data.  In an event loop's thread
+    (``AsyncSession``) the deletions run in a worker thread instead
+    (:mod:`depot.fields._offload`).
     """
-    for path in sorted(paths):
+    paths = sorted(paths)
+    if not off_loop(_delete_now, paths):
+        _delete_now(paths)
+
+
+def _delete_now(paths: List[str]) -> None:
+    for path in paths:
         try:
             depot_name, file_id = path.split("/", 1)
             depot = DepotManager.get(depot_name)

@@ -1,0 +1,261 @@
+"""The depot document library as a FastAPI application on uvicorn, fully async.
+
+    pip install -e '.[sqlalchemy,image,async]' fastapi uvicorn python-multipart aiosqlite greenlet
+    python examples/fastapi_app.py --port 8080
+
+A JSON API over the models of ``library.py`` (documents: any file; photos:
+images stored with a thumbnail), kept with SQLAlchemy's ``AsyncSession`` on
+SQLite (aiosqlite).  Nothing blocks the event loop:
+
+- uploads go through ``await attach(...)``
+  (:mod:`depot.fields.aio`), which streams the ``UploadFile`` (or the raw
+  request body) to the storage in a worker thread, thumbnails included;
+- commits and rollbacks delete replaced or abandoned files in worker threads;
+- downloads are read with the async storage API, chunk by chunk.
+
+Files are served under ``/depot/<storage>/<id>`` (the URL layout of
+DepotMiddleware).  When this depot has the ASGI ``depot.asgi.DepotMiddleware``
+the application is wrapped in it, which adds ranges, ETags, conditional
+requests and zero-copy sending; otherwise the ``/depot`` route below streams
+whole files through :class:`depot.io.aio.AsyncStorage`.
+
+``--lag-probe`` starts a task measuring how late a 10 ms ``asyncio.sleep``
+wakes up (what every request waits when the loop is blocked); ``GET /lag``
+reports the percentiles and ``POST /lag/reset`` starts a new measurement.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import time
+from typing import Any, AsyncIterator, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for library.py, when run as a script
+
+from fastapi import FastAPI, Form, HTTPException, Request, UploadFile  # noqa: E402
+from fastapi.responses import StreamingResponse  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: E402
+
+import library  # noqa: E402
+from depot.fields.aio import attach  # noqa: E402
+from depot.io.aio import AsyncStoredFile  # noqa: E402
+from depot.io.utils import FileIntent  # noqa: E402
+from depot.manager import DepotManager  # noqa: E402
+from depot.serving.content import safe_content_type  # noqa: E402
+from depot.utils import make_content_disposition  # noqa: E402
+
+try:  # the ASGI file server, where this depot has it
+    from depot.asgi import DepotMiddleware
+except ImportError:  # pragma: no cover - depends on the depot version
+    DepotMiddleware = None
+
+MOUNTPOINT = "/depot"
+#: Types shown in the browser; anything else is downloaded, never rendered on our origin.
+INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "application/pdf")
+
+
+def file_url(path: str) -> str:
+    return "%s/%s" % (MOUNTPOINT, path)
+
+
+def describe_document(doc: Any) -> Dict[str, Any]:
+    c = doc.content
+    return {"id": doc.id, "title": doc.title, "filename": c.filename, "content_type": c.content_type,
+            "url": file_url(c.path)}
+
+
+def describe_photo(photo: Any) -> Dict[str, Any]:
+    i = photo.image
+    return {"id": photo.id, "caption": photo.caption, "filename": i.filename, "url": file_url(i.path),
+            "thumbnail_url": file_url(i.thumb_path)}
+
+
+class LagProbe:
+    """How late the event loop wakes a task that sleeps 10 ms: the delay every request suffers."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.reset()
+
+    def reset(self) -> None:
+        self.samples: List[float] = []
+        # The CPU time of the loop's own thread (the probe runs in it): how busy the loop itself was.
+        self.started = (time.perf_counter(), time.thread_time())
+
+    async def run(self) -> None:
+        self.reset()
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            self.samples.append(time.perf_counter() - before - self.interval)
+
+    def report(self) -> Dict[str, Any]:
+        ordered = sorted(self.samples)
+
+        def ms(q: float) -> Optional[float]:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2) if ordered else None
+
+        wall, cpu = time.perf_counter() - self.started[0], time.thread_time() - self.started[1]
+        return {"samples": len(ordered), "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": ms(1.0),
+                "loop_cpu_percent": round(100 * cpu / wall, 1) if wall > 0 else None}
+
+    def add_routes(self, app: FastAPI) -> None:
+        """``GET /lag``: the report; ``POST /lag/reset``: start a new measurement."""
+
+        @app.get("/lag")
+        async def lag() -> Dict[str, Any]:
+            return self.report()
+
+        @app.post("/lag/reset", status_code=204)
+        async def lag_reset() -> None:
+            self.reset()
+
+
+def make_app(data_dir: str, lag_probe: bool = False) -> Any:
+    library.configure_storages(data_dir)
+    engine = create_async_engine("sqlite+aiosqlite:///" + os.path.join(data_dir, "library.sqlite"))
+    # expire_on_commit=False: attributes stay loaded after a commit, no lazy (blocking) load.
+    Session = async_sessionmaker(engine, expire_on_commit=False)
+    probe = LagProbe()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with engine.begin() as connection:
+            await connection.run_sync(library.Base.metadata.create_all)
+        task = asyncio.create_task(probe.run()) if lag_probe else None
+        yield
+        if task is not None:
+            task.cancel()
+        await engine.dispose()
+
+    app = FastAPI(title="depot demo (FastAPI)", lifespan=lifespan)
+
+    @app.get("/documents")
+    async def list_documents() -> List[Dict[str, Any]]:
+        async with Session() as session:
+            docs = await session.scalars(select(library.Document).order_by(library.Document.id.desc()))
+            return [describe_document(d) for d in docs]
+
+    @app.post("/documents", status_code=201)
+    async def upload_document(file: UploadFile, title: str = Form("")) -> Dict[str, Any]:
+        if not file.filename:
+            raise HTTPException(400, "choose a file to upload")
+        async with Session() as session:
+            doc = library.Document(title=title.strip() or file.filename)
+            await attach(doc, "content", file)  # streamed to the storage off the loop
+            session.add(doc)
+            await session.commit()  # a failing commit rolls back, and the stored file is removed
+            return describe_document(doc)
+
+    @app.put("/documents/raw/{filename}", status_code=201)
+    async def upload_raw(filename: str, request: Request) -> Dict[str, Any]:
+        """The request body itself is the file: streamed as it arrives, never spooled."""
+        content_type = request.headers.get("content-type")
+        async with Session() as session:
+            doc = library.Document(title=filename)
+            await attach(doc, "content", FileIntent(request.stream(), filename, content_type))
+            session.add(doc)
+            await session.commit()
+            return describe_document(doc)
+
+    @app.post("/documents/{doc_id}/replace")
+    async def replace_document(doc_id: int, file: UploadFile) -> Dict[str, Any]:
+        async with Session() as session:
+            doc = await session.get(library.Document, doc_id)
+            if doc is None:
+                raise HTTPException(404)
+            await attach(doc, "content", file)
+            await session.commit()  # the old file is deleted once this has succeeded
+            return describe_document(doc)
+
+    @app.delete("/documents/{doc_id}", status_code=204)
+    async def delete_document(doc_id: int) -> None:
+        async with Session() as session:
+            doc = await session.get(library.Document, doc_id)
+            if doc is not None:
+                await session.delete(doc)  # its file goes when the deletion is committed
+                await session.commit()
+
+    @app.get("/photos")
+    async def list_photos() -> List[Dict[str, Any]]:
+        async with Session() as session:
+            photos = await session.scalars(select(library.Photo).order_by(library.Photo.id.desc()))
+            return [describe_photo(p) for p in photos]
+
+    @app.post("/photos", status_code=201)
+    async def upload_photo(image: UploadFile, caption: str = Form("")) -> Dict[str, Any]:
+        async with Session() as session:
+            photo = library.Photo(caption=caption.strip() or image.filename or "photo")
+            try:
+                await attach(photo, "image", image)  # the thumbnail is made in the worker thread too
+            except ValueError as exc:  # not an image, or too large to open safely
+                raise HTTPException(400, str(exc)) from None
+            session.add(photo)
+            await session.commit()
+            return describe_photo(photo)
+
+    @app.api_route(MOUNTPOINT + "/{storage}/{file_id}", methods=["GET", "HEAD"])
+    async def serve_file(storage: str, file_id: str, request: Request) -> StreamingResponse:
+        """Whole files streamed through the async API (DepotMiddleware answers first when present)."""
+        files = DepotManager.get_async(storage)
+        if files is None:
+            raise HTTPException(404)
+        try:
+            stored = await files.get(file_id)
+        except (IOError, ValueError):
+            raise HTTPException(404) from None
+        content_type, media_type = safe_content_type(stored.content_type)
+        disposition = "inline" if media_type in INLINE_TYPES else "attachment"
+        headers = {
+            "Content-Disposition": make_content_disposition(disposition, stored.filename or "file"),
+            "X-Content-Type-Options": "nosniff",
+        }
+        if stored.content_length is not None:
+            headers["Content-Length"] = str(stored.content_length)
+        if request.method == "HEAD":
+            await stored.close()
+            return StreamingResponse(iter(()), media_type=content_type, headers=headers)
+        return StreamingResponse(_chunks(stored), media_type=content_type, headers=headers)
+
+    probe.add_routes(app)
+    if DepotMiddleware is not None:
+        return DepotManager.make_asgi_middleware(app, mountpoint=MOUNTPOINT)
+    return app
+
+
+async def _chunks(stored: AsyncStoredFile) -> AsyncIterator[bytes]:
+    async with stored:  # closed at the end, and when the client goes away
+        async for chunk in stored:
+            yield chunk
+
+
+def serve_uvicorn(app: Any, host: str, port: int, data: str) -> None:
+    """Serve ``app`` with uvicorn on ``host:port`` (0: a free port) and print its URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    real_startup = server.startup
+
+    async def startup(sockets: Any = None) -> None:
+        await real_startup(sockets)
+        library.announce(*sock.getsockname()[:2], data)
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the stopping signal once it has shut down
+        pass
+
+
+if __name__ == "__main__":
+    lag_probe = "--lag-probe" in sys.argv
+    if lag_probe:
+        sys.argv.remove("--lag-probe")
+    library.main(lambda data: make_app(data, lag_probe), __doc__, serve_uvicorn)
