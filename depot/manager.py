@@ -140,8 +140,19 @@ class DepotManager:
         """Wrap ``app`` in a :class:`~depot.middleware.DepotMiddleware` and register it."""
         from depot.middleware import DepotMiddleware
 
+        return cls._register_new(DepotMiddleware, app, options)
+
+    @classmethod
+    def make_asgi_middleware(cls, app: Any, **options: Any) -> Any:
+        """Wrap the ASGI ``app`` in a :class:`depot.asgi.DepotMiddleware` (same options) and register it."""
+        from depot.asgi import DepotMiddleware
+
+        return cls._register_new(DepotMiddleware, app, options)
+
+    @classmethod
+    def _register_new(cls, middleware_class: Any, app: Any, options: Mapping[str, Any]) -> Any:
         with cls._lock:
-            mw = DepotMiddleware(app, **options)
+            mw = middleware_class(app, **options)
             cls.set_middleware(mw)
             return mw
 
