@@ -15,11 +15,11 @@ import psutil
 import pytest
 
 import depot.asgi
+from depot.asgi import CHUNK_SIZE
 from depot.asgi import DepotMiddleware
 from depot.io.memory import MemoryFileStorage, MemoryStoredFile
 from depot.manager import DepotManager
 from depot.middleware import FileServeApp
-from depot.serving.core import BLOCK_SIZE
 
 from .test_middleware_compat import ODD_IDS, KeyedStorage
 from .test_middleware_support import CONTENT, AsgiTestApp, asgi_fallback_app
@@ -27,7 +27,7 @@ from .test_middleware_support import CONTENT, AsgiTestApp, asgi_fallback_app
 pytest_plugins = ["tests.test_middleware_support"]
 
 #: Large enough for several chunks.
-BIG = os.urandom(3 * BLOCK_SIZE + 123)
+BIG = os.urandom(3 * CHUNK_SIZE + 123)
 
 
 def run(app, scope, incoming=(), respond_after=None):
@@ -65,6 +65,17 @@ def test_registered_by_the_manager(clean_manager):
         DepotManager.make_asgi_middleware(asgi_fallback_app)
     with pytest.raises(RuntimeError):
         DepotManager.make_middleware(None)
+
+
+def test_chunk_size(local_storage):
+    fid = local_storage.create(BIG, "a.bin", "application/octet-stream")
+    mw = DepotManager.make_asgi_middleware(asgi_fallback_app, chunk_size=100000)
+    resp = AsgiTestApp(mw).get("/depot/default/%s" % fid)
+    sizes = [len(m["body"]) for m in resp.messages[1:]]
+    assert resp.body == BIG and max(sizes) == 100000 and len(sizes) == len(BIG) // 100000 + 2
+    for wrong in (0, -1, "big"):
+        with pytest.raises(ValueError, match="chunk_size"):
+            DepotMiddleware(None, chunk_size=wrong)
 
 
 def test_same_options_as_wsgi(clean_manager):
@@ -173,9 +184,9 @@ def test_bodies_by_kind(local_storage):
     resp, body = messages_for(with_pathsend, url, headers={"Range": "bytes=10-"})
     assert resp.status_int == 206 and resp.body == BIG[10:]
     assert {m["type"] for m in body} == {"http.response.body"} and len(body) > 2
-    # Without the extension: chunks of at most BLOCK_SIZE, then the end.
+    # Without the extension: chunks of at most CHUNK_SIZE, then the end.
     resp, body = messages_for(plain, url)
-    assert resp.body == BIG and max(len(m["body"]) for m in body) == BLOCK_SIZE and body[-1] == {
+    assert resp.body == BIG and max(len(m["body"]) for m in body) == CHUNK_SIZE and body[-1] == {
         "type": "http.response.body", "body": b"", "more_body": False}
     # Small files are one message.
     resp, body = messages_for(with_pathsend, "/depot/default/%s" % small)
@@ -241,17 +252,17 @@ def recording(clean_manager):
 
 
 def test_disconnect_stops_reading_and_closes(recording):
-    size = 40 * BLOCK_SIZE
+    size = 40 * CHUNK_SIZE
     fid = recording.create(b"x" * size, "a.bin", "application/octet-stream")
     app = AsgiTestApp(DepotManager.make_asgi_middleware(asgi_fallback_app))
-    app.get("/depot/rec/%s" % fid, disconnect_after=2 * BLOCK_SIZE)
+    app.get("/depot/rec/%s" % fid, disconnect_after=2 * CHUNK_SIZE)
     assert RecordingFile.log[-1] == "closed"
-    assert sum(n for n in RecordingFile.log if n != "closed") <= 4 * BLOCK_SIZE
+    assert sum(n for n in RecordingFile.log if n != "closed") <= 4 * CHUNK_SIZE
 
 
 def test_send_raising_oserror_stops_reading_and_closes(recording):
     """ASGI 2.4 servers report a gone client by raising OSError from send, and may never send http.disconnect."""
-    fid = recording.create(b"x" * (40 * BLOCK_SIZE), "a.bin", "application/octet-stream")
+    fid = recording.create(b"x" * (40 * CHUNK_SIZE), "a.bin", "application/octet-stream")
     mw = DepotManager.make_asgi_middleware(asgi_fallback_app)
     sent = []
 
@@ -269,7 +280,7 @@ def test_send_raising_oserror_stops_reading_and_closes(recording):
 
     anyio.run(main)
     assert RecordingFile.log[-1] == "closed"
-    assert sum(n for n in RecordingFile.log if n != "closed") <= 4 * BLOCK_SIZE
+    assert sum(n for n in RecordingFile.log if n != "closed") <= 4 * CHUNK_SIZE
 
 
 def test_disconnect_closes_a_local_file(local_storage):
@@ -288,6 +299,6 @@ def test_disconnect_closes_a_local_file(local_storage):
         return real_open[-1]
 
     with mock.patch.object(type(local_storage.get(fid)), "real_file", spy):
-        app.get("/depot/default/%s" % fid, disconnect_after=BLOCK_SIZE)
+        app.get("/depot/default/%s" % fid, disconnect_after=CHUNK_SIZE)
     assert real_open and real_open[0].closed
     assert open_data_files() == []
