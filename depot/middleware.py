@@ -1,11 +1,11 @@
 """WSGI middleware serving stored files under a mountpoint (filedepot-compatible).
 
 ``DepotMiddleware(app)`` answers ``GET``/``HEAD`` for ``/depot/<storage>/<id>``
-and passes everything else to ``app``.  The HTTP rules (conditional requests,
-ranges, ETags, safe content types, signed links) live in :mod:`depot.serving`;
-this module only adapts them to WSGI and picks the cheapest way to send the
-bytes: the server's ``wsgi.file_wrapper`` over a real file (sendfile), an
-offload header for the front server, or chunks read from the storage.
+and passes everything else to ``app``.  What to answer (status, headers and
+body source) is decided by :mod:`depot.serving.core`, which the ASGI
+middleware (:mod:`depot.asgi`) shares; this module only sends it the WSGI
+way: small bodies as one chunk, a real file through the server's
+``wsgi.file_wrapper`` (sendfile), other files in chunks read from the storage.
 """
 from __future__ import annotations
 
