@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, MutableMapping, Optional, Tuple, Union
+from urllib.parse import unquote_to_bytes
 
 from depot._optional import require
 from depot.serving.core import FileSpan, Located, Redirect, Response, ServingCore, StoredSpan
@@ -75,16 +76,29 @@ def _environ(scope: Scope, path: str) -> Dict[str, Any]:
     return environ
 
 
-def _path(scope: Scope) -> Optional[str]:
-    """The path below the application's root, in WSGI form (latin-1 code points of the UTF-8 bytes).
-
-    ASGI servers give the decoded path as text; the WSGI form is what the
-    shared core (and ``PATH_INFO`` of the hooks) takes.
-    """
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
+def _below_root(path: str, root: str) -> str:
     if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        path = path[len(root):]
+        return path[len(root):]
+    return path
+
+
+def _path(scope: Scope) -> str:
+    """The path below the application's root as ASGI servers decode it (text)."""
+    return _below_root(scope["path"], scope.get("root_path", ""))
+
+
+def _wsgi_path(scope: Scope, path: str) -> Optional[str]:
+    """``path`` in WSGI form (latin-1 code points of the raw bytes), which the shared core takes.
+
+    From ``raw_path`` when the server gives it: servers decode ``path`` as
+    UTF-8 and replace what is not, and a URL with such bytes names no file
+    (as under WSGI), while ``%EF%BF%BD`` is a real U+FFFD.
+    """
+    raw = scope.get("raw_path")
+    if raw:
+        raw_text = unquote_to_bytes(raw.split(b"?", 1)[0]).decode("latin-1")
+        root = scope.get("root_path", "")
+        return _below_root(raw_text, root.encode("utf-8", "surrogatepass").decode("latin-1") if root else "")
     if path.isascii():
         return path
     try:
@@ -125,15 +139,17 @@ class DepotMiddleware(ServingCore):
                 return
             await self.app(scope, receive, send)
             return
-        path = _path(scope)
         method = scope["method"]
-        if path is None or not self.serves(method, path):
+        path = _path(scope)
+        # Only a path under the mountpoint is decoded the WSGI way.
+        wsgi_path = _wsgi_path(scope, path) if self.serves(method, path) else None
+        if wsgi_path is None or not self.serves(method, wsgi_path):
             if self.app is not None:
                 await self.app(scope, receive, send)
                 return
-            response = self.unrouted(method, path or "")
+            response = self.unrouted(method, path)
         else:
-            response = await anyio.to_thread.run_sync(self.respond, scope, path)
+            response = await anyio.to_thread.run_sync(self.respond, scope, wsgi_path)
         await self._send(response, scope, receive, send)
 
     def respond(self, scope: Scope, path: str) -> Response:

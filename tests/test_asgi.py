@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from unittest import mock
+from urllib.parse import quote_from_bytes
 
 import anyio
 import psutil
@@ -125,6 +126,27 @@ def test_root_path(storage):
         sent = run(mw, scope)
         assert sent[0]["status"] == 200 and sent[1]["body"] == CONTENT
     assert run(mw, http_scope("/apix" + path, root_path="/api"))[1]["body"].startswith(b"app:")
+
+
+def test_raw_path_tells_invalid_utf8_from_a_real_replacement_character(clean_manager):
+    seen = []
+
+    class Recording(KeyedStorage):
+        def get(self, file_id):
+            seen.append(file_id)
+            return super().get(file_id)
+
+    DepotManager._depots["keys"] = Recording({"\ufffd": b"replacement"})
+    mw = DepotManager.make_asgi_middleware(None)
+    # What uvicorn gives for /depot/keys/%FF: the path with U+FFFD, the raw bytes as sent.
+    assert run(mw, http_scope("/depot/keys/\ufffd", raw_path=b"/depot/keys/%FF"))[0]["status"] == 404
+    assert seen == []
+    sent = run(mw, http_scope("/depot/keys/\ufffd", raw_path=b"/depot/keys/%EF%BF%BD"))
+    assert sent[1]["body"] == b"replacement"
+    # Servers without raw_path: the decoded path.
+    assert run(mw, http_scope("/depot/keys/\ufffd", raw_path=None))[1]["body"] == b"replacement"
+    assert run(mw, http_scope("/api/depot/keys/\ufffd", raw_path=b"/api/depot/keys/%EF%BF%BD", root_path="/api"))[1][
+        "body"] == b"replacement"
 
 
 @pytest.mark.parametrize("file_id", ODD_IDS)
@@ -302,3 +324,61 @@ def test_disconnect_closes_a_local_file(local_storage):
         app.get("/depot/default/%s" % fid, disconnect_after=CHUNK_SIZE)
     assert real_open and real_open[0].closed
     assert open_data_files() == []
+
+
+# -- the two adapters answer alike ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed, signed", [(11, False), (12, True)])
+def test_random_requests_get_the_same_answer_from_both_adapters(tmp_path, seed, signed):
+    """Differential: random paths and headers, once through WSGI and once through ASGI."""
+    import random
+    import time
+
+    from depot.middleware import DepotMiddleware as WSGIMiddleware
+
+    from .test_middleware_fuzz import call, random_header, random_path
+    from .test_middleware_support import fallback_app
+
+    DepotManager._clear()
+    try:
+        local = DepotManager.configure("default", {"depot.storage_path": str(tmp_path / "files")})
+        memory = DepotManager.configure("mem", {"depot.backend": "memory"})
+        ids = {"default": [local.create(CONTENT, "a.txt", "text/plain"), local.create(BIG, "b.bin", "x/y")],
+               "mem": [memory.create(CONTENT, "b.html", "text/html"), memory.create(BIG, "c.bin", "x/y")]}
+        options = {"secret": "k", "link_lifetime": 60} if signed else {}
+        wsgi, asgi = WSGIMiddleware(fallback_app, **options), DepotMiddleware(asgi_fallback_app, **options)
+        urls = [wsgi.url_for("%s/%s" % (name, fid)) for name, fids in ids.items() for fid in fids]
+        rng = random.Random(seed)
+        compared = set()
+        with mock.patch("time.time", return_value=time.time()):
+            for _ in range(600):
+                if rng.random() < 0.6:
+                    path, _, query = rng.choice(urls).partition("?")
+                else:
+                    path, query = random_path(rng, ids, "/depot"), rng.choice(["", "expires=1&signature=x"])
+                method = rng.choice(["GET", "GET", "GET", "HEAD", "POST"])
+                headers = {}
+                for name in ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match"):
+                    if rng.random() < (0.5 if name == "Range" else 0.15):
+                        headers[name] = random_header(rng, '"x"').encode("latin-1", "replace").decode("latin-1")
+                environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query}
+                environ.update(("HTTP_" + k.upper().replace("-", "_"), v) for k, v in headers.items())
+                status, wsgi_headers, wsgi_body = call(wsgi, environ)
+                raw = path.encode("latin-1")
+                scope = http_scope(raw.decode("utf-8", "replace"), method, raw_path=quote_from_bytes(raw, "/").encode(),
+                                   query_string=query.encode("latin-1"),
+                                   headers=[(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()])
+                sent = run(asgi, scope, [{"type": "http.request", "body": b"", "more_body": False}])
+                if wsgi_body.startswith(b"app:"):
+                    assert sent[1]["body"].startswith(b"app:"), (environ, sent[0])
+                    continue
+                assert sent[0]["status"] == int(status[:3]), (environ, status, sent[0])
+                assert [(k.decode(), v.decode("latin-1")) for k, v in sent[0]["headers"]] == [
+                    (k.lower(), v) for k, v in wsgi_headers], environ
+                body = b"".join(m.get("body", b"") for m in sent[1:])
+                assert body == (b"" if method == "HEAD" else wsgi_body), environ
+                compared.add(sent[0]["status"])
+        assert {200, 404} | ({403} if signed else {206, 304, 416}) <= compared, compared
+    finally:
+        DepotManager._clear()

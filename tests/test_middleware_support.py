@@ -125,7 +125,7 @@ class AsgiTestApp:
         extensions = {"http.response.pathsend": {}} if self.pathsend else {}
         scope = {
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
-            "method": method, "scheme": "http", "path": unquote(path), "raw_path": path.encode("latin-1"),
+            "method": method, "scheme": "http", "path": unquote(path), "raw_path": path.encode("utf-8"),
             "query_string": query.encode("latin-1"), "root_path": "",
             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()],
             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80), "extensions": extensions,
