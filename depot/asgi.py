@@ -45,6 +45,7 @@ CHUNK_SIZE = 512 * 1024
 _NAMES: Dict[str, bytes] = {}
 # WSGI environ keys of request header names.
 _KEYS: Dict[bytes, str] = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
+_MAX_KEYS = 256
 
 
 def _encoded(headers: Iterable[Tuple[str, str]]) -> List[Tuple[bytes, bytes]]:
@@ -69,7 +70,9 @@ def _environ(scope: Scope, path: str) -> Dict[str, Any]:
     for name, value in scope["headers"]:
         key = _KEYS.get(name)
         if key is None:
-            key = _KEYS.setdefault(name, "HTTP_" + name.decode("latin-1").upper().replace("-", "_"))
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            if len(_KEYS) < _MAX_KEYS:  # clients choose the names: keep the memo bounded
+                _KEYS[name] = key
         text = value.decode("latin-1")
         # Repeated headers are one comma-separated list, as WSGI servers join them.
         environ[key] = environ[key] + "," + text if key in environ else text

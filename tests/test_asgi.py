@@ -180,6 +180,47 @@ def test_repeated_headers_are_one_list(storage):
     assert run(mw, scope)[0]["status"] == 304
 
 
+def test_header_names_clients_choose_are_not_all_remembered(storage):
+    fid = storage.create(CONTENT, "a.txt", "text/plain")
+    mw = DepotManager.make_asgi_middleware(asgi_fallback_app)
+    for i in range(400):
+        headers = [(b"x-random-%d" % i, b"1")]
+        assert run(mw, http_scope("/depot/default/%s" % fid, headers=headers))[0]["status"] == 200
+    assert len(depot.asgi._KEYS) <= depot.asgi._MAX_KEYS
+
+
+def test_without_anyio_the_import_error_names_the_extra():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['anyio'] = None\ntry:\n    import depot.asgi\nexcept ImportError as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "depot[asgi]" in out and "anyio" in out
+
+
+def test_a_starlette_application_behind_it(storage):
+    """Wrapped as the docs say, through httpx's in-process ASGI transport."""
+    httpx = pytest.importorskip("httpx")
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(request):
+        return PlainTextResponse("hello " + request.path_params["name"])
+
+    app = DepotManager.make_asgi_middleware(Starlette(routes=[Route("/hello/{name}", hello)]))
+    fid = storage.create(BIG, "a.bin", "application/octet-stream")
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            assert (await client.get("/hello/you")).text == "hello you"
+            resp = await client.get(DepotManager.url_for("default/%s" % fid), headers={"Range": "bytes=5-"})
+            assert resp.status_code == 206 and resp.content == BIG[5:]
+            assert (await client.get("/depot/default/missing")).status_code == 404
+
+    anyio.run(main)
+
+
 def messages_for(app, url, **kwargs):
     resp = app.get(url, **kwargs)
     return resp, [m for m in resp.messages if m["type"] != "http.response.start"]

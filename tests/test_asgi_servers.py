@@ -296,7 +296,8 @@ def test_disconnect_mid_body_stops_reading_and_closes_the_stored_file(server, hu
     assert _wait_for(lambda: "close %s" % huge in server.log()), server.log()[-5:]
     time.sleep(0.5)  # a read in flight when the client left ends before the file is closed
     read = sum(int(line.split()[-1]) for line in server.log() if line.startswith("read %s " % huge))
-    assert read < HUGE_SIZE / 2, read
+    # The reading followed the client (flow control), then stopped: memory stays bounded.
+    assert read < HUGE_SIZE / 4, read
     assert server.log().index("close %s" % huge) > max(
         i for i, line in enumerate(server.log()) if line.startswith("read %s " % huge))
 
