@@ -16,7 +16,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Optional, Seq
 
 from depot.io.interfaces import StoredFile
 from depot.serving import core
-from depot.serving.conditional import Outcome, evaluate_preconditions
+from depot.serving.conditional import BAD_REQUEST, NOT_MODIFIED, evaluate_preconditions
 from depot.serving.content import InlinePolicy
 from depot.serving.core import FileSpan, Redirect, Response, StoredSpan, page, redirect, status_line
 from depot.serving.dates import parse_http_date
@@ -32,6 +32,8 @@ _BLOCK_SIZE = core.BLOCK_SIZE
 #: Bodies up to this size are read and returned as one chunk (see
 #: :data:`depot.serving.core.SMALL_BODY`).
 _SMALL_BODY = core.SMALL_BODY
+
+_NOT_FOUND = HTTPStatus.NOT_FOUND  # read on every request: a plain name (see depot.serving.core)
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
@@ -199,9 +201,9 @@ class FileServeApp:
             if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),
             parse_date=self.parse_date,
         )
-        if outcome is Outcome.BAD_REQUEST:
+        if outcome is BAD_REQUEST:
             raise RuntimeError("Invalid If-Modified-Since %r" % (environ.get("HTTP_IF_MODIFIED_SINCE"),))
-        return outcome is not Outcome.NOT_MODIFIED
+        return outcome is not NOT_MODIFIED
 
     def respond(self, environ: Mapping[str, str]) -> Response:
         """The decision for this request (see :func:`depot.serving.core.respond_file`)."""
@@ -211,7 +213,7 @@ class FileServeApp:
         if self.replace_wsgi_filewrapper:
             environ["wsgi.file_wrapper"] = _FileIter
         response = self.respond(environ)
-        if response.status is HTTPStatus.NOT_FOUND:
+        if response.status is _NOT_FOUND:
             return self._not_found(start_response)
         try:
             return _send(response, environ, start_response)
@@ -309,11 +311,12 @@ class DepotMiddleware(core.ServingCore):
 
     def _answer(self, response: Response, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         # The responses a subclass may have its own hook for.
-        if response.status is HTTPStatus.NOT_FOUND:
+        status = response.status
+        if status is _NOT_FOUND:
             return _call_hook(self._404_response, environ, start_response)
-        if response.status is HTTPStatus.MOVED_PERMANENTLY:
+        if status is HTTPStatus.MOVED_PERMANENTLY:
             return _call_hook(self._301_response, environ, start_response, response.body.location)
-        if response.status is HTTPStatus.FOUND:
+        if status is HTTPStatus.FOUND:
             return self._302_response(start_response, response.body.location)
         return _send(response, environ, start_response)
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import functools
 import html
+import importlib
 import inspect
 import os
+import sys
 from http import HTTPStatus
 from typing import IO, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 from urllib.parse import quote
@@ -33,7 +35,7 @@ from depot.manager import DepotManager
 from depot.utils import asbool, asint
 
 from .caching import cache_headers
-from .conditional import Outcome
+from .conditional import PROCEED, Outcome
 from .content import InlinePolicy
 from .offload import AccelMapping, Offload
 from .paths import is_under_mount, mount_prefix, quote_file_path, split_file_path
@@ -59,6 +61,10 @@ BLOCK_SIZE = 4096 * 64
 SMALL_BODY = 64 * 1024
 
 Headers = List[Tuple[str, str]]
+
+# HTTPStatus members read through the class cost a descriptor call each
+# (Python 3.11): the statuses of every file response, as plain names.
+_OK, _PARTIAL_CONTENT = HTTPStatus.OK, HTTPStatus.PARTIAL_CONTENT
 
 
 class FileSpan(NamedTuple):
@@ -230,7 +236,7 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
         policy, offload = app._policy, app._offload
         cache_control, expires = cache_headers(app.cache_expires, app._link_remaining, make_date=make_date)
         outcome = check_preconditions(environ, facts, not modified)
-        if outcome is not Outcome.PROCEED:
+        if outcome is not PROCEED:
             f.close()
             if outcome is Outcome.NOT_MODIFIED:
                 headers = not_modified_headers(facts, cache_control, expires, policy, make_date)
@@ -268,7 +274,7 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
                         f.close()
                         return page(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, unsatisfiable_headers(facts))
         headers = content_headers(facts, wanted, cache_control, expires, policy, make_date)
-        status = HTTPStatus.OK if wanted is None else HTTPStatus.PARTIAL_CONTENT
+        status = _OK if wanted is None else _PARTIAL_CONTENT
         if head:
             if real is not None:
                 real.close()
@@ -421,9 +427,9 @@ class ServingCore:
         """The :attr:`file_app_class` instance serving ``located``."""
         app_class = self.file_app_class
         if app_class is None:
-            from depot import middleware
-
-            app_class = middleware.FileServeApp
+            # The module attribute as it is now (tests and old code patch it).
+            wsgi = sys.modules.get("depot.middleware") or importlib.import_module("depot.middleware")
+            app_class = wsgi.FileServeApp
         return app_class(
             located.file,
             self.cache_max_age,

@@ -8,7 +8,7 @@ from typing import Callable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from depot.utils import http_date, utcnow_naive
 
-from .conditional import Outcome, evaluate_preconditions, if_range_holds
+from .conditional import NOT_MODIFIED, PROCEED, Outcome, evaluate_preconditions, if_range_holds
 from .caching import BoundedCache, approximate_size
 from .content import SANDBOX_CSP, InlinePolicy, header_filename, safe_content_type
 from .ranges import UNSATISFIABLE, content_range, parse_range
@@ -104,8 +104,8 @@ def check_preconditions(
     outcome = evaluate_preconditions(
         facts.etag, facts.last_modified, get("HTTP_IF_MATCH"), get("HTTP_IF_UNMODIFIED_SINCE")
     )
-    if outcome is Outcome.PROCEED and not_modified:
-        return Outcome.NOT_MODIFIED
+    if outcome is PROCEED and not_modified:
+        return NOT_MODIFIED
     return outcome
 
 
