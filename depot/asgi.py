@@ -166,20 +166,16 @@ class DepotMiddleware(ServingCore):
     async def _send(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
         body = response.body
         try:
-            await send({"type": "http.response.start", "status": int(response.status),
-                        "headers": _encoded(response.headers)})
-            if scope["method"] == "HEAD" or body is None:
-                await send({"type": "http.response.body", "body": b""})
-            elif isinstance(body, bytes):
-                await send({"type": "http.response.body", "body": body})
-            elif isinstance(body, Redirect):
-                await send({"type": "http.response.body", "body": body.page})
-            elif isinstance(body, FileSpan) and body.whole and PATHSEND in scope.get("extensions", ()):
-                # The server sends the file by its path (zero-copy); it
-                # cannot send a part of one, so ranges are streamed below.
-                await send({"type": PATHSEND, "path": os.path.abspath(body.real.name)})
-            else:
-                await _stream(_reader(body, self.chunk_size), receive, send)
+            try:
+                await send({"type": "http.response.start", "status": int(response.status),
+                            "headers": _encoded(response.headers)})
+                message = _single_message(body, scope)
+                if message is not None:
+                    await send(message)
+                    return
+            except OSError:
+                return  # the client has gone (ASGI 2.4 servers raise from send)
+            await _stream(_reader(body, self.chunk_size), receive, send)
         finally:
             if isinstance(body, StoredSpan):
                 # Closing may talk to the storage: off the loop, and even when cancelled.
@@ -187,6 +183,21 @@ class DepotMiddleware(ServingCore):
                     await anyio.to_thread.run_sync(response.close)
             else:
                 response.close()
+
+
+def _single_message(body: Any, scope: Scope) -> Optional[Message]:
+    """The one message that sends ``body``, or ``None`` when it is streamed in chunks."""
+    if scope["method"] == "HEAD" or body is None:
+        return {"type": "http.response.body", "body": b""}
+    if isinstance(body, bytes):
+        return {"type": "http.response.body", "body": body}
+    if isinstance(body, Redirect):
+        return {"type": "http.response.body", "body": body.page}
+    if isinstance(body, FileSpan) and body.whole and PATHSEND in scope.get("extensions", ()):
+        # The server sends the file by its path (zero-copy); it cannot send a
+        # part of one, so ranges are streamed.
+        return {"type": PATHSEND, "path": os.path.abspath(body.real.name)}
+    return None
 
 
 def _reader(body: Union[FileSpan, StoredSpan], chunk_size: int) -> Callable[[], bytes]:

@@ -339,6 +339,49 @@ def test_send_raising_oserror_stops_reading_and_closes(recording):
     assert sum(n for n in RecordingFile.log if n != "closed") <= 4 * CHUNK_SIZE
 
 
+@pytest.mark.parametrize("extensions", [{}, {"http.response.pathsend": {}}])
+@pytest.mark.parametrize("fail_at", [0, 1])
+def test_a_client_gone_before_the_body_is_no_error(local_storage, extensions, fail_at):
+    """send raising OSError (ASGI 2.4) at the start or at a one-message body: quiet, and the file is closed."""
+    small = local_storage.create(CONTENT, "a.txt", "text/plain")
+    big = local_storage.create(BIG, "a.bin", "application/octet-stream")
+    mw = DepotManager.make_asgi_middleware(asgi_fallback_app)
+    opened = []
+    original = type(local_storage.get(small)).real_file
+
+    def spy(self):
+        opened.append(original(self))
+        return opened[-1]
+
+    def serve(fid):
+        sent = []
+
+        async def receive():
+            await anyio.sleep_forever()
+
+        async def send(message):
+            if len(sent) == fail_at:
+                raise OSError("gone")
+            sent.append(message)
+
+        anyio.run(mw, http_scope("/depot/default/%s" % fid, extensions=extensions), receive, send)
+
+    for fid in (small, big):
+        with mock.patch.object(type(local_storage.get(small)), "real_file", spy):
+            serve(fid)
+        assert opened[-1].closed
+
+
+def test_a_read_error_is_not_taken_for_a_disconnect(local_storage):
+    fid = local_storage.create(BIG, "a.bin", "application/octet-stream")
+    mw = DepotManager.make_asgi_middleware(asgi_fallback_app)
+    with mock.patch.object(depot.asgi.os, "pread", side_effect=OSError(5, "Input/output error")), \
+            pytest.raises(BaseException) as raised:
+        run(mw, http_scope("/depot/default/%s" % fid), [{"type": "http.request", "body": b""}])
+    assert "Input/output error" in repr(raised.value) or any(
+        "Input/output error" in repr(e) for e in getattr(raised.value, "exceptions", ()))
+
+
 def test_disconnect_closes_a_local_file(local_storage):
     fid = local_storage.create(BIG * 8, "a.bin", "application/octet-stream")
     app = AsgiTestApp(DepotManager.make_asgi_middleware(asgi_fallback_app))
