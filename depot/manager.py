@@ -179,8 +179,22 @@ class DepotManager:
         """
         from depot.middleware import DepotMiddleware
 
+        return cls._register_new(DepotMiddleware, app, options, replace)
+
+    @classmethod
+    def make_asgi_middleware(cls, app: Any, *, replace: bool = False, **options: Any) -> Any:
+        """Wrap the ASGI ``app`` in a :class:`depot.asgi.DepotMiddleware` (same options) and register it.
+
+        ``replace=True`` swaps an already registered middleware instead of raising.
+        """
+        from depot.asgi import DepotMiddleware
+
+        return cls._register_new(DepotMiddleware, app, options, replace)
+
+    @classmethod
+    def _register_new(cls, middleware_class: Any, app: Any, options: Mapping[str, Any], replace: bool) -> Any:
         with cls._lock:
-            mw = DepotMiddleware(app, **options)
+            mw = middleware_class(app, **options)
             cls.set_middleware(mw, replace=replace)
             return mw
 

@@ -11,7 +11,7 @@ from depot.manager import DepotManager
 from depot.middleware import _BLOCK_SIZE, DepotMiddleware, FileServeApp, _FileIter
 from depot.serving.etags import make_etag
 
-from .test_middleware_support import CONTENT, LARGE_CONTENT, make_app
+from .test_middleware_support import CONTENT, LARGE_CONTENT, make_app, on_every_adapter
 
 # The fixtures clean_manager, storage and local_storage.
 pytest_plugins = ["tests.test_middleware_support"]
@@ -41,6 +41,7 @@ def test_make_middleware_twice(clean_manager):
         DepotManager.make_middleware(None)
 
 
+@on_every_adapter
 def test_serve_file(storage):
     app = make_app()
     fid = storage.create(CONTENT, "file.txt", "text/plain")
@@ -48,10 +49,10 @@ def test_serve_file(storage):
     resp = app.get("/depot/default/%s" % fid)
     assert resp.status == "200 OK"
     assert resp.body == CONTENT
-    names = [name for name, _ in resp.headerlist]
+    names = [name.lower() for name, _ in resp.headerlist]  # ASGI sends them lowercase
     # filedepot's headers, in filedepot's order, come first.
     assert names[:7] == [
-        "ETag", "Cache-Control", "Expires", "Content-Type", "Content-Length", "Last-Modified", "Content-Disposition",
+        "etag", "cache-control", "expires", "content-type", "content-length", "last-modified", "content-disposition",
     ]
     assert resp.headers["Cache-Control"] == "max-age=604800, public"
     assert resp.headers["Content-Type"] == "text/plain"
@@ -64,6 +65,7 @@ def test_serve_file(storage):
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
 
+@on_every_adapter
 def test_unicode_filename(storage):
     app = make_app()
     fid = storage.create(b"x", "Крупный", "text/plain")
@@ -71,6 +73,7 @@ def test_unicode_filename(storage):
     assert disposition == "inline;filename=\"Krupnyy\";filename*=utf-8''%D0%9A%D1%80%D1%83%D0%BF%D0%BD%D1%8B%D0%B9"
 
 
+@on_every_adapter
 def test_custom_cache_max_age(storage):
     app = make_app(cache_max_age=60)
     fid = storage.create(b"x", "a.txt", "text/plain")
@@ -83,6 +86,7 @@ def test_options_from_ini_strings(storage):
     assert mw.inline_policy.allows_inline("text/html")
 
 
+@on_every_adapter
 def test_subdirectory_mountpoint(storage):
     app = make_app(mountpoint="/hello/lfs")
     fid = storage.create(CONTENT, "file.txt", "text/plain")
@@ -91,6 +95,7 @@ def test_subdirectory_mountpoint(storage):
     assert app.get("/depot/default/%s" % fid).body.startswith(b"app:")
 
 
+@on_every_adapter
 def test_alias(storage):
     DepotManager.alias("old", "default")
     app = make_app()
@@ -98,12 +103,14 @@ def test_alias(storage):
     assert app.get("/depot/old/%s" % fid).body == CONTENT
 
 
+@on_every_adapter
 @pytest.mark.parametrize("path", ["/depotskipped", "/", "/other/default/x", "/dep"])
 def test_other_paths_reach_the_app(storage, path):
     resp = make_app().get(path)
     assert resp.body == b"app:GET:" + path.encode()
 
 
+@on_every_adapter
 def test_post_to_a_file_url_reaches_the_app(storage):
     app = make_app()
     fid = storage.create(CONTENT, "file.txt", "text/plain")
@@ -111,6 +118,7 @@ def test_post_to_a_file_url_reaches_the_app(storage):
     assert app.put("/depot/default/%s" % fid).body.startswith(b"app:PUT:")
 
 
+@on_every_adapter
 @pytest.mark.parametrize("path", ["/depot", "/depot/", "/depot/nodepot", "/depot/nodepot/x", "/depot/default/"])
 def test_404(storage, path):
     resp = make_app().get(path, status=404)
@@ -119,12 +127,14 @@ def test_404(storage, path):
     assert b"File Not Found" in resp.body
 
 
+@on_every_adapter
 def test_404_for_missing_and_malformed_ids(storage):
     app = make_app()
     app.get("/depot/default/4f4e3ab5-2d6c-4bd1-b2d0-2b1a6c1d9d3e", status=404)
     app.get("/depot/default/not-a-uuid", status=404)
 
 
+@on_every_adapter
 def test_404_when_the_file_disappears_before_it_is_opened(local_storage):
     app = make_app()
     fid = local_storage.create(CONTENT, "file.txt", "text/plain")
@@ -132,6 +142,7 @@ def test_404_when_the_file_disappears_before_it_is_opened(local_storage):
         app.get("/depot/default/%s" % fid, status=404)
 
 
+@on_every_adapter
 def test_invalid_if_modified_since_is_400(storage):
     app = make_app()
     fid = storage.create(CONTENT, "file.txt", "text/plain")
@@ -139,6 +150,7 @@ def test_invalid_if_modified_since_is_400(storage):
     assert resp.headers["Content-Type"] == "text/html"
 
 
+@on_every_adapter
 def test_304_with_if_modified_since(storage):
     app = make_app()
     fid = storage.create(CONTENT, "file.txt", "text/plain")
@@ -149,6 +161,7 @@ def test_304_with_if_modified_since(storage):
     assert "ETag" in resp.headers
 
 
+@on_every_adapter
 def test_200_when_modified_since(storage):
     app = make_app()
     fid = storage.create(CONTENT, "file.txt", "text/plain")
@@ -156,6 +169,7 @@ def test_200_when_modified_since(storage):
     assert resp.status == "200 OK" and resp.body == CONTENT
 
 
+@on_every_adapter
 def test_304_with_the_etag(storage):
     app = make_app()
     fid = storage.create(CONTENT, "file.txt", "text/plain")
@@ -163,6 +177,7 @@ def test_304_with_the_etag(storage):
     assert app.get("/depot/default/%s" % fid, headers={"If-None-Match": etag}, status=304).body == b""
 
 
+@on_every_adapter
 def test_public_url_redirects_permanently(clean_manager):
     storage = DepotManager.configure("pub", {"depot.backend": "tests.test_middleware_support.PublicMemoryStorage"})
     fid = storage.create(CONTENT, "file.txt", "text/plain")

@@ -9,10 +9,12 @@ import pytest
 
 from depot.manager import DepotManager
 
-from .test_middleware_support import CONTENT, make_app
+from .test_middleware_support import CONTENT, make_app, on_every_adapter
 
-# The fixtures clean_manager, storage and local_storage.
+# The fixtures clean_manager, storage, local_storage and adapter.
 pytest_plugins = ["tests.test_middleware_support"]
+
+pytestmark = on_every_adapter
 
 
 @pytest.fixture

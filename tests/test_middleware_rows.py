@@ -8,16 +8,16 @@ from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import webtest
 from PIL import Image
 
 from depot.fields.filters.thumbnails import WithThumbnailFilter
 from depot.fields.upload import UploadedFile
-from depot.manager import DepotManager
 
-from .test_middleware_support import fallback_app
+from .test_middleware_support import make_app, on_every_adapter
 
 pytest_plugins = ["tests.test_middleware_support"]
+
+pytestmark = on_every_adapter
 
 
 def png():
@@ -34,18 +34,18 @@ def thumbnailed():
 
 @pytest.fixture
 def signed_app(storage):
-    mw = DepotManager.make_middleware(fallback_app, secret="s3cret", link_lifetime=600)
-    return webtest.TestApp(mw)
+    return make_app(secret="s3cret", link_lifetime=600)
 
 
 def test_thumbnail_url_in_the_row_is_unsigned_and_read_signed(signed_app):
     value = thumbnailed()
     stored = json.loads(value.encode())["thumb_20x10_url"]
     assert stored == "/depot/" + value.thumb_20x10_path  # no expires, no signature
-    url = value.thumb_20x10_url
-    assert set(parse_qs(urlsplit(url).query)) == {"expires", "signature"}
-    assert signed_app.get(url).content_type == "image/png"
-    assert value["thumb_20x10_url"] == value.thumb_20x10_url.split("?")[0] + "?" + urlsplit(url).query
+    with mock.patch("time.time", return_value=time.time()):  # both reads sign within the same second
+        url = value.thumb_20x10_url
+        assert set(parse_qs(urlsplit(url).query)) == {"expires", "signature"}
+        assert signed_app.get(url).content_type == "image/png"
+        assert value["thumb_20x10_url"] == value.thumb_20x10_url.split("?")[0] + "?" + urlsplit(url).query
 
 
 def test_thumbnail_url_keeps_working_after_links_expire(signed_app):
@@ -71,7 +71,7 @@ def test_signed_thumbnail_urls_stored_by_older_versions_are_resigned(signed_app)
 
 
 def test_without_secret_rows_hold_exactly_the_middleware_url(storage):
-    DepotManager.make_middleware(fallback_app, mountpoint="/media")
+    make_app(mountpoint="/media")
     value = thumbnailed()
     assert json.loads(value.encode())["thumb_20x10_url"] == "/media/" + value.thumb_20x10_path
     assert value.thumb_20x10_url == "/media/" + value.thumb_20x10_path

@@ -1,5 +1,6 @@
 """The whole decision for one request (depot.serving.plan), without WSGI."""
 from datetime import datetime
+from http import HTTPStatus
 
 from depot.serving.content import InlinePolicy
 from depot.serving.plan import FileFacts, plan_response
@@ -18,7 +19,7 @@ def plan(facts=FACTS, method="GET", ranges=True, **headers):
 
 def test_200_header_order_extends_filedepot():
     p = plan()
-    assert p.status == "200 OK"
+    assert p.status == HTTPStatus.OK
     assert p.headers == [
         ("ETag", '"f-1"'),
         ("Cache-Control", CC),
@@ -35,37 +36,37 @@ def test_200_header_order_extends_filedepot():
 
 def test_head_has_the_get_headers_and_no_body():
     p = plan(method="HEAD")
-    assert (p.status, p.headers, p.body) == ("200 OK", plan().headers, None)
+    assert (p.status, p.headers, p.body) == (HTTPStatus.OK, plan().headers, None)
 
 
 def test_head_ignores_range():
-    assert plan(method="HEAD", range="bytes=0-1").status == "200 OK"
+    assert plan(method="HEAD", range="bytes=0-1").status == HTTPStatus.OK
 
 
 def test_206():
     p = plan(range="bytes=10-19")
-    assert p.status == "206 Partial Content"
+    assert p.status == HTTPStatus.PARTIAL_CONTENT
     assert ("Content-Length", "10") in p.headers and ("Content-Range", "bytes 10-19/100") in p.headers
     assert p.body == (10, 20)
 
 
 def test_416():
     p = plan(range="bytes=100-")
-    assert (p.status, p.headers, p.body) == ("416 Range Not Satisfiable", [("Content-Range", "bytes */100")], None)
+    assert (p.status, p.headers, p.body) == (HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, [("Content-Range", "bytes */100")], None)
 
 
 def test_if_range():
-    assert plan(range="bytes=0-1", if_range='"f-1"').status == "206 Partial Content"
-    assert plan(range="bytes=0-1", if_range='"f-0"').status == "200 OK"
-    assert plan(range="bytes=0-1", if_range="Thu, 26 Nov 2026 15:33:27 GMT").status == "206 Partial Content"
-    assert plan(range="bytes=0-1", if_range="Thu, 26 Nov 2026 15:33:26 GMT").status == "200 OK"
+    assert plan(range="bytes=0-1", if_range='"f-1"').status == HTTPStatus.PARTIAL_CONTENT
+    assert plan(range="bytes=0-1", if_range='"f-0"').status == HTTPStatus.OK
+    assert plan(range="bytes=0-1", if_range="Thu, 26 Nov 2026 15:33:27 GMT").status == HTTPStatus.PARTIAL_CONTENT
+    assert plan(range="bytes=0-1", if_range="Thu, 26 Nov 2026 15:33:26 GMT").status == HTTPStatus.OK
     # If-Range does not turn an unsatisfiable range into 416 when it fails.
-    assert plan(range="bytes=500-", if_range='"f-0"').status == "200 OK"
+    assert plan(range="bytes=500-", if_range='"f-0"').status == HTTPStatus.OK
 
 
 def test_304_carries_validators_and_cache_headers():
     p = plan(if_none_match='"f-1"')
-    assert p.status == "304 Not Modified" and p.body is None
+    assert p.status == HTTPStatus.NOT_MODIFIED and p.body is None
     assert p.headers == [
         ("ETag", '"f-1"'),
         ("Cache-Control", CC),
@@ -75,22 +76,22 @@ def test_304_carries_validators_and_cache_headers():
 
 
 def test_304_wins_over_range():
-    assert plan(if_none_match="*", range="bytes=0-1").status == "304 Not Modified"
+    assert plan(if_none_match="*", range="bytes=0-1").status == HTTPStatus.NOT_MODIFIED
 
 
 def test_400_and_412():
-    assert plan(if_modified_since="yesterday").status == "400 Bad Request"
-    assert plan(if_match='"nope"').status == "412 Precondition Failed"
+    assert plan(if_modified_since="yesterday").status == HTTPStatus.BAD_REQUEST
+    assert plan(if_match='"nope"').status == HTTPStatus.PRECONDITION_FAILED
 
 
 def test_without_ranges_the_front_server_handles_them():
     p = plan(range="bytes=0-1", ranges=False)
-    assert p.status == "200 OK" and not any(h[0] == "Accept-Ranges" for h in p.headers)
+    assert p.status == HTTPStatus.OK and not any(h[0] == "Accept-Ranges" for h in p.headers)
 
 
 def test_unknown_facts():
     p = plan(FileFacts('W/"f"', None, None, None, None), range="bytes=0-1")
-    assert p.status == "200 OK"
+    assert p.status == HTTPStatus.OK
     names = [h[0] for h in p.headers]
     assert "Content-Length" not in names and "Last-Modified" not in names and "Accept-Ranges" not in names
     assert ("Content-Type", "application/octet-stream") in p.headers

@@ -13,7 +13,10 @@ can be tested on its own:
 - :mod:`.content`: safe ``Content-Type`` and ``Content-Disposition``;
 - :mod:`.signing`: signed, expiring links;
 - :mod:`.offload`: ``X-Sendfile`` / ``X-Accel-Redirect`` targets;
-- :mod:`.plan`: the whole decision (status, headers, byte range) for one request.
+- :mod:`.plan`: the stages of the decision (preconditions, range, headers) for one request;
+- :mod:`.core`: the transport-neutral core that applies them to a stored
+  file and chooses the body source (the one module here that touches storage).
 
-:mod:`depot.middleware` turns a plan into a WSGI response.
+:mod:`depot.middleware` (WSGI) and :mod:`depot.asgi` (ASGI) only send what
+:mod:`.core` decided.
 """

@@ -3,16 +3,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, List, Mapping, NamedTuple, Optional, Tuple
+from http import HTTPStatus
+from typing import Callable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from depot.utils import http_date, utcnow_naive
 
-from .conditional import Outcome, evaluate_preconditions, if_range_holds
+from .conditional import NOT_MODIFIED, PROCEED, Outcome, evaluate_preconditions, if_range_holds
 from .caching import BoundedCache, approximate_size
 from .content import SANDBOX_CSP, InlinePolicy, header_filename, safe_content_type
 from .ranges import UNSATISFIABLE, content_range, parse_range
 
-__all__ = ["FileFacts", "Plan", "plan_response"]
+__all__ = [
+    "FileFacts", "Plan", "plan_response", "check_preconditions", "requested_range", "content_headers",
+    "not_modified_headers", "unsatisfiable_headers", "OUTCOME_STATUS",
+]
 
 Headers = List[Tuple[str, str]]
 
@@ -36,7 +40,7 @@ class Plan:
     or ``(0, None)`` for the whole file of unknown size.
     """
 
-    status: str
+    status: HTTPStatus
     headers: Headers
     body: Optional[Tuple[int, Optional[int]]]
 
@@ -71,11 +75,127 @@ def _describe(
     return described
 
 
-_STATUS = {
-    Outcome.NOT_MODIFIED: "304 Not Modified",
-    Outcome.BAD_REQUEST: "400 Bad Request",
-    Outcome.PRECONDITION_FAILED: "412 Precondition Failed",
+#: The status of each precondition outcome that stops the request.
+OUTCOME_STATUS = {
+    Outcome.NOT_MODIFIED: HTTPStatus.NOT_MODIFIED,
+    Outcome.BAD_REQUEST: HTTPStatus.BAD_REQUEST,
+    Outcome.PRECONDITION_FAILED: HTTPStatus.PRECONDITION_FAILED,
 }
+
+Span = Tuple[int, int]
+
+
+def check_preconditions(
+    environ: Mapping[str, str], facts: FileFacts, not_modified: Optional[bool] = None
+) -> Outcome:
+    """What the precondition headers of a GET or HEAD allow (``environ``: its WSGI header keys).
+
+    ``not_modified``, when given, is the caller's verdict on
+    ``If-None-Match``/``If-Modified-Since`` (a
+    :meth:`~depot.middleware.FileServeApp.has_been_modified` override); only
+    ``If-Match``/``If-Unmodified-Since`` are then evaluated here.
+    """
+    get = environ.get
+    if not_modified is None:
+        return evaluate_preconditions(
+            facts.etag, facts.last_modified, get("HTTP_IF_MATCH"), get("HTTP_IF_UNMODIFIED_SINCE"),
+            get("HTTP_IF_NONE_MATCH"), get("HTTP_IF_MODIFIED_SINCE"),
+        )
+    outcome = evaluate_preconditions(
+        facts.etag, facts.last_modified, get("HTTP_IF_MATCH"), get("HTTP_IF_UNMODIFIED_SINCE")
+    )
+    if outcome is PROCEED and not_modified:
+        return NOT_MODIFIED
+    return outcome
+
+
+def requested_range(
+    environ: Mapping[str, str], facts: FileFacts, now: Optional[datetime] = None
+) -> Union[None, Span, object]:
+    """The byte range a GET asks for and may get: ``(start, stop)``, ``None`` (whole file) or UNSATISFIABLE.
+
+    ``Range`` applies to GET only, and only while ``If-Range`` (if any) holds;
+    ``now`` (naive UTC, the current time when ``None``) dates ``If-Range``.
+    """
+    get = environ.get
+    value = get("HTTP_RANGE")
+    if value is None or get("REQUEST_METHOD") != "GET":
+        return None
+    if_range = get("HTTP_IF_RANGE")
+    if if_range is not None and not if_range_holds(
+        if_range, facts.etag, facts.last_modified, utcnow_naive() if now is None else now
+    ):
+        return None
+    return parse_range(value, facts.content_length)
+
+
+def not_modified_headers(
+    facts: FileFacts, cache_control: str, expires: str, policy: InlinePolicy,
+    make_date: Optional[Callable[[datetime], str]] = None,
+) -> Headers:
+    """The headers of a 304: the validators and the cache headers."""
+    headers = [("ETag", facts.etag), ("Cache-Control", cache_control), ("Expires", expires)]
+    last_modified = _last_modified(facts, policy, make_date)
+    if last_modified is not None:
+        headers.append(("Last-Modified", last_modified))
+    return headers
+
+
+def _last_modified(
+    facts: FileFacts, policy: InlinePolicy, make_date: Optional[Callable[[datetime], str]]
+) -> Optional[str]:
+    if facts.last_modified is None:
+        return None
+    if make_date is not None:
+        return make_date(facts.last_modified)
+    return _describe(facts.content_type, facts.filename, facts.last_modified, policy)[3]
+
+
+def content_headers(
+    facts: FileFacts,
+    span: Optional[Span],
+    cache_control: str,
+    expires: str,
+    policy: InlinePolicy,
+    make_date: Optional[Callable[[datetime], str]] = None,
+    ranges: bool = True,
+) -> Headers:
+    """The headers of a 200 (``span`` is ``None``) or of a 206 carrying bytes ``span``.
+
+    They keep filedepot's order (``ETag``, ``Cache-Control``, ``Expires``,
+    ``Content-Type``, ``Content-Length``, ``Last-Modified``,
+    ``Content-Disposition``) and add ``Accept-Ranges`` (unless ``ranges`` is
+    false: the front server applies them), ``X-Content-Type-Options:
+    nosniff`` and, for active content, ``Content-Security-Policy: sandbox``.
+    """
+    content_type, disposition, sandbox, last_modified = _describe(
+        facts.content_type, facts.filename, facts.last_modified, policy
+    )
+    if make_date is not None and facts.last_modified is not None:
+        last_modified = make_date(facts.last_modified)
+    size = facts.content_length
+    headers = [
+        ("ETag", facts.etag), ("Cache-Control", cache_control), ("Expires", expires), ("Content-Type", content_type),
+    ]
+    if span is not None:
+        headers.append(("Content-Length", str(span[1] - span[0])))
+        headers.append(("Content-Range", content_range(span[0], span[1], size)))
+    elif size is not None:
+        headers.append(("Content-Length", str(size)))
+    if last_modified is not None:
+        headers.append(("Last-Modified", last_modified))
+    headers.append(("Content-Disposition", disposition))
+    if ranges and size is not None:
+        headers.append(("Accept-Ranges", "bytes"))
+    headers.append(("X-Content-Type-Options", "nosniff"))
+    if sandbox:
+        headers.append(("Content-Security-Policy", SANDBOX_CSP))
+    return headers
+
+
+def unsatisfiable_headers(facts: FileFacts) -> Headers:
+    """The headers of a 416: the size the range missed."""
+    return [("Content-Range", "bytes */%d" % facts.content_length)]
 
 
 def plan_response(
@@ -89,88 +209,25 @@ def plan_response(
     not_modified: Optional[bool] = None,
     make_date: Optional[Callable[[datetime], str]] = None,
 ) -> Plan:
-    """Apply RFC 9110 to a GET or HEAD (``environ`` holds its WSGI header keys).
+    """Apply RFC 9110 to a GET or HEAD (``environ`` holds its WSGI header keys): the stages above, in order.
 
-    200 headers keep filedepot's order (``ETag``, ``Cache-Control``,
-    ``Expires``, ``Content-Type``, ``Content-Length``, ``Last-Modified``,
-    ``Content-Disposition``) and add ``Accept-Ranges``,
-    ``X-Content-Type-Options: nosniff`` and, for active content,
-    ``Content-Security-Policy: sandbox``.  A 304 carries the validators and
-    cache headers; 400 and 412 carry none (their bodies are the caller's).
-    ``ranges=False`` ignores ``Range`` (the front server will apply it).
-    ``now`` is a naive UTC time, used by ``If-Range`` dates (the current
-    time when ``None``).  ``not_modified``, when given, is the caller's
-    verdict on ``If-None-Match``/``If-Modified-Since`` (a
-    :meth:`~depot.middleware.FileServeApp.has_been_modified` override), and
-    ``make_date`` its own ``Last-Modified`` formatting.
+    A 304 carries the validators and cache headers; 400 and 412 carry none
+    (their bodies are the caller's).  ``ranges=False`` ignores ``Range``
+    (the front server will apply it).  See :func:`check_preconditions`,
+    :func:`requested_range` and :func:`content_headers` for the rest.
     """
-    get = environ.get
-    if not_modified is None:
-        outcome = evaluate_preconditions(
-            facts.etag,
-            facts.last_modified,
-            get("HTTP_IF_MATCH"),
-            get("HTTP_IF_UNMODIFIED_SINCE"),
-            get("HTTP_IF_NONE_MATCH"),
-            get("HTTP_IF_MODIFIED_SINCE"),
-        )
-    else:
-        outcome = evaluate_preconditions(
-            facts.etag, facts.last_modified, get("HTTP_IF_MATCH"), get("HTTP_IF_UNMODIFIED_SINCE")
-        )
-        if outcome is Outcome.PROCEED and not_modified:
-            outcome = Outcome.NOT_MODIFIED
-    content_type, disposition, sandbox, last_modified = _describe(
-        facts.content_type, facts.filename, facts.last_modified, policy
-    )
-    if make_date is not None and facts.last_modified is not None:
-        last_modified = make_date(facts.last_modified)
+    outcome = check_preconditions(environ, facts, not_modified)
     if outcome is Outcome.NOT_MODIFIED:
-        headers = [("ETag", facts.etag), ("Cache-Control", cache_control), ("Expires", expires)]
-        if last_modified is not None:
-            headers.append(("Last-Modified", last_modified))
-        return Plan(_STATUS[outcome], headers, None)
+        headers = not_modified_headers(facts, cache_control, expires, policy, make_date)
+        return Plan(HTTPStatus.NOT_MODIFIED, headers, None)
     if outcome is not Outcome.PROCEED:
-        return Plan(_STATUS[outcome], [], None)
-
-    size = facts.content_length
-    status, body = "200 OK", (0, size)
-    content_range_value = None
-    range_value = get("HTTP_RANGE") if ranges and get("REQUEST_METHOD") == "GET" else None
-    if range_value is not None:
-        if_range = get("HTTP_IF_RANGE")
-        if if_range is None or if_range_holds(
-            if_range, facts.etag, facts.last_modified, utcnow_naive() if now is None else now
-        ):
-            wanted = parse_range(range_value, size)
-            if wanted is UNSATISFIABLE:
-                return Plan(
-                    "416 Range Not Satisfiable",
-                    [("Content-Range", "bytes */%d" % size)],
-                    None,
-                )
-            if wanted is not None:
-                status, body = "206 Partial Content", wanted
-                content_range_value = content_range(wanted[0], wanted[1], size)
-
-    headers = [
-        ("ETag", facts.etag),
-        ("Cache-Control", cache_control),
-        ("Expires", expires),
-        ("Content-Type", content_type),
-    ]
-    if size is not None:
-        headers.append(("Content-Length", str(body[1] - body[0])))
-    if content_range_value is not None:
-        headers.append(("Content-Range", content_range_value))
-    if last_modified is not None:
-        headers.append(("Last-Modified", last_modified))
-    headers.append(("Content-Disposition", disposition))
-    if ranges and size is not None:
-        headers.append(("Accept-Ranges", "bytes"))
-    headers.append(("X-Content-Type-Options", "nosniff"))
-    if sandbox:
-        headers.append(("Content-Security-Policy", SANDBOX_CSP))
-    if get("REQUEST_METHOD") == "HEAD":
-        body = None
-    return Plan(status, headers, body)
+        return Plan(OUTCOME_STATUS[outcome], [], None)
+    wanted = requested_range(environ, facts, now) if ranges else None
+    if wanted is UNSATISFIABLE:
+        return Plan(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, unsatisfiable_headers(facts), None)
+    headers = content_headers(facts, wanted, cache_control, expires, policy, make_date, ranges)
+    if environ.get("REQUEST_METHOD") == "HEAD":
+        return Plan(HTTPStatus.OK, headers, None)
+    if wanted is None:
+        return Plan(HTTPStatus.OK, headers, (0, facts.content_length))
+    return Plan(HTTPStatus.PARTIAL_CONTENT, headers, wanted)

@@ -1,0 +1,441 @@
+"""The transport-neutral serving core: one request in, one :class:`Response` out.
+
+Both middlewares (:mod:`depot.middleware` for WSGI, :mod:`depot.asgi` for
+ASGI) are thin adapters over this module.  From the request method, path,
+query string and headers (as WSGI ``environ`` keys: the form the 0.12 hooks
+take) and the stored file, it decides once the status, the headers and the
+*body source*:
+
+- ``None``: no content (HEAD, 304, offloaded to the front server);
+- ``bytes``: small content already read (a page, or a file of at most
+  :data:`SMALL_BODY` bytes: for them sendfile's set-up costs more than a copy);
+- :class:`FileSpan`: bytes ``[start, stop)`` of a real local file, which a
+  server can send zero-copy (``wsgi.file_wrapper``, ASGI ``pathsend``);
+- :class:`StoredSpan`: bytes ``[start, stop)`` of any stored file, read in chunks;
+- :class:`Redirect`: a redirect to the file's public URL.
+
+The adapters only send what was decided.  The core does blocking storage
+I/O (``get``, opening the file), so the ASGI adapter runs it in a worker
+thread, once per request.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import importlib
+import inspect
+import os
+import sys
+from http import HTTPStatus
+from typing import IO, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from urllib.parse import quote
+
+from depot.io.interfaces import StoredFile
+from depot.manager import DepotManager
+from depot.utils import asbool, asint
+
+from .caching import cache_headers
+from .conditional import PROCEED, Outcome
+from .content import InlinePolicy
+from .offload import AccelMapping, Offload
+from .paths import is_under_mount, mount_prefix, quote_file_path, split_file_path
+from .plan import (
+    OUTCOME_STATUS, FileFacts, check_preconditions, content_headers, not_modified_headers, requested_range,
+    unsatisfiable_headers,
+)
+from .ranges import UNSATISFIABLE
+from .signing import LinkSigner
+
+__all__ = [
+    "BLOCK_SIZE", "SMALL_BODY", "Response", "FileSpan", "StoredSpan", "Redirect", "Located", "ServingCore",
+    "respond_file", "choose_body", "page", "redirect", "status_line",
+]
+
+#: Chunk read from storages and handed to servers (256 KiB): memory per
+#: response is bounded by it.
+BLOCK_SIZE = 4096 * 64
+
+#: Bodies up to this size are read at once and sent as one chunk: for them a
+#: server's sendfile set-up (a selector, lseek, fstat...) or another trip to a
+#: worker thread costs more than the copy it saves.
+SMALL_BODY = 64 * 1024
+
+Headers = List[Tuple[str, str]]
+
+# HTTPStatus members read through the class cost a descriptor call each
+# (Python 3.11): the statuses of every file response, as plain names.
+_OK, _PARTIAL_CONTENT = HTTPStatus.OK, HTTPStatus.PARTIAL_CONTENT
+
+
+class FileSpan(NamedTuple):
+    """Bytes ``[start, stop)`` of ``real``, an open local file of ``size`` bytes: sendable zero-copy."""
+
+    real: IO[bytes]
+    start: int
+    stop: int
+    size: int
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.stop == self.size
+
+
+class StoredSpan(NamedTuple):
+    """Bytes ``[start, stop)`` of a stored file (``stop`` is ``None`` for "to the end, size unknown")."""
+
+    file: StoredFile
+    start: int
+    stop: Optional[int]
+    whole: bool
+
+
+class Redirect(NamedTuple):
+    """A redirect to ``location`` (as the storage gave it), with the page sent as its body."""
+
+    location: str
+    page: bytes
+
+
+Body = Union[None, bytes, FileSpan, StoredSpan, Redirect]
+
+
+class Response:
+    """What to answer: an :class:`http.HTTPStatus`, the headers and the body source.
+
+    A body that holds a file owns it: :meth:`close` releases it, and the
+    adapter calls it once the body is sent (or abandoned).
+    """
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: HTTPStatus, headers: Headers, body: Body = None) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def close(self) -> None:
+        body = self.body
+        if isinstance(body, FileSpan):
+            body.real.close()
+        elif isinstance(body, StoredSpan):
+            body.file.close()
+
+    def __repr__(self) -> str:
+        return "Response(%d, %r, %s)" % (self.status, self.headers, type(self.body).__name__)
+
+
+# RFC 9110's reason phrases where Python's differ (3.12 and older say
+# "Requested Range Not Satisfiable").
+_PHRASES = {HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE: "Range Not Satisfiable"}
+_STATUS_LINES: Dict[int, str] = {
+    status: "%d %s" % (status, _PHRASES.get(status, status.phrase)) for status in HTTPStatus
+}
+
+
+def status_line(status: int) -> str:
+    """``'206 Partial Content'``: the status as WSGI writes it."""
+    return _STATUS_LINES[status]
+
+
+# What each error page says (the title is the status line, as filedepot's 404).
+_MESSAGES = {HTTPStatus.NOT_FOUND: "File Not Found"}
+
+
+def page(status: HTTPStatus, headers: Headers = ()) -> Response:  # type: ignore[assignment]
+    """A small HTML page answering ``status``, after ``headers``."""
+    line = _STATUS_LINES[status]
+    body = (
+        "<html><head><title>%s</title></head><body><h1>%s</h1></body></html>"
+        % (line, _MESSAGES.get(status, line.split(" ", 1)[1]))
+    ).encode()
+    return Response(status, [*headers, ("Content-Type", "text/html"), ("Content-Length", str(len(body)))], body)
+
+
+def _safe_location(url: str) -> str:
+    # A URL from a storage goes into a header: percent-encode anything that is
+    # not printable ASCII (existing escapes are kept) so it cannot split it.
+    return quote(url, safe="!#$%&'()*+,/:;=?@[]~-._")
+
+
+def redirect(location: str, permanent: bool) -> Response:
+    """``301`` to a public URL, or ``302`` (never cached) to a signed, expiring one."""
+    safe = _safe_location(location)
+    body = ('<html><body>Moved to <a href="%s">%s</a></body></html>' % ((html.escape(safe),) * 2)).encode()
+    headers = [("Content-Type", "text/html"), ("Location", safe)]
+    if not permanent:
+        headers.append(("Cache-Control", "no-store"))
+    headers.append(("Content-Length", str(len(body))))
+    status = HTTPStatus.MOVED_PERMANENTLY if permanent else HTTPStatus.FOUND
+    return Response(status, headers, Redirect(location, body))
+
+
+def choose_body(
+    file: StoredFile, real: Optional[IO[bytes]], start: int, stop: Optional[int], size: Optional[int]
+) -> Body:
+    """How the bytes ``[start, stop)`` of ``file`` (``size`` bytes) go out: the one place that decides it.
+
+    ``real`` is the file's local data file, opened (``None`` when the
+    storage has none).  Small bodies are read now and both files closed;
+    larger local ones become a :class:`FileSpan` (zero-copy), the rest a
+    :class:`StoredSpan`.  Whatever is not handed over in the body is closed.
+    """
+    if real is not None:
+        assert stop is not None  # the size of an opened file is known
+        if stop - start > SMALL_BODY:
+            file.close()
+            return FileSpan(real, start, stop, stop if size is None else size)
+        try:
+            if start:
+                real.seek(start)
+            return real.read(stop - start)
+        finally:
+            real.close()
+            file.close()
+    if stop is not None and stop - start <= SMALL_BODY:
+        try:
+            return b"".join(file.iter_range(start, stop, BLOCK_SIZE))
+        finally:
+            file.close()
+    return StoredSpan(file, start, stop, start == 0 and stop == size)
+
+
+class Located(NamedTuple):
+    """The stored file a request names, and the seconds left on its signed link (if any)."""
+
+    file: StoredFile
+    link_remaining: Optional[int]
+
+
+def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
+    """The response to a GET or HEAD of ``app.file``, decided once.
+
+    ``app`` is a :class:`~depot.middleware.FileServeApp` (or subclass): its
+    attributes describe the file and its hooks (``generate_etag``,
+    ``has_been_modified``, ``make_date``; ``parse_date`` through
+    ``has_been_modified``) are honoured.  ``environ`` holds the request's
+    WSGI keys.  Conditional requests, HEAD and unsatisfiable ranges never
+    open the file's content.  The stored file is closed, or owned by the
+    returned body.
+    """
+    f = app.file
+    real = None
+    try:
+        try:
+            etag = app.generate_etag()
+        except OSError:
+            f.close()  # deleted between get() and now: as missing as a failed get()
+            return page(HTTPStatus.NOT_FOUND)
+        try:
+            modified = app.has_been_modified(environ, etag, app.last_modified)
+        except RuntimeError:
+            f.close()
+            return page(HTTPStatus.BAD_REQUEST)
+        # The shared, memoised date formatting unless a subclass has its own.
+        make_date = app.make_date if _make_date_overridden(type(app)) else None
+        facts = FileFacts(etag, app.last_modified, app.content_length, app.content_type, app.filename)
+        policy, offload = app._policy, app._offload
+        cache_control, expires = cache_headers(app.cache_expires, app._link_remaining, make_date=make_date)
+        outcome = check_preconditions(environ, facts, not modified)
+        if outcome is not PROCEED:
+            f.close()
+            if outcome is Outcome.NOT_MODIFIED:
+                headers = not_modified_headers(facts, cache_control, expires, policy, make_date)
+                return Response(HTTPStatus.NOT_MODIFIED, headers)
+            return page(OUTCOME_STATUS[outcome])
+        wanted = requested_range(environ, facts)
+        if wanted is UNSATISFIABLE:
+            f.close()
+            return page(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, unsatisfiable_headers(facts))
+        head = environ.get("REQUEST_METHOD") == "HEAD"
+        if not head or offload is not None:
+            # Only now that content (or its path) is needed.
+            try:
+                real = f.real_file()
+                size = None if real is None else os.fstat(real.fileno()).st_size
+            except OSError:
+                f.close()
+                return page(HTTPStatus.NOT_FOUND)
+            target = None if offload is None or real is None else offload.header_for(real.name)
+            if target is not None:
+                # The front server sends the bytes: it applies Range itself and
+                # computes the length, so neither is decided here.
+                real.close()
+                f.close()
+                headers = content_headers(facts, None, cache_control, expires, policy, make_date, ranges=False)
+                return Response(HTTPStatus.OK, [h for h in headers if h[0] != "Content-Length"] + [target])
+            if real is not None and size != facts.content_length:
+                # Rewritten since its metadata was read: describe the bytes
+                # actually opened, so that the length sent is theirs.
+                facts = facts._replace(content_length=size)
+                if wanted is not None:
+                    wanted = requested_range(environ, facts)
+                    if wanted is UNSATISFIABLE:
+                        real.close()
+                        f.close()
+                        return page(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, unsatisfiable_headers(facts))
+        headers = content_headers(facts, wanted, cache_control, expires, policy, make_date)
+        status = _OK if wanted is None else _PARTIAL_CONTENT
+        if head:
+            if real is not None:
+                real.close()
+            f.close()
+            return Response(status, headers)
+        start, stop = (0, facts.content_length) if wanted is None else wanted
+        return Response(status, headers, choose_body(f, real, start, stop, facts.content_length))
+    except BaseException:
+        if real is not None:
+            real.close()
+        f.close()
+        raise
+
+
+@functools.lru_cache(maxsize=64)
+def _make_date_overridden(cls: type) -> bool:
+    from depot.middleware import FileServeApp
+
+    return inspect.getattr_static(cls, "make_date") is not inspect.getattr_static(FileServeApp, "make_date")
+
+
+# filedepot accepted any constructor value; these keep that while reading the
+# strings of INI files as what they mean.
+_MAX_MAX_AGE = 2**31 - 1  # RFC 9111 1.2.2: the largest delta-seconds caches must take
+
+
+def as_max_age(value: Any) -> Optional[int]:
+    """``cache_max_age`` in whole seconds, clamped to ``[0, 2**31 - 1]``; ``None`` for "no max-age"."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    try:
+        seconds = float(value) if isinstance(value, str) else value
+        return int(min(max(seconds, 0), _MAX_MAX_AGE))
+    except (TypeError, ValueError):  # NaN too: int() refuses it
+        raise ValueError("cache_max_age must be a number of seconds or None, got %r" % (value,)) from None
+
+
+def as_flag(value: Any) -> bool:
+    """An INI boolean (``'false'`` is false); any other value by its truth, as filedepot took it."""
+    try:
+        return asbool(value)
+    except ValueError:
+        return bool(value)
+
+
+def as_types(value: Union[None, str, Any]) -> Tuple[str, ...]:
+    if not value:
+        return ()
+    if isinstance(value, str):
+        return tuple(item for item in value.replace(",", " ").split() if item)
+    return tuple(value)
+
+
+class ServingCore:
+    """What both middlewares share: the wrapped ``app``, the options, the URLs and finding the file a request names.
+
+    The options are those of :class:`depot.middleware.DepotMiddleware`
+    (documented there).
+    """
+
+    #: The :class:`~depot.middleware.FileServeApp` (sub)class files are
+    #: served with; ``None`` means ``depot.middleware.FileServeApp`` as it is
+    #: at each request, so code that patches the module attribute keeps working.
+    file_app_class: Optional[type] = None
+
+    def __init__(
+        self,
+        app: Any,
+        mountpoint: str = "/depot",
+        cache_max_age: Optional[int] = 3600 * 24 * 7,
+        replace_wsgi_filewrapper: bool = False,
+        *,
+        inline_types: Any = None,
+        x_sendfile: bool = False,
+        x_accel_redirect: AccelMapping = None,
+        secret: Union[None, str, bytes] = None,
+        link_lifetime: int = 3600,
+    ) -> None:
+        self.app = app
+        self.mountpoint = mountpoint
+        self._prefix = mount_prefix(mountpoint)
+        self.cache_max_age = as_max_age(cache_max_age)
+        self.replace_wsgi_filewrapper = as_flag(replace_wsgi_filewrapper)
+        self.inline_policy = InlinePolicy(as_types(inline_types))
+        offload = Offload(asbool(x_sendfile), x_accel_redirect)
+        self.offload = offload if offload else None
+        self.signer = LinkSigner(secret, asint(link_lifetime, "link_lifetime")) if secret else None
+
+    def url_for(self, path: str, *, signed: bool = True) -> str:
+        """The URL of ``'<storage>/<file id>'``.
+
+        Characters a URL path cannot carry are percent-encoded (filedepot
+        encoded nothing; the ids of the built-in storages need no encoding).
+        With a secret the URL is signed and expires, unless ``signed=False``,
+        which gives the bare path, for values stored in rows (see
+        :meth:`depot.fields.upload.UploadedFile.url`).
+        """
+        url = "%s/%s" % (self._prefix, quote_file_path(path))
+        if signed and self.signer is not None:
+            url = "%s?%s" % (url, self.signer.sign(path))
+        return url
+
+    def serves(self, method: Optional[str], path: str) -> bool:
+        """Whether the request is the middleware's to answer (GET or HEAD under the mountpoint)."""
+        return (method == "GET" or method == "HEAD") and is_under_mount(path, self._prefix)
+
+    def unrouted(self, method: Optional[str], path: str) -> Response:
+        """The answer to what :meth:`serves` refuses when there is no application behind.
+
+        ``405`` (``Allow: GET, HEAD``) for another method under the mountpoint, else ``404``.
+        """
+        if is_under_mount(path, self._prefix):
+            return page(HTTPStatus.METHOD_NOT_ALLOWED, [("Allow", "GET, HEAD")])
+        return page(HTTPStatus.NOT_FOUND)
+
+    def locate(self, path: str, query_string: str) -> Union[Response, Located]:
+        """The stored file ``path`` (WSGI form: latin-1 code points of the raw bytes) names.
+
+        Or the response that ends the request here: ``404`` (no such file),
+        ``403`` (a bad or expired signature, checked before any storage is
+        asked), a redirect to the file's public URL.
+        """
+        target = split_file_path(path, self._prefix)
+        if target is None:
+            return page(HTTPStatus.NOT_FOUND)
+        depot_name, file_id = target
+        remaining = None
+        if self.signer is not None:
+            remaining = self.signer.remaining(("%s/%s" % target).encode("utf-8"), query_string)
+            if remaining is None:
+                return page(HTTPStatus.FORBIDDEN)
+        depot = DepotManager.get(depot_name)
+        if depot is None:
+            return page(HTTPStatus.NOT_FOUND)
+        try:
+            f = depot.get(file_id)
+        except (IOError, ValueError):
+            return page(HTTPStatus.NOT_FOUND)
+        try:
+            public_url = f.public_url
+        except BaseException:
+            f.close()
+            raise
+        if public_url is not None:
+            f.close()
+            return redirect(public_url, permanent=not f.public_url_signed)
+        return Located(f, remaining)
+
+    def file_app(self, located: Located, **options: Any) -> Any:
+        """The :attr:`file_app_class` instance serving ``located``."""
+        app_class = self.file_app_class
+        if app_class is None:
+            # The module attribute as it is now (tests and old code patch it).
+            wsgi = sys.modules.get("depot.middleware") or importlib.import_module("depot.middleware")
+            app_class = wsgi.FileServeApp
+        return app_class(
+            located.file,
+            self.cache_max_age,
+            self.replace_wsgi_filewrapper,
+            inline_policy=self.inline_policy,
+            offload=self.offload,
+            link_remaining=located.link_remaining,
+            **options,
+        )
