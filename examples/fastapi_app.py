@@ -11,13 +11,10 @@ SQLite (aiosqlite).  Nothing blocks the event loop:
   (:mod:`depot.fields.aio`), which streams the ``UploadFile`` (or the raw
   request body) to the storage in a worker thread, thumbnails included;
 - commits and rollbacks delete replaced or abandoned files in worker threads;
-- downloads are read with the async storage API, chunk by chunk.
-
-Files are served under ``/depot/<storage>/<id>`` (the URL layout of
-DepotMiddleware).  When this depot has the ASGI ``depot.asgi.DepotMiddleware``
-the application is wrapped in it, which adds ranges, ETags, conditional
-requests and zero-copy sending; otherwise the ``/depot`` route below streams
-whole files through :class:`depot.io.aio.AsyncStorage`.
+- files are served under ``/depot/<storage>/<id>`` by the ASGI
+  ``depot.asgi.DepotMiddleware`` wrapped around the application: ranges,
+  ETags, conditional requests, chunks read in worker threads (or zero-copy
+  ``pathsend`` on servers that offer it).
 
 ``--lag-probe`` starts a task measuring how late a 10 ms ``asyncio.sleep``
 wakes up (what every request waits when the loop is blocked); ``GET /lag``
@@ -28,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 import time
 from typing import Any, AsyncIterator, Dict, List, Optional
@@ -36,26 +32,15 @@ from typing import Any, AsyncIterator, Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for library.py, when run as a script
 
 from fastapi import FastAPI, Form, HTTPException, Request, UploadFile  # noqa: E402
-from fastapi.responses import StreamingResponse  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: E402
 
 import library  # noqa: E402
 from depot.fields.aio import attach  # noqa: E402
-from depot.io.aio import AsyncStoredFile  # noqa: E402
 from depot.io.utils import FileIntent  # noqa: E402
 from depot.manager import DepotManager  # noqa: E402
-from depot.serving.content import safe_content_type  # noqa: E402
-from depot.utils import make_content_disposition  # noqa: E402
-
-try:  # the ASGI file server, where this depot has it
-    from depot.asgi import DepotMiddleware
-except ImportError:  # pragma: no cover - depends on the depot version
-    DepotMiddleware = None
 
 MOUNTPOINT = "/depot"
-#: Types shown in the browser; anything else is downloaded, never rendered on our origin.
-INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "application/pdf")
 
 
 def file_url(path: str) -> str:
@@ -198,64 +183,12 @@ def make_app(data_dir: str, lag_probe: bool = False) -> Any:
             await session.commit()
             return describe_photo(photo)
 
-    @app.api_route(MOUNTPOINT + "/{storage}/{file_id}", methods=["GET", "HEAD"])
-    async def serve_file(storage: str, file_id: str, request: Request) -> StreamingResponse:
-        """Whole files streamed through the async API (DepotMiddleware answers first when present)."""
-        files = DepotManager.get_async(storage)
-        if files is None:
-            raise HTTPException(404)
-        try:
-            stored = await files.get(file_id)
-        except (IOError, ValueError):
-            raise HTTPException(404) from None
-        content_type, media_type = safe_content_type(stored.content_type)
-        disposition = "inline" if media_type in INLINE_TYPES else "attachment"
-        headers = {
-            "Content-Disposition": make_content_disposition(disposition, stored.filename or "file"),
-            "X-Content-Type-Options": "nosniff",
-        }
-        if stored.content_length is not None:
-            headers["Content-Length"] = str(stored.content_length)
-        if request.method == "HEAD":
-            await stored.close()
-            return StreamingResponse(iter(()), media_type=content_type, headers=headers)
-        return StreamingResponse(_chunks(stored), media_type=content_type, headers=headers)
-
     probe.add_routes(app)
-    if DepotMiddleware is not None:
-        return DepotManager.make_asgi_middleware(app, mountpoint=MOUNTPOINT)
-    return app
-
-
-async def _chunks(stored: AsyncStoredFile) -> AsyncIterator[bytes]:
-    async with stored:  # closed at the end, and when the client goes away
-        async for chunk in stored:
-            yield chunk
-
-
-def serve_uvicorn(app: Any, host: str, port: int, data: str) -> None:
-    """Serve ``app`` with uvicorn on ``host:port`` (0: a free port) and print its URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    real_startup = server.startup
-
-    async def startup(sockets: Any = None) -> None:
-        await real_startup(sockets)
-        library.announce(*sock.getsockname()[:2], data)
-
-    server.startup = startup  # type: ignore[method-assign]
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises the stopping signal once it has shut down
-        pass
+    return DepotManager.make_asgi_middleware(app, mountpoint=MOUNTPOINT)
 
 
 if __name__ == "__main__":
     lag_probe = "--lag-probe" in sys.argv
     if lag_probe:
         sys.argv.remove("--lag-probe")
-    library.main(lambda data: make_app(data, lag_probe), __doc__, serve_uvicorn)
+    library.main(lambda data: make_app(data, lag_probe), __doc__, library.serve_asgi)

@@ -244,3 +244,31 @@ def serve_wsgi(app: Callable, host: str, port: int, data: str) -> None:
         run_server(app, host, port, lambda host, port: announce(host, port, data))
     except OSError as exc:  # the port is taken, or the address is not ours
         sys.exit("%s: %s" % (os.path.basename(sys.argv[0]), listen_error(host, port, exc)))
+
+
+def serve_asgi(app: Any, host: str, port: int, data: str) -> None:
+    """Serve the ASGI ``app`` with uvicorn on ``host:port`` (0: a free port) and print its URL."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:  # the port is taken, or the address is not ours
+        from depot.cli.serve import listen_error
+
+        sys.exit("%s: %s" % (os.path.basename(sys.argv[0]), listen_error(host, port, exc)))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    real_startup = server.startup
+
+    async def startup(sockets: Any = None) -> None:
+        await real_startup(sockets)
+        announce(*sock.getsockname()[:2], data)
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the stopping signal once it has shut down
+        pass

@@ -1,13 +1,14 @@
-"""The depot document library as a Starlette (ASGI) application, bridged to WSGI.
+"""The depot document library as a native Starlette (ASGI) application on uvicorn.
 
-    pip install -e '.[sqlalchemy,image]' starlette python-multipart a2wsgi
+    pip install -e '.[sqlalchemy,image,asgi]' starlette python-multipart uvicorn
     python examples/starlette_app.py --port 8080
 
-DepotMiddleware is WSGI; a2wsgi's ``ASGIMiddleware`` runs the Starlette
-application inside a WSGI server, and DepotMiddleware wraps the result:
-file URLs are answered directly, everything else goes to Starlette.
-Starlette's ``UploadFile`` has ``filename``, ``file`` and ``content_type``,
-so depot stores it as it comes.
+``DepotManager.make_asgi_middleware`` wraps the Starlette application in the
+ASGI ``depot.asgi.DepotMiddleware``: file URLs are answered directly (reads
+in worker threads, or zero-copy ``pathsend`` where the server offers it),
+everything else goes to Starlette.  Starlette's ``UploadFile`` has
+``filename``, ``file`` and ``content_type``, so depot stores it as it comes;
+storage and database calls run in Starlette's thread pool.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for library.py, when run as a script
 
-from a2wsgi import ASGIMiddleware  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
@@ -34,7 +34,7 @@ def make_asgi_app(data_dir: str) -> Starlette:
     def page(error=None) -> HTMLResponse:
         with Session() as session:
             documents, photos = library.listing(session)
-            body = library.render_index(documents, photos, "Starlette via a2wsgi", error)
+            body = library.render_index(documents, photos, "Starlette (ASGI)", error)
         return HTMLResponse(body)
 
     async def change(action, *args) -> HTMLResponse:
@@ -80,9 +80,9 @@ def make_asgi_app(data_dir: str) -> Starlette:
 
 
 def make_app(data_dir: str):
-    """The WSGI application: DepotMiddleware around the bridged Starlette app."""
-    return DepotManager.make_middleware(ASGIMiddleware(make_asgi_app(data_dir)))
+    """The ASGI application: depot's ASGI DepotMiddleware around the Starlette app."""
+    return DepotManager.make_asgi_middleware(make_asgi_app(data_dir))
 
 
 if __name__ == "__main__":
-    library.main(make_app, __doc__)
+    library.main(make_app, __doc__, library.serve_asgi)

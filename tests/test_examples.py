@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = {
     "demo_app.py": ("webob",),
     "flask_app.py": ("flask",),
-    "starlette_app.py": ("starlette", "a2wsgi", "multipart"),
+    "starlette_app.py": ("starlette", "uvicorn", "multipart"),
 }
 
 
