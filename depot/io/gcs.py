@@ -22,12 +22,15 @@ added on top of it:
 """
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 from typing import Any, Iterator, List, Optional, Sequence
 
 from depot._optional import require
+from depot.io import checksums
 from depot.io._cloud import (
+    CHECKSUM_META,
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
     ObjectStorage,
@@ -68,6 +71,19 @@ CHUNK_MULTIPLE = 256 * 1024
 PUBLIC_READER_ROLE = "roles/storage.objectViewer"
 
 
+#: Checksums GCS computes for every (non-composite) object: streamed uploads report them.
+_NATIVE = ("crc32c", "md5")
+
+
+def _native_checksum(blob: Any) -> Optional[str]:
+    """The checksum a streamed upload asked for (see :meth:`GCSStorage._save`), from the blob's own."""
+    algorithm = (blob.metadata or {}).get(CHECKSUM_META)
+    value = {"crc32c": blob.crc32c, "md5": blob.md5_hash}.get(algorithm) if algorithm in _NATIVE else None
+    if not value:
+        return None
+    return "%s:%s" % (algorithm, base64.b64decode(value).hex())
+
+
 class GCSStoredFile(ObjectStoredFile):
     """A file of :class:`GCSStorage`; ``blob`` is the loaded :class:`~google.cloud.storage.Blob`.
 
@@ -80,6 +96,8 @@ class GCSStoredFile(ObjectStoredFile):
     def __init__(self, file_id: str, blob: Any) -> None:
         content_type = (blob.metadata or {}).get(CONTENT_TYPE_META) or blob.content_type
         super().__init__(file_id, blob.metadata, content_type, blob.size)
+        if self.checksum is None:
+            self.checksum = _native_checksum(blob)
         self.blob = blob
         self._position = 0
         self._buffer = b""
@@ -231,7 +249,9 @@ class GCSStorage(ObjectStorage):
         multipart_threshold: Any = 8 * MB,
         chunk_size: Any = 8 * MB,
         url_expires: Any = DEFAULT_URL_EXPIRES,
+        checksum: Any = checksums.DEFAULT_ALGORITHM,
     ) -> None:
+        self._set_checksum(checksum)
         self._policy = check_policy(policy)
         if not bucket:
             raise ValueError("GCSStorage needs a bucket name")
@@ -302,10 +322,22 @@ class GCSStorage(ObjectStorage):
         blob = self._new_blob(file_id, filename, content_type)
         acl = {"predefined_acl": "publicRead"} if self._policy == CANNED_ACL_PUBLIC_READ else {}
         data, stream = plan_upload(content, self._threshold)
+        algorithm = self.checksum_algorithm
+        # google-cloud-storage sends a CRC32C the service checks (one request)
+        # or compares it with the service's once a resumable upload completes
+        # (and deletes a corrupted object): a broken transfer raises.
+        verify = {"checksum": "crc32c"} if algorithm is not None else {}
         if data is not None:
-            blob.upload_from_string(data, content_type=content_type, **acl)
+            if algorithm is not None:
+                blob.metadata[CHECKSUM_META] = checksums.compute(algorithm, data)
+            blob.upload_from_string(data, content_type=content_type, **acl, **verify)
         else:
-            blob.upload_from_file(stream, content_type=content_type, **acl)
+            if algorithm in _NATIVE:
+                # The value is the one GCS computes itself from the bytes it
+                # received (the object's crc32c / md5Hash): the metadata only
+                # says it is to be reported.
+                blob.metadata[CHECKSUM_META] = algorithm
+            blob.upload_from_file(stream, content_type=content_type, **acl, **verify)
         return StoredFacts.of(self._stored_file(file_id, blob))
 
     # -- ObjectStorage hooks ---------------------------------------------------
