@@ -84,6 +84,9 @@ class TestSeaweedFSConformance(StorageConformance):
 class TestSeaweedFSMultipartConformance(StorageConformance):
     """Everything above 1 MiB goes through the multipart transfer manager."""
 
+    # The metadata is sent before the parts: a multipart upload stores no checksum.
+    streamed_checksums = ()
+
     @pytest.fixture
     def storage(self, seaweedfs_server, seaweed_bucket):
         return make_storage(seaweedfs_server, seaweed_bucket, prefix="m-%s/" % uuid.uuid4().hex[:12],

@@ -84,6 +84,11 @@ def _native_checksum(blob: Any) -> Optional[str]:
     return "%s:%s" % (algorithm, base64.b64decode(value).hex())
 
 
+def _add_metadata(blob: Any, checksum: str) -> None:
+    # Assigned, not updated in place: the client only sends properties it saw set.
+    blob.metadata = dict(blob.metadata, **{CHECKSUM_META: checksum})
+
+
 class GCSStoredFile(ObjectStoredFile):
     """A file of :class:`GCSStorage`; ``blob`` is the loaded :class:`~google.cloud.storage.Blob`.
 
@@ -329,14 +334,14 @@ class GCSStorage(ObjectStorage):
         verify = {"checksum": "crc32c"} if algorithm is not None else {}
         if data is not None:
             if algorithm is not None:
-                blob.metadata[CHECKSUM_META] = checksums.compute(algorithm, data)
+                _add_metadata(blob, checksums.compute(algorithm, data))
             blob.upload_from_string(data, content_type=content_type, **acl, **verify)
         else:
             if algorithm in _NATIVE:
                 # The value is the one GCS computes itself from the bytes it
                 # received (the object's crc32c / md5Hash): the metadata only
                 # says it is to be reported.
-                blob.metadata[CHECKSUM_META] = algorithm
+                _add_metadata(blob, algorithm)
             blob.upload_from_file(stream, content_type=content_type, **acl, **verify)
         return StoredFacts.of(self._stored_file(file_id, blob))
 
