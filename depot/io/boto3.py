@@ -150,6 +150,10 @@ def plain_object_url(client: Any, bucket: str, key: str) -> str:
     return presigned_url(client, bucket, key, _UNSIGNED_URL_EXPIRES).split("?", 1)[0]
 
 
+#: What S3 answers when a body does not match the checksum or Content-MD5 sent with it.
+_DIGEST_CODES = ("BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch")
+
+
 def _service_checksum(hasher: checksums.Hasher) -> Dict[str, str]:
     """The PutObject argument that makes S3 verify the body against ``hasher``'s digest."""
     value = checksums.base64_digest(hasher.digest())
@@ -500,7 +504,16 @@ class S3Storage(ObjectStorage):
                 extra["Metadata"][CHECKSUM_META] = hasher.result()
                 # Sent in the form S3 checks: a body altered on the way is refused.
                 extra.update(_service_checksum(hasher))
-            self._client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+            try:
+                self._client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+            except ClientError as exc:
+                if error_code(exc) in _DIGEST_CODES:
+                    raise checksums.ChecksumMismatch(
+                        "S3 refused file %s: the bytes it received do not match their %s checksum "
+                        "(%s); nothing was stored" % (file_id, hasher.algorithm if hasher else "", error_code(exc)),
+                        expected=extra["Metadata"].get(CHECKSUM_META),
+                    ) from exc
+                raise
         else:
             self._upload_multipart(stream, bucket, key, extra)
         public_url = None

@@ -84,6 +84,29 @@ def _native_checksum(blob: Any) -> Optional[str]:
     return "%s:%s" % (algorithm, base64.b64decode(value).hex())
 
 
+def _check_received(blob: Any, file_id: str, data: bytes) -> None:
+    """Raise :class:`ChecksumMismatch` (and remove the object) if GCS stored other bytes than ``data``.
+
+    GCS itself refuses a body that does not match the CRC32C sent with it;
+    emulators and proxies may not, and the answer carries the CRC32C of what
+    was stored, so checking it costs no request.
+    """
+    sent = checksums.Hasher("crc32c")
+    sent.update(data)
+    stored = blob.crc32c
+    if stored is None or stored == checksums.base64_digest(sent.digest()):
+        return
+    try:
+        blob.delete(if_generation_match=blob.generation)
+    except Exception:  # noqa: BLE001 - the mismatch is the error to report
+        pass
+    raise checksums.ChecksumMismatch(
+        "GCS stored other bytes than those sent for file %s (CRC32C %s, sent %s); the object was removed"
+        % (file_id, stored, checksums.base64_digest(sent.digest())),
+        expected=sent.result(),
+    )
+
+
 def _add_metadata(blob: Any, checksum: str) -> None:
     # Assigned, not updated in place: the client only sends properties it saw set.
     blob.metadata = dict(blob.metadata, **{CHECKSUM_META: checksum})
@@ -336,6 +359,8 @@ class GCSStorage(ObjectStorage):
             if algorithm is not None:
                 _add_metadata(blob, checksums.compute(algorithm, data))
             blob.upload_from_string(data, content_type=content_type, **acl, **verify)
+            if algorithm is not None:
+                _check_received(blob, file_id, data)
         else:
             if algorithm in _NATIVE:
                 # The value is the one GCS computes itself from the bytes it
