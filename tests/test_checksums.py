@@ -201,6 +201,15 @@ def test_verify_finds_a_byte_flipped_on_local_disk(run, tmp_path):
     assert run(*opts, "verify", "files", good, bad)[0] == ExitCode.FAILURES
 
 
+def test_info_shows_the_checksum(run, tmp_path):
+    files = tmp_path / "files"
+    file_id = LocalFileStorage(str(files)).create(b"abc")
+    code, out, err = run("--local", "files=%s" % files, "info", file_id)
+    assert "checksum:       crc32c:%08x" % google_crc32c.value(b"abc") in out
+    code, out, err = run("--local", "files=%s" % files, "info", "--json", file_id)
+    assert json.loads(out)["checksum"] == "crc32c:%08x" % google_crc32c.value(b"abc")
+
+
 def test_verify_missing_id_exits_3(run, tmp_path):
     files = tmp_path / "files"
     good = LocalFileStorage(str(files)).create(b"fine")
