@@ -27,8 +27,9 @@ def _facts(file_data: Dict[str, Any]) -> Tuple[str, str, Any, int, Optional[str]
         metadata["content_type"],
         metadata["last_modified"],
         metadata["content_length"],
-        # Entries written without one (checksum=None, or by hand as 0.12 did) have no key.
-        metadata.get("checksum"),
+        # Beside the metadata, whose keys stay 0.12's exactly (SPEC 2.1); entries
+        # written without one (checksum=None, or by hand as 0.12 did) have no key.
+        file_data.get("checksum"),
     )
 
 
@@ -118,17 +119,19 @@ class MemoryFileStorage(OneStepStorage):
             data = buf.getvalue()
         last_modified = utils.parse_timestamp(utils.timestamp())
         # Built completely before it is published: a failing stream leaves nothing behind.
-        self.files[file_id] = {
+        entry = {
             "data": data,
             "metadata": {
                 "filename": filename,
                 "content_type": content_type,
                 "content_length": len(data),
                 "last_modified": last_modified,
-                **({} if hasher is None else {"checksum": hasher.result()}),
             },
             "version": next(_versions),
         }
+        if hasher is not None:
+            entry["checksum"] = hasher.result()
+        self.files[file_id] = entry
         return StoredFacts(file_id, filename, content_type, last_modified, None)
 
     def delete(self, file_or_id: Any) -> None:
