@@ -15,6 +15,7 @@ from http import HTTPStatus
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from depot.io.interfaces import StoredFile
+from depot.manager import DepotManager  # noqa: F401 - a name filedepot 0.12 had here
 from depot.serving import core
 from depot.serving.conditional import BAD_REQUEST, NOT_MODIFIED, evaluate_preconditions
 from depot.serving.content import InlinePolicy
@@ -169,7 +170,8 @@ class FileServeApp:
         space (invalid) and misses changes within one second.
         """
         f = self.file
-        return make_etag(f.file_id, getattr(f, "version", None), self.last_modified, self.content_length)
+        version, checksum = getattr(f, "version", None), getattr(f, "checksum", None)
+        return make_etag(f.file_id, version, self.last_modified, self.content_length, checksum)
 
     def parse_date(self, value: str) -> datetime:
         """Parse an HTTP date to naive UTC; ``RuntimeError`` if it is not one.

@@ -699,3 +699,103 @@ class StorageConformance:
         assert f.filename == stored
         storage.replace(file_id, b"new", name)
         assert storage.get(file_id).filename == stored
+
+    # -- checksums (integrity) -------------------------------------------------
+    #
+    # Every write stores the checksum of the bytes it wrote, computed as they
+    # streamed in; it is checked here against hashlib / google_crc32c directly.
+
+    #: Algorithms whose checksum the storage reports for a streamed (large,
+    #: chunked) write; empty for a storage that keeps no checksums.
+    streamed_checksums: tuple = ("crc32c", "sha256", "md5")
+    #: Whether the storage reports checksums at all (``False`` for the legacy ones).
+    has_checksums = True
+
+    def write_without_checksum(self, storage: FileStorage, data: bytes) -> str:
+        """Store ``data`` as filedepot 0.12 did: metadata without a checksum.
+
+        With the option off every backend writes exactly 0.12's metadata keys;
+        a backend test may override this to write the old format directly.
+        """
+        algorithm = storage.checksum_algorithm
+        storage.checksum_algorithm = None
+        try:
+            return storage.create(data, "old.txt")
+        finally:
+            storage.checksum_algorithm = algorithm
+
+    @staticmethod
+    def _independent_checksum(algorithm: str, data: bytes) -> str:
+        if algorithm == "crc32c":
+            import google_crc32c
+
+            return "crc32c:%08x" % google_crc32c.value(data)
+        import hashlib
+
+        return "%s:%s" % (algorithm, hashlib.new(algorithm, data).hexdigest())
+
+    def _checksum_of(self, storage: FileStorage, file_id: str) -> Optional[str]:
+        f = storage.get(file_id)
+        try:
+            return f.checksum
+        finally:
+            f.close()
+
+    def _use_algorithm(self, storage: FileStorage, algorithm: str) -> None:
+        if not self.has_checksums:
+            pytest.skip("this storage keeps no checksums")
+        storage.checksum_algorithm = algorithm
+
+    @pytest.mark.parametrize("algorithm", ["crc32c", "sha256", "md5"])
+    def test_checksum_of_bytes_and_file_objects(self, storage, algorithm):
+        self._use_algorithm(storage, algorithm)
+        data = b"integrity " * 101
+        expected = self._independent_checksum(algorithm, data)
+        for content in (data, io.BytesIO(data), FieldStorageLike(data, "a.bin"), NonSeekableStream(data)):
+            file_id = storage.create(content, "a.bin")
+            assert self._checksum_of(storage, file_id) == expected, content
+
+    @pytest.mark.parametrize("algorithm", ["crc32c", "sha256", "md5"])
+    def test_checksum_of_a_large_stream(self, storage, algorithm):
+        self._use_algorithm(storage, algorithm)
+        data = os.urandom(self.large_size)
+        file_id = storage.create(NonSeekableStream(data), "big.bin")
+        expected = self._independent_checksum(algorithm, data) if algorithm in self.streamed_checksums else None
+        assert self._checksum_of(storage, file_id) == expected
+        with tempfile.TemporaryFile() as f:
+            f.write(data[::-1])
+            f.seek(0)
+            storage.replace(file_id, f)
+        if algorithm in self.streamed_checksums:
+            expected = self._independent_checksum(algorithm, data[::-1])
+        assert self._checksum_of(storage, file_id) == expected
+
+    def test_checksum_follows_replace(self, storage):
+        self._use_algorithm(storage, storage.checksum_algorithm or "crc32c")
+        file_id = storage.create(b"first", "a.txt")
+        first = self._checksum_of(storage, file_id)
+        storage.replace(file_id, b"second")
+        algorithm = storage.checksum_algorithm
+        assert self._checksum_of(storage, file_id) == self._independent_checksum(algorithm, b"second")
+        storage.replace(file_id, b"first")
+        assert self._checksum_of(storage, file_id) == first  # same bytes, same checksum
+
+    def test_default_checksum_is_crc32c(self, storage):
+        if not self.has_checksums:
+            pytest.skip("this storage keeps no checksums")
+        assert storage.checksum_algorithm == "crc32c"
+        file_id = storage.create(FILE_CONTENT)
+        assert self._checksum_of(storage, file_id) == self._independent_checksum("crc32c", FILE_CONTENT)
+
+    def test_checksum_off_stores_none(self, storage):
+        storage.checksum_algorithm = None
+        file_id = storage.create(FILE_CONTENT)
+        assert self._checksum_of(storage, file_id) is None
+        assert storage.get(file_id).read() == FILE_CONTENT
+
+    def test_file_written_without_checksum_loads_with_none(self, storage):
+        file_id = self.write_without_checksum(storage, FILE_CONTENT)
+        f = storage.get(file_id)
+        assert f.checksum is None
+        assert f.read() == FILE_CONTENT
+        assert f.filename == "old.txt"

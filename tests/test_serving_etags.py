@@ -71,3 +71,48 @@ def test_strong_comparison():
     assert strong_match(' "abc" ', '"abc"')
     assert not strong_match('W/"abc"', '"abc"')
     assert not strong_match('W/"abc"', 'W/"abc"')
+
+
+# -- checksums (integrity): the same bytes keep the same tag ------------------
+
+
+def _etag(storage, file_id):
+    f = storage.get(file_id)
+    try:
+        return make_etag(f.file_id, getattr(f, "version", None), f.last_modified, f.content_length, f.checksum)
+    finally:
+        f.close()
+
+
+def test_checksum_tag_survives_identical_replace_and_migration(tmp_path):
+    from depot.io.local import LocalFileStorage
+    from depot.io.memory import MemoryFileStorage
+
+    local = LocalFileStorage(str(tmp_path))
+    file_id = local.create(b"same bytes", "a.txt")
+    before = _etag(local, file_id)
+    assert ENTITY_TAG.match(before) and not before.startswith("W/")
+    local.replace(file_id, b"same bytes")
+    assert _etag(local, file_id) == before  # a new write, the same bytes
+    memory = MemoryFileStorage()
+    source = local.get(file_id)
+    memory.replace(source, source)  # migrated under the same id, as depot migrate does
+    assert _etag(memory, file_id) == before
+    local.replace(file_id, b"other bytes")
+    assert _etag(local, file_id) != before
+
+
+def test_without_checksum_the_version_decides(tmp_path):
+    from depot.io.local import LocalFileStorage
+
+    local = LocalFileStorage(str(tmp_path), checksum=None)
+    file_id = local.create(b"same bytes", "a.txt")
+    before = _etag(local, file_id)
+    local.replace(file_id, b"same bytes")
+    assert _etag(local, file_id) != before  # 0.12-written files: every write is a new tag
+
+
+def test_checksum_tag_is_per_file_and_size():
+    assert make_etag("a", "1", WHEN, 1, "crc32c:00000001") != make_etag("b", "1", WHEN, 1, "crc32c:00000001")
+    assert make_etag("a", "1", WHEN, 1, "crc32c:00000001") != make_etag("a", "1", WHEN, 2, "crc32c:00000001")
+    assert make_etag("a", "1", WHEN, 1, "crc32c:00000001") == make_etag("a", "2", None, 1, "crc32c:00000001")

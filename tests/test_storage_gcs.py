@@ -67,6 +67,9 @@ class TestConformance(StorageConformance):
 class TestResumableConformance(StorageConformance):
     """Everything above 1 MiB goes through resumable uploads of 256 KiB chunks."""
 
+    # GCS's own CRC32C and MD5 of the object; a SHA-256 is only known after the upload.
+    streamed_checksums = ("crc32c", "md5")
+
     @pytest.fixture
     def storage(self, gcs_emulator_env, gcs_bucket):
         return make_storage(gcs_emulator_env, gcs_bucket, prefix="r-%s/" % uuid.uuid4().hex[:12],
@@ -302,3 +305,38 @@ class TestSetBucketPublicIam:
         # Public-read makes each object public; the bucket's IAM policy is left alone.
         patched.assert_not_called()
         assert requests.get(storage.get(file_id).public_url, timeout=30).content == b"public object"
+
+
+
+# -- checksums (integrity): a transfer broken on the way is refused ------------
+
+from google.cloud.storage.exceptions import DataCorruption  # noqa: E402
+
+from depot.io.checksums import ChecksumMismatch  # noqa: E402
+
+
+@pytest.mark.parametrize("threshold", [8 * MB, 1024 * 1024], ids=["one-request", "resumable"])
+def test_a_body_corrupted_after_its_checksum_is_refused(gcs_emulator_env, gcs_bucket, threshold):
+    storage = make_storage(gcs_emulator_env, gcs_bucket, prefix="c-%s/" % uuid.uuid4().hex[:12],
+                           multipart_threshold=threshold, chunk_size=256 * 1024)
+    kept = storage.create(b"previous content", "a.txt")
+    content = b"hello integrity " * (200000 if threshold < 8 * MB else 1)
+    http = storage.client._http
+    real_request = http.request
+
+    def flip_on_the_way(method, url, data=None, **kwargs):
+        # google-cloud-storage computed the CRC32C from the bytes; one flips in transit.
+        if isinstance(data, (bytes, bytearray)) and b"hello integrity" in data:
+            data = bytes(data).replace(b"hello integrity", b"iello integrity", 1)
+        return real_request(method, url, data=data, **kwargs)
+
+    http.request = flip_on_the_way
+    try:
+        # One request: checked against the CRC32C GCS reports (GCS itself refuses it; the emulator
+        # does not). Resumable: google-cloud-storage compares and removes the corrupted object.
+        with pytest.raises((ChecksumMismatch, DataCorruption), match="(?i)crc32c"):
+            storage.create(content, "b.txt")
+    finally:
+        http.request = real_request
+    assert storage.list() == [kept]  # nothing new is visible
+    assert storage.get(kept).read() == b"previous content"

@@ -84,6 +84,9 @@ class TestSeaweedFSConformance(StorageConformance):
 class TestSeaweedFSMultipartConformance(StorageConformance):
     """Everything above 1 MiB goes through the multipart transfer manager."""
 
+    # The metadata is sent before the parts: a multipart upload stores no checksum.
+    streamed_checksums = ()
+
     @pytest.fixture
     def storage(self, seaweedfs_server, seaweed_bucket):
         return make_storage(seaweedfs_server, seaweed_bucket, prefix="m-%s/" % uuid.uuid4().hex[:12],
@@ -738,3 +741,33 @@ class TestBucketBootstrapSequence:
         assert info.value.operation_name == "CreateBucket"
         assert info.value.response["Error"]["Code"] == "BucketAlreadyExists"
         assert api.operations == ["ListBuckets", "CreateBucket", "HeadBucket"]
+
+
+# -- checksums (integrity): a transfer broken on the way is refused ------------
+
+
+@pytest.mark.parametrize("algorithm", ["crc32c", "sha256", "md5"])
+def test_a_body_corrupted_after_its_checksum_is_refused(seaweed_storage, algorithm):
+    from depot.io.checksums import ChecksumMismatch
+
+    seaweed_storage.checksum_algorithm = algorithm
+    kept = seaweed_storage.create(b"previous content", "a.txt")
+    client = seaweed_storage._client
+    real_put = client.put_object
+
+    def flip_on_the_way(**kwargs):
+        # The checksum was computed from these bytes; one flips in transit.
+        body = bytearray(kwargs["Body"])
+        body[3] ^= 0x01
+        return real_put(**dict(kwargs, Body=bytes(body)))
+
+    client.put_object = flip_on_the_way
+    try:
+        with pytest.raises(ChecksumMismatch, match="S3 refused file .*nothing was stored"):
+            seaweed_storage.create(b"hello integrity", "b.txt")
+        with pytest.raises(ChecksumMismatch):
+            seaweed_storage.replace(kept, b"new content")
+    finally:
+        client.put_object = real_put
+    assert seaweed_storage.list() == [kept]  # nothing new is visible
+    assert seaweed_storage.get(kept).read() == b"previous content"

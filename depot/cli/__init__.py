@@ -13,7 +13,7 @@ import threading
 from typing import Optional, Sequence
 
 from depot import __version__
-from depot.cli import files, maintenance, serve, transfer
+from depot.cli import files, integrity, maintenance, serve, transfer
 from depot.cli.config import Settings, Storages, apply_options, find_settings_file, load_settings
 from depot.cli.context import Context
 from depot.cli.errors import CLIError, ExitCode
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     progress.add_argument("--no-progress", dest="progress", action="store_false",
                           help="never draw the progress line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (files, transfer, serve, maintenance):
+    for module in (files, transfer, integrity, serve, maintenance):
         module.register(sub)
     return parser
 

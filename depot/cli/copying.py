@@ -5,13 +5,19 @@ given a StoredFile as both the id and the content, which creates the file
 under that id whether or not it exists there.  The source is wrapped so that
 the bytes the target reads are counted (for the progress line) and hashed
 (for ``--verify``) on the way, without a second read of the source.
+
+The hash uses the algorithm of the source's stored checksum when it has one
+(:attr:`StoredFile.checksum`): ``--verify`` then compares it with the
+checksum the target stored while receiving the bytes, instead of reading the
+copy back, and also catches a source whose bytes no longer match its own
+checksum.  Otherwise SHA-256 of the bytes sent and of the copy read back.
 """
 from __future__ import annotations
 
 import enum
-import hashlib
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
+from depot.io import checksums
 from depot.io.interfaces import FileStorage, StoredFile
 from depot.io.utils import DEFAULT_NAME, iter_file
 
@@ -42,7 +48,7 @@ class _CountingSource(StoredFile):
         )
         self._source = source
         self._on_bytes = on_bytes
-        self.hash = hashlib.sha256()
+        self.hash = checksums.Hasher(_algorithm_of(source))
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
@@ -61,14 +67,29 @@ class _CountingSource(StoredFile):
         return self._source.closed
 
 
-def digest_of(f: StoredFile) -> "tuple[str, int]":
-    """``(sha256 hex digest, size)`` of everything left to read in ``f``."""
-    h = hashlib.sha256()
+def _algorithm_of(f: StoredFile) -> str:
+    """The algorithm of ``f``'s stored checksum, else SHA-256."""
+    parsed = checksums.parse(getattr(f, "checksum", None))
+    return parsed[0] if parsed else "sha256"
+
+
+def digest_of(f: StoredFile, algorithm: str = "sha256") -> Tuple[str, int]:
+    """``(checksum, size)`` of everything left to read in ``f`` (checksum as stored: ``alg:hex``)."""
+    h = checksums.Hasher(algorithm)
     size = 0
     for chunk in iter_file(f):
         h.update(chunk)
         size += len(chunk)
-    return h.hexdigest(), size
+    return h.result(), size
+
+
+def _stored_or_read(f: StoredFile, algorithm: str) -> Tuple[str, Optional[int]]:
+    """``f``'s stored checksum if it has one in ``algorithm`` (no read), else :func:`digest_of`."""
+    checksum = getattr(f, "checksum", None)
+    parsed = checksums.parse(checksum)
+    if parsed is not None and parsed[0] == algorithm:
+        return checksum, f.content_length
+    return digest_of(f, algorithm)
 
 
 def _existing(target: FileStorage, file_id: str) -> Optional[StoredFile]:
@@ -95,7 +116,8 @@ def copy_file(
     is left alone (and with ``verify``, only if its content is identical too;
     otherwise it is copied again).  With ``verify``, the copy is read back and
     its SHA-256 compared to the bytes sent, and its filename and content
-    type to the source's.  Raises :class:`CopyError` when
+    type to the source's (without reading it back when the target stored
+    a checksum of the source's algorithm).  Raises :class:`CopyError` when
     the copy is incomplete or differs; storage errors propagate.
     """
     source = open_source()
@@ -107,7 +129,8 @@ def copy_file(
                     if existing.content_length == source.content_length:
                         if not verify:
                             return Outcome.SKIPPED
-                        if digest_of(existing) == digest_of(source):
+                        algorithm = _algorithm_of(source)
+                        if _stored_or_read(existing, algorithm) == _stored_or_read(source, algorithm):
                             return Outcome.SKIPPED
                         source.close()  # read to the end by the comparison
                         source = open_source()
@@ -120,13 +143,19 @@ def copy_file(
             "source gave %d bytes but its length is %d" % (counted.size, source.content_length)
         )
     if verify:
-        with target.get(file_id) as copy:
-            digest, size = digest_of(copy)
-            names = (copy.filename, copy.content_type)
-        if (digest, size) != (counted.hash.hexdigest(), counted.size):
+        sent = counted.hash.result()
+        if source.checksum is not None and checksums.parse(source.checksum) and source.checksum != sent:
             raise CopyError(
-                "verification failed: the copy has %d bytes (sha256 %s), the source %d bytes (sha256 %s)"
-                % (size, digest[:16], counted.size, counted.hash.hexdigest()[:16])
+                "verification failed: the source's bytes (%s) differ from its stored checksum (%s); "
+                "run depot verify on the source" % (sent, source.checksum)
+            )
+        with target.get(file_id) as copy:
+            digest, size = _stored_or_read(copy, counted.hash.algorithm)
+            names = (copy.filename, copy.content_type)
+        if (digest, size) != (sent, counted.size):
+            raise CopyError(
+                "verification failed: the copy has %s bytes (%s), the source %d bytes (%s)"
+                % (size, digest[:24], counted.size, sent[:24])
             )
         if names != (counted.filename, counted.content_type):
             raise CopyError(

@@ -234,6 +234,7 @@ def facts(storage_name: str, f: StoredFile) -> Dict[str, Any]:
         "content_length": f.content_length,
         "last_modified": modified,
         "public_url": f.public_url,
+        "checksum": getattr(f, "checksum", None),
     }
 
 
@@ -269,7 +270,7 @@ def ls(args: argparse.Namespace, ctx: Context) -> int:
     return ctx.exit_code()
 
 
-_INFO_FIELDS = ("path", "filename", "content_type", "content_length", "last_modified", "public_url")
+_INFO_FIELDS = ("path", "filename", "content_type", "content_length", "last_modified", "public_url", "checksum")
 
 
 def info(args: argparse.Namespace, ctx: Context) -> int:

@@ -31,7 +31,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("-s", "--storage", metavar="NAME", help="storage of bare IDs (default: the default storage)")
     p.add_argument("targets", nargs="+", metavar="ID", help="an ID of the -s storage, or STORAGE/ID")
     p.add_argument("dest", metavar="DEST", help="the storage to copy to")
-    p.add_argument("--verify", action="store_true", help="read each copy back and compare its content")
+    p.add_argument("--verify", action="store_true",
+                   help="check each copy's content: its stored checksum when both storages keep one of "
+                        "the same algorithm, else read it back")
     _jobs_option(p)
     p.set_defaults(run=cp)
 
@@ -46,9 +48,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("source", metavar="SOURCE", help="storage to copy from")
     p.add_argument("target", metavar="TARGET", help="storage to copy to")
     p.add_argument("--verify", action="store_true",
-                   help="compare content, not only length: copies are read back and checked (SHA-256, "
-                        "filename, content type), and files already in TARGET with a different "
-                        "content are copied again")
+                   help="compare content, not only length: each copy's stored checksum (or, without "
+                        "one of the source's algorithm, the copy read back) is checked with filename and "
+                        "content type, and files already in TARGET with a different content are copied again")
     p.add_argument("--dry-run", action="store_true", help="only report what would be copied")
     _jobs_option(p)
     p.set_defaults(run=migrate)

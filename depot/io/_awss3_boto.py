@@ -213,6 +213,9 @@ class S3Storage(ObjectStorage):
     understood.
     """
 
+    #: This deprecated backend computes no checksums (use the boto3 one).
+    checksum_algorithm = None
+
     def __init__(
         self,
         access_key_id: str,

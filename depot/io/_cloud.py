@@ -13,7 +13,7 @@ import threading
 from typing import Any, Dict, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
-from depot.io import utils
+from depot.io import checksums, utils
 from depot.io.interfaces import OneStepStorage, StoredFile
 from depot.utils import _RFC5987_SAFE, asint, make_content_disposition
 
@@ -49,6 +49,8 @@ _POLICIES = (CANNED_ACL_PUBLIC_READ, CANNED_ACL_PRIVATE)
 #: Custom metadata keys, as filedepot writes them: existing buckets stay readable.
 FILENAME_META = "x-depot-filename"
 MODIFIED_META = "x-depot-modified"
+#: The content's checksum as :attr:`StoredFile.checksum` reports it.
+CHECKSUM_META = "x-depot-checksum"
 
 
 def check_policy(policy: Optional[str]) -> str:
@@ -256,6 +258,8 @@ class ObjectStoredFile(StoredFile):
             content_type=content_type,
             last_modified=utils.parse_timestamp(metadata.get(MODIFIED_META)),
             content_length=content_length,
+            # Absent from objects written by filedepot 0.12 and depot before checksums: None.
+            checksum=checksums.readable(metadata.get(CHECKSUM_META)),
         )
         self._closed = False
 

@@ -32,6 +32,7 @@ from depot._optional import require
 from depot.io._cloud import (
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
+    CHECKSUM_META,
     MODIFIED_META,
     HeadThenRest,
     ObjectStorage,
@@ -47,7 +48,7 @@ from depot.io._cloud import (
     refuse_text,
     remaining_size,
 )
-from depot.io import utils
+from depot.io import checksums, utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, StoredFacts
 from depot.io.interfaces import FileStorage, StoredFile  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
@@ -147,6 +148,18 @@ def plain_object_url(client: Any, bucket: str, key: str) -> str:
     """The unsigned URL of an object, as ``client`` addresses it (style, endpoint)."""
     # Without its query, a presigned URL is the plain object URL.
     return presigned_url(client, bucket, key, _UNSIGNED_URL_EXPIRES).split("?", 1)[0]
+
+
+#: What S3 answers when a body does not match the checksum or Content-MD5 sent with it.
+_DIGEST_CODES = ("BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch")
+
+
+def _service_checksum(hasher: checksums.Hasher) -> Dict[str, str]:
+    """The PutObject argument that makes S3 verify the body against ``hasher``'s digest."""
+    value = checksums.base64_digest(hasher.digest())
+    if hasher.algorithm == "md5":
+        return {"ContentMD5": value}
+    return {"ChecksumCRC32C" if hasher.algorithm == "crc32c" else "ChecksumSHA256": value}
 
 
 class S3StoredFile(ObjectStoredFile):
@@ -322,7 +335,9 @@ class S3Storage(ObjectStorage):
         max_concurrency: Any = 4,
         url_expires: Any = DEFAULT_URL_EXPIRES,
         payload_signing: Any = None,
+        checksum: Any = checksums.DEFAULT_ALGORITHM,
     ) -> None:
+        self._set_checksum(checksum)
         self._policy = check_policy(policy)
         self._storage_class = storage_class or "STANDARD"
         self._prefix = prefix or ""
@@ -483,7 +498,22 @@ class S3Storage(ObjectStorage):
         extra = self._extra_args(filename, content_type)
         data, stream = plan_upload(content, self._threshold)
         if data is not None:
-            self._client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+            hasher = self._new_hasher()
+            if hasher is not None:
+                hasher.update(data)
+                extra["Metadata"][CHECKSUM_META] = hasher.result()
+                # Sent in the form S3 checks: a body altered on the way is refused.
+                extra.update(_service_checksum(hasher))
+            try:
+                self._client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+            except ClientError as exc:
+                if error_code(exc) in _DIGEST_CODES:
+                    raise checksums.ChecksumMismatch(
+                        "S3 refused file %s: the bytes it received do not match their %s checksum "
+                        "(%s); nothing was stored" % (file_id, hasher.algorithm if hasher else "", error_code(exc)),
+                        expected=extra["Metadata"].get(CHECKSUM_META),
+                    ) from exc
+                raise
         else:
             self._upload_multipart(stream, bucket, key, extra)
         public_url = None

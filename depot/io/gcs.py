@@ -22,12 +22,15 @@ added on top of it:
 """
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 from typing import Any, Iterator, List, Optional, Sequence
 
 from depot._optional import require
+from depot.io import checksums
 from depot.io._cloud import (
+    CHECKSUM_META,
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
     ObjectStorage,
@@ -68,6 +71,47 @@ CHUNK_MULTIPLE = 256 * 1024
 PUBLIC_READER_ROLE = "roles/storage.objectViewer"
 
 
+#: Checksums GCS computes for every (non-composite) object: streamed uploads report them.
+_NATIVE = ("crc32c", "md5")
+
+
+def _native_checksum(blob: Any) -> Optional[str]:
+    """The checksum a streamed upload asked for (see :meth:`GCSStorage._save`), from the blob's own."""
+    algorithm = (blob.metadata or {}).get(CHECKSUM_META)
+    value = {"crc32c": blob.crc32c, "md5": blob.md5_hash}.get(algorithm) if algorithm in _NATIVE else None
+    if not value:
+        return None
+    return "%s:%s" % (algorithm, base64.b64decode(value).hex())
+
+
+def _check_received(blob: Any, file_id: str, data: bytes) -> None:
+    """Raise :class:`ChecksumMismatch` (and remove the object) if GCS stored other bytes than ``data``.
+
+    GCS itself refuses a body that does not match the CRC32C sent with it;
+    emulators and proxies may not, and the answer carries the CRC32C of what
+    was stored, so checking it costs no request.
+    """
+    sent = checksums.Hasher("crc32c")
+    sent.update(data)
+    stored = blob.crc32c
+    if stored is None or stored == checksums.base64_digest(sent.digest()):
+        return
+    try:
+        blob.delete(if_generation_match=blob.generation)
+    except Exception:  # noqa: BLE001 - the mismatch is the error to report
+        pass
+    raise checksums.ChecksumMismatch(
+        "GCS stored other bytes than those sent for file %s (CRC32C %s, sent %s); the object was removed"
+        % (file_id, stored, checksums.base64_digest(sent.digest())),
+        expected=sent.result(),
+    )
+
+
+def _add_metadata(blob: Any, checksum: str) -> None:
+    # Assigned, not updated in place: the client only sends properties it saw set.
+    blob.metadata = dict(blob.metadata, **{CHECKSUM_META: checksum})
+
+
 class GCSStoredFile(ObjectStoredFile):
     """A file of :class:`GCSStorage`; ``blob`` is the loaded :class:`~google.cloud.storage.Blob`.
 
@@ -80,6 +124,8 @@ class GCSStoredFile(ObjectStoredFile):
     def __init__(self, file_id: str, blob: Any) -> None:
         content_type = (blob.metadata or {}).get(CONTENT_TYPE_META) or blob.content_type
         super().__init__(file_id, blob.metadata, content_type, blob.size)
+        if self.checksum is None:
+            self.checksum = _native_checksum(blob)
         self.blob = blob
         self._position = 0
         self._buffer = b""
@@ -231,7 +277,9 @@ class GCSStorage(ObjectStorage):
         multipart_threshold: Any = 8 * MB,
         chunk_size: Any = 8 * MB,
         url_expires: Any = DEFAULT_URL_EXPIRES,
+        checksum: Any = checksums.DEFAULT_ALGORITHM,
     ) -> None:
+        self._set_checksum(checksum)
         self._policy = check_policy(policy)
         if not bucket:
             raise ValueError("GCSStorage needs a bucket name")
@@ -302,10 +350,24 @@ class GCSStorage(ObjectStorage):
         blob = self._new_blob(file_id, filename, content_type)
         acl = {"predefined_acl": "publicRead"} if self._policy == CANNED_ACL_PUBLIC_READ else {}
         data, stream = plan_upload(content, self._threshold)
+        algorithm = self.checksum_algorithm
+        # google-cloud-storage sends a CRC32C the service checks (one request)
+        # or compares it with the service's once a resumable upload completes
+        # (and deletes a corrupted object): a broken transfer raises.
+        verify = {"checksum": "crc32c"} if algorithm is not None else {}
         if data is not None:
-            blob.upload_from_string(data, content_type=content_type, **acl)
+            if algorithm is not None:
+                _add_metadata(blob, checksums.compute(algorithm, data))
+            blob.upload_from_string(data, content_type=content_type, **acl, **verify)
+            if algorithm is not None:
+                _check_received(blob, file_id, data)
         else:
-            blob.upload_from_file(stream, content_type=content_type, **acl)
+            if algorithm in _NATIVE:
+                # The value is the one GCS computes itself from the bytes it
+                # received (the object's crc32c / md5Hash): the metadata only
+                # says it is to be reported.
+                _add_metadata(blob, algorithm)
+            blob.upload_from_file(stream, content_type=content_type, **acl, **verify)
         return StoredFacts.of(self._stored_file(file_id, blob))
 
     # -- ObjectStorage hooks ---------------------------------------------------

@@ -50,7 +50,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from depot._optional import require
-from depot.io import utils
+from depot.io import checksums, utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFacts, StoredFile
 from depot.io.utils import check_content, check_uuid
 from depot.utils import asint
@@ -285,6 +285,8 @@ class GridFSStoredFile(StoredFile):
             content_type=doc.get("contentType"),
             last_modified=utils.parse_timestamp(doc.get("last_modified")),
             content_length=version.length,
+            # Absent from files written by filedepot 0.12 and depot before checksums: None.
+            checksum=checksums.readable(doc.get("checksum")),
         )
         self._version = version
         self._stream: Optional[Iterator[bytes]] = None
@@ -397,7 +399,9 @@ class GridFSStorage(FileStorage):
         collection: str = "filedepot",
         database: Optional[str] = None,
         chunk_size: Any = None,
+        checksum: Any = checksums.DEFAULT_ALGORITHM,
     ) -> None:
+        self._set_checksum(checksum)
         self._uri_for_errors = _redact(mongouri)
         self._cli = pymongo.MongoClient(mongouri)
         self._db = self._cli.get_default_database(database or DEFAULT_DATABASE)
@@ -488,10 +492,11 @@ class GridFSStorage(FileStorage):
                 collection.create_index(keys, unique=unique)
         self._indexed = True
 
-    def _write_chunks(self, files_id: Any, content: Any, gen: Any = None) -> int:
+    def _write_chunks(self, files_id: Any, content: Any, gen: Any = None, hasher: Any = None) -> int:
         """Store ``content`` as chunks of ``files_id``; returns its length.
 
-        On any failure, the chunks already written are deleted.
+        ``hasher`` is fed each chunk as it is cut.  On any failure, the
+        chunks already written are deleted.
         """
         check_content(content)
         size = self._chunk_size
@@ -500,6 +505,8 @@ class GridFSStorage(FileStorage):
         n = length = 0
         try:
             for data in _chunks_of(content, size):
+                if hasher is not None:
+                    hasher.update(data)
                 doc = {"files_id": files_id, "n": n, "data": data}
                 if gen is not None:
                     doc[_GEN] = gen
@@ -519,7 +526,9 @@ class GridFSStorage(FileStorage):
             raise
         return length
 
-    def _files_doc(self, length: int, filename: str, content_type: str, gen: Any = None) -> Dict[str, Any]:
+    def _files_doc(
+        self, length: int, filename: str, content_type: str, gen: Any = None, hasher: Any = None
+    ) -> Dict[str, Any]:
         doc: Dict[str, Any] = {
             "filename": filename,
             "contentType": content_type,
@@ -531,6 +540,8 @@ class GridFSStorage(FileStorage):
         }
         if gen is not None:
             doc[_GEN] = gen
+        if hasher is not None:
+            doc["checksum"] = hasher.result()
         return doc
 
     def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
@@ -556,8 +567,9 @@ class GridFSStorage(FileStorage):
         oid = ObjectId()
         # Tagged with a generation like replaced files, so that a handle can
         # tell its version from one rewritten by a tool that does not tag.
-        length = self._write_chunks(oid, content, oid)
-        doc = self._files_doc(length, filename, content_type, oid)
+        hasher = self._new_hasher()
+        length = self._write_chunks(oid, content, oid, hasher)
+        doc = self._files_doc(length, filename, content_type, oid, hasher)
         doc["_id"] = oid
         try:
             self._files.insert_one(doc)
@@ -577,9 +589,10 @@ class GridFSStorage(FileStorage):
         self._ensure_indexes()
         oid = _check_file_id(file_id)
         gen = ObjectId()
-        length = self._write_chunks(gen, content, gen)
+        hasher = self._new_hasher()
+        length = self._write_chunks(gen, content, gen, hasher)
         try:
-            self._publish(oid, {"gen": gen, "doc": self._files_doc(length, filename, content_type, gen)})
+            self._publish(oid, {"gen": gen, "doc": self._files_doc(length, filename, content_type, gen, hasher)})
         except BaseException:
             # Still ours unless the swap was recorded: then the next writer finishes it.
             doc = self._files.find_one({"_id": oid, _PENDING + ".gen": gen}, {"_id": 1})

@@ -7,6 +7,7 @@ from abc import ABCMeta, abstractmethod
 from datetime import datetime
 from typing import IO, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
+from . import checksums
 from .utils import FileIntent, _FileInfo, new_uuid  # noqa: F401 - FileIntent: filedepot 0.12 had it here
 
 __all__ = ["StoredFile", "FileStorage", "StoredFacts", "OneStepStorage"]
@@ -24,6 +25,11 @@ class StoredFile(io.IOBase):
     :class:`~datetime.datetime` to the second, or ``None``) and
     ``content_length``.  Content is fetched lazily on the first :meth:`read`.
 
+    ``checksum`` is the checksum computed while the content was written, as
+    ``"<algorithm>:<hex digest>"`` (``"crc32c:e3069283"``, ``"sha256:..."``,
+    ``"md5:..."``), or ``None`` for files written without one (by filedepot
+    0.12, by depot before checksums existed, or with ``checksum=None``).
+
     :meth:`seekable` answers ``False`` as in filedepot; random access for
     HTTP ranges goes through :meth:`iter_range`, and zero-copy serving through
     :meth:`real_file`, which backends override when they can do better than
@@ -34,6 +40,10 @@ class StoredFile(io.IOBase):
     #: must not be cached or handed out as a permanent redirect.
     public_url_signed: bool = False
 
+    #: See the class documentation; a class attribute so that subclasses
+    #: written for filedepot 0.12 (which never set it) report ``None``.
+    checksum: Optional[str] = None
+
     def __init__(
         self,
         file_id: str,
@@ -41,12 +51,14 @@ class StoredFile(io.IOBase):
         content_type: Optional[str] = None,
         last_modified: Optional[datetime] = None,
         content_length: Optional[int] = None,
+        checksum: Optional[str] = None,
     ) -> None:
         self.file_id = file_id
         self.filename = filename
         self.content_type = content_type
         self.last_modified = last_modified
         self.content_length = content_length
+        self.checksum = checksum
 
     def readable(self) -> bool:
         return True
@@ -155,7 +167,23 @@ class FileStorage(metaclass=ABCMeta):
     :meth:`replace`, :meth:`delete`, :meth:`exists` and :meth:`list`.  Content
     may be ``bytes``, a file object, a FieldStorage-like upload, a
     :class:`~depot.io.utils.FileIntent` or another :class:`StoredFile`.
+
+    :attr:`checksum_algorithm` is the algorithm of the checksum computed
+    while each file is written (the ``checksum`` option of every backend:
+    ``"crc32c"`` by default, ``"sha256"``, ``"md5"``, or ``None`` for none).
     """
+
+    #: Set by the backends from their ``checksum`` option; the class default
+    #: covers subclasses whose ``__init__`` predates the option.
+    checksum_algorithm: Optional[str] = checksums.DEFAULT_ALGORITHM
+
+    def _set_checksum(self, checksum: Any) -> None:
+        """Validate and keep the ``checksum`` option (at construction: bad options fail early)."""
+        self.checksum_algorithm = checksums.check_algorithm(checksum)
+
+    def _new_hasher(self) -> Optional[checksums.Hasher]:
+        """A hasher for one write, or ``None`` when checksums are off."""
+        return checksums.new_hasher(self.checksum_algorithm)
 
     @staticmethod
     def fileid(file_or_id: Any) -> str:

@@ -30,7 +30,7 @@ import time
 from datetime import datetime
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
-from depot.io import utils
+from depot.io import checksums, utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, OneStepStorage, StoredFacts, StoredFile
 from depot.io.interfaces import FileStorage  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_content, check_uuid
@@ -81,7 +81,7 @@ class _ClosedLocalFile(io.BytesIO):
 
 _CLOSED = _ClosedLocalFile()
 
-Metadata = Tuple[str, str, Optional[datetime], Optional[int]]
+Metadata = Tuple[str, str, Optional[datetime], Optional[int], Optional[str]]
 Key = Tuple[int, int, int, int]
 
 
@@ -99,6 +99,8 @@ def _parse_metadata(file_id: str, raw: bytes) -> Metadata:
         _readable_content_type(metadata.get("content_type", DEFAULT_CONTENT_TYPE)),
         last_modified,
         metadata.get("content_length"),
+        # Absent from files written by filedepot 0.12 and depot before checksums: None.
+        checksums.readable(metadata.get("checksum")),
     )
 
 
@@ -223,7 +225,7 @@ class LocalStoredFile(StoredFile):
             if not refresh:
                 break
             self._key, facts = _METADATA.read(self.file_id, self._metadata_path)
-            self.filename, self.content_type, self.last_modified, self.content_length = facts
+            self.filename, self.content_type, self.last_modified, self.content_length, self.checksum = facts
         raise IOError("File %s changed while it was opened" % self.file_id)
 
     def _opened(self) -> IO[bytes]:
@@ -370,7 +372,7 @@ class LocalFileStorage(OneStepStorage):
 
     _check_file_id = staticmethod(_check_file_id)
 
-    def __init__(self, storage_path: Optional[str] = None) -> None:
+    def __init__(self, storage_path: Optional[str] = None, checksum: Any = checksums.DEFAULT_ALGORITHM) -> None:
         # A missing path is a configuration error that names the setting
         # (rather than Python's "missing 1 required positional argument"),
         # still a TypeError as in filedepot.
@@ -381,6 +383,7 @@ class LocalFileStorage(OneStepStorage):
         self.storage_path = storage_path
         self._root = os.path.abspath(os.path.expanduser(os.fspath(storage_path)))
         self._prefix = os.path.join(self._root, "")
+        self._set_checksum(checksum)
 
     def __repr__(self) -> str:
         return "<LocalFileStorage %s>" % self._root
@@ -394,19 +397,21 @@ class LocalFileStorage(OneStepStorage):
         _check_file_id(file_id)
         return LocalStoredFile._checked(file_id, self._dir(file_id))
 
-    @staticmethod
     def _write_files(
-        file_id: str, data_path: str, meta_path: str, content: Any, filename: str, content_type: str
+        self, file_id: str, data_path: str, meta_path: str, content: Any, filename: str, content_type: str
     ) -> StoredFacts:
         """Write the data and metadata files of a new folder."""
+        hasher = self._new_hasher()
         if isinstance(content, (bytes, bytearray, memoryview)):
             # Most uploads are bytes: raw descriptors skip the buffered
             # file objects, a third of a small file's write time.
+            if hasher is not None:
+                hasher.update(content)
             _write_new(data_path, content)
             length = memoryview(content).nbytes
         else:
             with open(data_path, "xb") as f:
-                length = utils.write_content(content, f)
+                length = utils.write_content(content, f, hasher=hasher)
         stamp = utils.timestamp()
         metadata = {
             "filename": filename,
@@ -414,6 +419,8 @@ class LocalFileStorage(OneStepStorage):
             "content_length": length,
             "last_modified": stamp,
         }
+        if hasher is not None:
+            metadata["checksum"] = hasher.result()
         _write_new(meta_path, json.dumps(metadata).encode("utf-8"))
         return StoredFacts(file_id, filename, content_type, utils.parse_timestamp(stamp), None)
 

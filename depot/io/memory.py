@@ -5,7 +5,7 @@ import io
 import itertools
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from depot.io import utils
+from depot.io import checksums, utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, OneStepStorage, StoredFacts, StoredFile
 from depot.io.interfaces import FileStorage  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import check_content, check_uuid
@@ -19,10 +19,18 @@ _check_file_id = check_uuid
 _versions = itertools.count(1)
 
 
-def _facts(file_data: Dict[str, Any]) -> Tuple[str, str, Any, int]:
-    """``(filename, content_type, last_modified, content_length)`` of a stored entry."""
+def _facts(file_data: Dict[str, Any]) -> Tuple[str, str, Any, int, Optional[str]]:
+    """``(filename, content_type, last_modified, content_length, checksum)`` of a stored entry."""
     metadata = file_data["metadata"]
-    return metadata["filename"], metadata["content_type"], metadata["last_modified"], metadata["content_length"]
+    return (
+        metadata["filename"],
+        metadata["content_type"],
+        metadata["last_modified"],
+        metadata["content_length"],
+        # Beside the metadata, whose keys stay 0.12's exactly (SPEC 2.1); entries
+        # written without one (checksum=None, or by hand as 0.12 did) have no key.
+        file_data.get("checksum"),
+    )
 
 
 class MemoryStoredFile(StoredFile):
@@ -85,8 +93,9 @@ class MemoryFileStorage(OneStepStorage):
 
     _check_file_id = staticmethod(_check_file_id)
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, checksum: Any = checksums.DEFAULT_ALGORITHM, **options: Any) -> None:
         self.files: Dict[str, Dict[str, Any]] = {}
+        self._set_checksum(checksum)
 
     def get(self, file_or_id: Any) -> MemoryStoredFile:
         file_id = self.fileid(file_or_id)
@@ -99,15 +108,18 @@ class MemoryFileStorage(OneStepStorage):
 
     def _save(self, file_id: str, content: Any, filename: str, content_type: str) -> StoredFacts:
         check_content(content)
+        hasher = self._new_hasher()
         if isinstance(content, (bytes, bytearray, memoryview)):
             data = bytes(content)
+            if hasher is not None:
+                hasher.update(data)
         else:
             buf = io.BytesIO()
-            utils.copy_stream(content, buf)
+            utils.copy_stream(content, buf, hasher=hasher)
             data = buf.getvalue()
         last_modified = utils.parse_timestamp(utils.timestamp())
         # Built completely before it is published: a failing stream leaves nothing behind.
-        self.files[file_id] = {
+        entry = {
             "data": data,
             "metadata": {
                 "filename": filename,
@@ -117,6 +129,9 @@ class MemoryFileStorage(OneStepStorage):
             },
             "version": next(_versions),
         }
+        if hasher is not None:
+            entry["checksum"] = hasher.result()
+        self.files[file_id] = entry
         return StoredFacts(file_id, filename, content_type, last_modified, None)
 
     def delete(self, file_or_id: Any) -> None:

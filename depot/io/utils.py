@@ -349,15 +349,17 @@ def _zero_copy(src: Any, src_fd: int, dst_fd: int) -> int:
     return offset - start
 
 
-def copy_stream(src: Any, dst: Any, chunk_size: int = CHUNK_SIZE) -> int:
+def copy_stream(src: Any, dst: Any, chunk_size: int = CHUNK_SIZE, hasher: Any = None) -> int:
     """Copy everything left in ``src`` to ``dst``; returns the number of bytes copied.
 
     When both are plain files the kernel copies the data (copy_file_range or
     sendfile), otherwise it goes through one reusable buffer of ``chunk_size``:
     memory stays bounded whatever the size.  An exception from ``src`` is
-    propagated, so callers can discard a partial copy.
+    propagated, so callers can discard a partial copy.  A ``hasher``
+    (:class:`depot.io.checksums.Hasher`) is fed every byte as it passes, so
+    the copy goes through user space, and the content is still read once.
     """
-    src_fd = _real_fd(src)
+    src_fd = _real_fd(src) if hasher is None else None
     if src_fd is not None:
         dst.flush()
         dst_fd = _real_fd(dst)
@@ -368,7 +370,9 @@ def copy_stream(src: Any, dst: Any, chunk_size: int = CHUNK_SIZE) -> int:
                 pass  # e.g. a file system without copy_file_range support: copy in user space
     readinto = getattr(src, "readinto", None)
     total = 0
-    if readinto is not None and not isinstance(src, io.TextIOBase):
+    # With a hasher, read() gives the immutable bytes google-crc32c wants
+    # without another copy (readinto would need one per chunk).
+    if readinto is not None and hasher is None and not isinstance(src, io.TextIOBase):
         buf = bytearray(chunk_size)
         view = memoryview(buf)
         while True:
@@ -384,6 +388,8 @@ def copy_stream(src: Any, dst: Any, chunk_size: int = CHUNK_SIZE) -> int:
             break
         if isinstance(chunk, str):
             raise TypeError("Only bytes can be stored, not unicode")
+        if hasher is not None:
+            hasher.update(chunk)
         dst.write(chunk)
         total += len(chunk)
     return total
@@ -400,13 +406,18 @@ def iter_file(fileobj: Any, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         yield chunk
 
 
-def write_content(content: Any, dst: Any, chunk_size: int = CHUNK_SIZE) -> int:
-    """Write ``content`` (bytes or a file object) into ``dst``; returns the byte count."""
+def write_content(content: Any, dst: Any, chunk_size: int = CHUNK_SIZE, hasher: Any = None) -> int:
+    """Write ``content`` (bytes or a file object) into ``dst``; returns the byte count.
+
+    ``hasher`` is fed the bytes written (see :func:`copy_stream`).
+    """
     if isinstance(content, (bytes, bytearray, memoryview)):
+        if hasher is not None:
+            hasher.update(content)
         dst.write(content)
         return len(content)
     check_content(content)
-    return copy_stream(content, dst, chunk_size)
+    return copy_stream(content, dst, chunk_size, hasher)
 
 
 OnExisting = Callable[[], Any]

@@ -30,8 +30,14 @@ def make_etag(
     version: Optional[str],
     last_modified: Optional[datetime],
     content_length: Optional[int],
+    checksum: Optional[str] = None,
 ) -> str:
     """The entity-tag of a stored file, quotes included.
+
+    A file with a ``checksum`` (:attr:`StoredFile.checksum`, computed from
+    its bytes when written) gets a tag made of it and the size: the same
+    bytes keep the same tag through a replace with identical content, a
+    migration to another storage, or on every replica, so caches stay valid.
 
     ``version`` is the backend's own change token (an inode/mtime_ns/size
     triple, a write counter, an S3 ETag, a GCS generation...), which changes
@@ -42,6 +48,8 @@ def make_etag(
     neither a version nor a time, nothing reliably changes with the content,
     so the tag is weak (it can answer 304 but never validate a range).
     """
+    if checksum is not None:
+        return '"%s"' % _opaque("%s-%s-%s" % (file_id, checksum, content_length))
     if version is not None:
         return '"%s"' % _opaque("%s-%s" % (file_id, version))
     if last_modified is not None:
