@@ -9,25 +9,30 @@ from __future__ import annotations
 
 import os
 from itertools import islice
-from typing import Iterable, Iterator, List
+from typing import Iterable, Iterator, List, Optional, TypeVar
 
 from depot.io.interfaces import FileStorage
 
 __all__ = ["iter_ids", "batches", "PAGE_SIZE"]
 
+T = TypeVar("T")
+
 #: Ids asked from an object store per request, and written to the index per batch.
 PAGE_SIZE = 1000
 
 
-def iter_ids(storage: FileStorage, page_size: int = PAGE_SIZE) -> Iterator[str]:
+def iter_ids(storage: FileStorage, page_size: Optional[int] = None) -> Iterator[str]:
     """The ids of ``storage``, as :meth:`FileStorage.list` would give them, without building the list."""
+    page_size = page_size or PAGE_SIZE
     for kind, walk in _WALKERS:
         if _is_a(storage, kind):
             return walk(storage, page_size)
     return iter(storage.list())
 
 
-def batches(items: Iterable[str], size: int = PAGE_SIZE) -> Iterator[List[str]]:
+def batches(items: Iterable[T], size: Optional[int] = None) -> Iterator[List[T]]:
+    """Lists of up to ``size`` (default :data:`PAGE_SIZE`) consecutive items."""
+    size = size or PAGE_SIZE
     it = iter(items)
     while True:
         batch = list(islice(it, size))
