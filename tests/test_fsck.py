@@ -442,3 +442,72 @@ def test_referenced_paths_and_durations():
         parse_duration("-1h")
     with pytest.raises(FsckError):
         check([], lookup=None)
+
+
+MING_MODELS = """
+import os
+from ming import create_datastore, schema
+from ming.odm import FieldProperty, Mapper, MappedClass, ThreadLocalODMSession
+from depot.fields.ming import DepotExtension, UploadedFileProperty
+
+datastore = create_datastore(os.environ["FSCK_TEST_MONGO_URI"])
+session = ThreadLocalODMSession(bind=datastore, extensions=(DepotExtension,))
+
+class Note(MappedClass):
+    class __mongometa__:
+        name = "fsck_notes_{suffix}"
+    __mongometa__.session = session
+    _id = FieldProperty(schema.ObjectId)
+    attachment = UploadedFileProperty()
+
+Mapper.compile_all()
+"""
+
+
+def test_ming_documents_on_a_real_server(mongo_database_uri, tmp_path, monkeypatch, run_cli, no_ambient_settings):
+    """Ming: the same check over UploadedFileProperty fields, files in GridFS on the same server."""
+    pytest.importorskip("ming")
+    from depot.fsck import MingSource
+
+    suffix = uuid.uuid4().hex[:8]
+    module_name = "fsck_ming_%s" % suffix
+    (tmp_path / ("%s.py" % module_name)).write_text(MING_MODELS.format(suffix=suffix))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("FSCK_TEST_MONGO_URI", mongo_database_uri)
+    DepotManager._clear()
+    module = __import__(module_name)
+    try:
+        DepotManager.configure("gridfs", {"depot.backend": "gridfs", "depot.mongouri": mongo_database_uri})
+        notes = [module.Note(attachment=b"note %d" % i) for i in range(50)]
+        module.Note(attachment=None)
+        module.session.flush()
+        storage = DepotManager.get("gridfs")
+        gone = notes[7].attachment
+        storage.delete(gone.file_id)
+        with backdated():
+            orphan = storage.create(b"orphan", "o.txt")
+
+        # The command: storages from its own options, documents through the module's session.
+        code, out, err = run_cli("--backend", "gridfs=gridfs", "-o", "gridfs.mongouri=" + mongo_database_uri,
+                                 "fsck", "--ming", "--models", module_name, "--json")
+        assert code == ExitCode.FAILURES, err
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert [(p["kind"], p["path"]) for p in lines[:-1]] == [("missing", gone.path), ("orphan", "gridfs/" + orphan)]
+        assert lines[0]["locations"] == [{"table": module.Note.__mongometa__.name, "key": [str(notes[7]._id)],
+                                          "column": "attachment"}]
+
+        found = []
+        report = check([MingSource([module.Note])], delete_orphans=True, on_problem=found.append)
+        assert [(p.path, p.locations[0][1]) for p in found if p.kind == "missing"] == [
+            (gone.path, [str(notes[7]._id)])]
+        assert [(p.file_id, p.action) for p in found if p.kind == "orphan"] == [(orphan, "deleted")]
+        assert report.values == 50 and not storage.exists(orphan)
+        assert all(storage.exists(n.attachment.file_id) for n in notes if n is not notes[7])
+        module.session.clear()
+    finally:
+        storage = DepotManager.get("gridfs")
+        if storage is not None:
+            storage._cli.close()
+        module.datastore.conn.close()
+        sys.modules.pop(module_name, None)
+        DepotManager._clear()

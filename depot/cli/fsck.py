@@ -34,6 +34,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     )
     p.add_argument("--models", action="append", required=True, metavar="MODULE",
                    help="module defining the models (repeatable); every model of their declarative bases is read")
+    p.add_argument("--ming", action="store_true",
+                   help="the models are Ming mapped classes (their sessions give the database; no --db)")
     p.add_argument("--db", metavar="URL",
                    help="database URL (default: the module's get_engine(), engine, or Session/SessionLocal bind)")
     p.add_argument("--storage", action="append", default=[], metavar="NAME",
@@ -106,19 +108,43 @@ def _engine(url: Optional[str], modules: List[ModuleType]) -> Any:
                    "or a Session/SessionLocal sessionmaker bound to an engine" % names)
 
 
-def run(args: argparse.Namespace, ctx: Context) -> int:
+def _sqlalchemy_source(args: argparse.Namespace, modules: List[ModuleType]) -> Any:
     try:
-        import sqlalchemy  # noqa: F401
+        from depot.fsck import SQLAlchemySource
     except ImportError:
         raise CLIError("depot fsck needs SQLAlchemy: pip install 'depot[sqlalchemy]'") from None
-    from depot.fsck import FsckError, Problem, SQLAlchemySource, check, parse_duration
+    return SQLAlchemySource(_engine(args.db, modules), modules)
+
+
+def _ming_source(args: argparse.Namespace, modules: List[ModuleType]) -> Any:
+    if args.db:
+        raise CLIError("--db does not apply to --ming: the mapped classes' sessions give the database")
+    try:
+        from ming.odm import mapper
+
+        from depot.fsck import MingSource
+    except ImportError:
+        raise CLIError("depot fsck --ming needs Ming: pip install 'depot[ming]'") from None
+    classes = []
+    for module in modules:
+        for value in list(vars(module).values()):
+            try:
+                if isinstance(value, type) and mapper(value) is not None and value not in classes:
+                    classes.append(value)
+            except Exception:  # not a mapped class
+                continue
+    return MingSource(classes)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    from depot.fsck import FsckError, Problem, check, parse_duration
 
     try:
         grace = parse_duration(args.grace)
     except ValueError as exc:
         raise CLIError("--grace: %s" % exc) from None
     modules = _import(args.models)
-    source = SQLAlchemySource(_engine(args.db, modules), modules)
+    source = _ming_source(args, modules) if args.ming else _sqlalchemy_source(args, modules)
     if not args.json:
         ctx.warn("checking %s" % (source.describe() or "no attachment column"))
 
