@@ -10,8 +10,8 @@ Two kinds of disagreement are found:
 
 :func:`check` reports both and, when asked, deletes orphans older than a
 grace period.  Values are read from *sources*
-(:class:`~depot.fsck._sqlalchemy.SQLAlchemySource` for SQLAlchemy models,
-:class:`~depot.fsck._ming.MingSource` for Ming, or any object with
+(:class:`SQLAlchemySource` for SQLAlchemy models,
+:class:`MingSource` for Ming, or any object with
 ``storages`` and ``values()``), storages from a :class:`StorageLookup`
 (:class:`DepotManager` by default).
 
@@ -19,9 +19,8 @@ Memory stays bounded whatever the size of the tables and storages: rows
 are streamed, listings are walked a page at a time, and both sets of paths
 are compared in a temporary SQLite file (:mod:`depot.fsck._index`).
 
-Why deleting an orphan is safe
-------------------------------
-A file is deleted only if all of the following hold:
+**Why deleting an orphan is safe.**  A file is deleted only if all of the
+following hold:
 
 1. **It was listed before the rows were read.**  Every storage is listed
    first, then the rows are scanned.  A file uploaded during the scan is
