@@ -1,4 +1,4 @@
-"""``depot fsck`` and :func:`depot.fsck.check` on real databases (SQLite, PostgreSQL) and storages.
+"""``depot fsck`` and :func:`depot.fsck.check` on real databases (SQLite, PostgreSQL, MariaDB) and storages.
 
 The models live in a module written to a temporary directory and imported
 by name, as ``depot fsck --models`` does.  Rows are inserted with their
@@ -86,10 +86,10 @@ class World:
 
     def populate(self, rows=ROWS):
         docs = [{"id": i, "title": "doc %d" % i, "content": json.dumps(_value("files", self.files))}
-                for i in range(rows)]
+                for i in range(1, rows + 1)]  # from 1: MySQL takes an id of 0 for "auto-increment"
         photos = [{"code": "p%04d" % i, "image": json.dumps(_value("photos", self.photos, thumb=True))}
                   for i in range(rows // 10)]
-        docs.append({"id": rows, "title": "no file", "content": None})
+        docs.append({"id": rows + 1, "title": "no file", "content": None})
         with self.engine.begin() as conn:
             conn.execute(insert(raw(self.m.Doc)), docs)
             conn.execute(insert(raw(self.m.Photo)), photos)
@@ -178,11 +178,11 @@ def write_config(tmp_path):
     return config
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def db_url(request, tmp_path):
     if request.param == "sqlite":
         return "sqlite:///%s" % (tmp_path / "fsck.db")
-    return request.getfixturevalue("postgresql_url")
+    return request.getfixturevalue("%s_url" % request.param)
 
 
 @pytest.fixture
