@@ -224,8 +224,10 @@ def test_clean_database_exits_0(world, run_cli):
     assert summary["values"] == ROWS + ROWS // 10 + 2
     assert summary["stored"] == ROWS + 1 + 2 * (ROWS // 10) + 3
     assert summary["storages"] == ["files", "photos"]
-    code, out, _ = run_cli("-c", world.config, "fsck", "--models", world.module_name, "--db", world.url)
+    code, out, err = run_cli("-c", world.config, "--progress", "fsck", "--models", world.module_name,
+                             "--db", world.url)
     assert code == 0 and "0 missing, 0 orphans" in out and "clean" in out
+    assert "depot: listing storage photos\n" in err and "checking the rows again" not in err
 
 
 def test_finds_each_disagreement_then_deletes_only_old_orphans(world, run_cli):
@@ -348,6 +350,22 @@ def test_unreadable_value_is_reported_and_stops_deletion(world, run_cli):
     assert sorted(p["locations"][0]["key"][0] for p in problems if p["kind"] == "unreadable") == [10**7, 10**7 + 1]
     assert world.files.exists(orphan) and summary["deleted"] == 0
     assert "unreadable" in summary["deletion_refused"]
+
+
+def test_wrong_database_deletes_nothing(world, run_cli, tmp_path):
+    """Rows that reference none of the listed files (an empty database): no file is taken for an orphan to delete."""
+    empty = create_engine("sqlite:///%s" % (tmp_path / "empty.db"))
+    world.m.Base.metadata.create_all(empty)
+    found = []
+    report = check([SQLAlchemySource(empty, [world.m])], delete_orphans=True, grace=parse_duration("0"),
+                   on_problem=found.append)
+    assert report.values == 0 and report.orphans == report.stored > ROWS
+    assert report.deleted == 0 and "right database" in report.deletion_refused
+    assert {p.action for p in found} == {"reported"}
+    assert all(world.files.exists(v["file_id"]) for v in world.docs.values())
+    # A module without attachment columns is refused whatever --storage says.
+    with pytest.raises(FsckError):
+        check([SQLAlchemySource(empty, [])], storages=["files"], delete_orphans=True)
 
 
 def test_usage_errors_exit_2(world, run_cli):

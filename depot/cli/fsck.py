@@ -16,6 +16,7 @@ from typing import Any, List, Optional
 from depot.cli.context import Context, describe
 from depot.cli.errors import CLIError, ExitCode
 from depot.cli.formatting import human_duration
+from depot.cli.progress import progress_enabled
 from depot.io.interfaces import FileStorage
 from depot.manager import DepotManager
 
@@ -151,10 +152,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     def show(problem: Problem) -> None:
         ctx.print(json.dumps(problem.to_json()) if args.json else _line(problem))
 
+    # The phases of a long check, where the progress line would go.
+    say = ctx.warn if progress_enabled(ctx.progress_choice, ctx.stderr) else None
     started = datetime.datetime.now()
     try:
         report = check([source], _Lookup(ctx), storages=args.storage, delete_orphans=args.delete_orphans,
-                       grace=grace, on_problem=show, tempdir=args.tempdir)
+                       grace=grace, on_problem=show, on_progress=say, tempdir=args.tempdir)
     except FsckError as exc:
         raise CLIError(str(exc)) from exc
     except CLIError:

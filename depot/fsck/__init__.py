@@ -38,6 +38,10 @@ following hold:
    committed a reference after the first scan, however long it lasted.
 5. **No value was unreadable.**  A row whose JSON cannot be read may
    reference anything: then nothing is deleted at all.
+6. **The rows reference at least one listed file.**  When none of the
+   listed files is referenced, the likeliest cause is the wrong database
+   (an empty or a staging one) rather than a storage full of orphans:
+   nothing is deleted.
 
 Only the storages the attachment columns upload to (and those named with
 ``storages=``) are listed, so files of a storage the models do not use are
@@ -298,9 +302,10 @@ def _utcnow() -> datetime.datetime:
 def _storages_to_list(sources: Sequence[Source], lookup: StorageLookup, extra: Iterable[str]) -> List[str]:
     names: List[str] = []
     wanted = [(name, "an attachment column") for source in sources for name in source.storages]
-    wanted += [(name, "--storage") for name in extra]
     if not wanted:
+        # Listing a storage for no column would make every file an orphan.
         raise FsckError("no attachment column found: nothing to check")
+    wanted += [(name, "--storage") for name in extra]
     for name, origin in wanted:
         real = lookup.resolve(name)
         if real is None or lookup.get(real) is None:
@@ -390,6 +395,9 @@ def _delete_candidates(
 ) -> None:
     if report.unreadable:
         report.deletion_refused = "%d unreadable value(s) may reference any file" % report.unreadable
+    elif report.orphans == report.stored:
+        report.deletion_refused = "no row references any of the %d files listed: is this the right database?" % (
+            report.stored)
     else:
         # The second scan: anything referenced now is no candidate any more.
         for refs in batches(_references(sources, Report(), lambda problem: None)):
