@@ -529,3 +529,39 @@ def test_ming_documents_on_a_real_server(mongo_database_uri, tmp_path, monkeypat
         module.datastore.conn.close()
         sys.modules.pop(module_name, None)
         DepotManager._clear()
+
+
+def test_rows_stream_through_a_server_side_cursor(postgresql_url, tmp_path, monkeypatch, memory_depots):
+    """PostgreSQL: rows come from a server-side cursor, a batch at a time, not one result in memory."""
+    _, module = write_models(tmp_path, monkeypatch)
+    engine = create_engine(postgresql_url)
+    module.Base.metadata.create_all(engine)
+    try:
+        value = json.dumps({"files": ["default/x"], "path": "default/x"})
+        with engine.begin() as conn:
+            conn.execute(insert(raw(module.Doc)), [{"id": i, "content": value} for i in range(1, 251)])
+        with engine.connect() as conn:
+            source = SQLAlchemySource(conn, [module.Doc], rows_per_batch=100)
+            values = source.values()
+            next(values)
+            cursors = conn.exec_driver_sql("SELECT statement FROM pg_cursors").scalars().all()
+            # One server-side cursor, for the rows (the query above ran without one: the
+            # streaming option stays on fsck's statement, not on the caller's connection).
+            assert len(cursors) == 1 and "fsck_docs_" in cursors[0], cursors
+            assert sum(1 for _ in values) == 249
+    finally:
+        module.Base.metadata.drop_all(engine)
+        engine.dispose()
+
+
+def test_local_listing_is_lazy(tmp_path):
+    from depot.fsck._listing import iter_ids
+    from depot.io.local import LocalFileStorage
+
+    storage = LocalFileStorage(str(tmp_path / "s"))
+    ids = {storage.create(b"x", "x") for _ in range(5)}
+    (tmp_path / "s" / ".new-staging").mkdir()  # what list() leaves out, iter_ids does too
+    storage.list = None  # iter_ids must not build the whole list
+    walk = iter_ids(storage)
+    assert not isinstance(walk, list) and set(walk) == ids
+    assert list(iter_ids(LocalFileStorage(str(tmp_path / "none")))) == []

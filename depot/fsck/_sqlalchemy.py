@@ -121,7 +121,8 @@ class SQLAlchemySource:
             stmt = stmt.order_by(*keys)
         names = [c.name for c in attached.columns]
         with self._connection() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=self.rows_per_batch).execute(stmt)
+            # On the statement, not the connection: a caller's connection keeps its options.
+            result = conn.execute(stmt.execution_options(stream_results=True, yield_per=self.rows_per_batch))
             for row in result:
                 key = [_plain(v) for v in row[: len(keys)]]
                 for name, value in zip(names, row[len(keys):], strict=True):
