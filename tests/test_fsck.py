@@ -249,7 +249,7 @@ def test_finds_each_disagreement_then_deletes_only_old_orphans(world, run_cli):
     assert code == 1
     thumb = world.photo_values["p0005"]["thumb_16x16_path"]
     assert "missing  %s  referenced by fsck_photos_%s (p0005) image: no such file" % (thumb, world.m.suffix) in out
-    assert "2 missing, 3 orphans, 3 younger than 24h kept; 5 to fix" in out
+    assert "2 missing, 3 orphans, 3 kept (younger than 24h); 5 to fix" in out
 
     code, problems, summary = fsck_json(run_cli, world, "--delete-orphans")
     assert code == ExitCode.FAILURES  # the missing files remain
@@ -565,3 +565,36 @@ def test_local_listing_is_lazy(tmp_path):
     walk = iter_ids(storage)
     assert not isinstance(walk, list) and set(walk) == ids
     assert list(iter_ids(LocalFileStorage(str(tmp_path / "none")))) == []
+
+
+def test_depot_script_imports_models_from_the_current_directory(tmp_path):
+    """The installed ``depot`` script (not ``python -m``), run from a project checkout, engine from the module."""
+    import os
+    import subprocess
+
+    script = os.path.join(os.path.dirname(sys.executable), "depot")
+    if not os.path.exists(script):
+        pytest.skip("the depot script is not installed next to this interpreter")
+    (tmp_path / "shopmodels.py").write_text(textwrap.dedent('''
+        from sqlalchemy import Column, Integer, create_engine
+        from sqlalchemy.orm import declarative_base
+        from depot.fields.sqlalchemy import UploadedFileField
+        Base = declarative_base()
+        class Item(Base):
+            __tablename__ = "items"
+            id = Column(Integer, primary_key=True)
+            picture = Column(UploadedFileField())
+        def get_engine():
+            return create_engine("sqlite:///items.db")
+    '''))
+    (tmp_path / "depot.ini").write_text("[depot.storages.files]\nbackend = local\nstorage_path = ./files\n")
+    engine = create_engine("sqlite:///%s" % (tmp_path / "items.db"))
+    engine.connect().close()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE items (id INTEGER PRIMARY KEY, picture VARCHAR(4000))")
+        conn.exec_driver_sql("""INSERT INTO items VALUES (7, '{"files": ["files/%s"]}')""" % uuid.uuid4())
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DEPOT_CONFIG")}
+    proc = subprocess.run([script, "fsck", "--models", "shopmodels"], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "referenced by items (7) picture: no such file" in proc.stdout

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
+import os
+import sys
 from types import ModuleType
 from typing import Any, List, Optional
 
@@ -76,12 +79,17 @@ class _Lookup:
 
 
 def _import(names: List[str]) -> List[ModuleType]:
-    from depot.fsck._sqlalchemy import import_models
-
-    try:
-        return import_models(names)
-    except ImportError as exc:
-        raise CLIError("cannot import the models: %s" % describe(exc)) from exc
+    # The current directory first, as ``python -m`` has it: the ``depot``
+    # script alone would not find ``myapp.models`` in the project's checkout.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    modules = []
+    for name in names:
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError as exc:
+            raise CLIError("cannot import the models: %s" % describe(exc)) from exc
+    return modules
 
 
 def _engine(url: Optional[str], modules: List[ModuleType]) -> Any:
@@ -203,7 +211,7 @@ def _summary(report: Any, grace: str, elapsed: float) -> str:
     parts = [
         "%d missing" % report.missing,
         "%d orphans" % (report.orphans - report.young_orphans - report.rescued),
-        "%d younger than %s kept" % (report.young_orphans, grace),
+        "%d kept (younger than %s)" % (report.young_orphans, grace),
     ]
     if report.deleted or report.delete_failed:
         parts.append("%d deleted, %d failed to delete" % (report.deleted, report.delete_failed))

@@ -1,7 +1,6 @@
 """The attachment columns of SQLAlchemy models, and their values streamed row by row."""
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -12,7 +11,7 @@ from sqlalchemy.orm import Mapper
 
 from depot.fields.sqlalchemy import UploadedFileField
 
-__all__ = ["SQLAlchemySource", "attachment_tables", "import_models"]
+__all__ = ["SQLAlchemySource", "attachment_tables"]
 
 #: Rows fetched from the database per round trip (server-side cursor where the driver has one).
 ROWS_PER_BATCH = 1000
@@ -29,11 +28,6 @@ class AttachmentTable:
     def storages(self) -> List[Optional[str]]:
         """The ``upload_storage`` of each column (``None``: the default storage)."""
         return [column.type.upload_storage for column in self.columns]
-
-
-def import_models(names: Iterable[str]) -> List[ModuleType]:
-    """Import each dotted module name (``ImportError`` names the one that failed)."""
-    return [importlib.import_module(name) for name in names]
 
 
 def _tables_in(module: Any) -> Iterator[Table]:
