@@ -360,9 +360,20 @@ def test_wrong_database_deletes_nothing(world, run_cli, tmp_path):
     report = check([SQLAlchemySource(empty, [world.m])], delete_orphans=True, grace=parse_duration("0"),
                    on_problem=found.append)
     assert report.values == 0 and report.orphans == report.stored > ROWS
-    assert report.deleted == 0 and "right database" in report.deletion_refused
+    assert report.deleted == 0 and "no row references any file of files, photos" in report.deletion_refused
     assert {p.action for p in found} == {"reported"}
     assert all(world.files.exists(v["file_id"]) for v in world.docs.values())
+    # The same when only one storage is unused: its files stay, the other storage's orphans go.
+    photos_table = raw(world.m.Photo)
+    with world.engine.begin() as conn:
+        conn.execute(photos_table.delete())
+    with backdated():
+        lost = world.files.create(b"lost", "lost.bin")
+    found = []
+    report = check([SQLAlchemySource(world.engine, [world.m])], delete_orphans=True, on_problem=found.append)
+    assert [p.file_id for p in found if p.action == "deleted"] == [lost]
+    assert report.deletion_refused == "no row references any file of photos: is this the right database?"
+    assert all(world.photos.exists(v["file_id"]) for v in world.photo_values.values())
     # A module without attachment columns is refused whatever --storage says.
     with pytest.raises(FsckError):
         check([SQLAlchemySource(empty, [])], storages=["files"], delete_orphans=True)

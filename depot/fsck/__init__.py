@@ -38,10 +38,10 @@ following hold:
    committed a reference after the first scan, however long it lasted.
 5. **No value was unreadable.**  A row whose JSON cannot be read may
    reference anything: then nothing is deleted at all.
-6. **The rows reference at least one listed file.**  When none of the
-   listed files is referenced, the likeliest cause is the wrong database
-   (an empty or a staging one) rather than a storage full of orphans:
-   nothing is deleted.
+6. **The rows reference at least one file of its storage.**  When none
+   of a storage's files is referenced, the likeliest cause is the wrong
+   database (an empty or a staging one) or the wrong storage rather than a
+   storage full of orphans: nothing is deleted there.
 
 Only the storages the attachment columns upload to (and those named with
 ``storages=``) are listed, so files of a storage the models do not use are
@@ -393,12 +393,13 @@ def _delete_candidates(
     index: Index, sources: Sequence[Source], lookup: StorageLookup, report: Report, emit: ProblemHandler,
     grace: datetime.timedelta,
 ) -> None:
+    unused = [name for name in report.storages if index.has_stored(name) and not index.has_referenced(name)]
     if report.unreadable:
         report.deletion_refused = "%d unreadable value(s) may reference any file" % report.unreadable
-    elif report.orphans == report.stored:
-        report.deletion_refused = "no row references any of the %d files listed: is this the right database?" % (
-            report.stored)
     else:
+        if unused:
+            report.deletion_refused = "no row references any file of %s: is this the right database?" % (
+                ", ".join(unused))
         # The second scan: anything referenced now is no candidate any more.
         for refs in batches(_references(sources, Report(), lambda problem: None)):
             for storage, file_id in _rescued(index, refs):
@@ -409,7 +410,7 @@ def _delete_candidates(
         if not page:
             return
         for storage_name, file_id in page:
-            if report.deletion_refused:
+            if report.unreadable or storage_name in unused:
                 report.kept += 1
                 emit(Problem(ORPHAN, storage_name, file_id, action="reported", detail=report.deletion_refused))
                 continue

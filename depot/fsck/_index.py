@@ -104,6 +104,17 @@ class Index:
             "(SELECT 1 FROM refs r WHERE r.storage = s.storage AND r.id = s.id) ORDER BY s.storage, s.id"
         ))
 
+    def has_stored(self, storage: str) -> bool:
+        return self._db.execute("SELECT 1 FROM stored WHERE storage = ? LIMIT 1", (storage,)).fetchone() is not None
+
+    def has_referenced(self, storage: str) -> bool:
+        """Whether some listed file of ``storage`` is referenced."""
+        self._index_refs()
+        return self._db.execute(
+            "SELECT 1 FROM stored s WHERE s.storage = ? AND EXISTS "
+            "(SELECT 1 FROM refs r WHERE r.storage = s.storage AND r.id = s.id) LIMIT 1", (storage,)
+        ).fetchone() is not None
+
     def add_candidate(self, storage: str, file_id: str) -> None:
         self._db.execute("INSERT OR IGNORE INTO candidates VALUES (?, ?)", (storage, file_id))
 
