@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 from depot import __version__
 from depot.cli import files, integrity, maintenance, serve, transfer
+from depot.cli import fsck as fsck_command
 from depot.cli.config import Settings, Storages, apply_options, find_settings_file, load_settings
 from depot.cli.context import Context
 from depot.cli.errors import CLIError, ExitCode
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (files, transfer, integrity, serve, maintenance):
         module.register(sub)
+    fsck_command.register(sub)
     return parser
 
 

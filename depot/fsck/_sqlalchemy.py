@@ -1,0 +1,149 @@
+"""The attachment columns of SQLAlchemy models, and their values streamed row by row."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from sqlalchemy import Column, MetaData, Table, inspect, or_, select, type_coerce, types
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Mapper
+
+from depot.fields.sqlalchemy import UploadedFileField
+
+__all__ = ["SQLAlchemySource", "attachment_tables"]
+
+#: Rows fetched from the database per round trip (server-side cursor where the driver has one).
+ROWS_PER_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class AttachmentTable:
+    """A table and its :class:`UploadedFileField` columns."""
+
+    table: Table
+    columns: Tuple[Column, ...]
+
+    @property
+    def storages(self) -> List[Optional[str]]:
+        """The ``upload_storage`` of each column (``None``: the default storage)."""
+        return [column.type.upload_storage for column in self.columns]
+
+
+def _tables_in(module: Any) -> Iterator[Table]:
+    registries = []
+    for value in list(vars(module).values()) if isinstance(module, ModuleType) else [module]:
+        if isinstance(value, Table):
+            yield value
+        elif isinstance(value, MetaData):
+            yield from value.tables.values()
+        elif isinstance(value, type):
+            mapper = inspect(value, raiseerr=False)
+            if isinstance(mapper, Mapper) and mapper.registry not in registries:
+                registries.append(mapper.registry)
+    # Every class of the registries found, not only those named in the
+    # module: a model the module does not import still references files, and
+    # forgetting it would make its files look like orphans.
+    for registry in registries:
+        for mapper in list(registry.mappers):
+            yield from mapper.tables
+
+
+def attachment_tables(models: Iterable[Any]) -> List[AttachmentTable]:
+    """The tables with attachment columns among ``models``.
+
+    ``models`` holds modules (their mapped classes, ``Table`` and ``MetaData``
+    objects), mapped classes, tables or metadata.  Each mapped class found
+    brings every class of its registry (its declarative base).
+    """
+    found: dict = {}
+    for model in models:
+        for table in _tables_in(model):
+            columns = tuple(c for c in table.columns if isinstance(c.type, UploadedFileField))
+            if columns:
+                found.setdefault(table.fullname, AttachmentTable(table, columns))
+    return [found[name] for name in sorted(found)]
+
+
+def _raw(column: Column) -> Any:
+    # The stored JSON as the driver returns it: decoding it here lets a
+    # corrupt value be reported instead of ending the scan.
+    if column.type.native_json:
+        return type_coerce(column, types.JSON()).label(column.name)
+    return type_coerce(column, types.UnicodeText()).label(column.name)
+
+
+Bind = Union[Engine, Connection]
+
+
+class SQLAlchemySource:
+    """The attachment values of every row of the tables with :class:`UploadedFileField` columns.
+
+    ``bind`` is an :class:`~sqlalchemy.engine.Engine` (each scan then uses
+    a connection of its own, so a second scan sees what was committed
+    meanwhile) or a :class:`~sqlalchemy.engine.Connection`.  Rows are
+    streamed (a server-side cursor where the driver has one), reading only
+    the primary key and the attachment columns.
+    """
+
+    def __init__(self, bind: Bind, models: Iterable[Any], rows_per_batch: int = ROWS_PER_BATCH) -> None:
+        if not isinstance(bind, (Engine, Connection)):
+            raise TypeError("SQLAlchemySource needs an Engine or a Connection, got %r" % (bind,))
+        self.bind = bind
+        self.tables = attachment_tables(models)
+        self.rows_per_batch = rows_per_batch
+
+    @property
+    def storages(self) -> List[Optional[str]]:
+        return [name for t in self.tables for name in t.storages]
+
+    def describe(self) -> str:
+        return ", ".join("%s(%s)" % (t.table.fullname, ", ".join(c.name for c in t.columns)) for t in self.tables)
+
+    def values(self) -> Iterator[Tuple[Any, Any]]:
+        """``(location, raw value)`` for every non-NULL attachment; a location is ``[table, key, column]``."""
+        for attached in self.tables:
+            yield from self._table_values(attached)
+
+    def _table_values(self, attached: AttachmentTable) -> Iterator[Tuple[Any, Any]]:
+        table = attached.table
+        keys: Sequence[Column] = list(table.primary_key.columns)
+        stmt = select(*keys, *[_raw(c) for c in attached.columns]).where(
+            or_(*[c.isnot(None) for c in attached.columns])
+        )
+        if keys:
+            stmt = stmt.order_by(*keys)
+        names = [c.name for c in attached.columns]
+        with self._connection() as conn:
+            # On the statement, not the connection: a caller's connection keeps its options.
+            result = conn.execute(stmt.execution_options(stream_results=True, yield_per=self.rows_per_batch))
+            for row in result:
+                key = [_plain(v) for v in row[: len(keys)]]
+                for name, value in zip(names, row[len(keys):], strict=True):
+                    if value is not None:
+                        yield [table.fullname, key, name], value
+
+    def _connection(self) -> Any:
+        if isinstance(self.bind, Engine):
+            return self.bind.connect()
+        return _Borrowed(self.bind)
+
+
+class _Borrowed:
+    """A caller's connection, used as a context manager without closing it."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> Connection:
+        return self.conn
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def _plain(value: Any) -> Any:
+    # A location goes into JSON output: keep JSON types, show others as text.
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
