@@ -83,32 +83,48 @@ def delete_floor(count, size, path):
     return {"delete_ops": ops, "delete_ops_cpu": ops_cpu}
 
 
+#: In-process repetitions of a memory stream: the best one is kept, which
+#: leaves out most of the time a busy machine takes the CPU away.
+STREAM_REPEATS = 3
+
+
+def _best_stream(size, store):
+    """Run ``store()`` (which drops what it kept before returning) a few times; best MB/s figures."""
+    base = reset_peak_kib()
+    best_wall = best_cpu = float("inf")
+    for _ in range(STREAM_REPEATS):
+        t0, c0 = time.perf_counter(), time.process_time()
+        store()
+        t1, c1 = time.perf_counter(), time.process_time()
+        best_wall, best_cpu = min(best_wall, t1 - t0), min(best_cpu, c1 - c0)
+    return {"write_mbs": size / best_wall / 1e6, "write_mbs_cpu": size / max(best_cpu, 1e-9) / 1e6,
+            "rss_growth_mib": (peak_kib() - base) / 1024.0}
+
+
 def memstream(source):
     """Stream a file from disk into the memory storage (``create`` with the open file)."""
     from depot.io.memory import MemoryFileStorage
     storage = MemoryFileStorage()
     size = os.path.getsize(source)
-    base = reset_peak_kib()
-    t0, c0 = time.perf_counter(), time.process_time()
-    with open(source, "rb") as src:
-        file_id = storage.create(src, "large.bin")
-    t1, c1 = time.perf_counter(), time.process_time()
-    assert storage.get(file_id).content_length == size
-    return {"write_mbs": size / (t1 - t0) / 1e6, "write_mbs_cpu": size / max(c1 - c0, 1e-9) / 1e6,
-            "rss_growth_mib": (peak_kib() - base) / 1024.0}
+
+    def store():
+        with open(source, "rb") as src:
+            file_id = storage.create(src, "large.bin")
+        assert storage.get(file_id).content_length == size
+        storage.delete(file_id)
+
+    return _best_stream(size, store)
 
 
 def memstream_floor(source):
     """The least it takes to hold a file's bytes in memory: one ``read()`` of the whole file."""
     size = os.path.getsize(source)
-    base = reset_peak_kib()
-    t0, c0 = time.perf_counter(), time.process_time()
-    with open(source, "rb") as src:
-        data = src.read()
-    t1, c1 = time.perf_counter(), time.process_time()
-    assert len(data) == size
-    return {"write_mbs": size / (t1 - t0) / 1e6, "write_mbs_cpu": size / max(c1 - c0, 1e-9) / 1e6,
-            "rss_growth_mib": (peak_kib() - base) / 1024.0}
+
+    def store():
+        with open(source, "rb") as src:
+            assert len(src.read()) == size
+
+    return _best_stream(size, store)
 
 
 def _status_kib(field):
