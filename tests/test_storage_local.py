@@ -128,6 +128,23 @@ class TestLocalStorage(StorageConformance):
         storage.delete(file_id)
         assert os.listdir(storage.storage_path) == []
 
+    def test_delete_removes_the_pair_by_name(self, storage, monkeypatch):
+        """An ordinary folder goes with two unlinks and an rmdir, not a tree walk (a third of the time)."""
+        file_id = storage.create(b"x")
+        walks = []
+        monkeypatch.setattr(local.shutil, "rmtree", lambda *a, **k: walks.append(a))
+        storage.delete(file_id)
+        assert walks == []
+        assert os.listdir(storage.storage_path) == []
+
+    def test_delete_removes_unexpected_entries_too(self, storage):
+        file_id = storage.create(b"x")
+        folder = os.path.join(storage.storage_path, file_id)
+        open(os.path.join(folder, ".file-0123.tmp"), "wb").close()  # left by an earlier version
+        os.unlink(os.path.join(folder, "file"))
+        storage.delete(file_id)
+        assert os.listdir(storage.storage_path) == []
+
     def test_any_uuid_form_is_accepted(self, storage):
         for form in (str(uuid.uuid4()).upper(), uuid.uuid4().hex, "urn:uuid:%s" % uuid.uuid4()):
             assert storage.exists(form) is False

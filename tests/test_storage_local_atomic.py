@@ -104,6 +104,32 @@ def test_creator_killed_mid_write_leaves_no_file(storage):
     assert os.listdir(storage.storage_path) == []
 
 
+@pytest.mark.parametrize("call, nth", [("unlink", 1), ("unlink", 2), ("rmdir", 1)])
+def test_deleter_killed_mid_delete_leaves_no_file(storage, call, nth):
+    """SIGKILL between the steps of delete(): the id is gone at once, whole; gc removes the rest."""
+    file_id, _ = stored(storage)
+    script = (
+        "import os, sys\n"
+        "from depot.io.local import LocalFileStorage\n"
+        "real, calls = os.%s, []\n"
+        "def dying(*args, **kwargs):\n"
+        "    calls.append(args)\n"
+        "    if len(calls) == %d:\n"
+        "        os.kill(os.getpid(), 9)\n"
+        "    return real(*args, **kwargs)\n"
+        "os.%s = dying\n"
+        "LocalFileStorage(sys.argv[1]).delete(sys.argv[2])\n"
+    ) % (call, nth, call)
+    proc = subprocess.run([sys.executable, "-c", script, storage.storage_path, file_id], cwd=ROOT)
+    assert proc.returncode == -signal.SIGKILL
+    assert storage.list() == [] and not storage.exists(file_id)
+    with pytest.raises(IOError):
+        storage.get(file_id)
+    assert len(leftovers(storage)) == 1 and leftovers(storage)[0].startswith(".del-")
+    assert storage.collect_garbage(older_than=0) == 1
+    assert os.listdir(storage.storage_path) == []
+
+
 def test_writer_killed_at_random_times(storage):
     """Many writers killed at random moments: never a mixed pair, and gc removes what they left."""
     file_id, _ = stored(storage)

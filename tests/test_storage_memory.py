@@ -1,5 +1,9 @@
+import io
+import os
+
 import pytest
 
+from depot.io import utils
 from depot.io.memory import MemoryFileStorage
 from depot.testing import StorageConformance
 
@@ -33,3 +37,70 @@ class TestMemoryStorage(StorageConformance):
         storage.replace(file_id, b"newer", "newer.txt")
         assert list(f.iter_range(0, None)) == [b"new"]  # the version it started reading
         assert f.version != storage.get(file_id).version
+
+
+class _CountingReader(io.BufferedReader):
+    """A plain file that records the size of every read (still a real descriptor)."""
+
+    def __init__(self, path, grow_by=b""):
+        super().__init__(io.FileIO(path, "rb"))
+        self.path, self.grow_by, self.reads = path, grow_by, []
+
+    def read(self, n=-1):
+        out = super().read(n)
+        self.reads.append(n)
+        if self.grow_by:  # another process appends while this one reads
+            with open(self.path, "ab") as f:
+                f.write(self.grow_by)
+            self.grow_by = b""
+        return out
+
+
+class _ShortReads(io.FileIO):
+    """Unbuffered reads that return less than asked, as a raw file may."""
+
+    def read(self, n=-1):
+        return super().read(min(n, 1000) if n >= 0 else 1000)
+
+
+def test_plain_file_is_read_in_one_call(tmp_path, monkeypatch):
+    """A file of known size goes straight into the stored bytes: one read, no chunked copy."""
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (tmp_path / "src").write_bytes(data)
+    monkeypatch.setattr(utils, "copy_stream", lambda *a, **k: pytest.fail("copied in chunks"))
+    storage = MemoryFileStorage()
+    with _CountingReader(str(tmp_path / "src")) as f:
+        f.seek(17)  # stored from the current position, like any stream
+        file_id = storage.create(f)
+        assert f.reads == [len(data) - 17, 1]  # the whole, then the end check
+    assert storage.get(file_id).read() == data[17:]
+
+
+def test_plain_file_grown_while_read_is_stored_whole(tmp_path):
+    data, tail = os.urandom(100000), b"appended meanwhile"
+    (tmp_path / "src").write_bytes(data)
+    storage = MemoryFileStorage()
+    with _CountingReader(str(tmp_path / "src"), grow_by=tail) as f:
+        file_id = storage.create(f)
+    assert storage.get(file_id).read() == data + tail
+
+
+def test_short_reads_of_a_plain_file_are_completed(tmp_path):
+    data = os.urandom(5500)
+    (tmp_path / "src").write_bytes(data)
+    storage = MemoryFileStorage()
+    with _ShortReads(str(tmp_path / "src")) as f:
+        file_id = storage.create(f)
+    assert storage.get(file_id).read() == data
+
+
+def test_bytes_io_is_stored_from_its_position():
+    storage = MemoryFileStorage()
+    content = io.BytesIO(b"skipped|kept")
+    content.read(8)
+    assert storage.get(storage.create(content)).read() == b"kept"
+    content = io.BytesIO(b"whole")
+    file_id = storage.create(content)
+    content.seek(0)
+    content.write(b"W")  # the buffer handed over is copied before the caller changes it
+    assert storage.get(file_id).read() == b"whole"

@@ -33,6 +33,30 @@ def _facts(file_data: Dict[str, Any]) -> Tuple[str, str, Any, int, Optional[str]
     )
 
 
+def _read_all(content: Any) -> bytes:
+    """Everything left in the stream ``content``, copied as few times as its kind allows.
+
+    A plain file is read in one call straight into the bytes object that is
+    kept (the kernel's copy is the only one), and a :class:`io.BytesIO`
+    hands over its buffer; any other stream goes through
+    :func:`utils.copy_stream`'s bounded buffer into a :class:`io.BytesIO`.
+    """
+    if isinstance(content, io.BytesIO):
+        return content.read()
+    buf = io.BytesIO()
+    left = utils.size_left(content)
+    if left:
+        head = content.read(left)
+        more = content.read(1)  # the end, normally: one more read returns nothing
+        if not more:
+            return head
+        # A short read, or a file grown meanwhile: the rest the usual way.
+        buf.write(head)
+        buf.write(more)
+    utils.copy_stream(content, buf)
+    return buf.getvalue()
+
+
 class MemoryStoredFile(StoredFile):
     """A file of :class:`MemoryFileStorage`; content is looked up on the first read."""
 
@@ -111,12 +135,10 @@ class MemoryFileStorage(OneStepStorage):
         hasher = self._new_hasher()
         if isinstance(content, (bytes, bytearray, memoryview)):
             data = bytes(content)
-            if hasher is not None:
-                hasher.update(data)
         else:
-            buf = io.BytesIO()
-            utils.copy_stream(content, buf, hasher=hasher)
-            data = buf.getvalue()
+            data = _read_all(content)  # in one call for a plain file
+        if hasher is not None:
+            hasher.update(data)  # once, over the bytes kept
         last_modified = utils.parse_timestamp(utils.timestamp())
         # Built completely before it is published: a failing stream leaves nothing behind.
         entry = {

@@ -25,6 +25,7 @@ __all__ = [
     "FileIntent",
     "check_content",
     "copy_stream",
+    "size_left",
     "iter_file",
     "check_uuid",
     "new_uuid",
@@ -325,6 +326,17 @@ def _real_fd(f: Any) -> Optional[int]:
     try:
         fd = f.fileno()
         return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError):
+        return None
+
+
+def size_left(f: Any) -> Optional[int]:
+    """The bytes from the position of the plain OS file ``f`` to its end; ``None`` for other streams."""
+    fd = _real_fd(f)
+    if fd is None:
+        return None
+    try:
+        return max(os.fstat(fd).st_size - f.tell(), 0)
     except (OSError, ValueError):
         return None
 
