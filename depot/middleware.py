@@ -205,7 +205,7 @@ class FileServeApp:
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         f = self.file
         real = None
-        handed_over = None  # the resource the returned body closes
+        handed_over: object = None  # the resource the returned body closes
         try:
             if self.replace_wsgi_filewrapper:
                 environ["wsgi.file_wrapper"] = _FileIter
@@ -218,8 +218,9 @@ class FileServeApp:
                 not_modified = not self.has_been_modified(environ, etag, self.last_modified)
             except RuntimeError:
                 return _html(start_response, "400 Bad Request", _ERROR_MESSAGES["400 Bad Request"])
-            # The shared, memoised date formatting unless a subclass has its own.
-            make_date = self.make_date if _make_date_overridden(type(self)) else None
+            # The shared, memoised date formatting unless a subclass has its own (a class is
+            # hashable: the ignore is for typeshed's __hash__ signature on lru_cache's Hashable).
+            make_date = self.make_date if _make_date_overridden(type(self)) else None  # type: ignore[arg-type]
             facts = FileFacts(etag, self.last_modified, self.content_length, self.content_type, self.filename)
             cache_control, expires = cache_headers(self.cache_expires, self._link_remaining, make_date=make_date)
             decide = functools.partial(
@@ -257,11 +258,11 @@ class FileServeApp:
                 return []
             start, stop = plan.body
             wrapper = environ.get("wsgi.file_wrapper", _FileIter)
-            if real is not None and stop - start <= _SMALL_BODY:
+            if real is not None and stop is not None and stop - start <= _SMALL_BODY:
                 if start:
                     real.seek(start)
                 return [real.read(stop - start)]
-            if real is not None:
+            if real is not None and stop is not None:  # a real file's size is always known
                 handed_over = real
                 if start:
                     real.seek(start)
@@ -423,7 +424,7 @@ class DepotMiddleware:
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD") or not is_under_mount(path, self._prefix):
-            return self.app(environ, start_response)
+            return self.app(environ, start_response)  # type: ignore[misc]  # app=None: only for url_for
         target = split_file_path(path, self._prefix)
         if target is None:
             return _call_hook(self._404_response, environ, start_response)

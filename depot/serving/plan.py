@@ -10,7 +10,7 @@ from depot.utils import http_date, utcnow_naive
 from .conditional import Outcome, evaluate_preconditions, if_range_holds
 from .caching import BoundedCache, approximate_size
 from .content import SANDBOX_CSP, InlinePolicy, header_filename, safe_content_type
-from .ranges import UNSATISFIABLE, content_range, parse_range
+from .ranges import _Unsatisfiable, content_range, parse_range
 
 __all__ = ["FileFacts", "Plan", "plan_response"]
 
@@ -134,24 +134,25 @@ def plan_response(
         return Plan(_STATUS[outcome], [], None)
 
     size = facts.content_length
-    status, body = "200 OK", (0, size)
+    # The bytes [start, stop) to send; stop is None only for a file of unknown size.
+    status, start, stop = "200 OK", 0, size
     content_range_value = None
     range_value = get("HTTP_RANGE") if ranges and get("REQUEST_METHOD") == "GET" else None
-    if range_value is not None:
+    if range_value is not None and size is not None:  # no range applies to an unknown size
         if_range = get("HTTP_IF_RANGE")
         if if_range is None or if_range_holds(
             if_range, facts.etag, facts.last_modified, utcnow_naive() if now is None else now
         ):
             wanted = parse_range(range_value, size)
-            if wanted is UNSATISFIABLE:
+            if isinstance(wanted, _Unsatisfiable):
                 return Plan(
                     "416 Range Not Satisfiable",
                     [("Content-Range", "bytes */%d" % size)],
                     None,
                 )
             if wanted is not None:
-                status, body = "206 Partial Content", wanted
-                content_range_value = content_range(wanted[0], wanted[1], size)
+                status, (start, stop) = "206 Partial Content", wanted
+                content_range_value = content_range(start, stop, size)
 
     headers = [
         ("ETag", facts.etag),
@@ -159,8 +160,8 @@ def plan_response(
         ("Expires", expires),
         ("Content-Type", content_type),
     ]
-    if size is not None:
-        headers.append(("Content-Length", str(body[1] - body[0])))
+    if stop is not None:
+        headers.append(("Content-Length", str(stop - start)))
     if content_range_value is not None:
         headers.append(("Content-Range", content_range_value))
     if last_modified is not None:
@@ -171,6 +172,4 @@ def plan_response(
     headers.append(("X-Content-Type-Options", "nosniff"))
     if sandbox:
         headers.append(("Content-Security-Policy", SANDBOX_CSP))
-    if get("REQUEST_METHOD") == "HEAD":
-        body = None
-    return Plan(status, headers, body)
+    return Plan(status, headers, None if get("REQUEST_METHOD") == "HEAD" else (start, stop))
