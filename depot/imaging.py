@@ -16,12 +16,15 @@ import io
 import struct
 import warnings
 from contextlib import contextmanager
-from typing import IO, Any, Iterable, Iterator, Optional, Tuple
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Optional, Tuple
 
 from depot._image_headers import sizes_before_open, sub_image_sizes
 from depot._optional import require
 
-Image = require("PIL.Image", "image", "depot image support")
+if TYPE_CHECKING:  # the checker sees Pillow's own types; at run time a missing Pillow names the extra
+    from PIL import Image
+else:
+    Image = require("PIL.Image", "image", "depot image support")
 
 __all__ = [
     "ImageRejected",

@@ -12,7 +12,7 @@ from urllib.parse import quote
 try:  # anyascii transliterates every script; without it we fall back to accent stripping
     from anyascii import anyascii as _anyascii
 except ImportError:  # pragma: no cover - exercised only where anyascii is absent
-    _anyascii = None
+    _anyascii = None  # type: ignore[assignment]  # optional dependency, checked before use
 
 __all__ = [
     "utcnow_naive",

@@ -3,16 +3,23 @@ import pytest
 
 from depot.manager import DepotManager
 
-pytest_plugins = ["tests.servers"]
+# skip_policy: with DEPOT_TEST_REQUIRE_SERVERS=1 every skip fails the run.
+pytest_plugins = ["tests.skip_policy", "tests.servers"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_depot_manager():
+    """Every test starts and ends with an empty DepotManager: no storage,
+    default or middleware leaks from one test into the next."""
+    DepotManager._clear()
+    yield
+    DepotManager._clear()
 
 
 @pytest.fixture
 def memory_depots():
-    """A clean DepotManager whose default storage is an empty MemoryFileStorage."""
-    DepotManager._clear()
+    """A DepotManager whose default storage is an empty MemoryFileStorage (reset by fresh_depot_manager)."""
     DepotManager.configure("default", {"depot.backend": "memory"})
-    yield
-    DepotManager._clear()
 
 
 @pytest.fixture

@@ -47,12 +47,11 @@ from typing import Callable, Iterator, NoReturn, TypeVar
 
 import pytest
 
-from depot.utils import asbool
 from tests._procs import LOOPBACK, ServerProcess, free_ports, http_status, port_accepts, start_server
+from tests.skip_policy import REQUIRE_SERVERS_ENV, skips_are_failures
 
 T = TypeVar("T")
 
-REQUIRE_SERVERS_ENV = "DEPOT_TEST_REQUIRE_SERVERS"
 INSTALL_HINT = "pip install -e '.[testing]'"
 STARTUP_TIMEOUT = 30.0
 
@@ -68,7 +67,7 @@ def unavailable(reason: str) -> NoReturn:
     The single place deciding between skip and failure, so that CI (which
     sets ``DEPOT_TEST_REQUIRE_SERVERS=1``) cannot silently skip backends.
     """
-    if asbool(os.environ.get(REQUIRE_SERVERS_ENV) or "0"):
+    if skips_are_failures():
         pytest.fail(f"{reason} [{REQUIRE_SERVERS_ENV} is set]", pytrace=False)
     pytest.skip(reason)
 

@@ -547,20 +547,16 @@ def test_interrupted_migration_summarises_and_resumes(run, tmp_path, jobs):
 
 
 def test_register_all_puts_storages_and_aliases_in_the_manager(tmp_path):
+    settings = apply_options(Settings(aliases={"pics": "b"}), locals_=["a=%s" % (tmp_path / "a"),
+                                                                       "b=%s" % (tmp_path / "b")])
+    storages = Storages(settings)
+    assert storages.register_all() == {}  # several storages, no default named: fine, none broken
+    assert DepotManager.get_default() == "a"
+    assert DepotManager.get("pics") is DepotManager.get("b") is storages.get("b")
     DepotManager._clear()
-    try:
-        settings = apply_options(Settings(aliases={"pics": "b"}), locals_=["a=%s" % (tmp_path / "a"),
-                                                                           "b=%s" % (tmp_path / "b")])
-        storages = Storages(settings)
-        assert storages.register_all() == {}  # several storages, no default named: fine, none broken
-        assert DepotManager.get_default() == "a"
-        assert DepotManager.get("pics") is DepotManager.get("b") is storages.get("b")
-        DepotManager._clear()
-        settings.default = "pics"
-        Storages(settings).register_all()
-        assert DepotManager.get_default() == "b"
-    finally:
-        DepotManager._clear()
+    settings.default = "pics"
+    Storages(settings).register_all()
+    assert DepotManager.get_default() == "b"
 
 
 def test_get_refuses_to_write_to_a_terminal(tmp_path, monkeypatch, capsys):
@@ -728,14 +724,10 @@ def test_a_local_storage_without_a_path_names_the_setting_and_the_storage(run, t
     code, _, err = run("--backend", "files=local", "ls")
     assert code == ExitCode.USAGE
     assert "storage 'files' is misconfigured" in err and "depot.storage_path" in err
-    DepotManager._clear()
-    try:
-        for expected in (TypeError, ValueError):  # filedepot's TypeError, and a bad setting like the others
-            with pytest.raises(expected, match=r"depot\.storage_path.*storage 'files'"):
-                DepotManager.configure("files", {"depot.backend": "local"})
-        assert DepotManager.get("files") is None
-    finally:
-        DepotManager._clear()
+    for expected in (TypeError, ValueError):  # filedepot's TypeError, and a bad setting like the others
+        with pytest.raises(expected, match=r"depot\.storage_path.*storage 'files'"):
+            DepotManager.configure("files", {"depot.backend": "local"})
+    assert DepotManager.get("files") is None
 
 
 # -- one broken storage blocks nothing else -----------------------------------------------

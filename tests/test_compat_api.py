@@ -478,17 +478,13 @@ def test_section7_internals(tmp_path):
     assert FileServeApp.parse_date(None, "Thu, 01 Jan 1970 00:00:10 GMT") == datetime.datetime(1970, 1, 1, 0, 0, 10)
     assert FileServeApp.make_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
     assert list(_FileIter(io.BytesIO(b"abcde"), 2)) == [b"ab", b"cd", b"e"]
-    DepotManager._clear()
-    try:
-        DepotManager.configure("x", {"depot.backend": "memory"})
-        value = UploadedFile(b"x")
-        value._thaw()
-        value["extra"] = 1
-        value._freeze()
-        with pytest.raises(TypeError, match="Already saved files are immutable"):
-            value["extra"] = 2
-    finally:
-        DepotManager._clear()
+    DepotManager.configure("x", {"depot.backend": "memory"})
+    value = UploadedFile(b"x")
+    value._thaw()
+    value["extra"] = 1
+    value._freeze()
+    with pytest.raises(TypeError, match="Already saved files are immutable"):
+        value["extra"] = 2
 
 
 def test_memory_storage_layout():
@@ -520,17 +516,13 @@ def test_stored_file_basics(storage):
 def test_module_aliases_behave_like_the_manager():
     from depot import manager
 
-    DepotManager._clear()
-    try:
-        assert manager.get_depot() is None  # nothing configured: None, as 0.12
-        storage = manager.configure("a", {"depot.backend": "depot.io.memory.MemoryFileStorage"})
-        manager.configure("b", {"depot.backend": "depot.io.memory.MemoryFileStorage"})
-        manager.set_default("b")
-        assert manager.get_depot("a") is storage
-        file_id = storage.create(b"x")
-        assert manager.get_file("a/%s" % file_id).read() == b"x"
-    finally:
-        DepotManager._clear()
+    assert manager.get_depot() is None  # nothing configured: None, as 0.12
+    storage = manager.configure("a", {"depot.backend": "depot.io.memory.MemoryFileStorage"})
+    manager.configure("b", {"depot.backend": "depot.io.memory.MemoryFileStorage"})
+    manager.set_default("b")
+    assert manager.get_depot("a") is storage
+    file_id = storage.create(b"x")
+    assert manager.get_file("a/%s" % file_id).read() == b"x"
 
 
 # -- FileIntent with no content type (SPEC 3.3) -----------------------------------

@@ -186,32 +186,28 @@ def test_database_snippets_filter_and_validate():
 
     WithTextPreview = _defined_in_docs("database.rst", "WithTextPreview")
     PdfOnly = _defined_in_docs("database.rst", "PdfOnly")
-    DepotManager._clear()
-    try:
-        DepotManager.configure("documents", {"depot.backend": "memory"})
-        Base = declarative_base()
+    DepotManager.configure("documents", {"depot.backend": "memory"})
+    Base = declarative_base()
 
-        class Doc(Base):
-            __tablename__ = "docs"
-            id = sqlalchemy.Column(sqlalchemy.Integer, primary_key=True)
-            text = sqlalchemy.Column(UploadedFileField(upload_storage="documents", filters=[WithTextPreview()]))
-            pdf = sqlalchemy.Column(UploadedFileField(upload_storage="documents", upload_type=PdfOnly))
+    class Doc(Base):
+        __tablename__ = "docs"
+        id = sqlalchemy.Column(sqlalchemy.Integer, primary_key=True)
+        text = sqlalchemy.Column(UploadedFileField(upload_storage="documents", filters=[WithTextPreview()]))
+        pdf = sqlalchemy.Column(UploadedFileField(upload_storage="documents", upload_type=PdfOnly))
 
-        engine = sqlalchemy.create_engine("sqlite://")
-        Base.metadata.create_all(engine)
-        with Session(engine) as session:
-            doc = Doc(text=b"0123456789" * 500)
-            session.add(doc)
-            session.commit()
-            assert DepotManager.get_file(doc.text["preview_path"]).read() == b"0123456789" * 100
-            assert len(doc.text.files) == 2
-            with pytest.raises(ValueError, match="only PDF files are accepted"):
-                doc.pdf = b"plain text"
-            doc.pdf = FileIntent(b"%PDF-1.4", "a.pdf", "application/pdf")
-            session.commit()
-            assert (doc.pdf.filename, doc.pdf.file.read()) == ("a.pdf", b"%PDF-1.4")
-    finally:
-        DepotManager._clear()
+    engine = sqlalchemy.create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        doc = Doc(text=b"0123456789" * 500)
+        session.add(doc)
+        session.commit()
+        assert DepotManager.get_file(doc.text["preview_path"]).read() == b"0123456789" * 100
+        assert len(doc.text.files) == 2
+        with pytest.raises(ValueError, match="only PDF files are accepted"):
+            doc.pdf = b"plain text"
+        doc.pdf = FileIntent(b"%PDF-1.4", "a.pdf", "application/pdf")
+        session.commit()
+        assert (doc.pdf.filename, doc.pdf.file.read()) == ("a.pdf", b"%PDF-1.4")
 
 
 #: Top-level modules of the testing extra that ``pip install -e '.[all]' sphinx`` does not install.
@@ -280,15 +276,11 @@ def test_a_second_middleware_raises_unless_it_replaces_the_first():
         start_response("200 OK", [])
         return [b""]
 
-    DepotManager._clear()
-    try:
-        DepotManager.configure("files", {"depot.backend": "memory"})
-        first = DepotManager.make_middleware(application)
-        with pytest.raises(RuntimeError, match="There is already a WSGI middleware registered"):
-            DepotManager.make_middleware(application, mountpoint="/other")
-        assert DepotManager.get_middleware() is first
-        second = DepotManager.make_middleware(application, mountpoint="/media", replace=True)
-        assert DepotManager.get_middleware() is second
-        assert DepotManager.url_for("files/x") == "/media/files/x"
-    finally:
-        DepotManager._clear()
+    DepotManager.configure("files", {"depot.backend": "memory"})
+    first = DepotManager.make_middleware(application)
+    with pytest.raises(RuntimeError, match="There is already a WSGI middleware registered"):
+        DepotManager.make_middleware(application, mountpoint="/other")
+    assert DepotManager.get_middleware() is first
+    second = DepotManager.make_middleware(application, mountpoint="/media", replace=True)
+    assert DepotManager.get_middleware() is second
+    assert DepotManager.url_for("files/x") == "/media/files/x"

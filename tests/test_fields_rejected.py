@@ -52,10 +52,7 @@ def engine(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def depots():
-    DepotManager._clear()
     DepotManager.configure("default", {"depot.backend": "memory"})
-    yield
-    DepotManager._clear()
 
 
 def stored():

@@ -10,13 +10,6 @@ from depot.manager import BackendNotFoundError, DepotManager, DepotNotFoundError
 from ._blocked import run_without
 
 
-@pytest.fixture(autouse=True)
-def clean_manager():
-    DepotManager._clear()
-    yield
-    DepotManager._clear()
-
-
 def test_module_aliases():
     assert manager.get_depot == DepotManager.get
     assert manager.get_file == DepotManager.get_file
@@ -260,3 +253,17 @@ def test_callers_report_missing_storages_clearly():
         value.file
     with pytest.raises(AttributeError):  # filedepot's None.get(): existing handlers keep working
         value.file
+
+
+# -- tests/conftest.py's autouse fixture resets the manager around every test -----------
+# (These two run in file order: the second fails if the first one's settings leak into it.)
+
+def test_a_test_may_leave_storages_and_a_middleware_behind():
+    DepotManager.configure("left-behind", {"depot.backend": "memory"})
+    DepotManager.alias("also-left", "left-behind")
+    DepotManager.make_middleware(None)
+
+
+def test_the_next_test_starts_with_an_empty_manager():
+    assert (DepotManager._default_depot, DepotManager._depots, DepotManager._aliases,
+            DepotManager._middleware) == (None, {}, {}, None)

@@ -1,4 +1,4 @@
-"""The README's two commands, .ci/run and the packaging metadata stay in step; the tree is lint-clean."""
+"""The README's two commands, .ci/run and the packaging metadata stay in step; the tree is lint- and type-clean."""
 import pathlib
 import re
 import subprocess
@@ -44,3 +44,31 @@ def test_lint_clean():
     command = [str(ruff)] if ruff.exists() else [sys.executable, "-m", "ruff"]
     result = subprocess.run([*command, "check", "--no-cache", str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_types_check_clean():
+    """mypy over depot/ with [tool.mypy] of pyproject.toml: the package ships py.typed, so its hints must hold."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "depot"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, "mypy found errors in depot/:\n" + result.stdout + result.stderr
+
+
+def test_typecheck_runs_in_tox():
+    tox = (ROOT / "tox.ini").read_text()
+    assert "[testenv:typecheck]" in tox and "python -m mypy depot" in tox
+
+
+def test_mypy_excuses_only_untyped_third_party_modules():
+    # A blanket ignore of depot's own modules would make test_types_check_clean prove nothing.
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: tomli comes with the cli extra
+        import tomli as tomllib
+    mypy = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert mypy["files"] == ["depot"]
+    assert not {"ignore_errors", "follow_imports", "exclude", "disable_error_code"} & set(mypy)
+    for override in mypy["overrides"]:
+        assert set(override) == {"module", "ignore_missing_imports"}
+        assert [m for m in override["module"] if m.split(".")[0] == "depot"] == []

@@ -30,9 +30,7 @@ def empty_app(environ, start_response):
 
 @pytest.fixture
 def app():
-    DepotManager._clear()
-    yield webtest.TestApp(DepotManager.make_middleware(empty_app))
-    DepotManager._clear()
+    return webtest.TestApp(DepotManager.make_middleware(empty_app))
 
 
 def s3_config(backend, server, policy, **extra):

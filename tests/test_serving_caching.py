@@ -105,18 +105,14 @@ def test_huge_names_through_the_middleware(tmp_path):
     from depot.manager import DepotManager
     from depot.middleware import DepotMiddleware
 
-    DepotManager._clear()
-    try:
-        storage = DepotManager.configure("default", {"depot.storage_path": str(tmp_path)})
-        name = "\u00e9" * 200_000 + ".pdf"
-        fid = storage.create(b"%PDF", name, "application/pdf")
-        app = webtest.TestApp(DepotMiddleware(None))
-        resp = app.get("/depot/default/%s" % fid)
-        disposition = resp.headers["Content-Disposition"]
-        assert len(disposition) < 1024 and disposition.endswith(".pdf")
-        assert sum(len(k) + len(v) for k, v in resp.headerlist) < 2048
-        assert storage.get(fid).filename == name  # the storage keeps the whole name
-        # Local storage's metadata cache does not keep such a name either.
-        assert all(len(facts[0] or "") < 2048 for _, facts in local._METADATA._entries.values())
-    finally:
-        DepotManager._clear()
+    storage = DepotManager.configure("default", {"depot.storage_path": str(tmp_path)})
+    name = "\u00e9" * 200_000 + ".pdf"
+    fid = storage.create(b"%PDF", name, "application/pdf")
+    app = webtest.TestApp(DepotMiddleware(None))
+    resp = app.get("/depot/default/%s" % fid)
+    disposition = resp.headers["Content-Disposition"]
+    assert len(disposition) < 1024 and disposition.endswith(".pdf")
+    assert sum(len(k) + len(v) for k, v in resp.headerlist) < 2048
+    assert storage.get(fid).filename == name  # the storage keeps the whole name
+    # Local storage's metadata cache does not keep such a name either.
+    assert all(len(facts[0] or "") < 2048 for _, facts in local._METADATA._entries.values())

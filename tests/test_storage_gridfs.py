@@ -374,24 +374,20 @@ def test_served_by_the_middleware_with_ranges(mongo_database_uri):
     webtest = pytest.importorskip("webtest")
     from depot.manager import DepotManager
 
-    DepotManager._clear()
-    try:
-        storage = DepotManager.configure(
-            "mongo", {"depot.backend": "gridfs", "depot.mongouri": mongo_database_uri, "depot.chunk_size": "1000"}
-        )
-        data = bytes(range(256)) * 20
-        file_id = storage.create(data, "data.bin")
-        app = webtest.TestApp(DepotManager.make_middleware(lambda environ, start_response: []))
-        full = app.get("/depot/mongo/%s" % file_id)
-        assert full.body == data
-        etag = full.headers["ETag"]
-        part = app.get("/depot/mongo/%s" % file_id, headers={"Range": "bytes=2500-4100"}, status=206)
-        assert part.body == data[2500:4101]
-        storage.replace(file_id, b"same length".ljust(len(data), b"!"))
-        assert app.get("/depot/mongo/%s" % file_id).headers["ETag"] != etag
-        storage._cli.close()
-    finally:
-        DepotManager._clear()
+    storage = DepotManager.configure(
+        "mongo", {"depot.backend": "gridfs", "depot.mongouri": mongo_database_uri, "depot.chunk_size": "1000"}
+    )
+    data = bytes(range(256)) * 20
+    file_id = storage.create(data, "data.bin")
+    app = webtest.TestApp(DepotManager.make_middleware(lambda environ, start_response: []))
+    full = app.get("/depot/mongo/%s" % file_id)
+    assert full.body == data
+    etag = full.headers["ETag"]
+    part = app.get("/depot/mongo/%s" % file_id, headers={"Range": "bytes=2500-4100"}, status=206)
+    assert part.body == data[2500:4101]
+    storage.replace(file_id, b"same length".ljust(len(data), b"!"))
+    assert app.get("/depot/mongo/%s" % file_id).headers["ETag"] != etag
+    storage._cli.close()
 
 
 # -- UUID ids of other storages, through the backup form ------------------------------------
@@ -553,20 +549,16 @@ def test_uuid_file_served_by_the_middleware(mongo_database_uri, local_file):
     webtest = pytest.importorskip("webtest")
     from depot.manager import DepotManager
 
-    DepotManager._clear()
-    try:
-        storage = DepotManager.configure("mongo", {"depot.backend": "gridfs", "depot.mongouri": mongo_database_uri})
-        source = local_file(b"0123456789" * 50, "page.txt")
-        storage.replace(source, source)
-        app = webtest.TestApp(DepotManager.make_middleware(lambda environ, start_response: []))
-        full = app.get("/depot/mongo/%s" % source.file_id)
-        assert (full.body, full.content_type) == (b"0123456789" * 50, "text/plain")
-        part = app.get("/depot/mongo/%s" % source.file_id, headers={"Range": "bytes=5-14"}, status=206)
-        assert part.body == b"5678901234"
-        app.get("/depot/mongo/%s" % UUID.upper(), status=404)
-        storage._cli.close()
-    finally:
-        DepotManager._clear()
+    storage = DepotManager.configure("mongo", {"depot.backend": "gridfs", "depot.mongouri": mongo_database_uri})
+    source = local_file(b"0123456789" * 50, "page.txt")
+    storage.replace(source, source)
+    app = webtest.TestApp(DepotManager.make_middleware(lambda environ, start_response: []))
+    full = app.get("/depot/mongo/%s" % source.file_id)
+    assert (full.body, full.content_type) == (b"0123456789" * 50, "text/plain")
+    part = app.get("/depot/mongo/%s" % source.file_id, headers={"Range": "bytes=5-14"}, status=206)
+    assert part.body == b"5678901234"
+    app.get("/depot/mongo/%s" % UUID.upper(), status=404)
+    storage._cli.close()
 
 
 def test_create_with_facts_goes_through_a_subclass_create(mongo_database_uri):

@@ -89,7 +89,7 @@ def test_importable_without_tw2():
 
 
 def test_tw2_validator():
-    twc = pytest.importorskip("tw2.core", reason="tw2.core not installed (pip install tw2.core)")
+    twc = pytest.importorskip("tw2.core", reason="tw2.core not installed: pip install -e '.[testing]'")
     from depot.validators import TW2FileIntentValidator
 
     intent = TW2FileIntentValidator().to_python(Field(b"data", "a.png", "image/png"))
@@ -104,7 +104,7 @@ def test_tw2_validator():
 
 
 def test_sprox_defaults_for_the_column_type():
-    pytest.importorskip("sprox", reason="sprox not installed (pip install sprox tw2.forms)")
+    pytest.importorskip("sprox", reason="sprox not installed: pip install -e '.[testing]'")
     from sprox.sa.validatorselector import SAValidatorSelector
     from sprox.sa.widgetselector import SAWidgetSelector
     from tw2.forms import FileField

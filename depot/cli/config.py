@@ -26,7 +26,9 @@ an unreachable S3 bucket does not stop ``depot ls -s files``.
 from __future__ import annotations
 
 import configparser
+import functools
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
@@ -122,11 +124,11 @@ def _toml_sections(data: Mapping[str, Any], path: str) -> Dict[str, Mapping[str,
 
 
 def _read_toml(path: str) -> Dict[str, Mapping[str, Any]]:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
+    else:  # Python 3.10
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ImportError:
             raise CLIError("reading %s needs tomli on Python 3.10: pip install 'depot[cli]'" % path) from None
     with open(path, "rb") as f:
@@ -139,7 +141,8 @@ def _read_toml(path: str) -> Dict[str, Mapping[str, Any]]:
 def _read_ini(path: str) -> Dict[str, Mapping[str, Any]]:
     # No interpolation: values such as URLs with %-escapes are taken literally.
     parser = configparser.ConfigParser(interpolation=None, default_section="\x00unused")
-    parser.optionxform = str  # keep the keys' case: they are constructor arguments
+    # Keep the keys' case (they are constructor arguments): assigning optionxform is the documented way.
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f)
@@ -283,7 +286,7 @@ class Storages:
         broken: Dict[str, str] = {}
         for name in self.names:
             try:
-                self._built[name] = self._build(name, lambda config, name=name: DepotManager.configure(name, config))
+                self._built[name] = self._build(name, functools.partial(DepotManager.configure, name))
             except CLIError as exc:
                 broken[name] = str(exc)
         for alias, target in self.settings.aliases.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator, List, Optional, TextIO, Tuple
+from typing import BinaryIO, Iterator, List, Optional, TextIO, Tuple, cast
 
 from depot.cli.config import Storages
 from depot.cli.errors import ExitCode, FileError
@@ -42,7 +42,7 @@ class Context:
 
     @property
     def binary_stdout(self) -> BinaryIO:
-        return getattr(self.stdout, "buffer", self.stdout)
+        return cast(BinaryIO, getattr(self.stdout, "buffer", self.stdout))
 
     def print(self, text: str = "", *, flush: bool = False) -> None:
         """One line on stdout, never glued to the progress line.

@@ -7,7 +7,7 @@ import os
 import secrets
 import stat
 import sys
-from typing import Any, BinaryIO, Dict, Optional
+from typing import Any, BinaryIO, Dict, Optional, cast
 
 from depot.cli.context import INVALID_ID, NO_SUCH_FILE, Context, describe, missing_reason, split_target
 from depot.cli.errors import CLIError, ExitCode
@@ -97,7 +97,7 @@ def _input_size(path: str) -> Optional[int]:
 
 
 def _stdin() -> BinaryIO:
-    return getattr(sys.stdin, "buffer", sys.stdin)
+    return cast(BinaryIO, getattr(sys.stdin, "buffer", sys.stdin))
 
 
 class _Counted:

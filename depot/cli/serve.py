@@ -109,6 +109,8 @@ def no_body_on_head(app: WSGIApp) -> WSGIApp:
 
 def _storage_section(name: str) -> str:
     storage = DepotManager.get(name)
+    if storage is None:  # the names listed are configured ones; kept as a guard for the types
+        return "<h2>%s</h2><p>cannot list: not configured</p>" % html.escape(name)
     try:
         ids = sorted(storage.list())
     except Exception as exc:
@@ -178,7 +180,7 @@ def run_server(
     """
     handler = _QuietHandler if quiet else WSGIRequestHandler
     server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=handler)
-    on_ready(*server.server_address[:2])
+    on_ready(*server.server_address[:2])  # type: ignore[arg-type]  # AF_INET: (str host, int port)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ import argparse
 import functools
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Callable, List, NamedTuple, Optional, Set
+from typing import Callable, List, NamedTuple, Optional, Sequence, Set
 
 from depot.cli.context import Context, describe, missing_reason, split_target
 from depot.cli.copying import CopyError, Outcome, copy_file
@@ -199,7 +199,7 @@ def _run_transfer(ctx: Context, label: str, jobs: List[Job], *, verify: bool, wo
     return ctx.exit_code()
 
 
-def _run_in_threads(ctx: Context, tally: Tally, tasks: List[Callable[[], _Result]], workers: int) -> bool:
+def _run_in_threads(ctx: Context, tally: Tally, tasks: Sequence[Callable[[], _Result]], workers: int) -> bool:
     """Run ``tasks`` on ``workers`` threads; True if interrupted (the copies under way finish first)."""
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="depot-copy")
     futures = [pool.submit(task) for task in tasks]

@@ -161,7 +161,8 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
         self._check_mutable()
         dict.clear(self)
 
-    def __ior__(self, other: Any) -> "DepotFileInfo":
+    # dict's |= returns the dict itself, so a DepotFileInfo stays one (its | returns a plain dict).
+    def __ior__(self, other: Any) -> "DepotFileInfo":  # type: ignore[misc]
         self._check_mutable()
         dict.update(self, other)
         return self

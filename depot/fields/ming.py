@@ -46,7 +46,7 @@ _HISTORY_KEY = "depot_history"
 class _UploadedFileSchema(Anything):
     """Stores an upload as the plain sub-document of its keys."""
 
-    def validate(self, value: Any, **kw: Any) -> Any:
+    def validate(self, value: Any, **kw: Any) -> Any:  # type: ignore[override]  # Ming passes it by position
         if isinstance(value, UploadedFile):
             value = dict(value)  # a frozen UploadedFile must not live in Ming's document
         return super().validate(value, **kw)
@@ -68,14 +68,15 @@ class UploadedFileProperty(FieldProperty):
         upload_type: Type[UploadedFile] = UploadedFile,
         upload_storage: Optional[str] = None,
     ) -> None:
-        super().__init__(_UploadedFileSchema())
+        # Ming's stubs declare FieldProperty without its field-type argument and name attribute.
+        super().__init__(_UploadedFileSchema())  # type: ignore[call-arg]
         self._filters = filters
         self._upload_type = upload_type
         self._upload_storage = upload_storage
 
     def _stored(self, instance: Any) -> Any:
         document = state(instance).document
-        return document.get(self.name) if document is not None else None
+        return document.get(self.name) if document is not None else None  # type: ignore[attr-defined]
 
     def __get__(self, instance: Any, cls: Any = None) -> Any:
         if instance is None:
@@ -93,11 +94,11 @@ class UploadedFileProperty(FieldProperty):
             # The caller's own value: a failing filter must not delete its main file.
             value._apply_filters(self._filters, discard=False)
         DepotExtension.get_depot_history(instance).swap(self._stored(instance), value)
-        super().__set__(instance, value)
+        super().__set__(instance, value)  # type: ignore[misc]  # Ming's stubs omit the descriptor methods
 
     def __delete__(self, instance: Any, cls: Any = None) -> None:
         DepotExtension.get_depot_history(instance).swap(self._stored(instance), None)
-        super().__delete__(instance, cls)
+        super().__delete__(instance, cls)  # type: ignore[misc]  # Ming's stubs omit the descriptor methods
         # Ming does not mark the document changed for a deleted field: without
         # this the removal would not be written, and the file must not go.
         state(instance).soil()

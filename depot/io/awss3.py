@@ -49,10 +49,10 @@ BucketDriver = _impl.BucketDriver
 _enable_sigv4 = _impl._enable_sigv4
 
 
-class S3Storage(_impl.S3Storage):  # type: ignore[misc,valid-type]
+class S3Storage(_impl.S3Storage):
     __doc__ = _impl.S3Storage.__doc__
 
-    @functools.wraps(_impl.S3Storage.__init__)
+    @functools.wraps(_impl.S3Storage.__init__)  # type: ignore[misc]  # keeps the real signature for help()
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         warnings.warn(DEPRECATION_MESSAGE, DeprecationWarning, stacklevel=2)
         super().__init__(*args, **kwargs)

@@ -184,7 +184,9 @@ class GCSStoredFile(ObjectStoredFile):
         :class:`IOError` if that generation was replaced or removed meanwhile.
         """
         self._check_open()
-        stop = self.content_length if stop is None else min(stop, self.content_length)
+        size = self.content_length
+        assert size is not None  # a GCS object always has a size (blob.size)
+        stop = size if stop is None else min(stop, size)
         block = max(chunk_size, READ_BLOCK)
         position = start
         while position < stop:

@@ -238,10 +238,10 @@ class LocalStoredFile(StoredFile):
         return self._opened().read(n)
 
     def readinto(self, buffer: Any) -> int:
-        return self._opened().readinto(buffer)
+        return self._opened().readinto(buffer)  # type: ignore[attr-defined]  # a binary file object has it
 
     def readline(self, size: Optional[int] = -1) -> bytes:
-        return self._opened().readline(size)
+        return self._opened().readline(-1 if size is None else size)
 
     def close(self, *args: Any, **kwargs: Any) -> None:
         if self._file is None:

@@ -60,10 +60,10 @@ def split_file_path(path: str, prefix: str) -> Optional[Tuple[str, str]]:
     name, sep, file_id = rest.partition("/")
     if not sep or not name or not file_id or len(name) > MAX_STORAGE_NAME:
         return None
-    name, file_id = _text(name), _text(file_id)
-    if name is None or file_id is None or file_id in (".", "..") or _NEVER_IN_ID.search(file_id):
+    name_text, id_text = _text(name), _text(file_id)
+    if name_text is None or id_text is None or id_text in (".", "..") or _NEVER_IN_ID.search(id_text):
         return None
-    return name, file_id
+    return name_text, id_text
 
 
 def quote_file_path(path: str) -> str:
