@@ -175,6 +175,7 @@ class DepotMiddleware(ServingCore):
                     return
             except OSError:
                 return  # the client has gone (ASGI 2.4 servers raise from send)
+            assert isinstance(body, (FileSpan, StoredSpan)), "every other body is sent in one message"
             await _stream(_reader(body, self.chunk_size), receive, send)
         finally:
             if isinstance(body, StoredSpan):

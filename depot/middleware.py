@@ -317,10 +317,12 @@ class DepotMiddleware(core.ServingCore):
         status = response.status
         if status is _NOT_FOUND:
             return _call_hook(self._404_response, environ, start_response)
-        if status is HTTPStatus.MOVED_PERMANENTLY:
-            return _call_hook(self._301_response, environ, start_response, response.body.location)
-        if status is HTTPStatus.FOUND:
-            return self._302_response(start_response, response.body.location)
+        if status is HTTPStatus.MOVED_PERMANENTLY or status is HTTPStatus.FOUND:
+            body = response.body
+            assert isinstance(body, Redirect), "locate() answers 301/302 with core.redirect()"
+            if status is HTTPStatus.MOVED_PERMANENTLY:
+                return _call_hook(self._301_response, environ, start_response, body.location)
+            return self._302_response(start_response, body.location)
         return _send(response, environ, start_response)
 
     def _404_response(self, start_response: StartResponse) -> Iterable[bytes]:

@@ -88,6 +88,7 @@ def _stored_or_read(f: StoredFile, algorithm: str) -> Tuple[str, Optional[int]]:
     checksum = getattr(f, "checksum", None)
     parsed = checksums.parse(checksum)
     if parsed is not None and parsed[0] == algorithm:
+        assert checksum is not None  # parse() found an algorithm in it
         return checksum, f.content_length
     return digest_of(f, algorithm)
 

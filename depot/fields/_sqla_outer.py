@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from sqlalchemy import event
 
@@ -167,7 +167,7 @@ def _level_of(ledger: _Ledger, name: str) -> Optional[int]:
 def _on_release_savepoint(connection: Any, name: str, context: Any) -> None:
     ledger = _ledgers.get(connection)
     index = None if ledger is None else _level_of(ledger, name)
-    if index is not None:
+    if ledger is not None and index is not None:
         for level in ledger.levels[index:]:
             level.scope.merge_into(ledger.levels[index - 1].scope)
         del ledger.levels[index:]
@@ -176,7 +176,7 @@ def _on_release_savepoint(connection: Any, name: str, context: Any) -> None:
 def _on_rollback_savepoint(connection: Any, name: str, context: Any) -> None:
     ledger = _ledgers.get(connection)
     index = None if ledger is None else _level_of(ledger, name)
-    if index is not None:
+    if ledger is not None and index is not None:
         for level in ledger.levels[index:]:
             level.scope.rolled_back()
         del ledger.levels[index:]
@@ -222,7 +222,7 @@ def _on_checkin(dbapi_connection: Any, record: Any) -> None:
             _settle(ledger)
 
 
-_CONNECTION_LISTENERS = {
+_CONNECTION_LISTENERS: Dict[str, Callable[..., None]] = {
     "release_savepoint": _on_release_savepoint,
     "rollback_savepoint": _on_rollback_savepoint,
     "commit": _on_commit,

@@ -411,6 +411,7 @@ def _delete_candidates(
             return
         for storage_name, file_id in page:
             if report.unreadable or storage_name in unused:
+                assert report.deletion_refused is not None  # set above in both cases
                 report.kept += 1
                 emit(Problem(ORPHAN, storage_name, file_id, action="reported", detail=report.deletion_refused))
                 continue

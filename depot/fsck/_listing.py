@@ -68,7 +68,7 @@ def _local(storage: FileStorage, page_size: int) -> Iterator[str]:
 
 def _valid_local_id(storage: FileStorage, name: str) -> bool:
     try:
-        storage._check_file_id(name)  # type: ignore[attr-defined]  # noqa: SLF001
+        storage._check_file_id(name)  # noqa: SLF001
     except ValueError:
         return False
     return True

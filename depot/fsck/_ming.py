@@ -26,11 +26,16 @@ class MingSource:
             m = mapper(cls)
             props = [p for p in m.properties if isinstance(p, UploadedFileProperty)]
             if props:
-                self.collections.append((m, m.collection.m.collection_name, props))
+                # Ming's stubs omit the manager (``.m``) its documents classes get at runtime.
+                self.collections.append((m, m.collection.m.collection_name, props))  # type: ignore[attr-defined]
         self.documents_per_batch = documents_per_batch
 
     def describe(self) -> str:
-        return ", ".join("%s(%s)" % (name, ", ".join(p.name for p in props)) for _, name, props in self.collections)
+        # Ming's stubs omit FieldProperty's name (here and below).
+        return ", ".join(
+            "%s(%s)" % (name, ", ".join(p.name for p in props))  # type: ignore[attr-defined]
+            for _, name, props in self.collections
+        )
 
     @property
     def storages(self) -> List[Optional[str]]:
@@ -39,7 +44,7 @@ class MingSource:
     def values(self) -> Iterator[Tuple[Any, Any]]:
         for m, name, props in self.collections:
             db = m.session.impl.db
-            fields = [p.name for p in props]
+            fields = [p.name for p in props]  # type: ignore[attr-defined]
             cursor = db[name].find({}, dict.fromkeys(["_id", *fields], 1))
             if hasattr(cursor, "batch_size"):
                 cursor = cursor.batch_size(self.documents_per_batch)

@@ -27,7 +27,13 @@ class AttachmentTable:
     @property
     def storages(self) -> List[Optional[str]]:
         """The ``upload_storage`` of each column (``None``: the default storage)."""
-        return [column.type.upload_storage for column in self.columns]
+        return [_field(column).upload_storage for column in self.columns]
+
+
+def _field(column: Column) -> UploadedFileField:
+    field = column.type
+    assert isinstance(field, UploadedFileField)  # attachment_tables() keeps only these columns
+    return field
 
 
 def _tables_in(module: Any) -> Iterator[Table]:
@@ -38,15 +44,18 @@ def _tables_in(module: Any) -> Iterator[Table]:
         elif isinstance(value, MetaData):
             yield from value.tables.values()
         elif isinstance(value, type):
-            mapper = inspect(value, raiseerr=False)
-            if isinstance(mapper, Mapper) and mapper.registry not in registries:
-                registries.append(mapper.registry)
+            mapped: Any = inspect(value, raiseerr=False)
+            if isinstance(mapped, Mapper) and mapped.registry not in registries:
+                registries.append(mapped.registry)
     # Every class of the registries found, not only those named in the
     # module: a model the module does not import still references files, and
     # forgetting it would make its files look like orphans.
     for registry in registries:
         for mapper in list(registry.mappers):
-            yield from mapper.tables
+            for table in mapper.tables:
+                # A mapper needs a primary key, which only a Table (not a bare TableClause) has.
+                assert isinstance(table, Table), table
+                yield table
 
 
 def attachment_tables(models: Iterable[Any]) -> List[AttachmentTable]:
@@ -68,7 +77,7 @@ def attachment_tables(models: Iterable[Any]) -> List[AttachmentTable]:
 def _raw(column: Column) -> Any:
     # The stored JSON as the driver returns it: decoding it here lets a
     # corrupt value be reported instead of ending the scan.
-    if column.type.native_json:
+    if _field(column).native_json:
         return type_coerce(column, types.JSON()).label(column.name)
     return type_coerce(column, types.UnicodeText()).label(column.name)
 

@@ -20,19 +20,23 @@ from __future__ import annotations
 
 import inspect
 import io
-from typing import Any, AsyncIterator, Callable, Optional, TypeVar
+from typing import Any, AsyncIterator, Callable, Optional, TypeVar, Union
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from depot.io.utils import FileIntent, _is_fieldstorage_like
 
 __all__ = ["is_async_source", "blocking_content", "run_with_source", "UploadCancelled"]
 
 T = TypeVar("T")
+
+#: A chunk of content as sources give it and the pipe takes it.
+Chunk = Union[bytes, bytearray, memoryview]
 
 
 class UploadCancelled(Exception):
@@ -71,7 +75,7 @@ def blocking_content(content: Any) -> Any:
     return content
 
 
-async def _chunks(source: Any, chunk_size: int) -> AsyncIterator[bytes]:
+async def _chunks(source: Any, chunk_size: int) -> AsyncIterator[Chunk]:
     """The bytes of an async source: ``await source.read(n)`` until empty, or ``async for``."""
     if _has_async_read(source):
         while True:
@@ -104,7 +108,9 @@ class _Pipe(io.RawIOBase):
     object's), so the storage resolves them by its usual rules.
     """
 
-    def __init__(self, receive: ObjectReceiveStream, filename: Optional[str], content_type: Optional[str]) -> None:
+    def __init__(
+        self, receive: ObjectReceiveStream[Chunk], filename: Optional[str], content_type: Optional[str]
+    ) -> None:
         super().__init__()
         self._receive = receive
         self._pending = memoryview(b"")
@@ -116,7 +122,7 @@ class _Pipe(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    async def _next(self) -> bytes:
+    async def _next(self) -> Chunk:
         try:
             return await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
@@ -161,6 +167,8 @@ async def run_with_source(
     """
     intent = content if isinstance(content, FileIntent) else None
     source = intent._fileobj if intent is not None else content
+    send: MemoryObjectSendStream[Chunk]
+    receive: MemoryObjectReceiveStream[Chunk]
     send, receive = anyio.create_memory_object_stream(max_buffer_size=0)
     pipe = _Pipe(receive, *_source_names(source))
     argument: Any = FileIntent(pipe, intent._filename, intent._content_type) if intent is not None else pipe

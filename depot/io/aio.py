@@ -38,7 +38,7 @@ reaches the caller.  Requires ``anyio`` (``pip install 'depot[async]'``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import IO, Any, AsyncIterator, Callable, List, Optional, TypeVar
+from typing import IO, Any, AsyncGenerator, AsyncIterator, Callable, Generator, List, Optional, Tuple, TypeVar, cast
 
 from depot._optional import require
 
@@ -198,7 +198,7 @@ class AsyncStoredFile:
 
     async def iter_range(
         self, start: int = 0, stop: Optional[int] = None, chunk_size: Optional[int] = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Yield the bytes ``[start, stop)`` in chunks of at most ``chunk_size``, as :meth:`StoredFile.iter_range`.
 
         Each chunk is fetched off the event loop; stopping early closes the
@@ -211,7 +211,8 @@ class AsyncStoredFile:
                 yield chunk
             return
         limiter = self._limiter or thread_limiter()
-        chunks = self.file.iter_range(start, stop, chunk_size)
+        # Every iter_range is a generator (the interface's own is): close() releases the backend's reader.
+        chunks = cast(Generator[bytes, None, None], self.file.iter_range(start, stop, chunk_size))
         try:
             while True:
                 chunk = await anyio.to_thread.run_sync(next, chunks, None, limiter=limiter)
@@ -268,10 +269,8 @@ class AsyncStorage:
             return await method(*args)
         *head, content, filename, content_type = args
         if not is_async_source(content):
-            content = blocking_content(content)
-            return await anyio.to_thread.run_sync(
-                blocking, *head, content, filename, content_type, limiter=self._calls()
-            )
+            call_args: Tuple[Any, ...] = (*head, blocking_content(content), filename, content_type)
+            return await anyio.to_thread.run_sync(blocking, *call_args, limiter=self._calls())
         limiter = self._upload_limiter or upload_thread_limiter()
         return await run_with_source(
             content, lambda stream: blocking(*head, stream, filename, content_type), limiter, self.chunk_size

@@ -231,7 +231,8 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
             f.close()
             return page(HTTPStatus.BAD_REQUEST)
         # The shared, memoised date formatting unless a subclass has its own.
-        make_date = app.make_date if _make_date_overridden(type(app)) else None
+        app_class: type = type(app)
+        make_date = app.make_date if _make_date_overridden(app_class) else None
         facts = FileFacts(etag, app.last_modified, app.content_length, app.content_type, app.filename)
         policy, offload = app._policy, app._offload
         cache_control, expires = cache_headers(app.cache_expires, app._link_remaining, make_date=make_date)

@@ -11,7 +11,7 @@ from depot.utils import http_date, utcnow_naive
 from .conditional import NOT_MODIFIED, PROCEED, Outcome, evaluate_preconditions, if_range_holds
 from .caching import BoundedCache, approximate_size
 from .content import SANDBOX_CSP, InlinePolicy, header_filename, safe_content_type
-from .ranges import UNSATISFIABLE, content_range, parse_range
+from .ranges import UNSATISFIABLE, _Unsatisfiable, content_range, parse_range
 
 __all__ = [
     "FileFacts", "Plan", "plan_response", "check_preconditions", "requested_range", "content_headers",
@@ -111,7 +111,7 @@ def check_preconditions(
 
 def requested_range(
     environ: Mapping[str, str], facts: FileFacts, now: Optional[datetime] = None
-) -> Union[None, Span, object]:
+) -> Union[None, Span, _Unsatisfiable]:
     """The byte range a GET asks for and may get: ``(start, stop)``, ``None`` (whole file) or UNSATISFIABLE.
 
     ``Range`` applies to GET only, and only while ``If-Range`` (if any) holds;
@@ -178,6 +178,7 @@ def content_headers(
         ("ETag", facts.etag), ("Cache-Control", cache_control), ("Expires", expires), ("Content-Type", content_type),
     ]
     if span is not None:
+        assert size is not None, "a range is only satisfiable in a file of known size"
         headers.append(("Content-Length", str(span[1] - span[0])))
         headers.append(("Content-Range", content_range(span[0], span[1], size)))
     elif size is not None:
@@ -195,6 +196,7 @@ def content_headers(
 
 def unsatisfiable_headers(facts: FileFacts) -> Headers:
     """The headers of a 416: the size the range missed."""
+    assert facts.content_length is not None, "a range is only unsatisfiable in a file of known size"
     return [("Content-Range", "bytes */%d" % facts.content_length)]
 
 

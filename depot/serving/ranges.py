@@ -1,20 +1,26 @@
 """The ``Range`` request header (RFC 9110 section 14), bytes unit, one range."""
 from __future__ import annotations
 
+import enum
 import re
-from typing import Optional, Tuple, Union
+from typing import Final, Optional, Tuple, Union
 
 __all__ = ["UNSATISFIABLE", "parse_range", "content_range"]
 
 
-class _Unsatisfiable:
-    """Marker: the header is valid but no byte of the file is in it (416)."""
+class _Unsatisfiable(enum.Enum):
+    """Marker: the header is valid but no byte of the file is in it (416).
+
+    A one-member enum so that type checkers narrow ``x is UNSATISFIABLE``.
+    """
+
+    UNSATISFIABLE = "UNSATISFIABLE"
 
     def __repr__(self) -> str:
         return "UNSATISFIABLE"
 
 
-UNSATISFIABLE = _Unsatisfiable()
+UNSATISFIABLE: Final = _Unsatisfiable.UNSATISFIABLE
 
 # A single range with two 19-digit positions fits many times over; longer
 # headers are ignored unparsed, which bounds the work a request can cause.
