@@ -229,7 +229,7 @@ def test_verify_draws_progress(run, tmp_path):
 
 
 def test_verify_finds_a_byte_flipped_in_a_gridfs_chunk(run, mongo_database_uri):
-    gridfs_module = pytest.importorskip("depot.io.gridfs")
+    from depot.io import gridfs as gridfs_module
     storage = gridfs_module.GridFSStorage(mongo_database_uri, chunk_size=1024)
     try:
         good = storage.create(os.urandom(5000), "good.bin")

@@ -199,7 +199,7 @@ def test_file_serve_app_attributes(storage):
     assert app.last_modified == f.last_modified
     assert app.cache_expires == 1000
     assert app.replace_wsgi_filewrapper is False
-    assert app.generate_etag() == make_etag(fid, f.version, f.last_modified, len(CONTENT))
+    assert app.generate_etag() == make_etag(fid, f.version, f.last_modified, len(CONTENT), f.checksum)
     f.close()
 
 

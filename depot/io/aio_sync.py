@@ -37,7 +37,10 @@ class SyncStoredFile(StoredFile):
     """A :class:`StoredFile` whose reads await an :class:`AsyncStoredFile` through a portal."""
 
     def __init__(self, afile: AsyncStoredFile, portal: BlockingPortal) -> None:
-        super().__init__(afile.file_id, afile.filename, afile.content_type, afile.last_modified, afile.content_length)
+        super().__init__(
+            afile.file_id, afile.filename, afile.content_type, afile.last_modified, afile.content_length,
+            checksum=getattr(afile, "checksum", None),
+        )
         self.afile = afile
         self._portal = portal
 
@@ -91,6 +94,16 @@ class SyncStorage(FileStorage):
     def __init__(self, storage: AsyncStorage, portal: BlockingPortal) -> None:
         self.storage = storage
         self._portal = portal
+
+    # The checksum option is the wrapped backend's: reading or changing it here
+    # is reading or changing it there.
+    @property  # type: ignore[override]
+    def checksum_algorithm(self) -> Optional[str]:
+        return self.storage.storage.checksum_algorithm
+
+    @checksum_algorithm.setter
+    def checksum_algorithm(self, value: Optional[str]) -> None:
+        self.storage.storage.checksum_algorithm = value
 
     def _call(self, method: Any, *args: Any) -> Any:
         return self._portal.call(method, *(_async_side(a) for a in args))
