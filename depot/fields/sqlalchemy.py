@@ -14,12 +14,13 @@ import weakref
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
 
 from sqlalchemy import event, select, types
+from sqlalchemy.engine import NestedTransaction
 from sqlalchemy.orm import Mapper, Session, attributes, object_session
 from sqlalchemy.orm.base import instance_state
 
 from depot.manager import DepotManager  # noqa: F401 - a name filedepot 0.12 had here
 
-from . import _sqla_outer
+from . import _driver_commits, _sqla_outer
 from ._lifecycle import FileScope, delete_files, files_of, guard_orphans, is_fresh
 from .interfaces import FileFilter
 from .upload import UploadedFile
@@ -126,13 +127,15 @@ class _SessionFiles:
     their row being written, with the fresh values they hold.
     """
 
-    __slots__ = ("scopes", "pending", "connections", "expunged", "rolled_back", "restoring")
+    __slots__ = ("scopes", "pending", "connections", "expunged", "rolled_back", "undid_nothing", "restoring")
 
     def __init__(self) -> None:
         self.scopes: Dict[Any, FileScope] = {}
         self.pending = FileScope()
         self.connections: Dict[Any, List[Tuple[Any, Any]]] = {}
         self.rolled_back: List[Any] = []  # transactions whose database rollback happened
+        # ... of which the driver had already committed some work (see _driver_commits)
+        self.undid_nothing: List[Any] = []
         self.expunged: List[Tuple["weakref.ref[Any]", List[Tuple[str, UploadedFile]]]] = []
         self.restoring = False  # a rollback is expunging the objects it added: not the user
 
@@ -311,6 +314,7 @@ class _SQLAMutationTracker:
         if cls.mapped_entities and transaction.parent is None:
             # The connection's transaction the session uses: its own, or the one it joined.
             joined = connection.get_nested_transaction() or connection.get_transaction()
+            _driver_commits.watch(connection)
             connections = cls._session_files(session).connections  # type: ignore[union-attr]
             connections.setdefault(transaction, []).append((connection, joined))
 
@@ -432,8 +436,12 @@ class _SQLAMutationTracker:
         files = cls._session_files(session, create=False)
         transaction = _innermost(session)
         if files is not None and transaction is not None:
-            files.rolled_back.append(_owner(transaction))
+            owner = _owner(transaction)
+            files.rolled_back.append(owner)
             files.restoring = True
+            # A savepoint rollback undoes all its work; a transaction's may undo nothing.
+            if any(not isinstance(t, NestedTransaction) and _driver_commits.escaped(c) for c, t in files.connections.get(owner, ())):
+                files.undid_nothing.append(owner)
 
     @classmethod
     def _transaction_ended(cls, session: Session, transaction: Any) -> None:
@@ -444,6 +452,8 @@ class _SQLAMutationTracker:
         scope = files.scopes.pop(transaction, None)
         rolled_back = any(t is transaction for t in files.rolled_back)
         files.rolled_back = [t for t in files.rolled_back if t is not transaction]
+        undid_nothing = any(t is transaction for t in files.undid_nothing)
+        files.undid_nothing = [t for t in files.undid_nothing if t is not transaction]
         connections: Iterable[Any] = ()
         expunged: List[Any] = []
         if transaction.parent is None:
@@ -461,7 +471,9 @@ class _SQLAMutationTracker:
             scope.committed = True
         if not transaction.nested:
             cls._hand_back(scope, expunged)
-        if not scope.committed:
+        if undid_nothing:
+            scope.forget()  # rows the driver committed may hold these uploads: keep every file
+        elif not scope.committed:
             scope.rolled_back()
         elif transaction.nested:
             scope.merge_into(cls._scope_of(files, transaction.parent))
