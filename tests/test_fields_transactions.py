@@ -915,8 +915,9 @@ def test_pysqlite_released_savepoint_then_more_work_then_outer_rollback(lm, ljoi
     assert_rows_keep_their_files(lm)
 
 
+@pytest.mark.parametrize("end", ["rollback", "close"])
 @pytest.mark.parametrize("nested", [False, True])
-def test_pysqlite_plain_session(lm, nested):
+def test_pysqlite_plain_session(lm, nested, end):
     """A session of its own: commit keeps, rollback deletes, unless the driver committed already."""
     with Session(lm.engine) as session:
         kept = lm.Document(name="kept", content=b"kept")
@@ -937,7 +938,7 @@ def test_pysqlite_plain_session(lm, nested):
             session.flush()
         value = doc.content
         doc_id = doc.id
-        session.rollback()
+        getattr(session, end)()
     present = committed_content(lm, doc_id) is not None
     assert present == (nested or lm.engine.url.database.endswith("autocommit.db"))
     assert alive(value) if present else gone(value)

@@ -26,10 +26,11 @@ from sqlalchemy import event
 
 __all__ = ["escaped", "outside_transaction", "watch"]
 
-_ESCAPED = "depot.driver_escaped"
 _BEFORE = "depot.driver_before"
 
 _watched: "weakref.WeakSet[Any]" = weakref.WeakSet()
+# Connections (not their info: still readable once closed) escaped since their last begin.
+_escaped: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _lock = threading.Lock()
 
 
@@ -57,8 +58,8 @@ def watch(connection: Any) -> None:
 
 
 def escaped(connection: Any) -> bool:
-    """Whether a watched statement made work of ``connection``'s current SQLAlchemy transaction durable."""
-    return _driver(connection) is not None and bool(connection.info.get(_ESCAPED))
+    """Whether a watched statement made work of ``connection``'s current (or last) SQLAlchemy transaction durable."""
+    return connection in _escaped
 
 
 def outside_transaction(connection: Any) -> bool:
@@ -72,7 +73,7 @@ def outside_transaction(connection: Any) -> bool:
 
 
 def _on_begin(connection: Any) -> None:
-    connection.info.pop(_ESCAPED, None)
+    _escaped.discard(connection)
 
 
 def _before_execute(connection: Any, cursor: Any, statement: Any, parameters: Any, context: Any, many: Any) -> None:
@@ -89,4 +90,4 @@ def _after_execute(connection: Any, cursor: Any, statement: Any, parameters: Any
     was_open, changes = before
     # Ended the driver's transaction (a RELEASE that committed), or wrote in autocommit.
     if connection.in_transaction() and (was_open or dbapi_connection.total_changes != changes):
-        connection.info[_ESCAPED] = True
+        _escaped.add(connection)

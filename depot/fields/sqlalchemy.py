@@ -127,15 +127,13 @@ class _SessionFiles:
     their row being written, with the fresh values they hold.
     """
 
-    __slots__ = ("scopes", "pending", "connections", "expunged", "rolled_back", "undid_nothing", "restoring")
+    __slots__ = ("scopes", "pending", "connections", "expunged", "rolled_back", "restoring")
 
     def __init__(self) -> None:
         self.scopes: Dict[Any, FileScope] = {}
         self.pending = FileScope()
         self.connections: Dict[Any, List[Tuple[Any, Any]]] = {}
         self.rolled_back: List[Any] = []  # transactions whose database rollback happened
-        # ... of which the driver had already committed some work (see _driver_commits)
-        self.undid_nothing: List[Any] = []
         self.expunged: List[Tuple["weakref.ref[Any]", List[Tuple[str, UploadedFile]]]] = []
         self.restoring = False  # a rollback is expunging the objects it added: not the user
 
@@ -436,12 +434,8 @@ class _SQLAMutationTracker:
         files = cls._session_files(session, create=False)
         transaction = _innermost(session)
         if files is not None and transaction is not None:
-            owner = _owner(transaction)
-            files.rolled_back.append(owner)
+            files.rolled_back.append(_owner(transaction))
             files.restoring = True
-            # A savepoint rollback undoes all its work; a transaction's may undo nothing.
-            if any(not isinstance(t, NestedTransaction) and _driver_commits.escaped(c) for c, t in files.connections.get(owner, ())):
-                files.undid_nothing.append(owner)
 
     @classmethod
     def _transaction_ended(cls, session: Session, transaction: Any) -> None:
@@ -452,8 +446,6 @@ class _SQLAMutationTracker:
         scope = files.scopes.pop(transaction, None)
         rolled_back = any(t is transaction for t in files.rolled_back)
         files.rolled_back = [t for t in files.rolled_back if t is not transaction]
-        undid_nothing = any(t is transaction for t in files.undid_nothing)
-        files.undid_nothing = [t for t in files.undid_nothing if t is not transaction]
         connections: Iterable[Any] = ()
         expunged: List[Any] = []
         if transaction.parent is None:
@@ -471,7 +463,10 @@ class _SQLAMutationTracker:
             scope.committed = True
         if not transaction.nested:
             cls._hand_back(scope, expunged)
-        if undid_nothing:
+        if not scope.committed and any(
+            # A savepoint rollback undoes all its work; the transaction's may undo nothing.
+            not isinstance(t, NestedTransaction) and _driver_commits.escaped(c) for c, t in connections
+        ):
             scope.forget()  # rows the driver committed may hold these uploads: keep every file
         elif not scope.committed:
             scope.rolled_back()
