@@ -968,3 +968,25 @@ def test_pysqlite_rollback_without_writes_deletes_the_uploads(lm):
         value = doc.content
         session.rollback()
     assert gone(value)
+
+
+def test_pysqlite_escape_lasts_one_transaction(lm):
+    """After a transaction the driver committed early, the next one deletes its uploads again."""
+    if lm.engine.url.database.endswith("autocommit.db"):
+        pytest.skip("in autocommit mode every write escapes")
+    with lm.engine.connect() as connection:
+        outer = connection.begin()
+        with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
+            session.add(lm.Document(name="durable", content=b"durable"))
+            session.commit()  # RELEASE: committed by the driver
+        outer.rollback()
+        outer = connection.begin()
+        with Session(bind=connection, join_transaction_mode="rollback_only") as session:
+            doc = lm.Document(name="undone", content=b"undone")
+            value = doc.content
+            session.add(doc)
+            session.commit()  # the INSERT opened a real driver transaction
+        outer.rollback()
+    assert committed_names(lm) == {"durable"}
+    assert gone(value)
+    assert_rows_keep_their_files(lm)

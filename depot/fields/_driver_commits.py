@@ -45,9 +45,9 @@ def _driver(connection: Any) -> Any:
 
 def watch(connection: Any) -> None:
     """Follow the statements of ``connection``'s engine, if it runs on ``sqlite3`` (idempotent)."""
-    if _driver(connection) is None:
-        return
     engine = connection.engine
+    if engine in _watched or _driver(connection) is None:
+        return
     with _lock:
         if engine in _watched:
             return
