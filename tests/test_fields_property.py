@@ -30,21 +30,24 @@ from depot.fields.sqlalchemy import UploadedFileField
 from depot.manager import DepotManager
 from tests import test_fields_sqlalchemy as base
 
-SEEDS = {"sqlite": 300, "postgresql": 100}
+SEEDS = {"sqlite": 300, "sqlite-legacy": 150, "postgresql": 100}
 JOIN_MODES = [None, "conditional_savepoint", "create_savepoint", "rollback_only", "control_fully"]
 STORAGES = ("default", "other")
 
 
-def _seeds(dialect):
+def _seeds(kind):
     if os.environ.get("DEPOT_PROPERTY_SEED"):
         return [int(os.environ["DEPOT_PROPERTY_SEED"])]
-    return range(SEEDS[dialect] * int(os.environ.get("DEPOT_PROPERTY_SEEDS", "1")))
+    return range(SEEDS[kind] * int(os.environ.get("DEPOT_PROPERTY_SEEDS", "1")))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", "sqlite-legacy", "postgresql"])
 def db(request, tmp_path_factory):
-    if request.param == "sqlite":
-        engine = base._sqlite_engine(tmp_path_factory.mktemp("sqlite") / "property.db")
+    if request.param.startswith("sqlite"):
+        path = tmp_path_factory.mktemp("sqlite") / "property.db"
+        # legacy: pysqlite's own transaction control, without the savepoint recipe;
+        # a released outermost savepoint commits, a later rollback undoes nothing.
+        engine = create_engine("sqlite:///%s" % path) if "legacy" in request.param else base._sqlite_engine(path)
         # Durability is not under test: no fsync per commit keeps hundreds of histories quick.
         event.listen(engine, "connect", lambda dbapi_connection, record: dbapi_connection.execute(
             "PRAGMA synchronous = OFF"
@@ -60,7 +63,7 @@ def db(request, tmp_path_factory):
         b = Column(UploadedFileField(upload_storage="other"))
 
     Base.metadata.create_all(engine)
-    yield engine, Row
+    yield engine, Row, request.param
     Base.metadata.drop_all(engine)
     engine.dispose()
 
@@ -81,8 +84,11 @@ def stored():
 class History:
     """One seed's random history; ``log`` is what it did, for the failure messages."""
 
-    def __init__(self, seed, engine, Row):
+    def __init__(self, seed, engine, Row, exact=True):
         self.seed, self.engine, self.Row = seed, engine, Row
+        # Whether the storages must end with no orphan: where the driver commits
+        # behind SQLAlchemy's back, the tracker keeps files it cannot place.
+        self.exact = exact
         self.rng = random.Random(seed)
         self.log = []
         self.next_id = 1
@@ -286,18 +292,18 @@ class History:
             # (a full collection for every seed would dominate the run time).
             gc.collect()
             actual = stored()
-        if expected != actual:
+        if expected - actual or (self.exact and actual - expected):
             self.fail("at the end, missing %s, orphaned %s" % (sorted(expected - actual), sorted(actual - expected)))
 
 
 def test_random_transaction_histories(db, storages):
-    engine, Row = db
-    for seed in _seeds(engine.dialect.name):
+    engine, Row, kind = db
+    for seed in _seeds(kind):
         with engine.begin() as connection:
             connection.execute(Row.__table__.delete())
         for name in STORAGES:
             DepotManager.get(name).files.clear()
-        history = History(seed, engine, Row)
+        history = History(seed, engine, Row, exact=kind != "sqlite-legacy")
         try:
             history.run()
         except pytest.fail.Exception:

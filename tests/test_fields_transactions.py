@@ -781,3 +781,213 @@ def test_expunged_object_keeps_its_upload_through_a_rollback(m):
         session.add(pending)
         session.commit()
     assert alive(value)
+
+
+# -- SQLite without the savepoint recipe: the driver commits behind SQLAlchemy's back ----------
+
+
+@pytest.fixture(scope="module", params=["legacy", "autocommit"])
+def lite(request, tmp_path_factory):
+    """Plain pysqlite engines: legacy transaction control (SQLAlchemy's default), or
+    ``isolation_level=None`` without anybody emitting ``BEGIN`` (every write commits)."""
+    path = tmp_path_factory.mktemp("sqlite") / ("%s.db" % request.param)
+    engine = create_engine("sqlite:///%s" % path)
+    if request.param == "autocommit":
+        event.listen(engine, "connect", lambda dbapi_connection, record: setattr(dbapi_connection, "isolation_level", None))
+    models = base.make_models(uuid.uuid4().hex[:10])
+    models.Base.metadata.create_all(engine)
+    models.engine = engine
+    models.checked = None
+    yield models
+    models.Base.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def lm(lite):
+    yield lite
+    with lite.engine.begin() as connection:
+        for table in reversed(lite.Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture
+def ljoined(lm):
+    opened = []
+
+    def make(mode, **kw):
+        opened.append(Joined(lm, mode, **kw))
+        return opened[-1]
+
+    yield make
+    for j in opened:
+        j.close()
+
+
+def assert_rows_keep_their_files(m):
+    """Every file a committed row points at exists (the invariant the fix is about)."""
+    with m.engine.connect() as connection:
+        for value in connection.execute(select(m.Document.__table__.c.content)).scalars():
+            assert value is None or alive(value), value
+
+
+def committed_names(m):
+    with m.engine.connect() as connection:
+        return set(connection.execute(select(m.Document.__table__.c.name)).scalars())
+
+
+def _in_driver_transaction(j):
+    return j.connection.connection.dbapi_connection.in_transaction
+
+
+@pytest.mark.parametrize("mode", JOIN_MODES)
+def test_pysqlite_joined_upload_then_outer_rollback(lm, ljoined, mode, flush):
+    j = ljoined(mode)
+    doc = lm.Document(name="joined", content=b"x")
+    value = doc.content
+    j.session.add(doc)
+    flush(j.session)
+    j.session.commit()
+    durable = not _in_driver_transaction(j)  # create_savepoint: RELEASE committed for real
+    assert durable == (mode == "create_savepoint" or lm.engine.url.database.endswith("autocommit.db"))
+    j.session.close()
+    j.outer.rollback()
+    present = "joined" in committed_names(lm)
+    assert present == durable
+    assert alive(value) if present else gone(value)
+    assert_rows_keep_their_files(lm)
+
+
+@pytest.mark.parametrize("mode", JOIN_MODES)
+def test_pysqlite_joined_replace_then_outer_rollback(lm, ljoined, mode, flush):
+    doc_id, old = saved(lm, content=b"old")
+    j = ljoined(mode)
+    doc = j.session.get(lm.Document, doc_id)
+    doc.content = b"new"
+    new = doc.content
+    flush(j.session)
+    j.session.commit()
+    j.outer.rollback()
+    stored = committed_content(lm, doc_id)["file_id"]
+    assert alive(old["content"])  # replaced or not, the old file is kept when unsure
+    if stored == new.file_id:
+        assert alive(new)
+    else:
+        assert stored == old["content"].file_id and gone(new)
+    assert_rows_keep_their_files(lm)
+
+
+@pytest.mark.parametrize("outcome", ["rollback", "release"])
+@pytest.mark.parametrize("mode", JOIN_MODES)
+def test_pysqlite_joined_inside_an_outer_savepoint(lm, ljoined, mode, outcome, flush):
+    j = ljoined(mode, outer_savepoint=True)  # its SAVEPOINT starts the driver's transaction
+    doc = lm.Document(name="added", content=b"added")
+    value = doc.content
+    j.session.add(doc)
+    flush(j.session)
+    j.session.commit()  # (reading doc now would open a savepoint the user's rollback removes)
+    if outcome == "rollback":
+        j.savepoint.rollback()  # ROLLBACK TO SAVEPOINT really undoes the row
+        assert gone(value)
+    else:
+        j.savepoint.commit()  # RELEASE: the driver commits
+    j.session.close()
+    j.outer.rollback()
+    present = bool(committed_names(lm) & {"added"})
+    assert present == (outcome == "release")
+    assert alive(value) if present else gone(value)
+    assert_rows_keep_their_files(lm)
+
+
+def test_pysqlite_released_savepoint_then_more_work_then_outer_rollback(lm, ljoined):
+    """The driver's transaction the rollback undoes started after the session's rows were committed."""
+    j = ljoined("create_savepoint")
+    doc = lm.Document(name="first", content=b"first")
+    j.session.add(doc)
+    j.session.commit()  # RELEASE: committed
+    first, doc_id = doc.content, doc.id
+    j.connection.execute(insert(lm.Document.__table__).values(name="raw"))  # starts a driver transaction
+    later = lm.Document(name="later", content=b"later")
+    j.session.add(later)
+    j.session.commit()
+    j.session.close()
+    j.outer.rollback()
+    assert committed_content(lm, doc_id) is not None and alive(first)
+    assert_rows_keep_their_files(lm)
+
+
+@pytest.mark.parametrize("end", ["rollback", "close"])
+@pytest.mark.parametrize("nested", [False, True])
+def test_pysqlite_plain_session(lm, nested, end):
+    """A session of its own: commit keeps, rollback deletes, unless the driver committed already."""
+    with Session(lm.engine) as session:
+        kept = lm.Document(name="kept", content=b"kept")
+        session.add(kept)
+        session.commit()
+        old = kept.content
+        kept.content = b"replacement"
+        new = kept.content
+        session.commit()
+        assert gone(old) and alive(new)
+        if nested:
+            with session.begin_nested():  # SAVEPOINT, then RELEASE: on pysqlite that commits
+                doc = lm.Document(name="nested", content=b"nested")
+                session.add(doc)
+        else:
+            doc = lm.Document(name="plain", content=b"plain")
+            session.add(doc)
+            session.flush()
+        value = doc.content
+        doc_id = doc.id
+        getattr(session, end)()
+    present = committed_content(lm, doc_id) is not None
+    assert present == (nested or lm.engine.url.database.endswith("autocommit.db"))
+    assert alive(value) if present else gone(value)
+    assert_rows_keep_their_files(lm)
+
+
+def test_pysqlite_savepoint_rollback_still_deletes(lm):
+    with Session(lm.engine) as session:
+        session.add(lm.Document(name="before", content=b"before"))
+        session.flush()  # the driver's transaction is open (legacy mode): the savepoint nests in it
+        savepoint = session.begin_nested()
+        doc = lm.Document(name="inner", content=b"inner")
+        session.add(doc)
+        session.flush()
+        value = doc.content
+        savepoint.rollback()
+        assert gone(value)
+        session.commit()
+    assert_rows_keep_their_files(lm)
+
+
+def test_pysqlite_rollback_without_writes_deletes_the_uploads(lm):
+    with Session(lm.engine) as session:
+        session.execute(select(lm.Document.__table__.c.id)).all()  # no driver transaction
+        doc = lm.Document(name="never", content=b"never")
+        session.add(doc)
+        value = doc.content
+        session.rollback()
+    assert gone(value)
+
+
+def test_pysqlite_escape_lasts_one_transaction(lm):
+    """After a transaction the driver committed early, the next one deletes its uploads again."""
+    if lm.engine.url.database.endswith("autocommit.db"):
+        pytest.skip("in autocommit mode every write escapes")
+    with lm.engine.connect() as connection:
+        outer = connection.begin()
+        with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
+            session.add(lm.Document(name="durable", content=b"durable"))
+            session.commit()  # RELEASE: committed by the driver
+        outer.rollback()
+        outer = connection.begin()
+        with Session(bind=connection, join_transaction_mode="rollback_only") as session:
+            doc = lm.Document(name="undone", content=b"undone")
+            value = doc.content
+            session.add(doc)
+            session.commit()  # the INSERT opened a real driver transaction
+        outer.rollback()
+    assert committed_names(lm) == {"durable"}
+    assert gone(value)
+    assert_rows_keep_their_files(lm)

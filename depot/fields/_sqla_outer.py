@@ -13,7 +13,10 @@ transaction through connection events:
 - a savepoint of the connection that rolls back removes the uploads handed
   over inside it and forgets the files they replaced; one that is released
   hands both to the savepoint (or transaction) around it;
-- the outer transaction rolling back removes every upload;
+- the outer transaction rolling back removes every upload, unless the DBAPI
+  driver already committed part of it behind SQLAlchemy's back (pysqlite's
+  legacy transaction control: see :mod:`depot.fields._driver_commits`), in
+  which case every file is kept;
 - the outer transaction committing removes the replaced files, but only once
   the commit is known to have succeeded: the ``commit`` event fires *before*
   the database commits, so the deletion waits for the next sign of life of the
@@ -32,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from sqlalchemy import event
 
+from . import _driver_commits
 from ._lifecycle import FileScope
 
 __all__ = ["defer", "commit_confirmed"]
@@ -97,7 +101,7 @@ def _savepoint_chain(connection: Any) -> Optional[List[Any]]:
 def defer(connection: Any, scope: FileScope) -> bool:
     """Hand ``scope`` to the transaction ``connection`` is in; ``False`` if it cannot be followed."""
     chain = _savepoint_chain(connection)
-    if chain is None:
+    if chain is None or _undoes_nothing(connection):
         return False
     _hook(connection)
     stale = None
@@ -192,10 +196,15 @@ def _on_rollback(connection: Any) -> None:
     ledger = _take(connection)
     if ledger is None:
         return
-    if ledger.state == _OPEN:
+    if ledger.state == _OPEN and not _undoes_nothing(connection):
         ledger.rolled_back()
     else:
         ledger.forget()  # a rollback after an unconfirmed commit: the outcome is unknown
+
+
+def _undoes_nothing(connection: Any) -> bool:
+    """Whether rows handed over may be durable already although SQLAlchemy's transaction is open."""
+    return _driver_commits.escaped(connection) or _driver_commits.outside_transaction(connection)
 
 
 def _on_begin(connection: Any) -> None:

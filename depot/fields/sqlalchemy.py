@@ -14,12 +14,13 @@ import weakref
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
 
 from sqlalchemy import event, select, types
+from sqlalchemy.engine import NestedTransaction
 from sqlalchemy.orm import Mapper, Session, attributes, object_session
 from sqlalchemy.orm.base import instance_state
 
 from depot.manager import DepotManager  # noqa: F401 - a name filedepot 0.12 had here
 
-from . import _sqla_outer
+from . import _driver_commits, _sqla_outer
 from ._lifecycle import FileScope, delete_files, files_of, guard_orphans, is_fresh
 from .interfaces import FileFilter
 from .upload import UploadedFile
@@ -311,6 +312,7 @@ class _SQLAMutationTracker:
         if cls.mapped_entities and transaction.parent is None:
             # The connection's transaction the session uses: its own, or the one it joined.
             joined = connection.get_nested_transaction() or connection.get_transaction()
+            _driver_commits.watch(connection)
             connections = cls._session_files(session).connections  # type: ignore[union-attr]
             connections.setdefault(transaction, []).append((connection, joined))
 
@@ -461,7 +463,12 @@ class _SQLAMutationTracker:
             scope.committed = True
         if not transaction.nested:
             cls._hand_back(scope, expunged)
-        if not scope.committed:
+        if not scope.committed and any(
+            # A savepoint rollback undoes all its work; the transaction's may undo nothing.
+            not isinstance(t, NestedTransaction) and _driver_commits.escaped(c) for c, t in connections
+        ):
+            scope.forget()  # rows the driver committed may hold these uploads: keep every file
+        elif not scope.committed:
             scope.rolled_back()
         elif transaction.nested:
             scope.merge_into(cls._scope_of(files, transaction.parent))
