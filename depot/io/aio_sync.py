@@ -97,7 +97,7 @@ class SyncStorage(FileStorage):
 
     # The checksum option is the wrapped backend's: reading or changing it here
     # is reading or changing it there.
-    @property  # type: ignore[override]
+    @property
     def checksum_algorithm(self) -> Optional[str]:
         return self.storage.storage.checksum_algorithm
 
