@@ -46,7 +46,7 @@ autodoc_inherit_docstrings = False
 napoleon_google_docstring = False
 
 templates_path: list = []
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_screenshots"]
 html_theme = "alabaster"
 html_theme_options = {
     "description": "File storage for web applications, attached to database models",
