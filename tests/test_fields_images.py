@@ -274,15 +274,22 @@ def test_thumbnail_filter_stores_through_store_content(thumbs_depot):
     assert value.files == [value.path, value.thumb_20x10_path]
 
 
-def test_rejection_deletes_what_store_content_put_elsewhere(thumbs_depot):
+def test_rejection_deletes_only_what_the_base_store_content_created(thumbs_depot):
+    """A file an override stored by other means may be an existing, shared one: it is kept.
+
+    The main file went through ``super().store_content``: it is deleted.  The
+    thumbnail the override created itself is its own to delete (docs/database.rst).
+    """
     class Refuse(FileFilter):
         def on_save(self, uploaded_file):
             raise ValueError("refused")
 
     value = ThumbnailsElsewhere(encode(picture()))
+    thumbs = DepotManager.get("thumbs")
     with pytest.raises(ValueError, match="refused"):
         value._apply_filters([WithThumbnailFilter((20, 10)), Refuse()])
-    assert DepotManager.get("thumbs").list() == [] and DepotManager.get().list() == []
+    assert len(thumbs.list()) == 1 and DepotManager.get().list() == []
+    assert Image.open(thumbs.get(thumbs.list()[0])).size == (15, 10)
 
 
 @pytest.mark.parametrize("content, expected", REJECTED_CASES, ids=REJECTED_IDS)

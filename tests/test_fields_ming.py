@@ -27,6 +27,7 @@ from depot.imaging import ImageRejected  # noqa: E402
 from depot.io.utils import FileIntent  # noqa: E402
 from depot.manager import DepotManager  # noqa: E402
 
+from ._dedup import DedupUploadedFile  # noqa: E402
 from ._hostile_images import REJECTED_CASES, REJECTED_IDS  # noqa: E402
 
 CONTENT = b"HELLO WORLD"
@@ -436,3 +437,39 @@ def test_failing_second_filter_deletes_the_first_thumbnail(models):
     with pytest.raises(ValueError, match="refused"):
         prop.__set__(doc, _png())
     assert _stored_ids() == []
+
+
+@pytest.mark.parametrize("given", ["content", "value"])
+def test_failing_filter_keeps_files_a_deduplicating_override_shares(models, given):
+    """A failed assignment deletes only what it created: not the existing files an override reused.
+
+    ``value`` assigns a prepared upload (the caller's: only what the filters
+    stored may go), ``content`` lets the property build it (all it stored may go).
+    """
+
+    class Refuse(FileFilter):
+        def on_save(self, uploaded_file):
+            raise ValueError("refused by the application")
+
+    DedupUploadedFile.known.clear()
+    shared_prop = UploadedFileProperty(upload_type=DedupUploadedFile, filters=(WithThumbnailFilter((16, 16)),))
+    shared_prop.name = "content"
+    refused_prop = UploadedFileProperty(
+        upload_type=DedupUploadedFile,
+        filters=(WithThumbnailFilter((16, 16)), WithThumbnailFilter((8, 8)), Refuse()),
+    )
+    refused_prop.name = "content"
+    png = _png()
+    first = models.Document(name="first")
+    shared_prop.__set__(first, png)
+    models.session.flush()
+    shared = list(models.Document.query.get(name="first").content.files)
+    assert len(shared) == 2  # the image and its 16x16 thumbnail
+    second = models.Document(name="second")
+    # Reuses the image and the 16x16 thumbnail, creates the 8x8 one, then is refused.
+    with pytest.raises(ValueError, match="refused"):
+        refused_prop.__set__(second, png if given == "content" else DedupUploadedFile(png))
+    models.session.flush()
+    assert all(exists(path) for path in shared)
+    assert sorted(_stored_ids()) == sorted(path.split("/")[1] for path in shared)
+    assert models.Document.query.get(name="first").content.file.read() == png

@@ -8,6 +8,8 @@ earlier filters) is deleted when it fails, whether the object is in a session
 from __future__ import annotations
 
 import gc
+import json
+import pickle
 
 import pytest
 from sqlalchemy import Column, Integer, Unicode, create_engine
@@ -20,6 +22,7 @@ from depot.fields.sqlalchemy import UploadedFileField
 from depot.imaging import ImageRejected
 from depot.manager import DepotManager
 
+from ._dedup import DedupUploadedFile
 from ._hostile_images import REJECTED_CASES, REJECTED_IDS, encode, noisy
 
 
@@ -40,6 +43,13 @@ class Document(Base):
     thumbed = Column(UploadedFileField(filters=[WithThumbnailFilter((16, 16)), WithThumbnailFilter((8, 8))]))
     image = Column(UploadedFileField(upload_type=UploadedImageWithThumb))
     chained = Column(UploadedFileField(filters=[WithThumbnailFilter((16, 16)), Refuse()]))
+    deduped = Column(UploadedFileField(upload_type=DedupUploadedFile, filters=[WithThumbnailFilter((16, 16))]))
+    deduped_refused = Column(
+        UploadedFileField(
+            upload_type=DedupUploadedFile,
+            filters=[WithThumbnailFilter((16, 16)), WithThumbnailFilter((8, 8)), Refuse()],
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +126,42 @@ def test_rejection_keeps_the_committed_value(engine):
         session.commit()
         assert doc.thumbed.files == kept
     assert sorted(stored()) == sorted(path.split("/")[1] for path in kept)
+
+
+def test_rejection_keeps_files_a_deduplicating_override_shares_with_a_committed_row(engine):
+    """Only the files the failed assignment created go, not the existing ones an override reused."""
+    DedupUploadedFile.known.clear()
+    png = encode(noisy((40, 30)))
+    with Session(engine) as session:
+        committed = Document(name="first", deduped=png)
+        session.add(committed)
+        session.commit()
+        shared = list(committed.deduped.files)
+        assert len(shared) == 2  # the image and its 16x16 thumbnail
+        other = Document(name="second")
+        session.add(other)
+        with pytest.raises(ValueError, match="refused by the application"):
+            # Reuses the image and the 16x16 thumbnail, creates the 8x8 one, then is refused.
+            other.deduped_refused = png
+        session.commit()
+        assert other.deduped_refused is None
+        assert session.get(Document, committed.id).deduped.file.read() == png
+    # The row's files are all there; the 8x8 thumbnail the failed assignment created is gone.
+    assert sorted(stored()) == sorted(path.split("/")[1] for path in shared)
+
+
+def test_created_files_stay_out_of_the_stored_value(engine):
+    """The record of created files is state of the Python object, never part of the row's JSON."""
+    DedupUploadedFile.known.clear()
+    with Session(engine) as session:
+        doc = Document(name="json", deduped=encode(noisy((20, 20))))
+        value = doc.deduped
+        assert value._created == value.files
+        assert "_created" not in value and "_created" not in json.loads(value.encode())
+        assert "_created" not in dict(pickle.loads(pickle.dumps(value)))
+        session.add(doc)
+        session.commit()
+        raw = session.connection().exec_driver_sql(
+            "SELECT deduped FROM depot_rejected_document WHERE id = ?", (doc.id,)
+        ).scalar_one()
+    assert "_created" not in json.loads(raw)

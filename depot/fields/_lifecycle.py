@@ -26,7 +26,7 @@ from depot.manager import DepotManager
 
 from ._offload import off_loop
 
-__all__ = ["FileScope", "delete_files", "guard_orphans", "is_fresh", "files_of"]
+__all__ = ["FileScope", "created_files", "delete_files", "guard_orphans", "is_fresh", "files_of"]
 
 log = logging.getLogger("depot.fields")
 
@@ -36,6 +36,17 @@ def files_of(value: Any) -> List[str]:
     if not value:
         return []
     return list(dict.get(value, "files") or ())
+
+
+def created_files(value: Any) -> List[str]:
+    """The paths of ``value``'s ``files`` that its own ``store_content`` created.
+
+    What a failed assignment may delete.  A path a ``store_content`` override
+    added without storing it through the base method (an existing file it
+    deduplicated to) is not among them: another row may reference it.
+    """
+    created = set(getattr(value, "__dict__", {}).get("_created", ()))
+    return [path for path in files_of(value) if path in created]
 
 
 def is_fresh(value: Any) -> bool:

@@ -43,7 +43,7 @@ from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage  # noqa: E402
 from depot.io.utils import INMEMORY_FILESIZE, FileIntent, write_content  # noqa: E402
 
 from . import _offload  # noqa: E402
-from ._lifecycle import delete_files, files_of  # noqa: E402
+from ._lifecycle import created_files, delete_files  # noqa: E402
 from .sqlalchemy import UploadedFileField  # noqa: E402
 from .upload import UploadedFile  # noqa: E402
 
@@ -126,7 +126,7 @@ async def attach(obj: Any, attribute: str, content: Any, *, chunk_size: int = DE
     except BaseException:
         # Stored but never assigned (a failing filter, a cancellation): nothing refers to it.
         if built:
-            delete_files(files_of(built[0]))
+            delete_files(created_files(built[0]))
         raise
     return value
 

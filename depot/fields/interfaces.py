@@ -6,7 +6,7 @@ from typing import Any, Iterable, Optional
 
 from depot.manager import DepotManager
 
-from ._lifecycle import delete_files, files_of
+from ._lifecycle import created_files, delete_files
 
 __all__ = ["FileFilter", "DepotFileInfo"]
 
@@ -45,6 +45,12 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
     def __init__(self, content: Any, depot_name: Optional[str] = None) -> None:
         super().__init__()
         self._thaw()
+        # The paths this value's own store_content calls created (attribute
+        # state, never a key: it stays out of the row's JSON).  Only these are
+        # deleted when the assignment fails: a store_content override may list
+        # in ``files`` a file that already existed (deduplication), which a
+        # committed row may reference.
+        object.__setattr__(self, "_created", [])
         if isinstance(content, dict):
             object.__setattr__(self, "original_content", None)
             dict.update(self, content)
@@ -62,7 +68,7 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
             except BaseException:
                 # A rejected upload is referenced by nothing: what it stored
                 # before failing would stay in the storage for good.
-                delete_files(files_of(self))
+                delete_files(created_files(self))
                 raise
         self._freeze()
 
@@ -75,26 +81,33 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
     def _apply_filters(self, filters: Iterable[FileFilter], discard: bool = True) -> None:
         """Run ``on_save`` of each filter on a fresh upload (never on a value read back).
 
-        When a filter fails, the files the filters stored are deleted and the
+        When a filter fails, the files the filters created are deleted and the
         keys they added removed before the error propagates.  With ``discard``
         (the caller built this value for the assignment that failed, and drops
         it) the main file is deleted too; without it the value is left as it
-        was before the filters ran.
+        was before the filters ran.  Only files this value's
+        :meth:`~depot.fields.upload.UploadedFile.store_content` created go:
+        a path an override listed without creating it (an existing file it
+        deduplicated to) is kept.
         """
         if self.original_content is None:
             return
         before = dict(self)
-        files_before = files_of(self)
+        files_before = list(dict.get(self, "files") or ())
+        created_before = len(self._created)
         self._thaw()
         try:
             for file_filter in filters:
                 file_filter.on_save(self)
         except BaseException:
-            stored = files_of(self)
+            created = created_files(self)
+            if not discard:
+                del self._created[created_before:]
+                created = [path for path in created if path not in files_before]
             dict.clear(self)
             dict.update(self, before)
             dict.__setitem__(self, "files", files_before)
-            delete_files(stored if discard else [path for path in stored if path not in files_before])
+            delete_files(created)
             raise
         finally:
             self._freeze()

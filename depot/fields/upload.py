@@ -54,11 +54,15 @@ class UploadedFile(DepotFileInfo):
         subclass may override it (to rename the file, to pick another storage);
         whatever it stores must be appended to ``files`` and returned as
         ``'<depot>/<id>'``, so that the transaction tracker deletes it with the
-        main file.
+        main file.  When the assignment fails (a filter raises), only the files
+        this base method created are deleted: an override that stores by other
+        means must delete its own files on failure, or call ``super()``.
         """
         facts = store(self.depot, content, filename, content_type)
         path = "%s/%s" % (dict.__getitem__(self, "depot_name"), facts.file_id)
         self["files"].append(path)
+        # Only files created here are deleted when the assignment fails (see DepotFileInfo).
+        self._created.append(path)
         # Kept for _stored_facts: the write already told what a read back would.
         object.__setattr__(self, "_last_stored", (path, facts))
         return path, facts.file_id
