@@ -13,6 +13,12 @@ ever flushed).  Nothing is deleted while a scope is open:
 - the outermost transaction, once the database commit succeeded, deletes
   ``dropped``; its uploads are now referenced by committed rows.
 
+``written`` records, per column of a row (its "holder"), the files the
+scope's last flush wrote there: a file dropped by one row and written to
+another (a swap, a move, a value put back after a flush) is still
+referenced, so a commit deletes only the dropped files no holder wrote last,
+and a rollback keeps the uploads that a surviving scope's rows hold.
+
 The SQLAlchemy tracker maps session transactions to scopes; the Ming
 integration can map its unit of work the same way.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Iterable, List, Set
+from typing import Any, Dict, FrozenSet, Iterable, List, Set
 
 from depot.manager import DepotManager
 
@@ -54,11 +60,12 @@ def is_fresh(value: Any) -> bool:
 class FileScope:
     """The files one transaction scope uploaded and dropped."""
 
-    __slots__ = ("uploaded", "dropped", "values", "committed")
+    __slots__ = ("uploaded", "dropped", "written", "values", "committed")
 
     def __init__(self) -> None:
         self.uploaded: Set[str] = set()
         self.dropped: Set[str] = set()
+        self.written: Dict[Any, FrozenSet[str]] = {}  # holder -> the files its last flush wrote
         self.values: List[Any] = []  # fresh values to settle when the outermost commit succeeds
         self.committed = False
 
@@ -77,22 +84,41 @@ class FileScope:
         """Record files that this scope's changes no longer reference."""
         self.dropped.update(paths)
 
+    def write(self, holder: Any, paths: Iterable[str]) -> None:
+        """Record the files a flush wrote to ``holder`` (a row's column); none for a deleted row."""
+        self.written[holder] = frozenset(paths)
+
+    def referenced(self) -> Set[str]:
+        """The files the rows this scope flushed hold now."""
+        return set().union(*self.written.values())
+
+    def follow(self, value: Any) -> None:
+        """Settle ``value`` (an upload another scope owns) when this scope commits, without owning it."""
+        self.values.append(value)
+
     def merge_into(self, parent: "FileScope") -> None:
         """Hand everything to ``parent`` (a released savepoint, an object attached to a session)."""
         parent.uploaded |= self.uploaded
         parent.dropped |= self.dropped
+        parent.written.update(self.written)  # later flushes win
         parent.values.extend(self.values)
         self._reset()
 
     def _reset(self) -> None:
         self.uploaded = set()
         self.dropped = set()
+        self.written = {}
         self.values = []
         self.committed = False
 
-    def rolled_back(self) -> None:
-        """The scope's changes are undone: remove what it uploaded."""
-        uploaded = self.uploaded
+    def rolled_back(self, keep: Iterable[str] = ()) -> None:
+        """The scope's changes are undone: remove what it uploaded.
+
+        Kept: ``keep`` (files rows of surviving scopes hold) and the uploads
+        another session's commit settled meanwhile (the object moved there).
+        """
+        settled = {p for v in self.values if v.__dict__.get("_depot_settled") for p in files_of(v)}
+        uploaded = self.uploaded - settled - set(keep)
         self._reset()
         if uploaded:
             delete_files(uploaded)
@@ -128,7 +154,7 @@ class FileScope:
     def committed_outermost(self) -> None:
         """The database commit succeeded: remove what the committed rows no longer reference."""
         self.settle()
-        dropped = self.dropped
+        dropped = self.dropped - self.referenced()
         self._reset()
         if dropped:
             delete_files(dropped)
