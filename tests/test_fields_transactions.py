@@ -1043,12 +1043,7 @@ def test_value_put_back_after_a_flush(m, how):
         old = d.content
         d.content = b"new"
         new = d.content
-        if how == "flush":
-            session.flush()
-        elif how == "autoflush":
-            session.scalars(select(m.Document)).all()
-        else:
-            session.begin_nested().commit()
+        base.flush_by(session, how, m.Document)
         d.content = old
         session.commit()
         assert alive(old) and gone(new)
@@ -1194,4 +1189,19 @@ def test_value_copied_from_an_object_pending_in_another_session(m):
         b.commit()
         a.rollback()
         assert alive(second.content)
+    committed_files_exist(m)
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh", "read"])
+def test_value_shared_by_two_committed_rows_survives_one_replacement(m, fresh):
+    with Session(m.engine) as session:
+        a, b = two_docs(m, session)
+        if fresh:
+            a.content = b"F"
+        shared = a.content
+        b.content = a.content
+        session.commit()
+        a.content = b"G"  # a later transaction: b's row still holds the file
+        session.commit()
+        assert alive(shared)
     committed_files_exist(m)

@@ -32,9 +32,20 @@ from depot.manager import DepotManager
 
 from ._offload import off_loop
 
-__all__ = ["FileScope", "delete_files", "guard_orphans", "is_fresh", "files_of"]
+__all__ = ["FileScope", "delete_files", "guard_orphans", "is_fresh", "files_of", "share"]
 
 log = logging.getLogger("depot.fields")
+
+# Files this process gave to a second holder (``b.content = a.content``, a
+# swap, a value put back): once both rows committed, a later transaction
+# replacing one of them cannot know the other still refers to the file, so
+# no commit deletes them (orphans at worst).  It grows with such assignments only.
+_shared: Set[str] = set()
+
+
+def share(paths: Iterable[str]) -> None:
+    """Never delete ``paths`` because a row dropped them: another row may hold them."""
+    _shared.update(paths)
 
 
 def files_of(value: Any) -> List[str]:
@@ -85,12 +96,21 @@ class FileScope:
         self.dropped.update(paths)
 
     def write(self, holder: Any, paths: Iterable[str]) -> None:
-        """Record the files a flush wrote to ``holder`` (a row's column); none for a deleted row."""
+        """Record the files a flush wrote to ``holder`` (a row's column); none for a deleted row.
+
+        ``holder`` is ``(state, column)``; a state with a ``key`` (its row's
+        identity) stands for that row, whichever object of it wrote last.
+        """
+        self.written.pop(holder, None)  # the order of the writes decides
         self.written[holder] = frozenset(paths)
 
     def referenced(self) -> Set[str]:
-        """The files the rows this scope flushed hold now."""
-        return set().union(*self.written.values())
+        """The files the rows this scope flushed hold now (the last write to each row wins)."""
+        rows: Dict[Any, FrozenSet[str]] = {}
+        for (state, column), paths in self.written.items():
+            # An object expunged and its row loaded again: two states, one row.
+            rows[(getattr(state, "key", None) or state, column)] = paths
+        return set().union(*rows.values())
 
     def follow(self, value: Any) -> None:
         """Settle ``value`` (an upload another scope owns) when this scope commits, without owning it."""
@@ -100,7 +120,8 @@ class FileScope:
         """Hand everything to ``parent`` (a released savepoint, an object attached to a session)."""
         parent.uploaded |= self.uploaded
         parent.dropped |= self.dropped
-        parent.written.update(self.written)  # later flushes win
+        for holder, paths in self.written.items():  # later flushes win
+            parent.write(holder, paths)
         parent.values.extend(self.values)
         self._reset()
 
@@ -154,7 +175,7 @@ class FileScope:
     def committed_outermost(self) -> None:
         """The database commit succeeded: remove what the committed rows no longer reference."""
         self.settle()
-        dropped = self.dropped - self.referenced()
+        dropped = self.dropped - self.referenced() - _shared
         self._reset()
         if dropped:
             delete_files(dropped)

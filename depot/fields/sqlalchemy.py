@@ -21,7 +21,7 @@ from sqlalchemy.orm.base import instance_state
 from depot.manager import DepotManager  # noqa: F401 - a name filedepot 0.12 had here
 
 from . import _driver_commits, _sqla_outer
-from ._lifecycle import FileScope, delete_files, files_of, guard_orphans, is_fresh
+from ._lifecycle import FileScope, delete_files, files_of, guard_orphans, is_fresh, share
 from .interfaces import FileFilter
 from .upload import UploadedFile
 
@@ -264,6 +264,13 @@ class _SQLAMutationTracker:
             value = column_type._upload_type(value, column_type._upload_storage)
             value._apply_filters(column_type._filters)
         fresh_new = is_fresh(value)
+        if (
+            isinstance(value, UploadedFile) and not (fresh_new and value.__dict__.get("_depot_claims", 0) == 0)
+            and files_of(value) != files_of(oldvalue if isinstance(oldvalue, UploadedFile) else None)
+        ):
+            # A value some holder already has (an upload taken twice, one read
+            # from a row): a second row may commit it too.
+            share(files_of(value))
         # An upload replaced before any commit or flush saw it is referenced by
         # nothing.  One already flushed is in the row: the flush that replaces
         # it drops it, and if no flush ever does (the object is expunged) the row keeps it.
