@@ -90,4 +90,4 @@ def make_app(data_dir: str) -> Any:
 if __name__ == "__main__":
     if "--lag-probe" in sys.argv:
         sys.argv.remove("--lag-probe")  # always on here
-    library.main(make_app, __doc__, fastapi_app.serve_uvicorn)
+    library.main(make_app, __doc__, library.serve_asgi)

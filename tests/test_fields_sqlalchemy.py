@@ -156,6 +156,16 @@ def flush(request):
     return (lambda session: session.flush()) if request.param else (lambda session: None)
 
 
+def flush_by(session, how, cls):
+    """Make ``session`` write its changes: ``flush``, ``autoflush`` (a query of ``cls``) or ``begin_nested``."""
+    if how == "flush":
+        session.flush()
+    elif how == "autoflush":
+        session.scalars(select(cls)).all()
+    else:
+        session.begin_nested().commit()
+
+
 def exists(path: str) -> bool:
     depot_name, file_id = path.split("/", 1)
     return DepotManager.get(depot_name).exists(file_id)

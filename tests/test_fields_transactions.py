@@ -19,6 +19,7 @@ from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, create_engi
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from depot.fields._lifecycle import files_of
 from tests import test_fields_sqlalchemy as base
 
 alive, gone, stored_count = base.alive, base.gone, base.stored_count
@@ -991,3 +992,216 @@ def test_pysqlite_escape_lasts_one_transaction(lm):
     assert committed_names(lm) == {"durable"}
     assert gone(value)
     assert_rows_keep_their_files(lm)
+
+
+# -- files changing hands inside one transaction --------------------------------------------
+
+
+def committed_files_exist(m):
+    """Every file the committed rows point at is still stored."""
+    with Session(m.engine) as session:
+        rows = session.scalars(select(m.Document)).all()
+        paths = [p for row in rows for key in ("content", "second") for p in files_of(getattr(row, key))]
+    missing = [p for p in paths if not base.exists(p)]
+    assert not missing, "committed rows point at deleted files %s" % missing
+    return paths
+
+
+def two_docs(m, session):
+    r1 = base.committed_doc(m, session, content=b"one")
+    r2 = base.committed_doc(m, session, content=b"two")
+    return r1, r2
+
+
+def test_swap_keeps_both_files(m, flush):
+    with Session(m.engine) as session:
+        r1, r2 = two_docs(m, session)
+        one, two = r1.content, r2.content
+        r1.content, r2.content = r2.content, r1.content
+        flush(session)
+        session.commit()
+        assert alive(one) and alive(two)
+    committed_files_exist(m)
+
+
+def test_move_keeps_the_moved_file_and_drops_the_replaced_one(m, flush):
+    with Session(m.engine) as session:
+        r1, r3 = two_docs(m, session)
+        moved, replaced = r1.content, r3.content
+        r3.content = r1.content
+        r1.content = None
+        flush(session)
+        session.commit()
+        assert alive(moved) and gone(replaced)
+    committed_files_exist(m)
+
+
+@pytest.mark.parametrize("how", ["flush", "autoflush", "begin_nested"])
+def test_value_put_back_after_a_flush(m, how):
+    with Session(m.engine) as session:
+        d = base.committed_doc(m, session, content=b"old")
+        old = d.content
+        d.content = b"new"
+        new = d.content
+        base.flush_by(session, how, m.Document)
+        d.content = old
+        session.commit()
+        assert alive(old) and gone(new)
+    committed_files_exist(m)
+
+
+def test_value_put_back_in_a_released_savepoint(m):
+    with Session(m.engine) as session:
+        d = base.committed_doc(m, session, content=b"old")
+        old = d.content
+        d.content = b"new"
+        session.flush()
+        with session.begin_nested():
+            d.content = old
+        session.commit()
+        assert alive(old)
+    committed_files_exist(m)
+
+
+def test_shared_value_reassigned(m, flush):
+    with Session(m.engine) as session:
+        a, b = two_docs(m, session)
+        a.content = b"F"
+        shared = a.content
+        b.content = a.content
+        flush(session)
+        a.content = b"G"
+        session.commit()
+        assert alive(shared) and alive(a.content)
+    committed_files_exist(m)
+
+
+def test_shared_value_kept_by_the_flushed_row_through_a_savepoint_rollback(m):
+    with Session(m.engine) as session:
+        a, b = two_docs(m, session)
+        a.content = b"F"
+        shared = a.content
+        session.flush()
+        savepoint = session.begin_nested()
+        b.content = shared
+        session.flush()
+        savepoint.rollback()
+        session.commit()
+        assert alive(shared)
+    committed_files_exist(m)
+
+
+@pytest.mark.parametrize("mode", JOIN_MODES)
+def test_swap_in_a_joined_session(m, joined, mode):
+    with Session(m.engine) as session:
+        r1, r2 = two_docs(m, session)
+        ids = r1.id, r2.id
+    j = joined(mode)
+    r1, r2 = (j.session.get(m.Document, i) for i in ids)
+    one, two = r1.content, r2.content
+    r1.content, r2.content = r2.content, r1.content
+    j.session.commit()
+    j.outer.commit()
+    j.close()  # the connection's return to the pool confirms the commit
+    assert alive(one) and alive(two)
+    committed_files_exist(m)
+
+
+# -- uploads moved to another session -----------------------------------------------------
+
+
+def _sessions(m):
+    return Session(m.engine), Session(m.engine)
+
+
+@pytest.mark.parametrize("began", [False, True])
+def test_pending_object_moved_to_another_session_survives_the_first_rollback(m, began):
+    a, b = _sessions(m)
+    with a, b:
+        if began:
+            a.begin()
+        doc = m.Document(name="moved", content=b"x")
+        a.add(doc)
+        value = doc.content
+        a.expunge(doc)
+        b.add(doc)
+        b.commit()
+        a.rollback()
+        assert alive(value)
+    committed_files_exist(m)
+
+
+@pytest.mark.parametrize("began", [False, True])
+def test_pending_object_moved_then_first_rollback_before_the_commit(m, began):
+    a, b = _sessions(m)
+    with a, b:
+        if began:
+            a.begin()
+        doc = m.Document(name="moved", content=b"x")
+        a.add(doc)
+        value = doc.content
+        a.expunge(doc)
+        b.add(doc)
+        a.rollback()
+        b.commit()
+        assert alive(value)
+    committed_files_exist(m)
+
+
+def test_persistent_object_with_an_unflushed_change_moved_to_another_session(m):
+    doc_id, _ = saved(m, content=b"old")
+    with Session(m.engine) as loader:
+        doc = loader.get(m.Document, doc_id)
+    a, b = _sessions(m)
+    with a, b:
+        a.add(doc)  # no SQL in A: SQLite lets one writer at a time
+        doc.content = b"new"
+        value = doc.content
+        a.expunge(doc)
+        b.add(doc)
+        b.commit()
+        a.rollback()
+        assert alive(value)
+        assert committed_content(m, doc_id) == value
+    committed_files_exist(m)
+
+
+def test_merge_into_another_session(m):
+    a, b = _sessions(m)
+    with a, b:
+        doc = m.Document(name="merged", content=b"x")
+        a.add(doc)
+        value = doc.content
+        copy = b.merge(doc)
+        b.commit()
+        a.rollback()
+        assert alive(value) and copy.content["files"] == value["files"]
+    committed_files_exist(m)
+
+
+def test_value_copied_from_an_object_pending_in_another_session(m):
+    a, b = _sessions(m)
+    with a, b:
+        first = m.Document(name="first", content=b"x")
+        a.add(first)
+        second = m.Document(name="second", content=first.content)
+        b.add(second)
+        b.commit()
+        a.rollback()
+        assert alive(second.content)
+    committed_files_exist(m)
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh", "read"])
+def test_value_shared_by_two_committed_rows_survives_one_replacement(m, fresh):
+    with Session(m.engine) as session:
+        a, b = two_docs(m, session)
+        if fresh:
+            a.content = b"F"
+        shared = a.content
+        b.content = a.content
+        session.commit()
+        a.content = b"G"  # a later transaction: b's row still holds the file
+        session.commit()
+        assert alive(shared)
+    committed_files_exist(m)

@@ -13,6 +13,12 @@ ever flushed).  Nothing is deleted while a scope is open:
 - the outermost transaction, once the database commit succeeded, deletes
   ``dropped``; its uploads are now referenced by committed rows.
 
+``written`` records, per column of a row (its "holder"), the files the
+scope's last flush wrote there: a file dropped by one row and written to
+another (a swap, a move, a value put back after a flush) is still
+referenced, so a commit deletes only the dropped files no holder wrote last,
+and a rollback keeps the uploads that a surviving scope's rows hold.
+
 The SQLAlchemy tracker maps session transactions to scopes; the Ming
 integration can map its unit of work the same way.
 """
@@ -20,15 +26,26 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Iterable, List, Set
+from typing import Any, Dict, FrozenSet, Iterable, List, Set
 
 from depot.manager import DepotManager
 
 from ._offload import off_loop
 
-__all__ = ["FileScope", "created_files", "delete_files", "guard_orphans", "is_fresh", "files_of"]
+__all__ = ["FileScope", "created_files", "delete_files", "guard_orphans", "is_fresh", "files_of", "share"]
 
 log = logging.getLogger("depot.fields")
+
+# Files this process gave to a second holder (``b.content = a.content``, a
+# swap, a value put back): once both rows committed, a later transaction
+# replacing one of them cannot know the other still refers to the file, so
+# no commit deletes them (orphans at worst).  It grows with such assignments only.
+_shared: Set[str] = set()
+
+
+def share(paths: Iterable[str]) -> None:
+    """Never delete ``paths`` because a row dropped them: another row may hold them."""
+    _shared.update(paths)
 
 
 def files_of(value: Any) -> List[str]:
@@ -65,11 +82,12 @@ def is_fresh(value: Any) -> bool:
 class FileScope:
     """The files one transaction scope uploaded and dropped."""
 
-    __slots__ = ("uploaded", "dropped", "values", "committed")
+    __slots__ = ("uploaded", "dropped", "written", "values", "committed")
 
     def __init__(self) -> None:
         self.uploaded: Set[str] = set()
         self.dropped: Set[str] = set()
+        self.written: Dict[Any, FrozenSet[str]] = {}  # holder -> the files its last flush wrote
         self.values: List[Any] = []  # fresh values to settle when the outermost commit succeeds
         self.committed = False
 
@@ -88,22 +106,51 @@ class FileScope:
         """Record files that this scope's changes no longer reference."""
         self.dropped.update(paths)
 
+    def write(self, holder: Any, paths: Iterable[str]) -> None:
+        """Record the files a flush wrote to ``holder`` (a row's column); none for a deleted row.
+
+        ``holder`` is ``(state, column)``; a state with a ``key`` (its row's
+        identity) stands for that row, whichever object of it wrote last.
+        """
+        self.written.pop(holder, None)  # the order of the writes decides
+        self.written[holder] = frozenset(paths)
+
+    def referenced(self) -> Set[str]:
+        """The files the rows this scope flushed hold now (the last write to each row wins)."""
+        rows: Dict[Any, FrozenSet[str]] = {}
+        for (state, column), paths in self.written.items():
+            # An object expunged and its row loaded again: two states, one row.
+            rows[(getattr(state, "key", None) or state, column)] = paths
+        return set().union(*rows.values())
+
+    def follow(self, value: Any) -> None:
+        """Settle ``value`` (an upload another scope owns) when this scope commits, without owning it."""
+        self.values.append(value)
+
     def merge_into(self, parent: "FileScope") -> None:
         """Hand everything to ``parent`` (a released savepoint, an object attached to a session)."""
         parent.uploaded |= self.uploaded
         parent.dropped |= self.dropped
+        for holder, paths in self.written.items():  # later flushes win
+            parent.write(holder, paths)
         parent.values.extend(self.values)
         self._reset()
 
     def _reset(self) -> None:
         self.uploaded = set()
         self.dropped = set()
+        self.written = {}
         self.values = []
         self.committed = False
 
-    def rolled_back(self) -> None:
-        """The scope's changes are undone: remove what it uploaded."""
-        uploaded = self.uploaded
+    def rolled_back(self, keep: Iterable[str] = ()) -> None:
+        """The scope's changes are undone: remove what it uploaded.
+
+        Kept: ``keep`` (files rows of surviving scopes hold) and the uploads
+        another session's commit settled meanwhile (the object moved there).
+        """
+        settled = {p for v in self.values if v.__dict__.get("_depot_settled") for p in files_of(v)}
+        uploaded = self.uploaded - settled - set(keep)
         self._reset()
         if uploaded:
             delete_files(uploaded)
@@ -139,7 +186,7 @@ class FileScope:
     def committed_outermost(self) -> None:
         """The database commit succeeded: remove what the committed rows no longer reference."""
         self.settle()
-        dropped = self.dropped
+        dropped = self.dropped - self.referenced() - _shared
         self._reset()
         if dropped:
             delete_files(dropped)

@@ -181,8 +181,10 @@ def _on_rollback_savepoint(connection: Any, name: str, context: Any) -> None:
     ledger = _ledgers.get(connection)
     index = None if ledger is None else _level_of(ledger, name)
     if ledger is not None and index is not None:
+        # Uploads that rows flushed in the surviving levels hold stay.
+        held = set().union(*(level.scope.referenced() for level in ledger.levels[:index]))
         for level in ledger.levels[index:]:
-            level.scope.rolled_back()
+            level.scope.rolled_back(held)
         del ledger.levels[index:]
 
 

@@ -11,7 +11,7 @@ not own.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Type
 
 from sqlalchemy import event, select, types
 from sqlalchemy.engine import NestedTransaction
@@ -21,7 +21,7 @@ from sqlalchemy.orm.base import instance_state
 from depot.manager import DepotManager  # noqa: F401 - a name filedepot 0.12 had here
 
 from . import _driver_commits, _sqla_outer
-from ._lifecycle import FileScope, delete_files, files_of, guard_orphans, is_fresh
+from ._lifecycle import FileScope, delete_files, files_of, guard_orphans, is_fresh, share
 from .interfaces import FileFilter
 from .upload import UploadedFile
 
@@ -264,12 +264,20 @@ class _SQLAMutationTracker:
             value = column_type._upload_type(value, column_type._upload_storage)
             value._apply_filters(column_type._filters)
         fresh_new = is_fresh(value)
+        if (
+            isinstance(value, UploadedFile) and not (fresh_new and value.__dict__.get("_depot_claims", 0) == 0)
+            and files_of(value) != files_of(oldvalue if isinstance(oldvalue, UploadedFile) else None)
+        ):
+            # A value some holder already has (an upload taken twice, one read
+            # from a row): a second row may commit it too.
+            share(files_of(value))
         # An upload replaced before any commit or flush saw it is referenced by
         # nothing.  One already flushed is in the row: the flush that replaces
         # it drops it, and if no flush ever does (the object is expunged) the row keeps it.
+        # One another object took too (``b.content = a.content``) may be held there: kept.
         orphan = (
             isinstance(oldvalue, UploadedFile) and oldvalue is not value and is_fresh(oldvalue)
-            and not cls._written(target, initiator.key)
+            and not cls._written(target, initiator.key) and oldvalue.__dict__.get("_depot_claims", 0) <= 1
         )
         state = instance_state(target)
         if state.key is not None:
@@ -303,8 +311,16 @@ class _SQLAMutationTracker:
         if guard is not None:
             guard.detach()
         scope = info.pop(_INFO_KEY, None)
+        current = cls._current_scope(session)
         if scope:
-            scope.merge_into(cls._current_scope(session))
+            scope.merge_into(current)
+        # Uploads another session owns (the object was expunged there, or
+        # copied from one of its objects): a commit here must settle them, so
+        # that a rollback there does not delete what this session's rows hold.
+        loaded = instance_state(instance).dict
+        for key, _ in cls.mapped_entities.get(type(instance), ()):
+            if is_fresh(loaded.get(key)):
+                current.follow(loaded[key])
 
     @classmethod
     def _session_began(cls, session: Session, transaction: Any, connection: Any) -> None:
@@ -322,19 +338,36 @@ class _SQLAMutationTracker:
         if not entities:
             return
         dropped: List[str] = []
+        # What each row's columns hold after this flush: a file dropped by one
+        # row may be written to another (swap, move, a value put back).
+        written: List[Tuple[Any, List[str]]] = []
         for obj in session.deleted:
-            instance_state(obj).info.pop(_UNWRITTEN_KEY, None)
+            state = instance_state(obj)
+            state.info.pop(_UNWRITTEN_KEY, None)
             keys = [key for key, _ in entities.get(type(obj), ())]
             # The value being deleted, and the committed one if a change replaced it first.
             for key in keys:
                 dropped += files_of(getattr(obj, key))
+                written.append(((state, key), []))
             dropped += cls._replaced_files(session, obj, keys)
+        for obj in session.new:
+            state = instance_state(obj)
+            written += [((state, key), files_of(state.dict.get(key))) for key, _ in entities.get(type(obj), ())]
         # Pending objects have no database value to lose: only persistent ones can drop files.
         for obj in session.dirty:
-            instance_state(obj).info.pop(_UNWRITTEN_KEY, None)  # written by this flush
-            dropped += cls._replaced_files(session, obj, [key for key, _ in entities.get(type(obj), ())])
-        if dropped:
-            cls._current_scope(session).drop(dropped)
+            state = instance_state(obj)
+            state.info.pop(_UNWRITTEN_KEY, None)  # written by this flush
+            keys = [key for key, _ in entities.get(type(obj), ())]
+            dropped += cls._replaced_files(session, obj, keys)
+            written += [
+                ((state, key), files_of(state.dict.get(key))) for key in keys
+                if state.get_history(key, attributes.PASSIVE_NO_INITIALIZE).added
+            ]
+        if dropped or written:
+            scope = cls._current_scope(session)
+            scope.drop(dropped)
+            for holder, paths in written:
+                scope.write(holder, paths)
 
     @classmethod
     def _replaced_files(cls, session: Session, obj: Any, keys: List[str]) -> List[str]:
@@ -410,10 +443,12 @@ class _SQLAMutationTracker:
         tracked = cls.mapped_entities.get(type(instance))
         if not tracked:
             return
-        loaded = instance_state(instance).dict
-        paths = [p for key, _ in tracked for p in files_of(loaded.get(key))]
-        if paths:
-            cls._current_scope(session).drop(paths)
+        state = instance_state(instance)
+        paths = [p for key, _ in tracked for p in files_of(state.dict.get(key))]
+        scope = cls._current_scope(session)
+        scope.drop(paths)
+        for key, _ in tracked:
+            scope.write((state, key), ())
 
     @classmethod
     def _session_committed(cls, session: Session) -> None:
@@ -462,21 +497,33 @@ class _SQLAMutationTracker:
             # may still commit.  Unflushed uploads went back to their objects.
             scope.committed = True
         if not transaction.nested:
-            cls._hand_back(scope, expunged)
+            cls._hand_back(session, scope, expunged)
         if not scope.committed and any(
             # A savepoint rollback undoes all its work; the transaction's may undo nothing.
             not isinstance(t, NestedTransaction) and _driver_commits.escaped(c) for c, t in connections
         ):
             scope.forget()  # rows the driver committed may hold these uploads: keep every file
         elif not scope.committed:
-            scope.rolled_back()
+            scope.rolled_back(cls._held_around(files, transaction))
         elif transaction.nested:
             scope.merge_into(cls._scope_of(files, transaction.parent))
         else:
             cls._committed(scope, connections)
 
+    @staticmethod
+    def _held_around(files: _SessionFiles, transaction: Any) -> Set[str]:
+        """The files rows flushed in the scopes enclosing ``transaction`` hold (they survive its rollback)."""
+        held: Set[str] = set()
+        parent = transaction.parent
+        while parent is not None:
+            owner = _owner(parent)
+            if owner in files.scopes:
+                held |= files.scopes[owner].referenced()
+            parent = owner.parent
+        return held
+
     @classmethod
-    def _hand_back(cls, scope: FileScope, expunged: List[Any]) -> None:
+    def _hand_back(cls, session: Session, scope: FileScope, expunged: List[Any]) -> None:
         """Give objects that left the session unsaved their uploads back, out of the commit or rollback."""
         for ref, values in expunged:
             obj = ref()
@@ -488,6 +535,13 @@ class _SQLAMutationTracker:
                     # Still holding it, and not written by a flush after being added again.
                     if loaded.get(key) is value and not cls._written(obj, key) and scope.release(value):
                         cls._object_scope(obj).adopt(value)
+            elif object_session(obj) is not session:
+                # Added to another session: its transaction decides about the uploads now.
+                loaded = instance_state(obj).dict
+                other = cls._current_scope(object_session(obj))  # type: ignore[arg-type]
+                for key, value in values:
+                    if loaded.get(key) is value and scope.release(value):
+                        other.adopt(value)
 
     @staticmethod
     def _committed(scope: FileScope, connections: Iterable[Any]) -> None:
