@@ -7,6 +7,7 @@ that thousands of them take seconds; a few rows are stored through the ORM
 with real images to show the real layout is read the same way.
 """
 import contextlib
+import datetime
 import json
 import sys
 import textwrap
@@ -262,7 +263,7 @@ def test_finds_each_disagreement_then_deletes_only_old_orphans(world, run_cli):
         assert DepotManager.get(storage).exists(file_id), path
 
     # With a grace period of 0 the young orphans go too; everything referenced stays.
-    code, problems, summary = fsck_json(run_cli, world, "--delete-orphans", "--grace", "0s")
+    code, problems, summary = fsck_json(run_cli, world, "--delete-orphans", "--grace", "0s", "--force")
     assert {p["path"] for p in problems if p.get("action") == "deleted"} == world.young_orphans
     for path in world.referenced():
         storage, file_id = path.split("/")
@@ -309,7 +310,7 @@ def test_file_stored_during_the_scan_is_never_deleted(world):
                         late.append(world.files.create(b"late", "late.bin"))
                 yield item
 
-    report = check([UploadDuringScan()], delete_orphans=True, grace=parse_duration("0s"))
+    report = check([UploadDuringScan()], delete_orphans=True, grace=parse_duration("0s"), allow_short_grace=True)
     assert world.files.exists(late[0]) and report.deleted == 0
 
 
@@ -358,7 +359,7 @@ def test_wrong_database_deletes_nothing(world, run_cli, tmp_path):
     world.m.Base.metadata.create_all(empty)
     found = []
     report = check([SQLAlchemySource(empty, [world.m])], delete_orphans=True, grace=parse_duration("0"),
-                   on_problem=found.append)
+                   allow_short_grace=True, on_problem=found.append)
     assert report.values == 0 and report.orphans == report.stored > ROWS
     assert report.deleted == 0 and "no row references any file of files, photos" in report.deletion_refused
     assert {p.action for p in found} == {"reported"}
@@ -377,6 +378,121 @@ def test_wrong_database_deletes_nothing(world, run_cli, tmp_path):
     # A module without attachment columns is refused whatever --storage says.
     with pytest.raises(FsckError):
         check([SQLAlchemySource(empty, [])], storages=["files"], delete_orphans=True)
+
+
+def _insert_docs(w, values, first=10**7):
+    with w.engine.begin() as conn:
+        conn.execute(insert(raw(w.m.Doc)), [{"id": first + i, "content": json.dumps(v)} for i, v in enumerate(values)])
+
+
+def _renamed(value, name):
+    """``value`` as written when its storage was called ``name``."""
+    paths = [name + "/" + p.split("/", 1)[1] for p in value["files"]]
+    return dict(value, depot_name=name, files=paths, path=paths[0])
+
+
+def test_references_through_an_alias_are_kept(world, run_cli, tmp_path):
+    """Rows written before the default moved name 'old/<id>', 'old' now an alias of 'files': not orphans."""
+    DepotManager.alias("old", "files")
+    with backdated():
+        by_alias = [_renamed(_value("files", world.files), "old") for _ in range(3)]
+        lost = world.files.create(b"lost", "lost.bin")
+    _insert_docs(world, by_alias)
+    found = []
+    report = check([SQLAlchemySource(world.engine, [world.m])], delete_orphans=True, on_problem=found.append)
+    assert [(p.path, p.action) for p in found] == [("files/" + lost, "deleted")]
+    assert report.missing == 0 and report.deletion_refused is None
+    assert all(world.files.exists(v["file_id"]) for v in by_alias)
+    # The same through the command line, the alias coming from the settings file.
+    config = tmp_path / "aliased.toml"
+    config.write_text(world.config.read_text().replace('pics = "photos"', 'pics = "photos"\nold = "files"'))
+    DepotManager._aliases.pop("old")
+    with backdated():
+        lost = world.files.create(b"lost", "lost.bin")
+    code, out, err = run_cli("-c", config, "fsck", "--models", world.module_name, "--db", world.url, "--json",
+                             "--delete-orphans")
+    problems = [json.loads(line) for line in out.splitlines()][:-1]
+    assert code == ExitCode.OK, (out, err)
+    assert [(p["path"], p["action"]) for p in problems] == [("files/" + lost, "deleted")]
+    assert all(world.files.exists(v["file_id"]) for v in by_alias)
+
+
+def test_two_names_for_the_same_files_delete_nothing(world):
+    """'mirror' is not an alias but a storage of the same directory: its references protect 'files'' files."""
+    DepotManager.configure("mirror", {"depot.backend": "local", "depot.storage_path": world.files.storage_path})
+    with backdated():
+        through_mirror = _renamed(_value("files", world.files), "mirror")
+        lost = world.files.create(b"lost", "lost.bin")
+    _insert_docs(world, [through_mirror])
+    found = []
+    report = check([SQLAlchemySource(world.engine, [world.m])], delete_orphans=True, on_problem=found.append)
+    assert world.files.exists(through_mirror["file_id"]) and world.files.exists(lost) and report.deleted == 0
+    assert "storages files and mirror share their files" in report.deletion_refused
+    assert {p.action for p in found if p.storage == "files"} == {"reported"}
+    # Listed both, each sees the other's files as orphans: neither deletes.
+    report = check([SQLAlchemySource(world.engine, [world.m])], storages=["mirror"], delete_orphans=True)
+    assert report.deleted == 0 and world.files.exists(lost) and world.files.exists(world.docs[1]["file_id"])
+
+
+def test_places_overlap_by_bucket_and_prefix():
+    from depot.fsck._place import overlap
+
+    assert overlap(("s3", "b", "a/"), ("s3", "b", "a/"))
+    assert overlap(("s3", "b", ""), ("s3", "b", "a/"))  # the unprefixed storage lists the other's keys
+    assert not overlap(("s3", "b", "a/"), ("s3", "b", "c/"))
+    assert not overlap(("s3", "b", "a/"), ("s3", "other", "a/"))
+    assert not overlap(("s3", "b", ""), ("gcs", "b", ""))
+
+
+def test_short_grace_needs_force(world, run_cli):
+    with backdated("%s" % (datetime.datetime.utcnow() - datetime.timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")):
+        recent = world.files.create(b"in flight for 5 minutes", "x.bin")
+    for grace in ("0s", "30m"):
+        code, _, err = run_cli("-c", world.config, "fsck", "--models", world.module_name, "--db", world.url,
+                               "--delete-orphans", "--grace", grace)
+        assert code == ExitCode.USAGE and "--force" in err and "too short" in err
+        with pytest.raises(FsckError, match="too short"):
+            check([SQLAlchemySource(world.engine, [world.m])], delete_orphans=True, grace=parse_duration(grace))
+    assert world.files.exists(recent)
+    # Reporting with a short grace needs no flag; an hour is enough to delete.
+    code, _, _ = run_cli("-c", world.config, "fsck", "--models", world.module_name, "--db", world.url,
+                         "--grace", "0s")
+    assert code == ExitCode.FAILURES and world.files.exists(recent)
+    code, problems, _ = fsck_json(run_cli, world, "--delete-orphans", "--grace", "1h")
+    assert code == ExitCode.OK and [p["action"] for p in problems] == ["kept_young"]
+    code, problems, _ = fsck_json(run_cli, world, "--delete-orphans", "--grace", "1m", "--force")
+    assert [p["action"] for p in problems] == ["deleted"] and not world.files.exists(recent)
+
+
+def test_connection_inside_a_transaction_refuses_deletion(world):
+    """Rule 4 needs a fresh read: a caller's open transaction may keep the first scan's snapshot."""
+    with backdated():
+        orphan_id = world.files.create(b"soon referenced", "x.bin")
+    with world.engine.connect() as conn:
+        conn.begin()
+        with pytest.raises(FsckError, match="inside a transaction"):
+            check([SQLAlchemySource(conn, [world.m])], delete_orphans=True)
+        assert check([SQLAlchemySource(conn, [world.m])]).orphans == 1  # reporting is fine
+        conn.rollback()
+        # Outside a transaction: each scan's own transaction ends with it, so the
+        # second scan sees a reference committed meanwhile (on MariaDB too, REPEATABLE READ).
+        source = SQLAlchemySource(conn, [world.m])
+        scans = []
+
+        class CommitsBetweenScans:
+            storages = source.storages
+
+            def values(self):
+                scans.append(1)
+                assert not conn.in_transaction()
+                if len(scans) == 2:
+                    path = "files/" + orphan_id
+                    _insert_docs(world, [{"files": [path], "path": path, "file_id": orphan_id}])
+                return source.values()
+
+        report = check([CommitsBetweenScans()], delete_orphans=True)
+        assert len(scans) == 2 and report.rescued == 1 and world.files.exists(orphan_id)
+        assert not conn.in_transaction()
 
 
 def test_usage_errors_exit_2(world, run_cli):
@@ -447,7 +563,7 @@ def test_s3_listing_in_pages(tmp_path, monkeypatch, seaweedfs_server):
         orphans = {s3.create(b"orphan %d" % i, "o.bin") for i in range(3)}
         found = []
         report = check([SQLAlchemySource(engine, [module])], delete_orphans=True,
-                       grace=parse_duration("0"), on_problem=found.append)
+                       grace=parse_duration("0"), allow_short_grace=True, on_problem=found.append)
         assert len(pages) == 5  # 222 objects, 50 per request
         assert [p.path for p in found if p.kind == "missing"] == [gone["path"]]
         assert {p.file_id for p in found if p.action == "deleted"} == orphans

@@ -47,7 +47,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--delete-orphans", action="store_true",
                    help="delete orphans older than the grace period (never a referenced file)")
     p.add_argument("--grace", default="24h", metavar="DURATION",
-                   help="orphans younger than this are kept: uploads in flight (default 24h; s, m, h, d, w)")
+                   help="orphans younger than this are kept: uploads in flight (default 24h; s, m, h, d, w; "
+                        "at least 1h with --delete-orphans)")
+    p.add_argument("--force", action="store_true",
+                   help="let --delete-orphans use a --grace shorter than 1h (only where nothing else writes)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per problem, then a summary object (JSON lines)")
     p.add_argument("--tempdir", metavar="DIR", help="where the temporary index goes (default: the system's)")
@@ -146,12 +149,17 @@ def _ming_source(args: argparse.Namespace, modules: List[ModuleType]) -> Any:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from depot.fsck import FsckError, Problem, check, parse_duration
+    from depot.fsck import MIN_GRACE, FsckError, Problem, check, parse_duration
 
     try:
         grace = parse_duration(args.grace)
     except ValueError as exc:
         raise CLIError("--grace: %s" % exc) from None
+    if args.delete_orphans and grace < MIN_GRACE and not args.force:
+        # Checked here too so that nothing is imported or scanned first.
+        raise CLIError("--grace %s is too short for --delete-orphans (at least %s): an upload whose transaction "
+                       "is still open, or whose writer's clock is behind, would be deleted; pass --force to "
+                       "allow it" % (args.grace, "%gh" % (MIN_GRACE.total_seconds() / 3600)))
     modules = _import(args.models)
     source = _ming_source(args, modules) if args.ming else _sqlalchemy_source(args, modules)
     if not args.json:
@@ -165,7 +173,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     started = datetime.datetime.now()
     try:
         report = check([source], _Lookup(ctx), storages=args.storage, delete_orphans=args.delete_orphans,
-                       grace=grace, on_problem=show, on_progress=say, tempdir=args.tempdir)
+                       grace=grace, allow_short_grace=args.force, on_problem=show, on_progress=say,
+                       tempdir=args.tempdir)
     except FsckError as exc:
         raise CLIError(str(exc)) from exc
     except CLIError:

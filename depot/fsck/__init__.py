@@ -42,6 +42,17 @@ following hold:
    of a storage's files is referenced, the likeliest cause is the wrong
    database (an empty or a staging one) or the wrong storage rather than a
    storage full of orphans: nothing is deleted there.
+7. **No other storage name shares its files.**  References are compared
+   under the real storage name (aliases followed, as reading them does),
+   and a storage whose directory or bucket and prefix another storage in
+   play also uses deletes nothing: a file referenced through the other
+   name would look like an orphan (:mod:`depot.fsck._place`).
+
+The grace period must be at least :data:`MIN_GRACE` to delete: a shorter
+one would take an upload whose transaction is still open, or whose
+writer's clock is behind, for an orphan (``allow_short_grace=True`` lifts
+this, for tests).  A source that cannot see rows committed after its first
+scan (a SQLAlchemy connection inside a transaction) refuses deletion.
 
 Only the storages the attachment columns upload to (and those named with
 ``storages=``) are listed, so files of a storage the models do not use are
@@ -60,10 +71,11 @@ from depot.manager import DepotManager
 
 from ._index import Index
 from ._listing import batches, iter_ids
+from ._place import describe, overlap, place
 
 __all__ = [
     "check", "Problem", "Report", "Source", "StorageLookup", "DepotManagerLookup",
-    "FsckError", "referenced_paths", "DEFAULT_GRACE", "parse_duration", "SQLAlchemySource", "MingSource",
+    "FsckError", "referenced_paths", "DEFAULT_GRACE", "MIN_GRACE", "parse_duration", "SQLAlchemySource", "MingSource",
 ]
 
 
@@ -82,6 +94,10 @@ def __getattr__(name: str) -> Any:
 #: How old an unreferenced file must be before ``delete_orphans`` removes it.
 DEFAULT_GRACE = datetime.timedelta(hours=24)
 
+#: The shortest grace period ``delete_orphans`` accepts without ``allow_short_grace``: a
+#: transaction open longer, or a writer's clock behind by more, would lose an upload.
+MIN_GRACE = datetime.timedelta(hours=1)
+
 MISSING = "missing"
 ORPHAN = "orphan"
 UNREADABLE = "unreadable"
@@ -99,6 +115,9 @@ class Source(Protocol):
 
     def values(self) -> Iterator[Tuple[Any, Any]]:
         """``(location, value)`` pairs; ``value`` is the JSON text or the decoded dict."""
+
+    # Optional: ``deletion_blocker() -> Optional[str]``, why deleting would be
+    # unsafe (a second ``values()`` would not see newer rows), or ``None``.
 
 
 class StorageLookup(Protocol):
@@ -254,6 +273,7 @@ def check(
     storages: Iterable[str] = (),
     delete_orphans: bool = False,
     grace: datetime.timedelta = DEFAULT_GRACE,
+    allow_short_grace: bool = False,
     on_problem: Optional[ProblemHandler] = None,
     on_progress: Optional[Callable[[str], None]] = None,
     tempdir: Optional[str] = None,
@@ -264,7 +284,8 @@ def check(
     sources upload to.  Each :class:`Problem` is handed to ``on_problem`` as
     soon as it is known (nothing is collected in memory); the returned
     :class:`Report` counts them.  With ``delete_orphans``, orphans are
-    deleted under the rules of this module's docstring.
+    deleted under the rules of this module's docstring; a ``grace``
+    shorter than :data:`MIN_GRACE` then needs ``allow_short_grace=True``.
     """
     sources = list(sources)
     lookup = lookup or DepotManagerLookup()
@@ -272,6 +293,8 @@ def check(
     say = on_progress or (lambda text: None)
     if grace < datetime.timedelta(0):
         raise FsckError("the grace period cannot be negative")
+    if delete_orphans:
+        _check_can_delete(sources, grace, allow_short_grace)
     report = Report(storages=_storages_to_list(sources, lookup, storages))
     with Index(tempdir) as index:
         # Listing first, rows second: see "Why deleting an orphan is safe".
@@ -282,7 +305,7 @@ def check(
                 index.add_stored(name, batch)
         report.stored = index.count_stored()
         say("reading rows")
-        for refs in batches(_references(sources, report, emit)):
+        for refs in batches(_references(sources, lookup, report, emit)):
             index.add_refs(refs)
         report.references = index.count_refs()
         say("looking for missing files")
@@ -293,6 +316,19 @@ def check(
             say("checking the rows again before deleting")
             _delete_candidates(index, sources, lookup, report, emit, grace)
     return report
+
+
+def _check_can_delete(sources: Sequence[Source], grace: datetime.timedelta, allow_short_grace: bool) -> None:
+    if grace < MIN_GRACE and not allow_short_grace:
+        raise FsckError(
+            "a grace period of %s is too short to delete orphans (at least %s): an upload whose "
+            "transaction is still open, or whose clock is behind, would be deleted; "
+            "force it only where no other process writes (tests)" % (grace, MIN_GRACE))
+    for source in sources:
+        blocker = getattr(source, "deletion_blocker", None)
+        reason = blocker() if blocker is not None else None
+        if reason:
+            raise FsckError("cannot delete orphans: %s" % reason)
 
 
 def _utcnow() -> datetime.datetime:
@@ -322,8 +358,16 @@ def _storage(lookup: StorageLookup, name: str) -> FileStorage:
     return storage
 
 
-def _references(sources: Sequence[Source], report: Report, emit: ProblemHandler) -> Iterator[Tuple[str, str, Any]]:
-    """``(storage, id, location)`` for every path of every value; unreadable values are reported."""
+def _references(
+    sources: Sequence[Source], lookup: StorageLookup, report: Report, emit: ProblemHandler,
+) -> Iterator[Tuple[str, str, Any]]:
+    """``(storage, id, location)`` for every path of every value; unreadable values are reported.
+
+    ``storage`` is the real name (an alias followed, as reading the file
+    does), so that the file listed under that name counts as referenced; a
+    name that resolves to nothing is kept as written (reported missing).
+    """
+    real: Dict[str, str] = {}
     for source in sources:
         for location, raw in source.values():
             report.values += 1
@@ -335,7 +379,11 @@ def _references(sources: Sequence[Source], report: Report, emit: ProblemHandler)
                 continue
             for path in paths:
                 storage, _, file_id = path.partition("/")
-                yield storage, file_id, location
+                if storage not in real:
+                    if len(real) > 1000:  # a corrupt table could name countless storages
+                        real.clear()
+                    real[storage] = lookup.resolve(storage) or storage
+                yield real[storage], file_id, location
 
 
 def _find_missing(index: Index, lookup: StorageLookup, report: Report, emit: ProblemHandler) -> None:
@@ -393,29 +441,55 @@ def _delete_candidates(
     index: Index, sources: Sequence[Source], lookup: StorageLookup, report: Report, emit: ProblemHandler,
     grace: datetime.timedelta,
 ) -> None:
-    unused = [name for name in report.storages if index.has_stored(name) and not index.has_referenced(name)]
+    # Storage name -> why nothing is deleted there.
+    refused: Dict[str, str] = {}
     if report.unreadable:
-        report.deletion_refused = "%d unreadable value(s) may reference any file" % report.unreadable
+        refused = dict.fromkeys(report.storages, "%d unreadable value(s) may reference any file" % report.unreadable)
     else:
+        unused = [name for name in report.storages if index.has_stored(name) and not index.has_referenced(name)]
         if unused:
-            report.deletion_refused = "no row references any file of %s: is this the right database?" % (
-                ", ".join(unused))
+            refused = dict.fromkeys(unused, "no row references any file of %s: is this the right database?" % (
+                ", ".join(unused)))
         # The second scan: anything referenced now is no candidate any more.
-        for refs in batches(_references(sources, Report(), lambda problem: None)):
+        seen = set(index.referenced_storages())
+        for refs in batches(_references(sources, lookup, Report(), lambda problem: None)):
+            seen.update(storage for storage, _, _ in refs)
             for storage, file_id in _rescued(index, refs):
                 report.rescued += 1
                 emit(Problem(ORPHAN, storage, file_id, action="kept_referenced"))
+        for name, reason in _shared_places(lookup, report.storages, seen).items():
+            refused.setdefault(name, reason)
+    if refused:
+        report.deletion_refused = "; ".join(dict.fromkeys(refused.values()))
     while True:
         page = index.candidates()
         if not page:
             return
         for storage_name, file_id in page:
-            if report.unreadable or storage_name in unused:
-                assert report.deletion_refused is not None  # set above in both cases
+            if storage_name in refused:
                 report.kept += 1
-                emit(Problem(ORPHAN, storage_name, file_id, action="reported", detail=report.deletion_refused))
+                emit(Problem(ORPHAN, storage_name, file_id, action="reported", detail=refused[storage_name]))
                 continue
             _delete_one(lookup, storage_name, file_id, report, emit, grace)
+
+
+def _shared_places(lookup: StorageLookup, listed: Sequence[str], referenced: Iterable[str]) -> Dict[str, str]:
+    """The listed storages whose files another storage name in play can also reach, with the reason."""
+    places = {}
+    for name in dict.fromkeys([*listed, *referenced]):
+        storage = lookup.get(name)
+        if storage is not None:
+            places[name] = place(storage)
+    shared: Dict[str, str] = {}
+    for name in listed:
+        for other, where in places.items():
+            if other != name and overlap(places[name], where):
+                shared[name] = (
+                    "storages %s and %s share their files (%s): a file referenced as %s/<id> would look "
+                    "like an orphan of %s; make one an alias of the other" % (
+                        name, other, describe(places[name]), other, name))
+                break
+    return shared
 
 
 def _rescued(index: Index, refs: List[Tuple[str, str, Any]]) -> List[Tuple[str, str]]:

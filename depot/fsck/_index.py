@@ -115,6 +115,11 @@ class Index:
             "(SELECT 1 FROM refs r WHERE r.storage = s.storage AND r.id = s.id) LIMIT 1", (storage,)
         ).fetchone() is not None
 
+    def referenced_storages(self) -> List[str]:
+        """The distinct storage names the references use."""
+        self._index_refs()
+        return [row[0] for row in self._db.execute("SELECT DISTINCT storage FROM refs")]
+
     def add_candidate(self, storage: str, file_id: str) -> None:
         self._db.execute("INSERT OR IGNORE INTO candidates VALUES (?, ?)", (storage, file_id))
 

@@ -90,7 +90,11 @@ class SQLAlchemySource:
 
     ``bind`` is an :class:`~sqlalchemy.engine.Engine` (each scan then uses
     a connection of its own, so a second scan sees what was committed
-    meanwhile) or a :class:`~sqlalchemy.engine.Connection`.  Rows are
+    meanwhile) or a :class:`~sqlalchemy.engine.Connection`.  A connection
+    already inside a transaction may show both scans the same snapshot
+    (REPEATABLE READ), hiding a reference committed between them: deleting
+    orphans is then refused (:meth:`deletion_blocker`); a transaction a
+    scan begins on the connection is rolled back when the scan ends.  Rows are
     streamed (a server-side cursor where the driver has one), reading only
     the primary key and the attachment columns.
     """
@@ -108,6 +112,13 @@ class SQLAlchemySource:
 
     def describe(self) -> str:
         return ", ".join("%s(%s)" % (t.table.fullname, ", ".join(c.name for c in t.columns)) for t in self.tables)
+
+    def deletion_blocker(self) -> Optional[str]:
+        """Why the rows cannot be read again fresh before deleting, or ``None``."""
+        if isinstance(self.bind, Connection) and self.bind.in_transaction():
+            return ("the SQLAlchemy connection is inside a transaction, whose snapshot can hide rows "
+                    "committed between the two scans: pass an Engine, or a connection outside any transaction")
+        return None
 
     def values(self) -> Iterator[Tuple[Any, Any]]:
         """``(location, raw value)`` for every non-NULL attachment; a location is ``[table, key, column]``."""
@@ -139,16 +150,25 @@ class SQLAlchemySource:
 
 
 class _Borrowed:
-    """A caller's connection, used as a context manager without closing it."""
+    """A caller's connection, used as a context manager without closing it.
+
+    A transaction the scan begins (SQLAlchemy begins one on first use) is
+    rolled back at the end, so that the next scan starts a new one and sees
+    what was committed meanwhile; the caller's own transaction is left alone.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.began = False
 
     def __enter__(self) -> Connection:
+        self.began = not self.conn.in_transaction()
         return self.conn
 
     def __exit__(self, *exc: Any) -> None:
-        pass
+        transaction = self.conn.get_transaction() if self.began else None
+        if transaction is not None:
+            transaction.rollback()  # only read: nothing to keep
 
 
 def _plain(value: Any) -> Any:
