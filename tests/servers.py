@@ -180,7 +180,9 @@ def _launch_seaweedfs(weed: Path, process: ServerProcess) -> S3Server:
         f"-master.port={master}", f"-master.port.grpc={master_grpc}",
         "-master.telemetry=false", "-master.volumeSizeLimitMB=1024",
         f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
-        "-volume.max=100", "-volume.preStopSeconds=0",
+        # Every bucket is a collection that grows volumes of its own: room for the
+        # hundreds of buckets a full test run creates (volumes are sparse files).
+        "-volume.max=2000", "-volume.preStopSeconds=0",
         "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
         f"-filer.localSocket={process.workdir / 'filer.sock'}",
         "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={s3_config}",
