@@ -1115,7 +1115,8 @@ def _sessions(m):
 
 
 @pytest.mark.parametrize("began", [False, True])
-def test_pending_object_moved_to_another_session_survives_the_first_rollback(m, began):
+@pytest.mark.parametrize("b_commits_first", [True, False], ids=["commit-then-rollback", "rollback-then-commit"])
+def test_pending_object_moved_to_another_session_survives_the_first_rollback(m, began, b_commits_first):
     a, b = _sessions(m)
     with a, b:
         if began:
@@ -1125,25 +1126,8 @@ def test_pending_object_moved_to_another_session_survives_the_first_rollback(m, 
         value = doc.content
         a.expunge(doc)
         b.add(doc)
-        b.commit()
-        a.rollback()
-        assert alive(value)
-    committed_files_exist(m)
-
-
-@pytest.mark.parametrize("began", [False, True])
-def test_pending_object_moved_then_first_rollback_before_the_commit(m, began):
-    a, b = _sessions(m)
-    with a, b:
-        if began:
-            a.begin()
-        doc = m.Document(name="moved", content=b"x")
-        a.add(doc)
-        value = doc.content
-        a.expunge(doc)
-        b.add(doc)
-        a.rollback()
-        b.commit()
+        for end in ((b.commit, a.rollback) if b_commits_first else (a.rollback, b.commit)):
+            end()
         assert alive(value)
     committed_files_exist(m)
 
