@@ -103,17 +103,22 @@ class Joined:
         self.connection.close()
 
 
-@pytest.fixture
-def joined(m):
+def _joined_sessions(models):
+    """A factory of :class:`Joined` sessions over ``models``, all closed when the test ends."""
     opened = []
 
     def make(mode, **kw):
-        opened.append(Joined(m, mode, **kw))
+        opened.append(Joined(models, mode, **kw))
         return opened[-1]
 
     yield make
     for j in opened:
         j.close()
+
+
+@pytest.fixture
+def joined(m):
+    yield from _joined_sessions(m)
 
 
 # -- #12.1: sessions joined to an outer transaction ----------------------------------------
@@ -814,15 +819,7 @@ def lm(lite):
 
 @pytest.fixture
 def ljoined(lm):
-    opened = []
-
-    def make(mode, **kw):
-        opened.append(Joined(lm, mode, **kw))
-        return opened[-1]
-
-    yield make
-    for j in opened:
-        j.close()
+    yield from _joined_sessions(lm)
 
 
 def assert_rows_keep_their_files(m):
