@@ -34,6 +34,7 @@ from ming.schema import Anything  # noqa: E402
 
 from depot.manager import DepotManager  # noqa: E402,F401 - a name filedepot 0.12 had here
 
+from ._attach import AttachmentOptions, attached  # noqa: E402
 from ._lifecycle import delete_files, files_of  # noqa: E402
 from .interfaces import FileFilter  # noqa: E402
 from .upload import UploadedFile  # noqa: E402
@@ -52,7 +53,7 @@ class _UploadedFileSchema(Anything):
         return super().validate(value, **kw)
 
 
-class UploadedFileProperty(FieldProperty):
+class UploadedFileProperty(FieldProperty, AttachmentOptions):
     """A document field holding an uploaded file.
 
     Assigning content (bytes, a file object, a form upload, a
@@ -70,9 +71,7 @@ class UploadedFileProperty(FieldProperty):
     ) -> None:
         # Ming's stubs declare FieldProperty without its field-type argument and name attribute.
         super().__init__(_UploadedFileSchema())  # type: ignore[call-arg]
-        self._filters = filters
-        self._upload_type = upload_type
-        self._upload_storage = upload_storage
+        self._set_attachment_options(filters, upload_type, upload_storage)
 
     def _stored(self, instance: Any) -> Any:
         document = state(instance).document
@@ -84,15 +83,10 @@ class UploadedFileProperty(FieldProperty):
         value = self._stored(instance)
         if not value:
             return None
-        return self._upload_type(value)
+        return self.upload_type(value)
 
     def __set__(self, instance: Any, value: Any) -> None:
-        if value is not None and not isinstance(value, UploadedFile):
-            value = self._upload_type(value, self._upload_storage)
-            value._apply_filters(self._filters)
-        elif isinstance(value, UploadedFile):
-            # The caller's own value: a failing filter must not delete its main file.
-            value._apply_filters(self._filters, discard=False)
+        value = attached(self, value, refilter=True)
         DepotExtension.get_depot_history(instance).swap(self._stored(instance), value)
         super().__set__(instance, value)  # type: ignore[misc]  # Ming's stubs omit the descriptor methods
 
