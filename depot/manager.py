@@ -1,4 +1,4 @@
-"""The registry of configured storages: names, aliases, the default and the middleware."""
+"""The registry of configured storages: names, aliases, the default, the middleware and the links it makes."""
 from __future__ import annotations
 
 import threading
@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from depot.io.interfaces import FileStorage, StoredFile
 from depot.io.registry import BackendNotFoundError, load_backend
+from depot.links import NO_MIDDLEWARE, Links
 
 if TYPE_CHECKING:  # anyio is an optional dependency
     from depot.io.aio import AsyncStorage
@@ -47,6 +48,8 @@ class DepotManager:
     _default_depot: Optional[str] = None
     _depots: Dict[str, FileStorage] = {}
     _middleware: Any = None
+    # Made for _middleware by links(); never read elsewhere.
+    _links: Optional[Links] = None
     _aliases: Dict[str, str] = {}
     _lock = threading.RLock()
 
@@ -82,8 +85,22 @@ class DepotManager:
     def get_middleware(cls) -> Any:
         mw = cls._middleware
         if mw is None:
-            raise RuntimeError("No WSGI middleware currently registered")
+            raise RuntimeError(NO_MIDDLEWARE)
         return mw
+
+    @classmethod
+    def links(cls) -> Links:
+        """The :class:`~depot.links.Links` that make stored files' URLs with the middleware registered now.
+
+        :attr:`UploadedFile.url <depot.fields.upload.UploadedFile.url>`,
+        the thumbnail keys and :meth:`url_for` all go through it.
+        """
+        links = cls._links
+        # Rebuilt when the middleware changed, also by code that assigns
+        # _middleware itself (filedepot's own tests do): links never outlive it.
+        if links is None or links.middleware is not cls._middleware:
+            links = cls._links = Links(cls._middleware, cls.get_file)
+        return links
 
     @classmethod
     def get(cls, name: Optional[str] = None) -> Optional[FileStorage]:
@@ -124,7 +141,7 @@ class DepotManager:
     @classmethod
     def url_for(cls, path: str) -> str:
         """The URL the registered middleware serves ``'<storage>/<file_id>'`` at."""
-        return cls.get_middleware().url_for(path)
+        return cls.links().served(path)
 
     @classmethod
     def configure(cls, name: str, config: Optional[Mapping[str, Any]], prefix: str = "depot.") -> FileStorage:
@@ -227,6 +244,7 @@ class DepotManager:
             cls._default_depot = None
             cls._depots = {}
             cls._middleware = None
+            cls._links = None
             cls._aliases = {}
 
 

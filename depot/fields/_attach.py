@@ -22,6 +22,11 @@ from .upload import UploadedFile
 __all__ = ["AttachmentOptions", "attached", "upload", "rereads_content"]
 
 
+def _alias(name: str) -> Any:
+    """A property reading and writing the attribute ``name``."""
+    return property(lambda self: getattr(self, name), lambda self, value: setattr(self, name, value))
+
+
 class AttachmentOptions:
     """What a column or property holding uploads declares; all the attach step reads of it.
 
@@ -50,21 +55,8 @@ class AttachmentOptions:
         return self._filters
 
     # filedepot 0.12's private names (SPEC 5.5), for code that reads or sets them.
-    @property
-    def _upload_type(self) -> Type[UploadedFile]:
-        return self.upload_type
-
-    @_upload_type.setter
-    def _upload_type(self, value: Type[UploadedFile]) -> None:
-        self.upload_type = value
-
-    @property
-    def _upload_storage(self) -> Optional[str]:
-        return self.upload_storage
-
-    @_upload_storage.setter
-    def _upload_storage(self, value: Optional[str]) -> None:
-        self.upload_storage = value
+    _upload_type = _alias("upload_type")
+    _upload_storage = _alias("upload_storage")
 
 
 def upload(options: AttachmentOptions, content: Any) -> UploadedFile:

@@ -7,7 +7,6 @@ from typing import Any, Optional, Tuple
 from depot.io.interfaces import FileStorage, StoredFile
 from depot.manager import DepotManager, DepotNotFoundError
 
-from ._links import file_url, stored_link
 from ._storing import UploadFacts, read_back, store
 from .interfaces import DepotFileInfo
 
@@ -103,7 +102,7 @@ class UploadedFile(DepotFileInfo):
         if isinstance(key, str) and key.endswith("_url"):
             path = dict.get(self, key[:-4] + "_path")
             if path is not None:
-                return stored_link(value, path)
+                return DepotManager.links().resolve_stored(value, path)
         return value
 
     @property
@@ -111,13 +110,13 @@ class UploadedFile(DepotFileInfo):
         """The public URL of the file, or the URL the registered middleware serves it at.
 
         Without a middleware, private S3/GCS files get a freshly signed URL
-        from their storage (see :func:`depot.fields._links.file_url`).
+        from their storage (see :meth:`depot.links.Links.url`).
         """
         return self._url_of("_public_url", "path")
 
     def _url_of(self, public_url_key: str, path_key: str) -> str:
-        """The public URL stored under ``public_url_key``, else the URL of the path (:func:`file_url`)."""
-        return file_url(dict.get(self, public_url_key), dict.__getitem__(self, path_key))
+        """The public URL stored under ``public_url_key``, else the URL of the path (:meth:`~depot.links.Links.url`)."""
+        return DepotManager.links().url(dict.get(self, public_url_key), dict.__getitem__(self, path_key))
 
     @property
     def depot(self) -> FileStorage:

@@ -31,6 +31,7 @@ from typing import IO, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Un
 from urllib.parse import quote
 
 from depot.io.interfaces import StoredFile
+from depot.links import mount_url
 from depot.manager import DepotManager
 from depot.utils import asbool, asint
 
@@ -38,7 +39,7 @@ from .caching import cache_headers
 from .conditional import PROCEED, Outcome
 from .content import InlinePolicy
 from .offload import AccelMapping, Offload
-from .paths import is_under_mount, mount_prefix, quote_file_path, split_file_path
+from .paths import is_under_mount, mount_prefix, split_file_path
 from .plan import (
     OUTCOME_STATUS, FileFacts, check_preconditions, content_headers, not_modified_headers, requested_range,
     unsatisfiable_headers,
@@ -365,18 +366,13 @@ class ServingCore:
         self.signer = LinkSigner(secret, asint(link_lifetime, "link_lifetime")) if secret else None
 
     def url_for(self, path: str, *, signed: bool = True) -> str:
-        """The URL of ``'<storage>/<file id>'``.
+        """The URL of ``'<storage>/<file id>'`` (:func:`depot.links.mount_url`).
 
-        Characters a URL path cannot carry are percent-encoded (filedepot
-        encoded nothing; the ids of the built-in storages need no encoding).
         With a secret the URL is signed and expires, unless ``signed=False``,
         which gives the bare path, for values stored in rows (see
         :meth:`depot.fields.upload.UploadedFile.url`).
         """
-        url = "%s/%s" % (self._prefix, quote_file_path(path))
-        if signed and self.signer is not None:
-            url = "%s?%s" % (url, self.signer.sign(path))
-        return url
+        return mount_url(self._prefix, path, self.signer if signed else None)
 
     def serves(self, method: Optional[str], path: str) -> bool:
         """Whether the request is the middleware's to answer (GET or HEAD under the mountpoint)."""

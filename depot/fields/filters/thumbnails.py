@@ -5,9 +5,8 @@ from typing import Any, Tuple
 
 from depot.imaging import Image, make_thumbnail, open_image
 from depot.io.utils import file_from_content
-from depot.manager import DepotManager  # noqa: F401 - a name filedepot 0.12 had here
+from depot.manager import DepotManager
 
-from .._links import link_to_store
 from ..interfaces import FileFilter
 
 __all__ = ["WithThumbnailFilter"]
@@ -49,4 +48,4 @@ class WithThumbnailFilter(FileFilter):
         path, file_id = uploaded_file.store_content(data, "%s.%s" % (key, self.thumbnail_format.lower()))
         uploaded_file[key + "_id"] = file_id
         uploaded_file[key + "_path"] = path
-        uploaded_file[key + "_url"] = link_to_store(path)
+        uploaded_file[key + "_url"] = DepotManager.links().to_store(path)
