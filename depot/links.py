@@ -5,9 +5,12 @@ A stored file has up to three kinds of URL:
 - its storage's own URL: a permanent public one (public S3/GCS files, kept
   in the row as ``_public_url``), or one the storage signs afresh at every
   call (private S3/GCS files);
-- the registered middleware's path, ``<mountpoint>/<storage>/<id>``
-  (:func:`mount_url`);
+- the registered middleware's path, ``<mountpoint>/<storage>/<id>``;
 - that path signed, when the middleware has a secret.
+
+The last two are the middleware's ``url_for``
+(:func:`depot.serving.paths.mount_url` for depot's own middlewares), a hook
+0.12 code overrides.
 
 :class:`Links` applies the rules between them; :class:`~depot.manager.DepotManager`
 holds the one made for the middleware registered now
@@ -30,25 +33,11 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from depot.io.interfaces import StoredFile
-from depot.serving.paths import quote_file_path
-from depot.serving.signing import LinkSigner
 
-__all__ = ["Links", "mount_url", "NO_MIDDLEWARE"]
+__all__ = ["Links", "NO_MIDDLEWARE"]
 
 #: filedepot 0.12's message when a URL needs a middleware and none is registered.
 NO_MIDDLEWARE = "No WSGI middleware currently registered"
-
-
-def mount_url(prefix: str, path: str, signer: Optional[LinkSigner] = None) -> str:
-    """The middleware's URL of ``'<storage>/<file id>'`` under ``prefix``; signed by ``signer`` if any.
-
-    Characters a URL path cannot carry are percent-encoded (filedepot
-    encoded nothing; the ids of the built-in storages need no encoding).
-    """
-    url = "%s/%s" % (prefix, quote_file_path(path))
-    if signer is not None:
-        url = "%s?%s" % (url, signer.sign(path))
-    return url
 
 
 def _is_middleware_link(value: str) -> bool:

@@ -31,7 +31,6 @@ from typing import IO, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Un
 from urllib.parse import quote
 
 from depot.io.interfaces import StoredFile
-from depot.links import mount_url
 from depot.manager import DepotManager
 from depot.utils import asbool, asint
 
@@ -39,7 +38,7 @@ from .caching import cache_headers
 from .conditional import PROCEED, Outcome
 from .content import InlinePolicy
 from .offload import AccelMapping, Offload
-from .paths import is_under_mount, mount_prefix, split_file_path
+from .paths import is_under_mount, mount_prefix, mount_url, split_file_path
 from .plan import (
     OUTCOME_STATUS, FileFacts, check_preconditions, content_headers, not_modified_headers, requested_range,
     unsatisfiable_headers,
@@ -366,7 +365,7 @@ class ServingCore:
         self.signer = LinkSigner(secret, asint(link_lifetime, "link_lifetime")) if secret else None
 
     def url_for(self, path: str, *, signed: bool = True) -> str:
-        """The URL of ``'<storage>/<file id>'`` (:func:`depot.links.mount_url`).
+        """The URL of ``'<storage>/<file id>'`` (:func:`~depot.serving.paths.mount_url`).
 
         With a secret the URL is signed and expires, unless ``signed=False``,
         which gives the bare path, for values stored in rows (see

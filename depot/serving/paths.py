@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import re
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 from urllib.parse import quote
 
-__all__ = ["mount_prefix", "is_under_mount", "split_file_path", "quote_file_path"]
+if TYPE_CHECKING:
+    from .signing import LinkSigner
+
+__all__ = ["mount_prefix", "is_under_mount", "split_file_path", "quote_file_path", "mount_url"]
 
 # Storage names are only looked up in the manager's dictionaries; the cap just
 # keeps hostile paths from costing anything.
@@ -74,3 +77,17 @@ def quote_file_path(path: str) -> str:
     gets back once the server has decoded the URL.
     """
     return quote(path, safe=_PCHAR_SAFE)
+
+
+def mount_url(prefix: str, path: str, signer: "Optional[LinkSigner]" = None) -> str:
+    """The middleware's URL of ``'<storage>/<file id>'`` under ``prefix``; signed by ``signer`` if any.
+
+    The inverse of :func:`split_file_path`.  Characters a URL path cannot
+    carry are percent-encoded (filedepot encoded nothing; the ids of the
+    built-in storages need no encoding).  Which URL a stored file gets (its
+    storage's, this one, signed or not) is :class:`depot.links.Links`'s to decide.
+    """
+    url = "%s/%s" % (prefix, quote_file_path(path))
+    if signer is not None:
+        url = "%s?%s" % (url, signer.sign(path))
+    return url
