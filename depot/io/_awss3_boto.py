@@ -21,22 +21,18 @@ from boto.exception import S3ResponseError
 from boto.s3.connection import OrdinaryCallingFormat, S3Connection
 
 from depot.io import utils
-from depot.io._cloud import (
+from depot.io._multipart import remaining_size
+from depot.io._objects import (
     CANNED_ACL_PRIVATE,
     ObjectStorage,
     ObjectStoredFile,
-    S3_DEFAULT_HOST,
     check_policy,
-    default_bucket_name,
     depot_metadata,
     inline_disposition,
-    log_once,
     option_int,
-    parse_s3_host,
-    range_header,
     refuse_text,
-    remaining_size,
 )
+from depot.io._s3 import S3_DEFAULT_HOST, default_bucket_name, log_once, parse_s3_host, range_header
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
 from depot.utils import asbool

@@ -15,7 +15,7 @@ import warnings
 from typing import Any
 
 from depot.io import utils  # noqa: F401 - a name filedepot 0.12 had here
-from depot.io._cloud import CANNED_ACL_PRIVATE, CANNED_ACL_PUBLIC_READ
+from depot.io._objects import CANNED_ACL_PRIVATE, CANNED_ACL_PUBLIC_READ
 from depot.io.interfaces import FileStorage, StoredFile  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import check_uuid
 from depot.utils import make_content_disposition  # noqa: F401 - a name filedepot 0.12 had here

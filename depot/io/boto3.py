@@ -29,25 +29,21 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Dict, Iterator, List, Optional, Set
 
 from depot._optional import require
-from depot.io._cloud import (
+from depot.io._multipart import HeadThenRest, plan_upload, remaining_size
+from depot.io._objects import (
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
     CHECKSUM_META,
     MODIFIED_META,
-    HeadThenRest,
     ObjectStorage,
     ObjectStoredFile,
     check_policy,
-    default_bucket_name,
     depot_metadata,
     inline_disposition,
-    log_once,
     option_int,
-    plan_upload,
-    range_header,
     refuse_text,
-    remaining_size,
 )
+from depot.io._s3 import default_bucket_name, log_once, range_header
 from depot.io import checksums, utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, StoredFacts
 from depot.io.interfaces import FileStorage, StoredFile  # noqa: F401 - a name filedepot 0.12 had here

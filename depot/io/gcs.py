@@ -29,7 +29,8 @@ from typing import Any, Iterator, List, Optional, Sequence
 
 from depot._optional import require
 from depot.io import checksums
-from depot.io._cloud import (
+from depot.io._multipart import plan_upload
+from depot.io._objects import (
     CHECKSUM_META,
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
@@ -39,7 +40,6 @@ from depot.io._cloud import (
     depot_metadata,
     inline_disposition,
     option_int,
-    plan_upload,
     refuse_text,
 )
 from depot.io import utils  # noqa: F401 - a name filedepot 0.12 had here
