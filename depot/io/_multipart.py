@@ -43,8 +43,7 @@ def read_head(fileobj: Any, limit: int) -> bytes:
         chunk = fileobj.read(min(missing, utils.CHUNK_SIZE))
         if not chunk:
             break
-        if isinstance(chunk, str):
-            raise TypeError("Only bytes can be stored, not unicode")
+        utils.check_chunk(chunk)
         parts.append(chunk)
         missing -= len(chunk)
     return b"".join(parts)
@@ -84,8 +83,7 @@ class HeadThenRest(io.RawIOBase):
                 n = rest_readinto(target[filled:])  # straight into the buffer: no copy
             else:
                 chunk = self._rest.read(len(target) - filled)
-                if isinstance(chunk, str):
-                    raise TypeError("Only bytes can be stored, not unicode")
+                utils.check_chunk(chunk)
                 n = len(chunk)
                 target[filled : filled + n] = chunk
             if not n:

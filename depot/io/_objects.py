@@ -7,13 +7,13 @@ the option parsing here are filedepot 0.12's, so existing buckets stay readable.
 """
 from __future__ import annotations
 
-import io
 from abc import abstractmethod
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 from urllib.parse import quote, unquote
 
 from depot.io import checksums, utils
-from depot.io.interfaces import OneStepStorage, StoredFile
+from depot.io.interfaces import ClosableStoredFile, OneStepStorage, StoredFile
+from depot.io.utils import DEFAULT_CONTENT_TYPE
 from depot.utils import _RFC5987_SAFE, asint, make_content_disposition
 
 __all__ = [
@@ -27,7 +27,8 @@ __all__ = [
     "unquote_filename",
     "inline_disposition",
     "depot_metadata",
-    "refuse_text",
+    "DEFAULT_URL_EXPIRES",
+    "ObjectHeaders",
     "option_int",
     "ObjectStoredFile",
     "ObjectStorage",
@@ -36,6 +37,9 @@ __all__ = [
 CANNED_ACL_PUBLIC_READ = "public-read"
 CANNED_ACL_PRIVATE = "private"
 _POLICIES = (CANNED_ACL_PUBLIC_READ, CANNED_ACL_PRIVATE)
+
+#: Signed URLs of private files expire after this many seconds by default.
+DEFAULT_URL_EXPIRES = 3600
 
 #: Custom metadata keys, as filedepot writes them: existing buckets stay readable.
 FILENAME_META = "x-depot-filename"
@@ -82,13 +86,6 @@ def depot_metadata(filename: Optional[str]) -> Dict[str, str]:
     return metadata
 
 
-def refuse_text(content: Any) -> None:
-    """Raise the storages' :class:`TypeError` for text (``str`` or a text-mode file)."""
-    utils.check_content(content)
-    if isinstance(content, io.TextIOBase):
-        raise TypeError("Only bytes can be stored, not unicode")
-
-
 def option_int(value: Any, name: str, minimum: int = 1) -> int:
     """An integer option (INI strings accepted) of at least ``minimum``."""
     number = asint(value, name)
@@ -97,7 +94,16 @@ def option_int(value: Any, name: str, minimum: int = 1) -> int:
     return number
 
 
-class ObjectStoredFile(StoredFile):
+class ObjectHeaders(NamedTuple):
+    """What is stored with an object besides its bytes: the same for every object store."""
+
+    content_type: str
+    #: ``None`` for an unnamed replacement (see :func:`depot_metadata`).
+    content_disposition: Optional[str]
+    metadata: Dict[str, str]
+
+
+class ObjectStoredFile(ClosableStoredFile):
     """A file of an object store: its facts read from the object's depot metadata.
 
     ``metadata`` is the object's custom metadata; ``quoted`` says whether the
@@ -105,9 +111,6 @@ class ObjectStoredFile(StoredFile):
     or already decoded.  Subclasses read the content and call
     :meth:`_check_open` before any read.
     """
-
-    #: The ValueError message for reads after close (filedepot's, per backend).
-    closed_message = "I/O operation on closed file"
 
     def __init__(
         self,
@@ -129,56 +132,63 @@ class ObjectStoredFile(StoredFile):
             # Absent from objects written by filedepot 0.12 and depot before checksums: None.
             checksum=checksums.readable(metadata.get(CHECKSUM_META)),
         )
-        self._closed = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError(self.closed_message)
-
-    def close(self, *args: Any, **kwargs: Any) -> None:
-        self._closed = True
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 class ObjectStorage(OneStepStorage):
     """The storage operations of object stores, on top of a few hooks.
 
-    A subclass provides ``_save(file_id, content, filename, content_type)``
-    (writes the whole object, or leaves the previous one untouched, and
-    returns the new object's facts or ``None``),
-    ``_find(file_id)`` (the object's metadata, ``None`` if absent),
-    ``_stored_file(file_id, found)``, ``_remove(file_id)`` (no error if
-    absent) and ``list()``.
+    A subclass sets :attr:`public_file_class` and :attr:`private_file_class`,
+    and ``_prefix``, ``_policy``, ``_url_expires`` and ``_signer`` in its
+    constructor; it provides ``_save(file_id, content, filename,
+    content_type)`` (writes the whole object under :meth:`_object_key`, with
+    :meth:`_object_headers`, or leaves the previous one untouched, and
+    returns the new object's facts or ``None``), ``_find(file_id)`` (the
+    object's metadata, ``None`` if absent), ``_remove(file_id)`` (no error if
+    absent) and ``list()``.  Ids and content are checked before any hook
+    runs (:class:`~depot.io.interfaces.FileStorage`).
     """
 
-    _check_file_id = staticmethod(utils.check_uuid)
+    #: The StoredFile of an object readable by anyone: ``cls(file_id, found)``.
+    public_file_class: Callable[..., StoredFile]
+    #: The StoredFile of a private object, whose URL is signed and expires:
+    #: ``cls(file_id, found, url_expires=..., signer=...)``.
+    private_file_class: Callable[..., StoredFile]
+
+    _prefix = ""
+    _policy = CANNED_ACL_PUBLIC_READ
+    _url_expires = DEFAULT_URL_EXPIRES
+    #: What signs private URLs (a client or credentials); ``None``: the file's own.
+    _signer: Any = None
 
     @abstractmethod
     def _find(self, file_id: str) -> Any:
         """The object's metadata, ``None`` if absent."""
 
     @abstractmethod
-    def _stored_file(self, file_id: str, found: Any) -> Any:
-        """The StoredFile for an object :meth:`_find` returned."""
-
-    @abstractmethod
     def _remove(self, file_id: str) -> None:
         """Delete the object; no error if absent."""
 
-    def _checked_id(self, file_or_id: Any) -> str:
-        """The id of ``file_or_id``; :class:`ValueError` if it is not a valid one."""
-        file_id = self.fileid(file_or_id)
-        self._check_file_id(file_id)
-        return file_id
+    def _object_key(self, file_id: str) -> str:
+        """The name of the object holding ``file_id``: ``<prefix><file id>``, as filedepot lays it out."""
+        return self._prefix + file_id
+
+    def _stored_file(self, file_id: str, found: Any) -> Any:
+        """The StoredFile for an object :meth:`_find` returned: public or private, as the policy says."""
+        if self._policy == CANNED_ACL_PRIVATE:
+            return self.private_file_class(file_id, found, url_expires=self._url_expires, signer=self._signer)
+        return self.public_file_class(file_id, found)
+
+    @staticmethod
+    def _object_headers(filename: Optional[str], content_type: Optional[str]) -> ObjectHeaders:
+        """The content type, Content-Disposition and depot metadata to store with an object."""
+        content_type = content_type or DEFAULT_CONTENT_TYPE
+        return ObjectHeaders(content_type, inline_disposition(filename), depot_metadata(filename))
 
     def get(self, file_or_id: Any) -> Any:
         file_id = self._checked_id(file_or_id)
         found = self._find(file_id)
         if found is None:
-            raise IOError("File %s not existing" % file_id)
+            raise utils.missing_file(file_id)
         return self._stored_file(file_id, found)
 
     def delete(self, file_or_id: Any) -> None:

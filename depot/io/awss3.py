@@ -24,7 +24,7 @@ __all__ = ["CANNED_ACL_PUBLIC_READ", "CANNED_ACL_PRIVATE", "S3StoredFile", "Buck
 
 DEPRECATION_MESSAGE = "awss3.S3Storage is deprecated in favor of boto3.S3Storage"
 
-_check_file_id = check_uuid
+_check_file_id = check_uuid  # filedepot 0.12's name; the storage checks through FileStorage._checked_id
 
 
 def _legacy_boto_imports() -> bool:
