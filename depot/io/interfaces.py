@@ -324,14 +324,12 @@ class FileStorage(metaclass=ABCMeta):
     def _reports_own_facts(cls, home: type, writers: Tuple[str, ...], delegates: Optional[type] = None) -> bool:
         """Whether the ``create_with_facts`` of ``home`` may return what ``writers`` report.
 
-        A writer defined by ``delegates`` only calls another writer, and is
-        not counted.
-
         The one decision to trust a backend's write result without reading
         the file back.  A subclass that redefines ``create()`` expects every
         new file to go through it, and one that redefines ``get()`` may
         report other facts (a public URL, another clock) than the writers it
-        inherits: those get filedepot's create-then-get.
+        inherits: those get filedepot's create-then-get.  A writer defined
+        by ``delegates`` only hands over to another writer and is not counted.
         """
         trusted = _facts_trusted.get(cls)
         if trusted is None:
