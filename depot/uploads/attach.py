@@ -108,7 +108,7 @@ class UploadContent(io.RawIOBase):
         self._position = 0
 
     @property
-    def name(self) -> Optional[str]:  # type: ignore[override]  # a file name, as uploads have
+    def name(self) -> Optional[str]:
         return self.filename
 
     def readable(self) -> bool:
