@@ -507,7 +507,7 @@ class ServingCore:
         return url
 
     def upload_url_for(self, record: Any) -> str:
-        """The URL a browser ``PUT``\ s the file of ``record`` (a :class:`~depot.uploads.PendingUpload`) to.
+        """The URL a browser sends the file of ``record`` (a :class:`~depot.uploads.PendingUpload`) to with ``PUT``.
 
         Signed for uploads only (a download link never authorises an upload,
         nor the reverse) and valid until the intent expires.  Needs the
