@@ -48,7 +48,7 @@ from .plan import (
 )
 from .ranges import UNSATISFIABLE
 from .signing import UPLOAD, LinkSigner
-from .uploads import BodyCheck, Refusal, admit, check_url, is_upload_url
+from .uploads import ALREADY_UPLOADED, BodyCheck, Refusal, admit, check_url, is_upload_url
 
 __all__ = [
     "BLOCK_SIZE", "SMALL_BODY", "Response", "FileSpan", "StoredSpan", "Redirect", "Located", "ServingCore",
@@ -575,7 +575,7 @@ class ServingCore:
             storage._store_at(file_id, body, record.filename, admitted.content_type)
         except FileExistsError:
             body.drain()
-            return _refused(Refusal(HTTPStatus.CONFLICT, "already-uploaded", "a file was already uploaded under this id"))
+            return _refused(ALREADY_UPLOADED)
         except Exception:
             if body.refusal is None:
                 raise
