@@ -121,8 +121,9 @@ def _get(port: int, path: str) -> dict:
 
 
 def run_once(mode: str, source: Path, size: int, workdir: Path, root: Path) -> Dict[str, float]:
-    process, base = start_gunicorn(mode, Path(sys.executable), workdir, {"BENCH_ROOT": str(root)},
-                                   str(HERE.parent), APP_MODULE)
+    # gunicorn's default 30 s worker timeout kills a 1 GiB form POST on a slow machine.
+    env = {"BENCH_ROOT": str(root), "GUNICORN_CMD_ARGS": "--timeout 1800"}
+    process, base = start_gunicorn(mode, Path(sys.executable), workdir, env, str(HERE.parent), APP_MODULE)
     server = Server(mode, process, "", "")
     try:
         port = int(base.rstrip("/").rsplit(":", 1)[1])
