@@ -79,14 +79,10 @@ def wsgi_control(environ, start_response):
 
 
 async def asgi_control(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    if scope["type"] != "http":
+        from depot.asgi import _without_app  # lifespan: nothing to start
+
+        return await _without_app(scope, receive, send)
     body = b""
     while True:
         message = await receive()
