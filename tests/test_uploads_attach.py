@@ -124,13 +124,19 @@ def test_rollback_deletes_the_attached_upload(db, files, flush):
     assert files.list() == [] and pending(files) == []
 
 
+def committed(session, Document, file_id):
+    """A new row holding the upload ``file_id``, committed."""
+    doc = Document(content=UploadedFile.from_upload(file_id))
+    session.add(doc)
+    session.commit()
+    return doc
+
+
 def test_replacing_deletes_the_old_file_after_commit(db, files):
     engine, Document = db
     first = uploaded(files, b"first")
     with Session(engine) as session:
-        doc = Document(content=UploadedFile.from_upload(first))
-        session.add(doc)
-        session.commit()
+        doc = committed(session, Document, first)
         second = uploaded(files, b"second")
         doc.content = UploadedFile.from_upload(second)
         session.flush()
@@ -147,9 +153,7 @@ def test_attached_twice_or_never_permitted(db, files):
     engine, Document = db
     file_id = uploaded(files, b"once")
     with Session(engine) as session:
-        doc = Document(content=UploadedFile.from_upload(file_id))
-        session.add(doc)
-        session.commit()
+        doc = committed(session, Document, file_id)
         other = Document()
         for refused_id in (file_id, files.create(b"stored the usual way"), str(uuid.uuid4())):
             with pytest.raises(UploadRefused) as refused:
