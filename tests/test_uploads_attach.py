@@ -351,3 +351,14 @@ def test_ming_attach_flush_replace_and_reject(ming_models):
     with pytest.raises(UploadRefused, match="not-an-intent"):
         doc.content = UploadedFile.from_upload(second)
     assert storage.list() == [second] and pending(storage) == []
+
+
+def test_of_two_requests_attaching_one_id_the_second_is_refused(files, monkeypatch):
+    file_id = uploaded(files, b"wanted twice")
+    first = DirectUpload(file_id, "files").open()
+    # The second request passed finish_upload too, but the first claimed the upload meanwhile.
+    monkeypatch.setattr(files, "_pending_get", lambda file_id: first.record.to_json())
+    with pytest.raises(UploadRefused, match="attached by another request meanwhile"):
+        DirectUpload(file_id, "files").open()
+    assert files.exists(file_id)  # the first request's, untouched
+    first.close()

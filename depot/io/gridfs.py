@@ -695,6 +695,10 @@ class GridFSStorage(FileStorage):
         self._pending.delete_one({"_id": _check_file_id(file_id)})
 
     @_server_errors
+    def _pending_claim(self, file_id: str) -> bool:
+        return self._pending.delete_one({"_id": _check_file_id(file_id)}).deleted_count == 1
+
+    @_server_errors
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
         entries = []
         for doc in self._pending.find({}, {"created": 1}):
