@@ -62,7 +62,10 @@ class AttachmentOptions:
 def upload(options: AttachmentOptions, content: Any) -> UploadedFile:
     """Store ``content`` as the column would: wrapped in its ``upload_type``, its filters run.
 
-    A failure leaves nothing stored (see the module's note).
+    A failure leaves nothing stored (see the module's note).  A
+    :class:`~depot.uploads.attach.DirectUpload` is content too: the value
+    type checks it against its intent and builds on the file already stored,
+    without copying it (see :mod:`depot.uploads.attach`).
     """
     value = options.upload_type(content, options.upload_storage)
     value._apply_filters(options.filters)

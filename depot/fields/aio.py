@@ -45,6 +45,7 @@ from depot.io.utils import INMEMORY_FILESIZE, FileIntent, write_content  # noqa:
 from . import _offload  # noqa: E402
 from ._attach import rereads_content, upload  # noqa: E402
 from ._lifecycle import created_files, delete_files  # noqa: E402
+from .interfaces import _is_direct_upload  # noqa: E402
 from .sqlalchemy import UploadedFileField  # noqa: E402
 from .upload import UploadedFile  # noqa: E402
 
@@ -100,7 +101,8 @@ async def attach(obj: Any, attribute: str, content: Any, *, chunk_size: int = DE
         return content
     # Plain uploads stream straight to the storage; filters and upload types
     # that read the content again get a rewindable copy.
-    rereads = rereads_content(column_type)
+    # A direct upload is already stored: the value is built on the stored file, which it rereads itself.
+    rereads = rereads_content(column_type) and not _is_direct_upload(content)
     built = []
 
     def build(source: Any) -> UploadedFile:

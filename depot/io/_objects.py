@@ -8,10 +8,10 @@ the option parsing here are filedepot 0.12's, so existing buckets stay readable.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple
 from urllib.parse import quote, unquote
 
-from depot.io import checksums, utils
+from depot.io import _pending_objects, checksums, utils
 from depot.io.interfaces import ClosableStoredFile, OneStepStorage, StoredFile
 from depot.io.utils import DEFAULT_CONTENT_TYPE
 from depot.utils import _RFC5987_SAFE, asint, make_content_disposition
@@ -196,3 +196,37 @@ class ObjectStorage(OneStepStorage):
 
     def exists(self, file_or_id: Any) -> bool:
         return self._find(self._checked_id(file_or_id)) is not None
+
+    # -- direct uploads: markers as objects (see depot.io._pending_objects) ------
+    #
+    # Backends provide the raw object operations below, on names relative
+    # to their prefix; they are not abstract, so that a subclass written
+    # before direct uploads existed still builds (and refuses uploads).
+
+    def _raw_put(self, name: str, data: bytes) -> None:
+        """Write the private object ``name`` (below the prefix) holding ``data``."""
+        raise NotImplementedError("%r does not support direct uploads" % (self,))
+
+    def _raw_get(self, name: str) -> Optional[bytes]:
+        """The content of the object ``name``, ``None`` if absent."""
+        raise NotImplementedError("%r does not support direct uploads" % (self,))
+
+    def _raw_delete(self, name: str) -> None:
+        """Delete the object ``name``; no error if absent."""
+        raise NotImplementedError("%r does not support direct uploads" % (self,))
+
+    def _raw_list(self, under: str) -> Iterator[Tuple[str, float]]:
+        """``(name, modified)`` of the objects whose name starts with ``under``; epoch seconds."""
+        raise NotImplementedError("%r does not support direct uploads" % (self,))
+
+    def _pending_put(self, file_id: str, data: bytes) -> None:
+        _pending_objects.pending_put(self, file_id, data)
+
+    def _pending_get(self, file_id: str) -> Optional[bytes]:
+        return _pending_objects.pending_get(self, file_id)
+
+    def _pending_delete(self, file_id: str) -> None:
+        _pending_objects.pending_delete(self, file_id)
+
+    def _pending_list(self) -> Iterator[Tuple[str, float]]:
+        return _pending_objects.pending_list(self)

@@ -19,6 +19,7 @@ removed by :meth:`LocalFileStorage.collect_garbage` (``depot gc``).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import io
@@ -43,6 +44,13 @@ except ImportError:  # pragma: no cover - Windows: the grace period alone protec
 __all__ = ["LocalStoredFile", "LocalFileStorage"]
 
 _check_file_id = check_uuid  # filedepot 0.12's name; the storage checks through FileStorage._checked_id
+
+#: The folder of the markers of direct uploads (``<id>.json``), beside the
+#: files: a dot name, so neither :meth:`LocalFileStorage.list` nor
+#: :meth:`LocalFileStorage.collect_garbage` ever takes it for theirs.
+_PENDING = ".depot-pending"
+#: Prefix of a marker being written there (collected by collect_garbage).
+_MARKER_TMP = ".marker-"
 
 #: Prefixes of the temporary folders beside the files: a version being
 #: written (or, after an exchange, the version it replaced) and a deleted file.
@@ -512,12 +520,74 @@ class LocalFileStorage(OneStepStorage):
             return []
         return [name for name in names if _is_valid_id(name)]
 
+    # -- direct uploads ----------------------------------------------------------
+
+    def _marker_path(self, file_id: str) -> str:
+        _check_file_id(file_id)
+        return os.path.join(self._root, _PENDING, file_id + ".json")
+
+    def _pending_put(self, file_id: str, data: bytes) -> None:
+        path = self._marker_path(file_id)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        # Written aside and renamed: a reader sees the whole marker or none.
+        tmp = os.path.join(folder, _tmp_name(_MARKER_TMP))
+        try:
+            _write_new(tmp, data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _pending_get(self, file_id: str) -> Optional[bytes]:
+        try:
+            with open(self._marker_path(file_id), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def _pending_delete(self, file_id: str) -> None:
+        self._pending_claim(file_id)
+
+    def _pending_claim(self, file_id: str) -> bool:
+        try:
+            os.unlink(self._marker_path(file_id))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _pending_list(self) -> Iterator[Tuple[str, float]]:
+        try:
+            entries = list(os.scandir(os.path.join(self._root, _PENDING)))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            file_id = entry.name[:-5]
+            if entry.name.endswith(".json") and _is_valid_id(file_id):
+                try:
+                    yield file_id, entry.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # attached meanwhile
+
+    def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,
+                  content_type: Optional[str] = None) -> StoredFacts:
+        file_id = self._checked_id(file_id)
+        try:
+            # _save_new publishes with rename(), which never replaces a file's (non-empty) folder.
+            return self._save_new(file_id, *self._content_info(content, filename, content_type))
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise FileExistsError("File %s already exists in %r" % (file_id, self)) from None
+            raise
+
     def collect_garbage(self, older_than: float = 3600.0, deep: bool = False) -> int:
         """Remove what killed writers left behind; returns the number of leftovers removed.
 
         Writes and deletes go through temporary folders beside the files
         (``.new-*.tmp``, ``.del-*.tmp``); a process killed mid-write leaves
-        its folder there.  Only those not modified for ``older_than``
+        its folder there (and a half-written marker of a direct upload in
+        ``.depot-pending``).  Only those not modified for ``older_than``
         seconds are removed, and never one a live writer still holds (it
         keeps it locked).  Stored files are never touched.  This reads only
         the storage folder itself, not the files' folders: run it from
@@ -538,6 +608,9 @@ class LocalFileStorage(OneStepStorage):
                 removed += _remove_if_abandoned(entry.path, cutoff)
             elif deep and _is_valid_id(entry.name):
                 removed += _remove_stale_files(entry.path, cutoff)
+            elif entry.name == _PENDING:
+                # Markers of direct uploads half written by a killed process.
+                removed += _remove_stale_files(entry.path, cutoff, (_MARKER_TMP,))
         return removed
 
 
@@ -569,8 +642,11 @@ def _remove_if_abandoned(path: str, cutoff: float) -> bool:
     return not os.path.lexists(path)
 
 
-def _remove_stale_files(folder: str, cutoff: float) -> int:
-    """Remove the in-folder temporary files of earlier versions, if older than ``cutoff``."""
+def _remove_stale_files(folder: str, cutoff: float, prefixes: Tuple[str, ...] = (".file-", ".metadata-")) -> int:
+    """Remove the temporary files ``<prefix>*.tmp`` in ``folder`` older than ``cutoff``.
+
+    By default those earlier versions left in a file's folder.
+    """
     removed = 0
     try:
         entries = list(os.scandir(folder))
@@ -578,7 +654,7 @@ def _remove_stale_files(folder: str, cutoff: float) -> int:
         return 0
     for entry in entries:
         name = entry.name
-        if not (name.startswith((".file-", ".metadata-")) and name.endswith(".tmp")):
+        if not (name.startswith(prefixes) and name.endswith(".tmp")):
             continue
         try:
             if entry.stat(follow_symlinks=False).st_mtime < cutoff:
