@@ -94,7 +94,7 @@ def _put_target(storage: Any, record: Any) -> Any:
         version="v4",
         expiration=datetime.timedelta(seconds=seconds_left(record, longest=MAX_EXPIRES)),
         method="PUT",
-        headers=headers,
+        headers=dict(headers),  # a copy: the library adds the Host it signs, which browsers set themselves
         credentials=storage._signer,
         api_access_endpoint=_emulator(),
     )
