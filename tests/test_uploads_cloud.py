@@ -495,12 +495,17 @@ class TestGcs:
         assert collect_pending(gcs, older_than=0) == [intent.id]
         assert_nothing_stored(gcs, intent)
 
-    def test_storage_without_signing_credentials_says_so(self, gcs_emulator_env):
+    def test_storage_without_signing_credentials_uses_a_session(self, gcs_emulator_env):
         DepotManager.configure("unsigned", {"depot.backend": "depot.io.gcs.GCSStorage",
                                             "depot.bucket": unique_name("up")})
+        intent = create_upload_intent("unsigned", max_size=10, content_types=["text/plain"])
+        assert intent.method == "RESUMABLE"
+        Browser().upload(intent, b"no signer")
+        _, stored = finish_upload("unsigned", intent.id)
+        assert (stored.read(), stored.content_type) == (b"no signer", "text/plain")
+        stored.close()
         with pytest.raises(ValueError, match="sign"):
-            create_upload_intent("unsigned", max_size=10)
-        assert list(DepotManager.get("unsigned")._pending_list()) == []
+            intent_with_method("unsigned", "PUT", max_size=10)
 
     def test_cors_preflight(self, gcs):
         intent = create_upload_intent(gcs, max_size=100, content_types=["text/plain"])

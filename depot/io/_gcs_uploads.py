@@ -13,7 +13,8 @@
   step checks it.  Its URL is kept in the marker so an abandoned session
   can be cancelled.
 
-Signing needs credentials that can sign (a service account).
+A signed PUT needs credentials that can sign (a service-account key);
+without them every upload is a resumable session, which needs none.
 """
 from __future__ import annotations
 
@@ -65,11 +66,6 @@ def _put_target(storage: Any, record: Any) -> Any:
     from depot.io.gcs import CONTENT_TYPE_META
     from depot.uploads.intents import UploadTarget
 
-    if storage._signer is None:
-        raise ValueError(
-            "Direct uploads to %r need credentials that can sign URLs (a service-account key), "
-            "given as the storage's credentials" % (storage,)
-        )
     fixed = fixed_content_type(record)
     metadata = dict(depot_metadata(record.filename), **_checksum_metadata(storage, record))
     if fixed is not None:
@@ -132,6 +128,14 @@ def upload_target(storage: Any, record: Any) -> Any:
     if method not in (None, "PUT", "RESUMABLE", "MULTIPART"):
         raise ValueError("GCS direct uploads are PUT or RESUMABLE, not %r" % (method,))
     if method in ("RESUMABLE", "MULTIPART") or (method is None and wants_parts(record)):
+        return _resumable_target(storage, record)
+    if storage._signer is None:
+        if method == "PUT":
+            raise ValueError(
+                "A signed PUT to %r needs credentials that can sign URLs (a service-account key) "
+                "given as the storage's credentials" % (storage,)
+            )
+        # Creating a session needs no signature, only the storage's own access.
         return _resumable_target(storage, record)
     return _put_target(storage, record)
 
