@@ -517,3 +517,48 @@ class TestGcs:
 
 def test_tiny_png_helper_is_a_png():
     assert io.BytesIO(png()).read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# -- legacy awss3 (boto 2 where it imports): one presigned PUT ------------------
+
+@pytest.fixture
+def legacy(seaweedfs_server) -> str:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # awss3 is deprecated, and says so
+        DepotManager.configure("legacy", {
+            "depot.backend": "depot.io.awss3.S3Storage", "depot.access_key_id": seaweedfs_server.access_key,
+            "depot.secret_access_key": seaweedfs_server.secret_key, "depot.host": seaweedfs_server.endpoint_url,
+            "depot.bucket": unique_name("up"),
+        })
+    return "legacy"
+
+
+class TestLegacyAwss3:
+    def test_presigned_put(self, legacy):
+        intent = create_upload_intent(legacy, max_size=100, content_types=["text/plain"], filename="l é.txt")
+        assert intent.method == "PUT"
+        Browser().upload(intent, b"legacy", "text/plain")
+        _, stored = finish_upload(legacy, intent.id)
+        assert (stored.read(), stored.filename, stored.content_type) == (b"legacy", "l é.txt", "text/plain")
+        stored.close()
+
+    def test_service_refuses_another_type(self, legacy):
+        intent = create_upload_intent(legacy, max_size=100, content_types=["text/plain"])
+        with pytest.raises(Failed) as refused:
+            Browser().upload(replace(intent, headers=dict(intent.headers, **{"Content-Type": "text/html"})), b"x")
+        assert refused.value.status == 403
+        assert_nothing_stored(legacy, intent)
+
+    def test_parts_need_the_boto3_storage(self, legacy):
+        from depot.io import awss3
+
+        if awss3.BACKEND == "boto3":
+            intent = create_upload_intent(legacy, max_size=10 * MB, multipart=True, part_size=5 * MB)
+            assert intent.method == "MULTIPART"
+            collect_pending(legacy, older_than=0)
+        else:
+            with pytest.raises(ValueError, match="depot.io.boto3"):
+                create_upload_intent(legacy, max_size=10 * MB, multipart=True)
+        assert list(DepotManager.get(legacy)._pending_list()) == []
