@@ -375,6 +375,7 @@ class TestS3Multipart:
         assert refused.value.code == "too-large"
         assert_nothing_stored(seaweed, intent)
         storage = DepotManager.get(seaweed)
+        assert storage._pending_get(intent.id) is None
         assert not storage._client.list_multipart_uploads(Bucket=storage._bucket_driver.bucket.name).get("Uploads")
 
     def test_abandoned_upload_is_aborted(self, seaweed):
