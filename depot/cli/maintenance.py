@@ -31,25 +31,24 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--deep", action="store_true",
                    help="also look inside every file's folder of a local storage, for the temporary "
                         "files earlier versions left there (reads the whole tree)")
-    p.add_argument("--pending-older-than", metavar="DURATION", type=_duration,
+    p.add_argument("--pending-older-than", metavar="DURATION",
                    help="also remove direct uploads never attached whose intent was created longer ago "
                         "than DURATION (90s, 30m, 2h, 1d, 1w); pick it well beyond the intents' lifetime")
     p.add_argument("--json", action="store_true", help="one JSON object per storage")
     p.set_defaults(run=gc)
 
 
-def _duration(text: str) -> float:
-    from depot.fsck import parse_duration
-
-    try:
-        return parse_duration(text).total_seconds()
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def gc(args: argparse.Namespace, ctx: Context) -> int:
     if args.older_than < 0:
         raise CLIError("--older-than must not be negative")
+    pending_age = None
+    if args.pending_older_than is not None:
+        from depot.fsck import parse_duration
+
+        try:
+            pending_age = parse_duration(args.pending_older_than).total_seconds()
+        except ValueError as exc:
+            raise CLIError("--pending-older-than: %s" % exc) from None
     for name in args.storages or ctx.storages.names:
         storage = ctx.storages.get(name)
         shown = ctx.storages.name_of(name)
@@ -62,8 +61,8 @@ def gc(args: argparse.Namespace, ctx: Context) -> int:
                 result["leftovers_removed"] = collect(older_than=args.older_than, **options)
             except Exception as exc:
                 raise CLIError("storage %r: %s" % (name, describe(exc)), ExitCode.STORAGE) from exc
-        if args.pending_older_than is not None:
-            result["pending_removed"] = _collect_pending(ctx, name, storage, args.pending_older_than)
+        if pending_age is not None:
+            result["pending_removed"] = _collect_pending(ctx, name, storage, pending_age)
         if args.json:
             ctx.print(json.dumps(result))
         else:

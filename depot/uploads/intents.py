@@ -38,6 +38,7 @@ REFUSAL_CODES = (
     "not-an-intent",  # never an intent, or already attached (its marker is gone)
     "incomplete",  # the upload has not finished (no file yet, missing parts)
     "already-uploaded",  # a second upload to the same intent
+    "rejected",  # the field's validators or filters refused the file when it was attached
 )
 
 
