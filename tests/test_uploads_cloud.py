@@ -94,6 +94,17 @@ class Browser:
         else:
             raise AssertionError("unknown method %r" % method)
 
+    def _lose(self, url: str, body: bytes, headers: Optional[Dict[str, str]] = None) -> None:
+        """Start a PUT of ``body`` and drop the connection half way, as a network failure would."""
+        def half_then_fail():
+            yield body[: len(body) // 2]
+            raise ConnectionAbortedError("connection lost (simulated)")
+
+        headers = dict(headers or {}, **{"Content-Length": str(len(body))})
+        with pytest.raises(Exception):  # noqa: B017 - whatever httpx makes of the broken body
+            self.client.put(url, content=half_then_fail(), headers=headers)
+        self.requests.append("PUT lost")
+
     def _check(self, response: Any) -> Any:
         self.requests.append("%s %s" % (response.request.method, response.status_code))
         if response.status_code >= 400:
@@ -108,7 +119,7 @@ class Browser:
             body = data[(number - 1) * size: number * size]
             if number in self.fail_once:
                 self.fail_once.discard(number)
-                self.requests.append("PUT lost")
+                self._lose(parts["urls"][number - 1], body)
             self._check(self.client.put(parts["urls"][number - 1], content=body))
             if number in resend:
                 self._check(self.client.put(parts["urls"][number - 1], content=body))
@@ -123,7 +134,7 @@ class Browser:
             end = min(offset + chunk, size)
             if number in self.fail_once:
                 self.fail_once.discard(number)
-                self.requests.append("PUT lost")
+                self._lose(url, data[offset:end], {"Content-Range": "bytes %d-%d/%d" % (offset, end - 1, size)})
                 if parts["query_status"]:
                     answer = self._check(self.client.put(url, headers={"Content-Range": "bytes */%d" % size}))
                     if answer.status_code in (200, 201):
