@@ -518,6 +518,19 @@ class TestGcs:
         assert refused.value.code == case.replace("wrong-type", "bad-type")
         assert_nothing_stored(gcs, intent)
 
+    def test_session_finished_after_expiry_is_refused_when_attached(self, gcs, monkeypatch):
+        from depot.io import _gcs_uploads
+
+        monkeypatch.setattr(_gcs_uploads, "LATE_GRACE", 0)
+        intent = create_upload_intent(gcs, max_size=4 * MB, multipart=True, expires_in=1)
+        time.sleep(2.2)
+        Browser().upload(intent, b"too late")  # a session outlives its intent: GCS takes it
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(gcs, intent.id)
+        assert refused.value.code == "expired"
+        assert_nothing_stored(gcs, intent)
+        assert DepotManager.get(gcs)._pending_get(intent.id) is None
+
     def test_abandoned_session_leaves_nothing(self, gcs):
         intent = create_upload_intent(gcs, max_size=4 * MB, multipart=True, part_size=256 * 1024)
         assert collect_pending(gcs, older_than=0) == [intent.id]
