@@ -461,6 +461,23 @@ class TestMoto:
         assert refused.value.code == ("too-large" if case == "too-large" else "bad-type")
         assert_nothing_stored(moto, intent)
 
+    @pytest.mark.parametrize("method", ["POST", "PUT"])
+    def test_checksum_moto_does_not_verify_is_checked_when_attached(self, moto, method):
+        data = b"the expected bytes"
+        expected = "sha256:" + hashlib.sha256(data).hexdigest()
+        intent = intent_with_method(moto, method, max_size=100, checksum=expected)
+        Browser().upload(intent, b"other bytes entirely", "text/plain")  # moto stores them anyway
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(moto, intent.id)
+        assert refused.value.code == "bad-checksum"
+        assert_nothing_stored(moto, intent)
+        assert DepotManager.get(moto)._pending_get(intent.id) is None
+        intent = intent_with_method(moto, method, max_size=100, checksum=expected)
+        Browser().upload(intent, data, "text/plain")
+        _, stored = finish_upload(moto, intent.id)
+        assert stored.checksum == expected
+        stored.close()
+
     def test_cors_preflight_with_bucket_cors(self, moto):
         intent = create_upload_intent(moto, max_size=100)
         assert allows_origin(preflight(intent.url, "POST", "content-type"))

@@ -27,6 +27,7 @@ from depot.io._cloud import CANNED_ACL_PUBLIC_READ, CHECKSUM_META, depot_metadat
 from depot.io._upload_targets import (
     fixed_content_type,
     initial_content_type,
+    refuse,
     seconds_left,
     wants_parts,
     wishes,
@@ -158,12 +159,8 @@ def complete_upload(storage: Any, record: Any) -> None:
     created = getattr(blob, "time_created", None)
     if created is None or created.timestamp() <= record.expires_at + LATE_GRACE:
         return
-    from depot.uploads.intents import UploadRefused
-
-    abandon_upload(storage, record)
-    storage._pending_delete(record.file_id)
-    raise UploadRefused(record.storage, record.file_id, "expired",
-                        "the upload ended %d s after its intent expired" % (created.timestamp() - record.expires_at))
+    refuse(storage, record, "expired",
+           "the upload ended %d s after its intent expired" % (created.timestamp() - record.expires_at))
 
 
 def abandon_upload(storage: Any, record: Any) -> None:
