@@ -556,8 +556,14 @@ class LocalFileStorage(OneStepStorage):
             return None
 
     def _pending_delete(self, file_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        self._pending_claim(file_id)
+
+    def _pending_claim(self, file_id: str) -> bool:
+        try:
             os.unlink(self._marker_path(file_id))
+        except FileNotFoundError:
+            return False
+        return True
 
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
         try:
