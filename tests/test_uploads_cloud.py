@@ -377,6 +377,13 @@ class TestS3Multipart:
         assert (stored.filename, stored.content_type) == ("big.bin", "application/octet-stream")
         stored.close()
 
+    def test_an_empty_file_is_one_empty_part(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB)
+        Browser().upload(intent, b"")
+        _, stored = finish_upload(seaweed, intent.id)
+        with stored:
+            assert (stored.read(), stored.content_length) == (b"", 0)
+
     def test_large_intents_go_in_parts_by_default(self, seaweed):
         intent = create_upload_intent(seaweed, max_size=200 * MB)
         assert intent.method == "MULTIPART"
@@ -552,6 +559,13 @@ class TestGcs:
         assert refused.value.code == "expired"
         assert_nothing_stored(gcs, intent)
         assert DepotManager.get(gcs)._pending_get(intent.id) is None
+
+    def test_an_empty_file_in_a_session(self, gcs):
+        intent = create_upload_intent(gcs, max_size=4 * MB, multipart=True)
+        Browser().upload(intent, b"")
+        _, stored = finish_upload(gcs, intent.id)
+        with stored:
+            assert (stored.read(), stored.content_length) == (b"", 0)
 
     def test_abandoned_session_leaves_nothing(self, gcs):
         intent = create_upload_intent(gcs, max_size=4 * MB, multipart=True, part_size=256 * 1024)
