@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from depot.io._cloud import depot_metadata, inline_disposition
+from depot.io._objects import depot_metadata, inline_disposition
 from depot.io._upload_targets import fixed_content_type, seconds_left, wants_parts, wishes
 
 __all__ = ["upload_target"]

@@ -23,7 +23,7 @@ import datetime
 import os
 from typing import Any, Dict, Optional
 
-from depot.io._cloud import CANNED_ACL_PUBLIC_READ, CHECKSUM_META, depot_metadata, inline_disposition
+from depot.io._objects import CANNED_ACL_PUBLIC_READ, CHECKSUM_META, depot_metadata, inline_disposition
 from depot.io._upload_targets import (
     fixed_content_type,
     initial_content_type,

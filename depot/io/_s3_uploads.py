@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from depot.io._cloud import CHECKSUM_META
+from depot.io._objects import CHECKSUM_META
 from depot.io._upload_targets import (
     MB,
     fixed_content_type,
