@@ -75,12 +75,12 @@ def configure(request, backend, tmp_path, name="files"):
     return storage
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
+@pytest.fixture(name="backend", params=BACKENDS)
+def backend_fixture(request):
     return request.param
 
 
-@pytest.fixture
-def storage(request, backend, tmp_path):
+@pytest.fixture(name="storage")
+def storage_fixture(request, backend, tmp_path):
     """The storage ``files`` of ``backend``, the default one, with upload URLs signed."""
     return configure(request, backend, tmp_path)

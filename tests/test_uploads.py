@@ -22,7 +22,7 @@ from depot.uploads import (
     pending_uploads,
 )
 from depot.uploads.intents import check_content_types, sniff_content_type, type_allowed
-from tests._uploads import PNG_HEAD, UploadURLs, backend, configure, storage  # noqa: F401 - fixtures
+from tests._uploads import PNG_HEAD, UploadURLs, backend_fixture, storage_fixture  # noqa: F401 - fixtures
 
 # -- arguments checked at the door ----------------------------------------------------
 
@@ -283,3 +283,12 @@ def test_collect_arguments(memory_depots):
         collect_pending(older_than=-1)
     with pytest.raises(TypeError):
         collect_pending()  # type: ignore[call-arg]
+
+
+def test_collect_removes_an_upload_whose_marker_is_unreadable(memory_depots):
+    storage = DepotManager.get()
+    file_id = storage._new_upload_id()
+    storage._pending_put(file_id, b"not json")
+    storage._store_at(file_id, b"an upload")
+    assert collect_pending(older_than=60, now=time.time() + 120) == [file_id]
+    assert storage.list() == [] and list(pending_uploads()) == []

@@ -58,14 +58,14 @@ def check_checksum(checksum: Any) -> Optional[str]:
 def resolve_storage(storage: Union[None, str, FileStorage]) -> Tuple[str, FileStorage]:
     """``(name, storage)`` for a storage name (``None``: the default) or a configured storage."""
     if isinstance(storage, FileStorage):
-        for name in DepotManager._depots:
-            if DepotManager._depots[name] is storage:
-                return name, storage
+        for known, configured in list(DepotManager._depots.items()):
+            if configured is storage:
+                return known, storage
         raise ValueError("%r is not a storage configured in DepotManager" % (storage,))
     if storage is not None and not isinstance(storage, str):
         raise TypeError("storage must be a storage name, got %r" % (storage,))
     name = DepotManager.resolve_alias(storage) if storage is not None else DepotManager.get_default()
-    found = DepotManager.get(name)
+    found = DepotManager.get(name) if name is not None else None
     if found is None or name is None:
         raise ValueError("No storage named %r is configured" % (storage,))
     return name, found
@@ -299,10 +299,10 @@ def collect_pending_in(
     """
     cutoff = (time.time() if now is None else now) - older_than
     removed = []
-    candidates = [file_id for file_id, created in list(backend._pending_list()) if created < cutoff]
+    candidates = [(file_id, created) for file_id, created in list(backend._pending_list()) if created < cutoff]
     if on_candidates is not None:
         on_candidates(len(candidates))
-    for file_id in candidates:
+    for file_id, created in candidates:
         raw = backend._pending_get(file_id)
         if raw is None:
             continue  # attached meanwhile

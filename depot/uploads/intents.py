@@ -151,7 +151,11 @@ class UploadIntent:
         return self.file_id
 
     def as_dict(self) -> Dict[str, Any]:
-        """A plain JSON-able dict: ``id, storage, method, url, fields, headers, parts, max_size, content_types, expires_at``."""
+        """A plain JSON-able dict for the browser.
+
+        Keys: ``id, storage, method, url, fields, headers, parts, max_size,
+        content_types, expires_at``.
+        """
         return {
             "id": self.file_id,
             "storage": self.storage,
