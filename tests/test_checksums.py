@@ -248,3 +248,93 @@ def test_verify_finds_a_byte_flipped_in_a_gridfs_chunk(run, mongo_database_uri):
         assert "1 ok, 1 mismatched" in out
     finally:
         storage._cli.close()
+
+
+# -- local and GridFS: what was written is checked before it is visible --------
+#
+# The free check is the size the backend reports for what it holds (local: an
+# fstat of the open data file; GridFS: the server's count of the chunks it
+# stored) against the bytes that were checksummed.  A byte changed in place
+# keeps the size: ``depot verify`` (above) finds those.
+
+
+def _lossy_write_new(real):
+    def write_new(path, data, size=False):
+        # The checksum was taken of ``data``; the last byte never reaches the disk.
+        return real(path, bytes(data)[:-1], size)
+    return write_new
+
+
+def _lossy_write_content(real):
+    def write_content(content, dst, chunk_size=1024 * 1024, hasher=None):
+        class Dropping:
+            def write(self, data):
+                return dst.write(bytes(data)[:-1] if len(data) > 1 else data)
+
+            def flush(self):
+                dst.flush()
+
+        return real(content, Dropping(), chunk_size, hasher)
+    return write_content
+
+
+@pytest.mark.parametrize("algorithm", ["crc32c", "sha256", "md5"])
+@pytest.mark.parametrize("kind", ["bytes", "stream"])
+def test_local_write_that_lost_bytes_is_not_published(tmp_path, monkeypatch, algorithm, kind):
+    from depot.io import local
+
+    storage = LocalFileStorage(str(tmp_path), checksum=algorithm)
+    kept = storage.create(b"previous content", "a.txt")
+    if kind == "bytes":
+        monkeypatch.setattr(local, "_write_new", _lossy_write_new(local._write_new))
+    else:
+        monkeypatch.setattr(local.utils, "write_content", _lossy_write_content(local.utils.write_content))
+
+    def content():
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        return data if kind == "bytes" else NonSeekable(data)
+
+    with pytest.raises(checksums.ChecksumMismatch, match=r"LocalFileStorage .*file .* not stored"):
+        storage.create(content(), "b.bin")
+    with pytest.raises(checksums.ChecksumMismatch, match="file %s not stored" % kept):
+        storage.replace(kept, content())
+    monkeypatch.undo()
+    assert storage.list() == [kept]
+    assert sorted(os.listdir(tmp_path)) == [kept]  # no staging folder left behind
+    assert storage.get(kept).read() == b"previous content"
+
+
+class NonSeekable:
+    def __init__(self, data):
+        self._data = data
+
+    def read(self, n=-1):
+        chunk, self._data = (self._data, b"") if n is None or n < 0 else (self._data[:n], self._data[n:])
+        return chunk
+
+
+def test_gridfs_chunk_cut_on_the_way_is_not_published(mongo_database_uri, monkeypatch):
+    from depot.io import gridfs as gridfs_module
+
+    storage = gridfs_module.GridFSStorage(mongo_database_uri, chunk_size=1024)
+    try:
+        kept = storage.create(b"previous content", "a.txt")
+        real_insert = storage._chunks.insert_many
+
+        def cut_on_the_way(docs, *args, **kwargs):
+            # The chunks were checksummed; the server receives the last one cut short.
+            docs = list(docs)
+            docs[-1] = dict(docs[-1], data=docs[-1]["data"][:-1])
+            return real_insert(docs, *args, **kwargs)
+
+        monkeypatch.setattr(storage._chunks, "insert_many", cut_on_the_way)
+        for write in (lambda: storage.create(os.urandom(5000), "b.bin"),
+                      lambda: storage.replace(kept, NonSeekable(os.urandom(5000)))):
+            with pytest.raises(checksums.ChecksumMismatch, match="GridFSStorage .*not stored: 5 chunks of 5000"):
+                write()
+        monkeypatch.undo()
+        assert storage.list() == [kept]
+        assert storage.get(kept).read() == b"previous content"
+        assert storage._chunks.count_documents({}) == 1  # the chunks sent were removed
+    finally:
+        storage._cli.close()

@@ -407,11 +407,21 @@ class LocalFileStorage(OneStepStorage):
             # file objects, a third of a small file's write time.
             if hasher is not None:
                 hasher.update(content)
-            _write_new(data_path, content)
             length = memoryview(content).nbytes
+            on_disk = _write_new(data_path, content, size=True)
         else:
             with open(data_path, "xb") as f:
                 length = utils.write_content(content, f, hasher=hasher)
+                f.flush()
+                on_disk = os.fstat(f.fileno()).st_size
+        if on_disk != length:
+            # Free to check (one fstat of the open file) and worth it: the
+            # checksum describes the bytes handed to write(), so a write
+            # that lost some must not be published under that checksum.
+            raise checksums.ChecksumMismatch(
+                "%r: file %s not stored: %d bytes were written (and checksummed) but the file "
+                "holds %d" % (self, file_id, length, on_disk)
+            )
         stamp = utils.timestamp()
         metadata = {
             "filename": filename,
@@ -623,12 +633,13 @@ def _is_valid_id(name: str) -> bool:
     return True
 
 
-def _write_new(path: str, data: Any) -> None:
-    """Write ``data`` to a file that must not exist yet."""
+def _write_new(path: str, data: Any, size: bool = False) -> int:
+    """Write ``data`` to a file that must not exist yet; with ``size``, returns the file's size once written."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         view = memoryview(data).cast("B")
         while view:
             view = view[os.write(fd, view):]
+        return os.fstat(fd).st_size if size else -1
     finally:
         os.close(fd)
