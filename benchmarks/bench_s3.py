@@ -98,7 +98,10 @@ def _read_all(storage, file_id):
 def worker(endpoint, key, secret, bucket, prefix, kind, arg, server_pid):
     from depot.io.boto3 import S3Storage
 
-    storage = S3Storage(key, secret, bucket=bucket, endpoint_url=endpoint, region_name="us-east-1", prefix=prefix)
+    # bench_s3_checksum.py picks the checksum option; filedepot 0.12 has none.
+    options = {"checksum": os.environ["DEPOT_BENCH_CHECKSUM"]} if "DEPOT_BENCH_CHECKSUM" in os.environ else {}
+    storage = S3Storage(key, secret, bucket=bucket, endpoint_url=endpoint, region_name="us-east-1", prefix=prefix,
+                        **options)
     storage.list()  # connected and warmed up before timing
     if kind == "small":
         paths = sorted(os.path.join(arg, name) for name in os.listdir(arg))

@@ -25,6 +25,7 @@ __all__ = [
     "new_hasher",
     "parse",
     "base64_digest",
+    "crc32c_base64",
 ]
 
 #: CRC32C is computed by the CPU's own instruction (SSE 4.2 / ARMv8) through
@@ -167,6 +168,11 @@ def parse(checksum: Optional[str]) -> Optional[Tuple[str, str]]:
 def readable(checksum: Any) -> Optional[str]:
     """A checksum read back from metadata, or ``None`` when it is not one this version understands."""
     return checksum if parse(checksum) is not None else None
+
+
+def crc32c_base64(data: bytes) -> str:
+    """The CRC32C of ``data`` as S3's ``x-amz-checksum-crc32c`` carries it."""
+    return base64_digest(google_crc32c.value(data).to_bytes(4, "big"))
 
 
 def base64_digest(digest: bytes) -> str:
