@@ -82,7 +82,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     def ratio(label, base):
-        return statistics.median(a["write_mbs"] / b["write_mbs"] for a, b in zip(results[label], results[base]))
+        return statistics.median(a["write_mbs"] / b["write_mbs"] for a, b in zip(results[label], results[base], strict=True))
 
     print()
     print("%d MiB non-seekable stream to SeaweedFS (multipart, 8 MiB parts), %d rounds, %d cores; medians"

@@ -7,9 +7,11 @@ attributes callers reach into (``_conn``, ``_bucket_driver``).  Beyond it:
 
 - uploads above ``multipart_threshold`` are streamed as parallel multipart
   uploads, with memory bounded by a few parts whether or not the source can
-  seek; smaller ones are a single PUT.  Parts carry a CRC32 (where botocore
-  sends checksums, its default since 1.36); over https they then carry no
-  SHA-256 of their payload, as botocore decides (see ``payload_signing``);
+  seek; smaller ones are a single PUT.  Parts carry a CRC32C, and the upload
+  the CRC32C of the whole object (with ``checksum=None``, botocore's CRC32 of
+  each part), where botocore sends checksums (its default since 1.36); over
+  https they then carry no SHA-256 of their payload, as botocore decides
+  (see ``payload_signing``);
 - ``endpoint_url`` and ``region_name`` apply to every call, bucket creation
   included (with a LocationConstraint outside us-east-1), and services that do
   not implement the public-access-block or object-ownership calls still work;
@@ -310,16 +312,20 @@ class S3Storage(ObjectStorage):
         parts plus the one being read are held in memory.
     :param payload_signing: whether the SigV4 signature of each part covers
         its bytes (a SHA-256 of the part).  ``None`` or ``'auto'`` (the
-        default) follows botocore's rule: parts sent with a checksum (a CRC32,
-        botocore's default since 1.36, which the service verifies) go
+        default) follows botocore's rule: parts sent with a checksum (depot's
+        CRC32C, or botocore's CRC32 with ``checksum=None``; sent by default
+        since botocore 1.36, and verified by the service) go
         unsigned only over ``https://``, where TLS already protects them;
         over plain ``http://`` every part is signed.  ``True`` signs every
         part.  ``False`` never signs parts, also over plain http: faster, but
         then whoever can alter the traffic (on a LAN to a MinIO or SeaweedFS
-        server, say) can change a part together with its CRC32 without the
+        server, say) can change a part together with its checksum without the
         server noticing; use it only on a network you trust.
     :param url_expires: lifetime in seconds of private files' signed URLs
         (3600; at most 604800, the SigV4 limit).
+    :param checksum: ``'crc32c'`` (default), ``'sha256'``, ``'md5'`` or
+        ``None``: the checksum stored with every file (see
+        :ref:`checksums`).
     """
 
     def __init__(

@@ -532,7 +532,7 @@ class GridFSStorage(FileStorage):
         return length
 
     def _check_stored(self, files_id: Any, count: int, length: int, file_id: Any) -> None:
-        """Raise :class:`~depot.io.checksums.ChecksumMismatch` unless the server holds ``count`` chunks of ``length`` bytes.
+        """Raise :class:`~depot.io.checksums.ChecksumMismatch` unless the server holds what was sent.
 
         Run before the files document makes the chunks visible: the server
         counts what it stored (one aggregation over the chunks just
@@ -544,11 +544,11 @@ class GridFSStorage(FileStorage):
             {"$match": {"files_id": files_id}},
             {"$group": {"_id": None, "count": {"$sum": 1}, "bytes": {"$sum": {"$binarySize": "$data"}}}},
         ]))
-        stored = (found[0]["count"], found[0]["bytes"]) if found else (0, 0)
-        if stored != (count, length):
+        stored_count, stored_bytes = (found[0]["count"], found[0]["bytes"]) if found else (0, 0)
+        if (stored_count, stored_bytes) != (count, length):
             raise checksums.ChecksumMismatch(
                 "%r: file %s not stored: %d chunks of %d bytes were sent (and checksummed) but the "
-                "server holds %d chunks of %d bytes" % ((self, file_id, count, length) + stored)
+                "server holds %d chunks of %d bytes" % (self, file_id, count, length, stored_count, stored_bytes)
             )
 
     def _files_doc(
