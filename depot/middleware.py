@@ -170,7 +170,7 @@ class FileServeApp:
         space (invalid) and misses changes within one second.
         """
         f = self.file
-        version, checksum = getattr(f, "version", None), getattr(f, "checksum", None)
+        version, checksum = f.version, f.checksum
         return make_etag(f.file_id, version, self.last_modified, self.content_length, checksum)
 
     def parse_date(self, value: str) -> datetime:

@@ -11,7 +11,7 @@ import os
 import google_crc32c
 import pytest
 
-from depot.cli.copying import CopyError, Outcome, copy_file
+from depot.cli.copying import CopyError, CopyOutcome, copy_file
 from depot.cli.errors import ExitCode
 from depot.io import checksums
 from depot.io.local import LocalFileStorage
@@ -129,10 +129,10 @@ def test_verify_compares_stored_checksums_without_reading_the_copy():
     source = MemoryFileStorage()
     file_id = source.create(b"precious bytes", "p.txt")
     target = ReadCountingStorage()
-    assert copy_file(lambda: source.get(file_id), target, file_id, skip_existing=False, verify=True) is Outcome.COPIED
+    assert copy_file(lambda: source.get(file_id), target, file_id, skip_existing=False, verify=True) is CopyOutcome.COPIED
     assert target.reads == 0
     # Already there with the same checksum: skipped, again without reading the copy.
-    assert copy_file(lambda: source.get(file_id), target, file_id, verify=True) is Outcome.SKIPPED
+    assert copy_file(lambda: source.get(file_id), target, file_id, verify=True) is CopyOutcome.SKIPPED
     assert target.reads == 0
 
 
@@ -140,7 +140,7 @@ def test_verify_with_another_algorithm_reads_the_copy_back():
     source = MemoryFileStorage(checksum="sha256")
     file_id = source.create(b"precious bytes", "p.txt")
     target = ReadCountingStorage()  # crc32c
-    assert copy_file(lambda: source.get(file_id), target, file_id, skip_existing=False, verify=True) is Outcome.COPIED
+    assert copy_file(lambda: source.get(file_id), target, file_id, skip_existing=False, verify=True) is CopyOutcome.COPIED
     assert target.reads > 0
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from depot.cli import main
 from depot.cli.config import Settings, Storages, apply_options, find_settings_file, load_settings
-from depot.cli.copying import CopyError, Outcome, copy_file
+from depot.cli.copying import CopyError, CopyOutcome, copy_file
 from depot.cli.errors import CLIError, ExitCode
 from depot.io.local import LocalFileStorage
 from depot.io.memory import MemoryFileStorage
@@ -422,11 +422,11 @@ def test_verify_catches_a_bad_copy():
     file_id = source.create(b"precious bytes", "p.txt")
     # Without a stored checksum the copy is read back (tests/test_checksums.py: with one).
     target = CorruptingStorage(checksum=None)
-    assert copy_file(lambda: source.get(file_id), target, file_id) is Outcome.COPIED
+    assert copy_file(lambda: source.get(file_id), target, file_id) is CopyOutcome.COPIED
     with pytest.raises(CopyError, match="verification failed: the copy has 14 bytes"):
         copy_file(lambda: source.get(file_id), target, file_id, skip_existing=False, verify=True)
     # Same length: skipped without --verify, copied again (and caught again) with it.
-    assert copy_file(lambda: source.get(file_id), target, file_id) is Outcome.SKIPPED
+    assert copy_file(lambda: source.get(file_id), target, file_id) is CopyOutcome.SKIPPED
     with pytest.raises(CopyError):
         copy_file(lambda: source.get(file_id), target, file_id, verify=True)
 
@@ -437,7 +437,7 @@ def test_copy_counts_bytes_and_keeps_unnamed_files():
     source.files[file_id]["metadata"]["filename"] = None  # as a file written outside depot
     target = MemoryFileStorage()
     counted = []
-    assert copy_file(lambda: source.get(file_id), target, file_id, on_bytes=counted.append) is Outcome.COPIED
+    assert copy_file(lambda: source.get(file_id), target, file_id, on_bytes=counted.append) is CopyOutcome.COPIED
     assert sum(counted) == 5000
     assert target.get(file_id).filename == "unnamed"
 

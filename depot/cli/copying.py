@@ -21,10 +21,10 @@ from depot.io import checksums
 from depot.io.interfaces import FileStorage, StoredFile
 from depot.io.utils import DEFAULT_NAME, iter_file
 
-__all__ = ["Outcome", "CopyError", "copy_file", "digest_of"]
+__all__ = ["CopyOutcome", "CopyError", "copy_file", "digest_of"]
 
 
-class Outcome(enum.Enum):
+class CopyOutcome(enum.Enum):
     COPIED = "copied"
     SKIPPED = "skipped"
 
@@ -110,7 +110,7 @@ def copy_file(
     skip_existing: bool = True,
     verify: bool = False,
     on_bytes: Callable[[int], None] = lambda n: None,
-) -> Outcome:
+) -> CopyOutcome:
     """Copy the file ``open_source()`` returns to ``target`` under ``file_id``.
 
     With ``skip_existing``, a file already in the target with the same length
@@ -129,10 +129,10 @@ def copy_file(
                 with existing:
                     if existing.content_length == source.content_length:
                         if not verify:
-                            return Outcome.SKIPPED
+                            return CopyOutcome.SKIPPED
                         algorithm = _algorithm_of(source)
                         if _stored_or_read(existing, algorithm) == _stored_or_read(source, algorithm):
-                            return Outcome.SKIPPED
+                            return CopyOutcome.SKIPPED
                         source.close()  # read to the end by the comparison
                         source = open_source()
         counted = _CountingSource(source, on_bytes)
@@ -163,4 +163,4 @@ def copy_file(
                 "verification failed: the copy is named %r (%s), the source %r (%s)"
                 % (names[0], names[1], counted.filename, counted.content_type)
             )
-    return Outcome.COPIED
+    return CopyOutcome.COPIED

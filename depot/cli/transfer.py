@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, List, NamedTuple, Optional, Sequence, Set
 
 from depot.cli.context import Context, describe, missing_reason, split_target
-from depot.cli.copying import CopyError, Outcome, copy_file
+from depot.cli.copying import CopyError, CopyOutcome, copy_file
 from depot.cli.errors import CLIError, ExitCode
 from depot.cli.formatting import human_duration, human_rate, human_size
 from depot.cli.progress import Progress, plural
@@ -94,7 +94,7 @@ class _Result(NamedTuple):
     """How one file went: an outcome and the bytes moved, or the storage and reason of a failure."""
 
     file_id: str
-    outcome: Optional[Outcome] = None
+    outcome: Optional[CopyOutcome] = None
     moved: int = 0
     failed_in: str = ""
     reason: str = ""
@@ -149,7 +149,7 @@ def _record(ctx: Context, tally: Tally, result: _Result) -> None:
     if result.outcome is None:
         tally.failed += 1
         ctx.fail(result.failed_in, result.file_id, result.reason, missing=result.missing)
-    elif result.outcome is Outcome.SKIPPED:
+    elif result.outcome is CopyOutcome.SKIPPED:
         tally.skipped += 1
     else:
         tally.copied += 1

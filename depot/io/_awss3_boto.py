@@ -21,33 +21,22 @@ from boto.exception import S3ResponseError
 from boto.s3.connection import OrdinaryCallingFormat, S3Connection
 
 from depot.io import utils
-from depot.io._cloud import (
-    CANNED_ACL_PRIVATE,
+from depot.io._multipart import remaining_size
+from depot.io._objects import (
+    DEFAULT_URL_EXPIRES,
     ObjectStorage,
     ObjectStoredFile,
-    S3_DEFAULT_HOST,
     check_policy,
-    default_bucket_name,
-    depot_metadata,
-    inline_disposition,
-    log_once,
     option_int,
-    parse_s3_host,
-    range_header,
-    refuse_text,
-    remaining_size,
 )
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE
-from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
+from depot.io._s3 import S3_DEFAULT_HOST, default_bucket_name, log_once, parse_s3_host, range_header
+from depot.io.utils import DEFAULT_CHUNK_SIZE
 from depot.utils import asbool
 
-__all__ = ["S3StoredFile", "BucketDriver", "S3Storage", "BucketAccessError", "_enable_sigv4"]
+__all__ = ["S3StoredFile", "PrivateS3StoredFile", "BucketDriver", "S3Storage", "BucketAccessError", "_enable_sigv4"]
 
 log = logging.getLogger("depot.io.awss3")
 
-_check_file_id = check_uuid
-
-DEFAULT_URL_EXPIRES = 3600
 _UNSIGNED_URL_EXPIRES = 31536000
 _PUBLIC_ACCESS_BLOCK = (
     b'<PublicAccessBlockConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
@@ -183,6 +172,13 @@ class S3StoredFile(ObjectStoredFile):
         return conn.generate_url(_UNSIGNED_URL_EXPIRES, "GET", bucket=bucket, key=name, query_auth=False)
 
 
+class PrivateS3StoredFile(S3StoredFile):
+    """A file of a ``policy='private'`` :class:`S3Storage`: its URL is signed by the connection and expires."""
+
+    def __init__(self, file_id: str, key: Any, url_expires: int = DEFAULT_URL_EXPIRES, signer: Any = None) -> None:
+        super().__init__(file_id, key, url_expires)
+
+
 class BucketDriver:
     """A boto ``Bucket`` and the key prefix (filedepot API)."""
 
@@ -216,6 +212,9 @@ class S3Storage(ObjectStorage):
     #: This deprecated backend computes no checksums (use the boto3 one).
     checksum_algorithm = None
 
+    public_file_class = S3StoredFile
+    private_file_class = PrivateS3StoredFile
+
     def __init__(
         self,
         access_key_id: str,
@@ -245,7 +244,8 @@ class S3Storage(ObjectStorage):
         if port is not None:
             _fix_sigv4_host_header(self._conn)
         bucket_name = bucket or default_bucket_name(access_key_id)
-        self._bucket_driver = BucketDriver(self._find_or_create_bucket(bucket_name, region_name), prefix or "")
+        self._prefix = prefix or ""
+        self._bucket_driver = BucketDriver(self._find_or_create_bucket(bucket_name, region_name), self._prefix)
 
     def __repr__(self) -> str:
         return "<awss3.S3Storage %s/%s%s>" % (self._host, self._bucket_driver.bucket.name, self._bucket_driver.prefix)
@@ -284,17 +284,19 @@ class S3Storage(ObjectStorage):
             raise S3ResponseError(response.status, response.reason, body)
 
     def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> None:
-        refuse_text(content)
         key = self._bucket_driver.new_key(file_id)
-        content_type = content_type or DEFAULT_CONTENT_TYPE
-        key.set_metadata("content-type", content_type)
-        for name, value in depot_metadata(filename).items():
+        headers = self._object_headers(filename, content_type)
+        key.set_metadata("content-type", headers.content_type)
+        for name, value in headers.metadata.items():
             key.set_metadata(name, value)
-        disposition = inline_disposition(filename)
-        if disposition is not None:
-            key.set_metadata("Content-Disposition", disposition)
+        if headers.content_disposition is not None:
+            key.set_metadata("Content-Disposition", headers.content_disposition)
         # An explicit header, or boto guesses the type from the file's name.
-        options = {"policy": self._policy, "encrypt_key": self._encrypt_key, "headers": {"Content-Type": content_type}}
+        options = {
+            "policy": self._policy,
+            "encrypt_key": self._encrypt_key,
+            "headers": {"Content-Type": headers.content_type},
+        }
         if isinstance(content, (bytes, bytearray, memoryview)):
             key.set_contents_from_string(bytes(content), **options)
         elif remaining_size(content) is not None:
@@ -309,12 +311,8 @@ class S3Storage(ObjectStorage):
     def _find(self, file_id: str) -> Any:
         return self._bucket_driver.get_key(file_id)
 
-    def _stored_file(self, file_id: str, key: Any) -> S3StoredFile:
-        signed = self._url_expires if self._policy == CANNED_ACL_PRIVATE else None
-        return S3StoredFile(file_id, key, signed)
-
     def _remove(self, file_id: str) -> None:
-        self._bucket_driver.bucket.delete_key(self._bucket_driver.prefix + file_id)
+        self._bucket_driver.bucket.delete_key(self._object_key(file_id))
 
     def list(self) -> List[str]:
         return self._bucket_driver.list_key_names()

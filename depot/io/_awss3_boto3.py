@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from depot.io import boto3 as _boto3
-from depot.io._cloud import S3_DEFAULT_HOST, parse_s3_host
+from depot.io._s3 import S3_DEFAULT_HOST, parse_s3_host
 from depot.io.boto3 import BucketDriver, S3StoredFile
 from depot.utils import asbool
 

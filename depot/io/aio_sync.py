@@ -61,6 +61,15 @@ class SyncStoredFile(StoredFile):
     def closed(self) -> bool:
         return self.afile.closed
 
+    # Declared by StoredFile, so __getattr__ would not reach the wrapped file's.
+    @property
+    def version(self) -> Optional[str]:
+        return self.afile.version
+
+    @property
+    def local_path(self) -> Optional[str]:
+        return self.afile.local_path
+
     def read(self, n: int = -1) -> bytes:
         return self._portal.call(self.afile.read, n)
 

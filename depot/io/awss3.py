@@ -15,7 +15,7 @@ import warnings
 from typing import Any
 
 from depot.io import utils  # noqa: F401 - a name filedepot 0.12 had here
-from depot.io._cloud import CANNED_ACL_PRIVATE, CANNED_ACL_PUBLIC_READ
+from depot.io._objects import CANNED_ACL_PRIVATE, CANNED_ACL_PUBLIC_READ
 from depot.io.interfaces import FileStorage, StoredFile  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import check_uuid
 from depot.utils import make_content_disposition  # noqa: F401 - a name filedepot 0.12 had here
@@ -24,7 +24,7 @@ __all__ = ["CANNED_ACL_PUBLIC_READ", "CANNED_ACL_PRIVATE", "S3StoredFile", "Buck
 
 DEPRECATION_MESSAGE = "awss3.S3Storage is deprecated in favor of boto3.S3Storage"
 
-_check_file_id = check_uuid
+_check_file_id = check_uuid  # filedepot 0.12's name; the storage checks through FileStorage._checked_id
 
 
 def _legacy_boto_imports() -> bool:

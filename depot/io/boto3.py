@@ -31,29 +31,23 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from depot._optional import require
-from depot.io._cloud import (
+from depot.io._multipart import HeadThenRest, plan_upload, remaining_size
+from depot.io._objects import (
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
     CHECKSUM_META,
+    DEFAULT_URL_EXPIRES,
     MODIFIED_META,
-    HeadThenRest,
     ObjectStorage,
     ObjectStoredFile,
     check_policy,
-    default_bucket_name,
-    depot_metadata,
-    inline_disposition,
-    log_once,
     option_int,
-    plan_upload,
-    range_header,
-    refuse_text,
-    remaining_size,
 )
+from depot.io._s3 import default_bucket_name, log_once, range_header
 from depot.io import checksums, utils
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE, StoredFacts
+from depot.io.interfaces import StoredFacts
 from depot.io.interfaces import FileStorage, StoredFile  # noqa: F401 - a name filedepot 0.12 had here
-from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
+from depot.io.utils import DEFAULT_CHUNK_SIZE, check_uuid
 from depot.utils import asbool
 from depot.utils import make_content_disposition  # noqa: F401 - a name filedepot 0.12 had here
 
@@ -74,11 +68,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_check_file_id = check_uuid
+_check_file_id = check_uuid  # filedepot 0.12's name; the storage checks through FileStorage._checked_id
 
 MB = 1024 * 1024
-#: Signed URLs of private files expire after this many seconds by default.
-DEFAULT_URL_EXPIRES = 3600
 #: The longest lifetime SigV4 allows (7 days).
 MAX_URL_EXPIRES = 604800
 #: A year, as filedepot asked for when presigning the (then stripped) URL.
@@ -328,6 +320,9 @@ class S3Storage(ObjectStorage):
         :ref:`checksums`).
     """
 
+    public_file_class = S3StoredFile
+    private_file_class = PrivateS3StoredFile
+
     def __init__(
         self,
         access_key_id: str,
@@ -483,15 +478,15 @@ class S3Storage(ObjectStorage):
     # -- writing --------------------------------------------------------------
 
     def _extra_args(self, filename: Optional[str], content_type: Optional[str]) -> Dict[str, Any]:
+        headers = self._object_headers(filename, content_type)
         args: Dict[str, Any] = {
             "ACL": self._policy,
             "StorageClass": self._storage_class,
-            "Metadata": depot_metadata(filename),
-            "ContentType": content_type or DEFAULT_CONTENT_TYPE,
+            "Metadata": headers.metadata,
+            "ContentType": headers.content_type,
         }
-        disposition = inline_disposition(filename)
-        if disposition is not None:
-            args["ContentDisposition"] = disposition
+        if headers.content_disposition is not None:
+            args["ContentDisposition"] = headers.content_disposition
         return args
 
     def _save(self, file_id: str, content: Any, filename: Optional[str], content_type: Optional[str]) -> StoredFacts:
@@ -502,8 +497,7 @@ class S3Storage(ObjectStorage):
         What :meth:`get` will report follows from what was sent, so the
         facts need no HEAD request.
         """
-        refuse_text(content)
-        bucket, key = self._bucket_driver.bucket.name, self._bucket_driver.prefix + file_id
+        bucket, key = self._bucket_driver.bucket.name, self._object_key(file_id)
         extra = self._extra_args(filename, content_type)
         data, stream = plan_upload(content, self._threshold)
         if data is not None:
@@ -736,14 +730,9 @@ class S3Storage(ObjectStorage):
     def _find(self, file_id: str) -> Any:
         return self._bucket_driver.get_key(file_id)
 
-    def _stored_file(self, file_id: str, key: Any) -> S3StoredFile:
-        if self._policy == CANNED_ACL_PRIVATE:
-            return PrivateS3StoredFile(file_id, key, self._url_expires, self._signer)
-        return S3StoredFile(file_id, key)
-
     def _remove(self, file_id: str) -> None:
         try:
-            self._client.delete_object(Bucket=self._bucket_driver.bucket.name, Key=self._bucket_driver.prefix + file_id)
+            self._client.delete_object(Bucket=self._bucket_driver.bucket.name, Key=self._object_key(file_id))
         except ClientError as exc:
             if not is_missing(exc):  # S3 answers 204 for a missing key; some services 404
                 raise

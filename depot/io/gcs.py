@@ -30,23 +30,21 @@ from typing import Any, Iterator, List, Optional, Sequence
 
 from depot._optional import require
 from depot.io import checksums
-from depot.io._cloud import (
+from depot.io._multipart import plan_upload
+from depot.io._objects import (
     CHECKSUM_META,
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
+    DEFAULT_URL_EXPIRES,
     ObjectStorage,
     ObjectStoredFile,
     check_policy,
-    depot_metadata,
-    inline_disposition,
     option_int,
-    plan_upload,
-    refuse_text,
 )
 from depot.io import utils  # noqa: F401 - a name filedepot 0.12 had here
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE, StoredFacts
+from depot.io.interfaces import StoredFacts
 from depot.io.interfaces import FileStorage, StoredFile  # noqa: F401 - a name filedepot 0.12 had here
-from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
+from depot.io.utils import DEFAULT_CHUNK_SIZE, check_uuid, limit_chunks
 from depot.utils import make_content_disposition  # noqa: F401 - a name filedepot 0.12 had here
 
 storage = require("google.cloud.storage", "gcs", "depot.io.gcs.GCSStorage")
@@ -58,7 +56,7 @@ __all__ = ["CANNED_ACL_PUBLIC_READ", "CANNED_ACL_PRIVATE", "GCSStoredFile", "Pri
 
 log = logging.getLogger(__name__)
 
-_check_file_id = check_uuid
+_check_file_id = check_uuid  # filedepot 0.12's name; the storage checks through FileStorage._checked_id
 
 MB = 1024 * 1024
 #: Custom metadata key filedepot reads the content type from.
@@ -67,7 +65,6 @@ EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 #: Bytes fetched per ranged request when reading.
 READ_BLOCK = 4 * MB
-DEFAULT_URL_EXPIRES = 3600
 #: Resumable upload chunks must be multiples of this (a GCS rule).
 CHUNK_MULTIPLE = 256 * 1024
 #: The IAM role :meth:`GCSStorage.set_bucket_public_iam` grants.
@@ -153,7 +150,7 @@ class GCSStoredFile(ObjectStoredFile):
             return b""
         except NotFound:
             if generation is None:
-                raise IOError("File %s not existing" % self.file_id) from None
+                raise utils.missing_file(self.file_id) from None
             raise IOError("File %s changed or was removed while being read" % self.file_id) from None
         if generation is None and self._generation is None and blob.generation is not None:
             self._generation = int(blob.generation)
@@ -191,13 +188,15 @@ class GCSStoredFile(ObjectStoredFile):
         assert size is not None  # a GCS object always has a size (blob.size)
         stop = size if stop is None else min(stop, size)
         block = max(chunk_size, READ_BLOCK)
-        position = start
+        yield from limit_chunks(self._blocks(start, stop, block), None, chunk_size)
+
+    def _blocks(self, position: int, stop: int, block: int) -> Iterator[bytes]:
+        """Bytes ``[position, stop)`` of this handle's generation, ``block`` bytes a request."""
         while position < stop:
             data = self._download(position, min(position + block, stop) - 1, self.blob.generation)
             if not data:
                 return
-            for offset in range(0, len(data), chunk_size):
-                yield data[offset : offset + chunk_size]
+            yield data
             position += len(data)
 
     @property
@@ -271,6 +270,9 @@ class GCSStorage(ObjectStorage):
     :param url_expires: lifetime in seconds of private files' signed URLs (3600).
     """
 
+    public_file_class = GCSStoredFile
+    private_file_class = PrivateGCSStoredFile
+
     def __init__(
         self,
         project_id: Optional[str] = None,
@@ -334,11 +336,12 @@ class GCSStorage(ObjectStorage):
 
     # -- writing --------------------------------------------------------------
 
-    def _new_blob(self, file_id: str, filename: Optional[str], content_type: str) -> Any:
-        blob = self.bucket.blob(self._prefix + file_id, chunk_size=self._chunk_size)
-        blob.content_type = content_type
-        blob.content_disposition = inline_disposition(filename)
-        blob.metadata = dict(depot_metadata(filename), **{CONTENT_TYPE_META: content_type})
+    def _new_blob(self, file_id: str, filename: Optional[str], content_type: Optional[str]) -> Any:
+        headers = self._object_headers(filename, content_type)
+        blob = self.bucket.blob(self._object_key(file_id), chunk_size=self._chunk_size)
+        blob.content_type = headers.content_type
+        blob.content_disposition = headers.content_disposition
+        blob.metadata = dict(headers.metadata, **{CONTENT_TYPE_META: headers.content_type})
         if self._storage_class:
             blob.storage_class = self._storage_class
         return blob
@@ -350,9 +353,8 @@ class GCSStorage(ObjectStorage):
         a failing source leaves the previous content in place.  The upload's
         answer is the new object's resource, so its facts need no other request.
         """
-        refuse_text(content)
-        content_type = content_type or DEFAULT_CONTENT_TYPE
         blob = self._new_blob(file_id, filename, content_type)
+        content_type = blob.content_type
         acl = {"predefined_acl": "publicRead"} if self._policy == CANNED_ACL_PUBLIC_READ else {}
         data, stream = plan_upload(content, self._threshold)
         algorithm = self.checksum_algorithm
@@ -402,16 +404,11 @@ class GCSStorage(ObjectStorage):
     # -- ObjectStorage hooks ---------------------------------------------------
 
     def _find(self, file_id: str) -> Any:
-        return self.bucket.get_blob(self._prefix + file_id)
-
-    def _stored_file(self, file_id: str, blob: Any) -> GCSStoredFile:
-        if self._policy == CANNED_ACL_PRIVATE:
-            return PrivateGCSStoredFile(file_id, blob, self._signer, self._url_expires)
-        return GCSStoredFile(file_id, blob)
+        return self.bucket.get_blob(self._object_key(file_id))
 
     def _remove(self, file_id: str) -> None:
         try:
-            self.bucket.blob(self._prefix + file_id).delete()
+            self.bucket.blob(self._object_key(file_id)).delete()
         except NotFound:
             pass
 

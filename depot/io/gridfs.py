@@ -51,8 +51,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from depot._optional import require
 from depot.io import checksums, utils
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFacts, StoredFile
-from depot.io.utils import check_content, check_uuid
+from depot.io.interfaces import ClosableStoredFile, FileStorage, StoredFacts
+from depot.io.interfaces import StoredFile  # noqa: F401 - a name filedepot 0.12 had here
+from depot.io.utils import DEFAULT_CHUNK_SIZE, check_chunk, check_uuid, limit_chunks
 from depot.utils import asint
 
 pymongo = require("pymongo", "gridfs", "depot.io.gridfs.GridFSStorage")
@@ -247,7 +248,7 @@ def _gridout_doc(gridout: Any) -> Dict[str, Any]:
     }
 
 
-class GridFSStoredFile(StoredFile):
+class GridFSStoredFile(ClosableStoredFile):
     """A file of :class:`GridFSStorage`; chunks are fetched as they are read.
 
     A handle obtained before a replace reads the new content, as in
@@ -291,15 +292,12 @@ class GridFSStoredFile(StoredFile):
         self._version = version
         self._stream: Optional[Iterator[bytes]] = None
         self._pending = b""
-        self._closed = False
+
+    closed_message = "cannot read from a closed file"
 
     @property
     def version(self) -> str:
         return self._version.token
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError("cannot read from a closed file")
 
     @_server_errors
     def read(self, n: int = -1) -> bytes:
@@ -338,17 +336,13 @@ class GridFSStoredFile(StoredFile):
             yield data
 
     def close(self, *args: Any, **kwargs: Any) -> None:
-        self._closed = True
+        super().close()
         self._pending = b""
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.close()  # type: ignore[attr-defined]
         if self._gridout is not None:
             self._gridout.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def iter_range(
         self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -365,14 +359,7 @@ class GridFSStoredFile(StoredFile):
     @staticmethod
     def _sliced(stream: Iterator[bytes], remaining: Optional[int], chunk_size: int) -> Iterator[bytes]:
         try:
-            for data in stream:
-                if remaining is not None:
-                    data = data[:remaining]
-                    remaining -= len(data)
-                for offset in range(0, len(data), chunk_size):
-                    yield data[offset : offset + chunk_size]
-                if remaining is not None and remaining <= 0:
-                    return
+            yield from limit_chunks(stream, remaining, chunk_size)
         finally:
             stream.close()  # type: ignore[attr-defined]
 
@@ -391,6 +378,7 @@ class GridFSStorage(FileStorage):
     error with the URI in its message.
     """
 
+    #: Also gives the ``_id`` the file is stored under (see :meth:`_oid`).
     _check_file_id = staticmethod(_check_file_id)
 
     def __init__(
@@ -406,7 +394,6 @@ class GridFSStorage(FileStorage):
         self._cli = pymongo.MongoClient(mongouri)
         self._db = self._cli.get_default_database(database or DEFAULT_DATABASE)
         self._collection = collection
-        self._gridfs = gridfs.GridFS(self._db, collection=collection)
         self._files = self._db[collection + ".files"]
         self._chunks = self._db[collection + ".chunks"]
         self._chunk_size = asint(chunk_size) if chunk_size is not None else GRIDFS_CHUNK_SIZE
@@ -417,20 +404,33 @@ class GridFSStorage(FileStorage):
     def __repr__(self) -> str:
         return "<GridFSStorage %s %s>" % (self._uri_for_errors, self._collection)
 
+    @functools.cached_property
+    def _gridfs(self) -> Any:
+        """filedepot 0.12's :class:`gridfs.GridFS` of the bucket, for code that reaches into it.
+
+        depot itself reads and writes the two collections directly (see the
+        module documentation), so it is built only when asked for.
+        """
+        return gridfs.GridFS(self._db, collection=self._collection)
+
     # -- reading ---------------------------------------------------------------
+
+    def _oid(self, file_or_id: Any) -> Any:
+        """The ``_id`` of ``file_or_id``, its id checked (:meth:`FileStorage._checked_id` with the key kept)."""
+        return _check_file_id(self.fileid(file_or_id))
 
     @_server_errors
     def get(self, file_or_id: Any) -> GridFSStoredFile:
-        oid = _check_file_id(self.fileid(file_or_id))
+        oid = self._oid(file_or_id)
         doc = self._files.find_one({"_id": oid})
         if doc is None:
-            raise IOError("File %s not existing" % oid)
+            raise utils.missing_file(oid)
         return GridFSStoredFile(self, str(oid), doc)
 
     def _resolve(self, oid: Any) -> _Version:
         doc = self._files.find_one({"_id": oid})
         if doc is None:
-            raise IOError("File %s not existing" % oid)
+            raise utils.missing_file(oid)
         return _Version(oid, doc)
 
     def _stream(self, oid: Any, start: int, version: Optional[_Version] = None) -> Iterator[bytes]:
@@ -468,7 +468,7 @@ class GridFSStorage(FileStorage):
 
     @_server_errors
     def exists(self, file_or_id: Any) -> bool:
-        oid = _check_file_id(self.fileid(file_or_id))
+        oid = self._oid(file_or_id)
         return self._files.find_one({"_id": oid}, {"_id": 1}) is not None
 
     @_server_errors
@@ -501,7 +501,6 @@ class GridFSStorage(FileStorage):
         checked (:meth:`_check_stored`; ``file_id`` names the file in its
         error).  On any failure, the chunks already written are deleted.
         """
-        check_content(content)
         size = self._chunk_size
         per_batch = max(1, BATCH_BYTES // size)
         batch: List[Dict[str, Any]] = []
@@ -575,10 +574,7 @@ class GridFSStorage(FileStorage):
     def create_with_facts(
         self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
     ) -> StoredFacts:
-        cls = type(self)
-        if cls.create is not GridFSStorage.create or cls.get is not GridFSStorage.get:
-            # A subclass's own create() must see every new file, and its get()
-            # may report other facts than the document written.
+        if not self._reports_own_facts(GridFSStorage, ("_create",)):
             return super().create_with_facts(content, filename, content_type)
         file_id, doc = self._create(content, filename, content_type)
         return StoredFacts.of(GridFSStoredFile(self, file_id, doc))
@@ -586,8 +582,7 @@ class GridFSStorage(FileStorage):
     @_server_errors
     def _create(self, content: Any, filename: Optional[str], content_type: Optional[str]) -> Tuple[str, Dict[str, Any]]:
         """Store a new file; ``(file id, files document)``."""
-        content, filename, content_type = self.fileinfo(content, filename, content_type)
-        check_content(content)
+        content, filename, content_type = self._content_info(content, filename, content_type)
         self._ensure_indexes()
         oid = ObjectId()
         # Tagged with a generation like replaced files, so that a handle can
@@ -610,7 +605,6 @@ class GridFSStorage(FileStorage):
         file_id, content, filename, content_type = self._prepare_replace(
             file_or_id, content, filename, content_type
         )
-        check_content(content)
         self._ensure_indexes()
         oid = _check_file_id(file_id)
         gen = ObjectId()
@@ -680,7 +674,7 @@ class GridFSStorage(FileStorage):
 
     @_server_errors
     def delete(self, file_or_id: Any) -> None:
-        oid = _check_file_id(self.fileid(file_or_id))
+        oid = self._oid(file_or_id)
         # The files document goes first: from then on readers get IOError, not partial data.
         doc = self._files.find_one_and_delete({"_id": oid}, {_PENDING: 1})
         pending = (doc or {}).get(_PENDING)
@@ -755,10 +749,9 @@ def _chunks_of(content: Any, size: int) -> Iterator[bytes]:
     read = content.read
     while True:
         data = read(size)
-        if isinstance(data, str):
-            raise TypeError("Only bytes can be stored, not unicode")
         if not data:
             return
+        check_chunk(data)
         if len(data) < size:
             parts = [data]
             missing = size - len(data)

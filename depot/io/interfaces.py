@@ -8,13 +8,10 @@ from datetime import datetime
 from typing import IO, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from . import checksums
-from .utils import FileIntent, _FileInfo, new_uuid  # noqa: F401 - FileIntent: filedepot 0.12 had it here
+from .utils import FileIntent  # noqa: F401 - filedepot 0.12 had it here
+from .utils import DEFAULT_CHUNK_SIZE, _FileInfo, check_content, check_uuid, missing_file, new_uuid, read_chunks
 
-__all__ = ["StoredFile", "FileStorage", "StoredFacts", "OneStepStorage"]
-
-#: Default chunk for :meth:`StoredFile.iter_range`: large enough for throughput,
-#: small enough to keep memory bounded whatever the file size.
-DEFAULT_CHUNK_SIZE = 256 * 1024
+__all__ = ["StoredFile", "ClosableStoredFile", "FileStorage", "StoredFacts", "OneStepStorage"]
 
 
 class StoredFile(io.IOBase):
@@ -32,8 +29,13 @@ class StoredFile(io.IOBase):
 
     :meth:`seekable` answers ``False`` as in filedepot; random access for
     HTTP ranges goes through :meth:`iter_range`, and zero-copy serving through
-    :meth:`real_file`, which backends override when they can do better than
-    reading from the start.
+    :meth:`real_file` and :attr:`local_path`, which backends override when
+    they can do better than reading from the start.
+
+    Once :meth:`close` has been called, reads raise :class:`ValueError`
+    (:meth:`_check_open` says it with the backend's :attr:`closed_message`);
+    :meth:`close` and :attr:`closed` stay abstract as in filedepot 0.12, and
+    :class:`ClosableStoredFile` implements them with a flag.
     """
 
     #: True when :attr:`public_url` is a signed URL that expires: such a URL
@@ -43,6 +45,10 @@ class StoredFile(io.IOBase):
     #: See the class documentation; a class attribute so that subclasses
     #: written for filedepot 0.12 (which never set it) report ``None``.
     checksum: Optional[str] = None
+
+    #: The :class:`ValueError` message for reads after :meth:`close`
+    #: (filedepot's wording differs per backend, and callers may match it).
+    closed_message = "I/O operation on closed file"
 
     def __init__(
         self,
@@ -83,6 +89,31 @@ class StoredFile(io.IOBase):
         """Whether :meth:`close` has been called."""
 
     @property
+    def version(self) -> Optional[str]:
+        """An opaque string that changes with every write of the file, or ``None``.
+
+        It goes into the ETag.  ``None`` (this default, so subclasses written
+        for filedepot 0.12 have it) when the backend cannot tell versions
+        apart; the ETag then falls back on the date and length.
+        """
+        return None
+
+    @property
+    def local_path(self) -> Optional[str]:
+        """The path of a local file holding the content, or ``None``; known without opening anything.
+
+        For servers that send files themselves (``X-Accel-Redirect``,
+        ``X-Sendfile``): they open the path later, so they read the version
+        current then.  :meth:`real_file` opens the content now.
+        """
+        return None
+
+    def _check_open(self) -> None:
+        """Raise the :class:`ValueError` of a read after :meth:`close`."""
+        if self.closed:
+            raise ValueError(self.closed_message)
+
+    @property
     def name(self) -> Optional[str]:
         return self.filename
 
@@ -108,15 +139,7 @@ class StoredFile(io.IOBase):
             if not chunk:
                 return
             skip -= len(chunk)
-        remaining = None if stop is None else stop - start
-        while remaining is None or remaining > 0:
-            want = chunk_size if remaining is None else min(chunk_size, remaining)
-            chunk = self.read(want)
-            if not chunk:
-                return
-            if remaining is not None:
-                remaining -= len(chunk)
-            yield chunk
+        yield from read_chunks(self.read, None if stop is None else stop - start, chunk_size)
 
     def real_file(self) -> Optional[IO[bytes]]:
         """A new, open operating-system file holding the content, or ``None``.
@@ -135,6 +158,24 @@ class StoredFile(io.IOBase):
             self.content_type,
             self.last_modified,
         )
+
+
+class ClosableStoredFile(StoredFile):
+    """A :class:`StoredFile` that keeps its closed state itself, as a flag.
+
+    For backends whose content is not one local stream (object stores,
+    GridFS): :meth:`close` sets the flag (subclasses release their
+    resources and call it), and every read starts with :meth:`_check_open`.
+    """
+
+    _closed = False
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
 
 ContentInfo = Tuple[Any, str, str]
@@ -193,6 +234,31 @@ class FileStorage(metaclass=ABCMeta):
         """
         file_id = getattr(file_or_id, "file_id", file_or_id)
         return str(file_id) if isinstance(file_id, uuid.UUID) else file_id
+
+    #: Raises ``ValueError('Invalid file id ...')`` for an id this storage
+    #: cannot hold (SPEC 2.0: every operation checks before touching the
+    #: store).  UUIDs by default, as every filedepot backend but GridFS.
+    _check_file_id: Callable[[Any], Any] = staticmethod(check_uuid)
+
+    def _checked_id(self, file_or_id: Any) -> str:
+        """The id of ``file_or_id``, checked: :class:`ValueError` at the door for a malformed one."""
+        file_id = self.fileid(file_or_id)
+        self._check_file_id(file_id)
+        return file_id
+
+    def _content_info(
+        self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None, existing: Any = None
+    ) -> ContentInfo:
+        """:meth:`fileinfo`, with the content checked: :class:`TypeError` for text or non-file content.
+
+        The one place that refuses what no backend can store, before any
+        backend starts writing.  A text-mode file object is refused as a
+        whole; a file object whose ``read`` turns out to return text is
+        refused by the copy helpers (:func:`depot.io.utils.check_chunk`).
+        """
+        content, filename, content_type = self.fileinfo(content, filename, content_type, existing)
+        check_content(content)
+        return content, filename, content_type
 
     @staticmethod
     def fileinfo(
@@ -254,6 +320,27 @@ class FileStorage(metaclass=ABCMeta):
         """
         return self._read_facts(self.create(content, filename, content_type))
 
+    @classmethod
+    def _reports_own_facts(cls, home: type, writers: Tuple[str, ...], delegates: Optional[type] = None) -> bool:
+        """Whether the ``create_with_facts`` of ``home`` may return what ``writers`` report.
+
+        A writer defined by ``delegates`` only calls another writer, and is
+        not counted.
+
+        The one decision to trust a backend's write result without reading
+        the file back.  A subclass that redefines ``create()`` expects every
+        new file to go through it, and one that redefines ``get()`` may
+        report other facts (a public URL, another clock) than the writers it
+        inherits: those get filedepot's create-then-get.
+        """
+        trusted = _facts_trusted.get(cls)
+        if trusted is None:
+            getter = _definer(cls, "get")
+            savers = {_definer(cls, name) for name in writers} - {delegates}
+            trusted = _definer(cls, "create") is home and all(issubclass(saver, getter) for saver in savers)
+            _facts_trusted[cls] = trusted
+        return trusted
+
     def _read_facts(self, file_id: str) -> StoredFacts:
         """The facts of a stored file, as :meth:`get` reports them."""
         stored = self.get(file_id)
@@ -263,8 +350,6 @@ class FileStorage(metaclass=ABCMeta):
             stored.close()
 
     # Shared by the backends' replace(): the rules of SPEC 2.0 live here once.
-    _check_file_id: Callable[[str], Any]
-
     def _prepare_replace(
         self,
         file_or_id: Any,
@@ -278,12 +363,11 @@ class FileStorage(metaclass=ABCMeta):
         the id is not stored, except in the backup form ``replace(f, f)`` where
         the content is the very StoredFile whose id is reused.
         """
-        file_id = self.fileid(file_or_id)
-        self._check_file_id(file_id)
+        file_id = self._checked_id(file_or_id)
         backup = isinstance(file_or_id, StoredFile) and content is file_or_id
         if not backup and not self.exists(file_id):
-            raise IOError("File %s not existing" % file_id)
-        content, filename, content_type = self.fileinfo(
+            raise missing_file(file_id)
+        content, filename, content_type = self._content_info(
             content, filename, content_type, lambda: self.get(file_id)
         )
         return file_id, content, filename, content_type
@@ -321,33 +405,18 @@ class OneStepStorage(FileStorage):
 
     def create(self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None) -> str:
         file_id = new_uuid()
-        self._save_new(file_id, *self.fileinfo(content, filename, content_type))
+        self._save_new(file_id, *self._content_info(content, filename, content_type))
         return file_id
 
     def create_with_facts(
         self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
     ) -> StoredFacts:
-        if not self._reports_own_facts():
+        # OneStepStorage's own _save_new only hands over to _save.
+        if not self._reports_own_facts(OneStepStorage, ("_save", "_save_new"), delegates=OneStepStorage):
             return FileStorage.create_with_facts(self, content, filename, content_type)
         file_id = new_uuid()
-        facts = self._save_new(file_id, *self.fileinfo(content, filename, content_type))
+        facts = self._save_new(file_id, *self._content_info(content, filename, content_type))
         return self._read_facts(file_id) if facts is None else facts
-
-    @classmethod
-    def _reports_own_facts(cls) -> bool:
-        # A subclass that redefines create() expects every new file to go
-        # through it, and one that redefines get() may report other facts (a
-        # public URL, another clock) than the _save() it inherits: those get
-        # filedepot's create-then-get.
-        trusted = _facts_trusted.get(cls)
-        if trusted is None:
-            savers = {_definer(cls, "_save"), _definer(cls, "_save_new")} - {OneStepStorage}
-            getter = _definer(cls, "get")
-            trusted = _definer(cls, "create") is OneStepStorage and all(
-                issubclass(saver, getter) for saver in savers
-            )
-            _facts_trusted[cls] = trusted
-        return trusted
 
     def replace(
         self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None

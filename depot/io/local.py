@@ -31,9 +31,9 @@ from datetime import datetime
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
 from depot.io import checksums, utils
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE, OneStepStorage, StoredFacts, StoredFile
+from depot.io.interfaces import OneStepStorage, StoredFacts, StoredFile
 from depot.io.interfaces import FileStorage  # noqa: F401 - a name filedepot 0.12 had here
-from depot.io.utils import DEFAULT_CONTENT_TYPE, check_content, check_uuid
+from depot.io.utils import DEFAULT_CHUNK_SIZE, DEFAULT_CONTENT_TYPE, check_uuid, read_chunks
 
 try:
     import fcntl
@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - Windows: the grace period alone protec
 
 __all__ = ["LocalStoredFile", "LocalFileStorage"]
 
-_check_file_id = check_uuid
+_check_file_id = check_uuid  # filedepot 0.12's name; the storage checks through FileStorage._checked_id
 
 #: Prefixes of the temporary folders beside the files: a version being
 #: written (or, after an exchange, the version it replaced) and a deleted file.
@@ -156,7 +156,7 @@ class _MetadataCache:
                 raw = f.read()
         except OSError:
             self._entries.pop(path, None)
-            raise IOError("File %s not existing" % file_id) from None
+            raise utils.missing_file(file_id) from None
         entry = (key, _parse_metadata(file_id, raw))
         if len(raw) > _MAX_CACHED_METADATA:
             return entry  # a huge name: cheap to re-read next time, costly to keep
@@ -214,7 +214,7 @@ class LocalStoredFile(StoredFile):
             try:
                 f = open(self._file_path, "rb")
             except OSError:
-                raise IOError("File %s not existing" % self.file_id) from None
+                raise utils.missing_file(self.file_id) from None
             try:
                 same = _key(os.stat(self._metadata_path)) == self._key
             except OSError:
@@ -268,18 +268,15 @@ class LocalStoredFile(StoredFile):
     ) -> Iterator[bytes]:
         f = self._opened()
         f.seek(start)
-        remaining = None if stop is None else stop - start
-        while remaining is None or remaining > 0:
-            chunk = f.read(chunk_size if remaining is None else min(chunk_size, remaining))
-            if not chunk:
-                return
-            if remaining is not None:
-                remaining -= len(chunk)
-            yield chunk
+        yield from read_chunks(f.read, None if stop is None else stop - start, chunk_size)
+
+    @property
+    def local_path(self) -> str:
+        """The data file of the current version (``real_file`` opens the one the facts describe)."""
+        return self._file_path
 
     def real_file(self) -> IO[bytes]:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
+        self._check_open()
         f = self._file
         if f is None:
             return self._open_matching()
@@ -370,8 +367,6 @@ class LocalFileStorage(OneStepStorage):
     the first write.
     """
 
-    _check_file_id = staticmethod(_check_file_id)
-
     def __init__(self, storage_path: Optional[str] = None, checksum: Any = checksums.DEFAULT_ALGORITHM) -> None:
         # A missing path is a configuration error that names the setting
         # (rather than Python's "missing 1 required positional argument"),
@@ -393,8 +388,7 @@ class LocalFileStorage(OneStepStorage):
         return self._prefix + file_id
 
     def get(self, file_or_id: Any) -> LocalStoredFile:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
+        file_id = self._checked_id(file_or_id)
         return LocalStoredFile._checked(file_id, self._dir(file_id))
 
     def _write_files(
@@ -443,7 +437,6 @@ class LocalFileStorage(OneStepStorage):
         caller releases the lock with :func:`_unlock`; on failure nothing is
         left behind.
         """
-        check_content(content)
         staging = self._prefix + _tmp_name(_STAGING)
         try:
             os.mkdir(staging)
@@ -510,8 +503,7 @@ class LocalFileStorage(OneStepStorage):
         raise IOError("Could not publish %s: it keeps changing" % folder)
 
     def delete(self, file_or_id: Any) -> None:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
+        file_id = self._checked_id(file_or_id)
         graveyard = self._prefix + _tmp_name(_GRAVEYARD)
         try:
             # Renamed first so that readers see the file or nothing, never a half-removed folder.
@@ -521,9 +513,7 @@ class LocalFileStorage(OneStepStorage):
         _remove_file_folder(graveyard)
 
     def exists(self, file_or_id: Any) -> bool:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
-        return os.path.exists(_metadata_path(self._dir(file_id)))
+        return os.path.exists(_metadata_path(self._dir(self._checked_id(file_or_id))))
 
     def list(self) -> List[str]:
         try:

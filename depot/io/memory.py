@@ -6,13 +6,13 @@ import itertools
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from depot.io import checksums, utils
-from depot.io.interfaces import DEFAULT_CHUNK_SIZE, OneStepStorage, StoredFacts, StoredFile
+from depot.io.interfaces import OneStepStorage, StoredFacts, StoredFile
 from depot.io.interfaces import FileStorage  # noqa: F401 - a name filedepot 0.12 had here
-from depot.io.utils import check_content, check_uuid
+from depot.io.utils import DEFAULT_CHUNK_SIZE, check_uuid, limit_chunks
 
 __all__ = ["MemoryStoredFile", "MemoryFileStorage"]
 
-_check_file_id = check_uuid
+_check_file_id = check_uuid  # filedepot 0.12's name; the storage checks through FileStorage._checked_id
 
 # A write counter makes every stored version distinguishable (for ETags), even
 # two writes of the same length within one second.
@@ -101,11 +101,8 @@ class MemoryStoredFile(StoredFile):
     def iter_range(
         self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
     ) -> Iterator[bytes]:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        view = memoryview(self._data())[start:stop]
-        for offset in range(0, len(view), chunk_size):
-            yield bytes(view[offset : offset + chunk_size])
+        self._check_open()
+        yield from limit_chunks((memoryview(self._data())[start:stop],), None, chunk_size)
 
 
 class MemoryFileStorage(OneStepStorage):
@@ -115,23 +112,19 @@ class MemoryFileStorage(OneStepStorage):
     without editing the rest of its settings.
     """
 
-    _check_file_id = staticmethod(_check_file_id)
-
     def __init__(self, checksum: Any = checksums.DEFAULT_ALGORITHM, **options: Any) -> None:
         self.files: Dict[str, Dict[str, Any]] = {}
         self._set_checksum(checksum)
 
     def get(self, file_or_id: Any) -> MemoryStoredFile:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
+        file_id = self._checked_id(file_or_id)
         try:
             file_data = self.files[file_id]
         except KeyError:
-            raise IOError("File %s not existing" % file_id) from None
+            raise utils.missing_file(file_id) from None
         return MemoryStoredFile(self.files, file_id, file_data)
 
     def _save(self, file_id: str, content: Any, filename: str, content_type: str) -> StoredFacts:
-        check_content(content)
         hasher = self._new_hasher()
         if isinstance(content, (bytes, bytearray, memoryview)):
             data = bytes(content)
@@ -157,14 +150,10 @@ class MemoryFileStorage(OneStepStorage):
         return StoredFacts(file_id, filename, content_type, last_modified, None)
 
     def delete(self, file_or_id: Any) -> None:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
-        self.files.pop(file_id, None)
+        self.files.pop(self._checked_id(file_or_id), None)
 
     def exists(self, file_or_id: Any) -> bool:
-        file_id = self.fileid(file_or_id)
-        _check_file_id(file_id)
-        return file_id in self.files
+        return self._checked_id(file_or_id) in self.files
 
     def list(self) -> List[str]:
         return list(self.files)

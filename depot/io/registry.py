@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Dict, NamedTuple, Optional, Type
 
-from depot._optional import install_hint
+from depot._optional import MissingDependency, missing_dependency
 
 __all__ = ["BackendInfo", "BackendNotFoundError", "known_backends", "resolve_backend", "load_backend"]
 
@@ -62,12 +62,14 @@ def load_backend(backend: str) -> Type:
     module_name, class_name = path.rsplit(".", 1)
     try:
         module = importlib.import_module(module_name)
+    except MissingDependency:
+        raise  # the backend's require() already named the extra
     except ImportError as exc:
         extra = _EXTRA_BY_MODULE.get(module_name)
         missing_module_itself = isinstance(exc, ModuleNotFoundError) and exc.name == module_name
-        if extra is None or missing_module_itself or "pip install" in str(exc):
+        if extra is None or missing_module_itself:
             raise
-        raise ImportError("Storage backend %s needs: %s (%s)" % (path, install_hint(extra), exc)) from exc
+        raise missing_dependency("Storage backend %s" % path, extra, exc) from exc
     try:
         return getattr(module, class_name)
     except AttributeError:

@@ -10,7 +10,7 @@ import tempfile
 import time
 import uuid
 from datetime import datetime
-from typing import IO, Any, Callable, Iterator, Optional, Tuple
+from typing import IO, Any, Callable, Iterable, Iterator, Optional, Tuple
 
 from depot.utils import utcfromtimestamp_naive, utcnow_naive
 
@@ -19,15 +19,20 @@ __all__ = [
     "DEFAULT_CONTENT_TYPE",
     "DEFAULT_NAME",
     "CHUNK_SIZE",
+    "DEFAULT_CHUNK_SIZE",
     "timestamp",
     "parse_timestamp",
     "file_from_content",
     "FileIntent",
     "check_content",
+    "check_chunk",
     "copy_stream",
+    "read_chunks",
+    "limit_chunks",
     "size_left",
     "iter_file",
     "check_uuid",
+    "missing_file",
     "new_uuid",
     "as_byte_content",
     "check_content_type",
@@ -38,8 +43,12 @@ __all__ = [
 INMEMORY_FILESIZE = 1024 * 1024
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 DEFAULT_NAME = "unnamed"
-#: Chunk used when copying streams: memory is bounded by it, never by the file size.
+#: The one chunk size of depot's I/O: copies of streams, the default of
+#: :meth:`~depot.io.interfaces.StoredFile.iter_range`, and what the ASGI
+#: adapter streams.  Memory is bounded by it, never by the file size.
 CHUNK_SIZE = 1024 * 1024
+#: The name :mod:`depot.io.interfaces` gave it (backends import it from there).
+DEFAULT_CHUNK_SIZE = CHUNK_SIZE
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -103,6 +112,11 @@ def check_uuid(file_id: Any) -> None:
         uuid.UUID("{%s}" % file_id)
     except Exception:
         raise ValueError("Invalid file id %s" % (file_id,)) from None
+
+
+def missing_file(file_id: Any) -> OSError:
+    """The :class:`IOError` of an id that is not stored, in filedepot's words (callers match them)."""
+    return IOError("File %s not existing" % (file_id,))
 
 
 def _is_fieldstorage_like(obj: Any) -> bool:
@@ -262,14 +276,60 @@ def as_byte_content(content: Any) -> Any:
     return view.tobytes()
 
 
+def _refuse(what: Any) -> TypeError:
+    # The one wording of "not bytes" (SPEC 2.0: filedepot's, for str).
+    return TypeError("Only bytes can be stored, not %s" % ("unicode" if isinstance(what, str) else type(what).__name__))
+
+
 def check_content(content: Any) -> None:
-    """Raise :class:`TypeError` unless ``content`` is bytes or a readable file object."""
-    if isinstance(content, str):
-        raise TypeError("Only bytes can be stored, not unicode")
+    """Raise :class:`TypeError` unless ``content`` is bytes or a binary, readable file object.
+
+    Text (``str``, or a text-mode file such as :class:`io.StringIO`) is
+    refused here, before any backend starts writing.
+    """
+    if isinstance(content, (str, io.TextIOBase)):
+        raise _refuse("")
     if not hasattr(content, "read") and not isinstance(content, (bytes, bytearray, memoryview)):
         raise TypeError(
             "Cannot store %s: content must be bytes or a file object" % type(content).__name__
         )
+
+
+def check_chunk(chunk: Any) -> None:
+    """Raise :class:`TypeError` for a piece of content that is not bytes.
+
+    For file objects that :func:`check_content` cannot tell from binary ones
+    until they are read (their ``read`` returns text).
+    """
+    if not isinstance(chunk, (bytes, bytearray, memoryview)):
+        raise _refuse(chunk)
+
+
+def read_chunks(read: Callable[[int], bytes], remaining: Optional[int], chunk_size: int) -> Iterator[bytes]:
+    """Yield what ``read`` returns, ``chunk_size`` at most a call, until ``remaining`` bytes (``None``: the end)."""
+    while remaining is None or remaining > 0:
+        chunk = read(chunk_size if remaining is None else min(chunk_size, remaining))
+        if not chunk:
+            return
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
+
+
+def limit_chunks(blocks: Iterable[Any], remaining: Optional[int], chunk_size: int) -> Iterator[bytes]:
+    """Yield the bytes of ``blocks`` cut into pieces of at most ``chunk_size``, up to ``remaining`` bytes.
+
+    ``remaining`` of ``None`` means all of them.  Blocks may be bytes or
+    memoryviews (a piece is copied out of a view, which is never kept).
+    """
+    for block in blocks:
+        if remaining is not None:
+            block = block[:remaining]
+            remaining -= len(block)
+        for offset in range(0, len(block), chunk_size):
+            yield bytes(block[offset : offset + chunk_size])
+        if remaining is not None and remaining <= 0:
+            return
 
 
 def _spool(src: IO[bytes]) -> IO[bytes]:
@@ -398,8 +458,7 @@ def copy_stream(src: Any, dst: Any, chunk_size: int = CHUNK_SIZE, hasher: Any = 
         chunk = src.read(chunk_size)
         if not chunk:
             break
-        if isinstance(chunk, str):
-            raise TypeError("Only bytes can be stored, not unicode")
+        check_chunk(chunk)
         if hasher is not None:
             hasher.update(chunk)
         dst.write(chunk)
@@ -413,8 +472,7 @@ def iter_file(fileobj: Any, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         chunk = fileobj.read(chunk_size)
         if not chunk:
             return
-        if isinstance(chunk, str):
-            raise TypeError("Only bytes can be stored, not unicode")
+        check_chunk(chunk)
         yield chunk
 
 
@@ -431,5 +489,3 @@ def write_content(content: Any, dst: Any, chunk_size: int = CHUNK_SIZE, hasher: 
     check_content(content)
     return copy_stream(content, dst, chunk_size, hasher)
 
-
-OnExisting = Callable[[], Any]

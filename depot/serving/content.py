@@ -4,11 +4,11 @@ from __future__ import annotations
 import re
 from typing import Iterable, Optional, Tuple
 
+from depot.io.utils import DEFAULT_CONTENT_TYPE  # one definition: what storages store when no type is given
 from depot.utils import make_content_disposition
 
 __all__ = ["DEFAULT_CONTENT_TYPE", "safe_content_type", "header_filename", "InlinePolicy", "SANDBOX_CSP"]
 
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 #: Sent with every document a browser could run, in case it renders it anyway.
 SANDBOX_CSP = "sandbox"
 

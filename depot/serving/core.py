@@ -248,22 +248,22 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
             f.close()
             return page(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, unsatisfiable_headers(facts))
         head = environ.get("REQUEST_METHOD") == "HEAD"
-        if not head or offload is not None:
-            # Only now that content (or its path) is needed.
+        local_path = None if offload is None else f.local_path
+        target = None if local_path is None else offload.header_for(local_path)
+        if target is not None:
+            # The front server opens the path and sends the bytes: it applies
+            # Range itself and computes the length, so neither is decided here.
+            f.close()
+            headers = content_headers(facts, None, cache_control, expires, policy, make_date, ranges=False)
+            return Response(HTTPStatus.OK, [h for h in headers if h[0] != "Content-Length"] + [target])
+        if not head:
+            # Only now that content is needed.
             try:
                 real = f.real_file()
                 size = None if real is None else os.fstat(real.fileno()).st_size
             except OSError:
                 f.close()
                 return page(HTTPStatus.NOT_FOUND)
-            target = None if offload is None or real is None else offload.header_for(real.name)
-            if target is not None:
-                # The front server sends the bytes: it applies Range itself and
-                # computes the length, so neither is decided here.
-                real.close()
-                f.close()
-                headers = content_headers(facts, None, cache_control, expires, policy, make_date, ranges=False)
-                return Response(HTTPStatus.OK, [h for h in headers if h[0] != "Content-Length"] + [target])
             if real is not None and size != facts.content_length:
                 # Rewritten since its metadata was read: describe the bytes
                 # actually opened, so that the length sent is theirs.
