@@ -504,7 +504,7 @@ class GridFSStorage(FileStorage):
         size = self._chunk_size
         per_batch = max(1, BATCH_BYTES // size)
         batch: List[Dict[str, Any]] = []
-        n = length = 0
+        n = length = inserts = 0
         try:
             for data in _chunks_of(content, size):
                 if hasher is not None:
@@ -517,10 +517,14 @@ class GridFSStorage(FileStorage):
                 length += len(data)
                 if len(batch) == per_batch:
                     self._chunks.insert_many(batch)
+                    inserts += 1
                     batch = []
             if batch:
                 self._chunks.insert_many(batch)
-            if hasher is not None:
+                inserts += 1
+            # One acknowledged insert stored every chunk or raised: the check
+            # is for what arrives in several, or unacknowledged (w=0).
+            if hasher is not None and (inserts > 1 or not self._chunks.write_concern.acknowledged):
                 self._check_stored(files_id, n, length, files_id if file_id is None else file_id)
         except BaseException:
             try:
@@ -533,11 +537,13 @@ class GridFSStorage(FileStorage):
     def _check_stored(self, files_id: Any, count: int, length: int, file_id: Any) -> None:
         """Raise :class:`~depot.io.checksums.ChecksumMismatch` unless the server holds what was sent.
 
-        Run before the files document makes the chunks visible: the server
-        counts what it stored (one aggregation over the chunks just
-        written, without sending them back), so a chunk lost or cut on the
-        way is not published under a checksum of bytes it does not hold.
-        A byte changed in place keeps the size: ``depot verify`` finds those.
+        Run before the files document makes the chunks visible, for content
+        sent in several inserts (above ``BATCH_BYTES``) or without
+        acknowledgement: the server counts what it stored (one aggregation
+        over the chunks just written, without sending them back), so a
+        chunk lost or cut on the way is not published under a checksum of
+        bytes the server does not hold.  A byte changed in place keeps the
+        size: ``depot verify`` finds those.
         """
         found = list(self._chunks.aggregate([
             {"$match": {"files_id": files_id}},
