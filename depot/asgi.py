@@ -158,9 +158,14 @@ class DepotMiddleware(ServingCore):
     def respond(self, scope: Scope, path: str) -> Response:
         """The whole decision for a GET or HEAD of ``path``: blocking (storage I/O), run in a worker thread."""
         environ = _environ(scope, path)
+        plain = self.plain_get(environ["REQUEST_METHOD"], environ)
+        if plain:
+            hot = self.hot.respond(path, self.cache_max_age, self.inline_policy)
+            if hot is not None:
+                return hot
         located = self.locate(path, environ["QUERY_STRING"])
         if isinstance(located, Located):
-            return self.file_app(located).respond(environ)
+            return self.file_app(located, remember=path if plain else None).respond(environ)
         return located
 
     async def _send(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:

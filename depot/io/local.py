@@ -130,6 +130,12 @@ def _key(st: os.stat_result) -> Key:
     return (st.st_ino, st.st_dev, st.st_ctime_ns, st.st_size)
 
 
+def _version(key: Key) -> str:
+    """:attr:`LocalStoredFile.version` of the metadata file with this key."""
+    ino, dev, ctime_ns, size = key
+    return "%x-%x-%x" % (ino, ctime_ns, size)
+
+
 class _MetadataCache:
     """Parsed ``metadata.json`` files, each valid while its file is unchanged.
 
@@ -260,8 +266,7 @@ class LocalStoredFile(StoredFile):
         It names the version the facts describe, so an ETag made of both
         never mixes two versions.
         """
-        ino, dev, ctime_ns, size = self._key
-        return "%x-%x-%x" % (ino, ctime_ns, size)
+        return _version(self._key)
 
     def iter_range(
         self, start: int = 0, stop: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -396,6 +401,28 @@ class LocalFileStorage(OneStepStorage):
         file_id = self.fileid(file_or_id)
         _check_file_id(file_id)
         return LocalStoredFile._checked(file_id, self._dir(file_id))
+
+    def open_current(self, file_id: str) -> Tuple[int, os.stat_result, str]:
+        """A raw descriptor on the current data of ``file_id``, its ``fstat``, and the metadata's version.
+
+        For callers that keep what they derived from one version of a file
+        (the serving layer keeps the response headers of small files): the
+        data file's inode, device, change time and size identify its bytes
+        (a write never changes a data file, it installs a new one), and the
+        version (:attr:`LocalStoredFile.version`, read after the data file
+        was opened) identifies the facts.  When both are those of a version
+        seen before, what was derived from it still holds.
+        :class:`OSError` when the file is missing; the caller closes the
+        descriptor.
+        """
+        _check_file_id(file_id)
+        folder = self._dir(file_id)
+        fd = os.open(_file_path(folder), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return fd, os.fstat(fd), _version(_key(os.stat(_metadata_path(folder))))
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _write_files(
         self, file_id: str, data_path: str, meta_path: str, content: Any, filename: str, content_type: str
