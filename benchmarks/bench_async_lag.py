@@ -6,9 +6,13 @@ and records how late it wakes up, which is how long any request would wait
 for the loop.  While it runs, this script drives, all at once:
 
 - 8 concurrent downloads of a 64 MiB file (``GET /depot/files/<id>``), and
-- 4 concurrent uploads of 64 MiB (``POST /documents``, multipart form, the
-  way a browser or a FastAPI client sends files; ``--uploads raw`` sends
-  the body itself to ``PUT /documents/raw/<name>`` instead).
+- 4 concurrent uploads of 64 MiB, by default the body itself to
+  ``PUT /documents/raw/<name>``, the example's endpoint for large files,
+  which streams ``request.stream()`` to the storage;  ``--uploads
+  multipart`` posts a multipart form to ``POST /documents`` instead (the
+  way a browser sends files), which Starlette parses on the event loop
+  before depot sees the file: its own per-byte work on the loop, and a trip
+  to a thread per received piece once the form's spooled file is on disk.
 
 and prints the probe's p50/p99/max lateness per round (target: p99 under
 20 ms), with the transfer rates, the server's CPU use (all threads, and the event
@@ -17,7 +21,7 @@ adds by itself).  The same is then
 measured on ``lag_blocking_app.py``, the same routes calling depot's
 blocking API from the handlers, on the loop: the reference point.
 
-Usage: ``python benchmarks/bench_async_lag.py [--rounds 3] [--uploads multipart|raw] [--apps async,blocking]
+Usage: ``python benchmarks/bench_async_lag.py [--rounds 3] [--uploads raw|multipart] [--apps async,blocking]
 [--priority N]``
 """
 from __future__ import annotations
@@ -156,7 +160,7 @@ def main() -> None:
     global DOWNLOADS, UPLOADS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--uploads", choices=["multipart", "raw"], default="multipart")
+    parser.add_argument("--uploads", choices=["multipart", "raw"], default="raw")
     parser.add_argument("--apps", default="async,blocking",
                         help="comma-separated: async (the example), blocking (the reference point)")
     parser.add_argument("--priority", type=int, default=0,

@@ -10,6 +10,10 @@ SQLite (aiosqlite).  Nothing blocks the event loop:
 - uploads go through ``await attach(...)``
   (:mod:`depot.fields.aio`), which streams the ``UploadFile`` (or the raw
   request body) to the storage in a worker thread, thumbnails included;
+- large files are best sent as the request body itself
+  (``PUT /documents/raw/<name>``): it is streamed to the storage as it
+  arrives, whereas a multipart form (``POST /documents``) is first parsed
+  by Starlette on the event loop into a temporary file;
 - commits and rollbacks delete replaced or abandoned files in worker threads;
 - files are served under ``/depot/<storage>/<id>`` by the ASGI
   ``depot.asgi.DepotMiddleware`` wrapped around the application: ranges,
