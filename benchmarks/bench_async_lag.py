@@ -54,16 +54,20 @@ def start_server(
     env = None
     if tree is not None:  # the depot package of another source tree
         env = dict(os.environ, PYTHONPATH=tree)
+    # The server's errors go to a file (a pipe nobody reads could fill and block it).
+    errors = open(data + ".stderr", "wb")
     proc = subprocess.Popen(
         [sys.executable, str(app), "--port", "0", "--data", data, "--lag-probe"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=os.path.dirname(data), env=env,
+        stdout=subprocess.PIPE, stderr=errors, cwd=os.path.dirname(data), env=env,
         preexec_fn=(lambda: os.nice(-priority)) if priority else None,
     )
     line = proc.stdout.readline().decode()
     match = re.match(r"depot demo running at (http://[0-9.]+:\d+)/", line)
     if not match:
         proc.kill()
-        raise SystemExit("the example did not start: %r %s" % (line, proc.stderr.read().decode()[-2000:]))
+        proc.wait()
+        with open(data + ".stderr", "rb") as f:
+            raise SystemExit("the example did not start: %r %s" % (line, f.read().decode()[-2000:]))
     return proc, match.group(1)
 
 
@@ -102,7 +106,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def one_round(url: str, file_path: str, source: str, mode: str, pid: int) -> Dict[str, float]:
+def one_round(url: str, file_path: str, source: str, mode: str, pid: int, data_dir: str) -> Dict[str, float]:
     with httpx.Client(base_url=url, timeout=30) as client:
         client.post("/lag/reset").raise_for_status()
     downloaded: List[int] = []
@@ -120,7 +124,10 @@ def one_round(url: str, file_path: str, source: str, mode: str, pid: int) -> Dic
     with httpx.Client(base_url=url, timeout=30) as client:
         lag = client.get("/lag").json()
     if downloaded != [SIZE] * DOWNLOADS or len(uploaded) != UPLOADS:
-        raise SystemExit("a transfer failed: downloaded %r, uploaded %d" % (downloaded, len(uploaded)))
+        with open(data_dir + ".stderr", "rb") as f:
+            errors = f.read().decode(errors="replace")[-4000:]
+        raise SystemExit("a transfer failed: downloaded %r, uploaded %d\nserver errors:\n%s" % (
+            downloaded, len(uploaded), errors))
     return {"p50": lag["p50_ms"], "p99": lag["p99_ms"], "max": lag["max_ms"], "samples": lag["samples"],
             "own_p99": lag.get("own_p99_ms"),
             "loop_cpu": lag["loop_cpu_percent"],
@@ -141,7 +148,8 @@ def measure(name: str, args: argparse.Namespace, tmp: str, source: str) -> float
     """Run the rounds against one application; returns its worst p99 (ms)."""
     tree = args.trees.get(name)
     app = APPS["async"] if tree else APPS[name]
-    proc, url = start_server(app, os.path.join(tmp, "data-" + name.replace("/", "_")), args.priority, tree)
+    data_dir = os.path.join(tmp, "data-" + name.replace("/", "_"))
+    proc, url = start_server(app, data_dir, args.priority, tree)
     try:
         with httpx.Client(base_url=url, timeout=300) as client, open(source, "rb") as f:
             seeded = client.put("/documents/raw/seed.bin", content=f,
@@ -159,7 +167,7 @@ def measure(name: str, args: argparse.Namespace, tmp: str, source: str) -> float
             "3.00", "-", "-", "-", idle["loop_cpu_percent"]))
         p99s = []
         for n in range(1, args.rounds + 1):
-            r = one_round(url, file_path, source, args.uploads, proc.pid)
+            r = one_round(url, file_path, source, args.uploads, proc.pid, data_dir)
             p99s.append(r["p99"])
             print("%-6d %9.2f %9.2f %9.2f %12s %8d %8.2f %10.1f %10.1f %10.0f%% %8.0f%%" % (
                 n, r["p50"], r["p99"], r["max"], _ms(r["own_p99"]), r["samples"], r["seconds"], r["down_mbs"],

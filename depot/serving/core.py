@@ -25,7 +25,6 @@ import html
 import importlib
 import inspect
 import os
-import sys
 from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 from urllib.parse import quote
@@ -422,8 +421,21 @@ class HotFiles:
         self._entries.put(path, hot, size)
 
 
+_WSGI_MODULE: Any = None
+
+
 def _wsgi_module() -> Any:
-    return sys.modules.get("depot.middleware") or importlib.import_module("depot.middleware")
+    """:mod:`depot.middleware`, imported on first use (it imports this module).
+
+    Through ``import_module``, which waits while another thread is still
+    importing it: a module taken from ``sys.modules`` at that moment lacks
+    its attributes (the first requests of a threaded server come at once).
+    """
+    global _WSGI_MODULE
+    module = _WSGI_MODULE
+    if module is None:
+        module = _WSGI_MODULE = importlib.import_module("depot.middleware")
+    return module
 
 
 @functools.lru_cache(maxsize=64)
