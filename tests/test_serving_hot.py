@@ -51,7 +51,7 @@ def _same_headers(a, b):
 @on_every_adapter
 def test_kept_answer_is_the_full_answer(served):
     app, fid, path, first = served
-    with mock.patch.object(DepotManager.get(), "get", side_effect=AssertionError("not asked")):
+    with mock.patch("depot.io.local.LocalStoredFile._checked", side_effect=AssertionError("not asked")):
         again = app.get(path)
     assert again.body == CONTENT and again.status_int == 200
     assert _same_headers(first, again)
@@ -106,6 +106,17 @@ def test_other_request_shapes_take_the_full_path(served):
     assert app.get(path, headers={"Range": "bytes=0-1"}, status=206).body == CONTENT[:2]
     assert app.get(path, headers={"If-None-Match": first.headers["ETag"]}, status=304).body == b""
     assert app.head(path).body == b""
+
+
+@on_every_adapter
+def test_a_replaced_get_is_honoured(served, local_storage):
+    """A patched or instance-level get (a check, a test double) is always asked."""
+    app, fid, path, first = served
+    with mock.patch.object(local_storage, "get", side_effect=IOError("hidden")):
+        assert app.get(path, status=404).status_int == 404
+    with mock.patch("depot.io.local.LocalFileStorage.get", side_effect=IOError("hidden")):
+        assert app.get(path, status=404).status_int == 404
+    assert app.get(path).body == CONTENT
 
 
 @on_every_adapter

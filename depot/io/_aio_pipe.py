@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import io
-from typing import Any, AsyncIterator, Callable, Optional, TypeVar, Union
+from typing import Any, AsyncIterator, Callable, List, Optional, TypeVar, Union
 
 import anyio
 import anyio.from_thread
@@ -43,8 +43,9 @@ T = TypeVar("T")
 #: upload (one being gathered, one being joined into the bytes written).
 HANDOVER_SIZE = 512 * 1024
 
-#: A chunk of content as sources give it and the pipe takes it.
-Chunk = Union[bytes, bytearray, memoryview]
+#: A chunk of content as sources give it and the pipe takes it (or pieces
+#: of a request body to join, see _Pieces).
+Chunk = Union[bytes, bytearray, memoryview, "_Pieces"]
 
 
 class UploadCancelled(Exception):
@@ -97,7 +98,7 @@ async def _chunks(source: Any, chunk_size: int) -> AsyncIterator[Chunk]:
         # carries more.  The pieces are only listed here; the worker thread
         # joins them (see _Pipe), so the copy is not made on the loop.
         target = max(chunk_size, HANDOVER_SIZE)
-        pending: list = []
+        pending: List[Union[bytes, bytearray, memoryview]] = []
         size = 0
         async for chunk in source:
             if not isinstance(chunk, (bytes, bytearray, memoryview)):
@@ -114,7 +115,7 @@ async def _chunks(source: Any, chunk_size: int) -> AsyncIterator[Chunk]:
             yield _Pieces(pending)
 
 
-class _Pieces(list):
+class _Pieces(List[Union[bytes, bytearray, memoryview]]):
     """Pieces of a request body handed over together; the worker thread joins them."""
 
 

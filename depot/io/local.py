@@ -626,6 +626,24 @@ def _remove_stale_files(folder: str, cutoff: float) -> int:
     return removed
 
 
+# LocalFileStorage.get as defined here, before anything replaced it.
+_PLAIN_GET = LocalFileStorage.get
+
+
+def finds_files_plainly(storage: Any) -> bool:
+    """Whether ``storage`` is a :class:`LocalFileStorage` whose ``get`` nobody replaced or overrode.
+
+    What :meth:`LocalFileStorage.open_current` opens is then what ``get``
+    would find: callers that skip ``get`` for it (the serving layer's kept
+    answers) must ask this first, so that a subclass, a patched ``get`` or an
+    instance's own ``get`` (a check, a test double) is always honoured.
+    """
+    return (
+        isinstance(storage, LocalFileStorage) and type(storage).get is _PLAIN_GET
+        and type(storage).open_current is LocalFileStorage.open_current and "get" not in vars(storage)
+    )
+
+
 def _remove_file_folder(path: str) -> None:
     """Remove a file's folder that no reader or writer can reach any more.
 

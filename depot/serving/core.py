@@ -338,15 +338,10 @@ class _Hot(NamedTuple):
 
 
 def _opens_current(storage: Any) -> "Optional[LocalFileStorage]":
-    """``storage`` if it is a local storage whose files are found as :meth:`LocalFileStorage.get` finds them."""
-    from depot.io.local import LocalFileStorage
+    """``storage`` if it is a local storage that finds its files as a plain :class:`LocalFileStorage` does."""
+    from depot.io.local import finds_files_plainly
 
-    cls = type(storage)
-    if isinstance(storage, LocalFileStorage) and cls.get is LocalFileStorage.get and (
-        cls.open_current is LocalFileStorage.open_current
-    ):
-        return storage
-    return None
+    return storage if finds_files_plainly(storage) else None
 
 
 class HotFiles:
@@ -378,7 +373,8 @@ class HotFiles:
         hot: Optional[_Hot] = self._entries.get(path)
         if hot is None:
             return None
-        if DepotManager.get(hot.depot_name) is not hot.storage or hot.policy is not policy:  # reconfigured
+        storage = DepotManager.get(hot.depot_name)
+        if storage is not hot.storage or hot.policy is not policy or _opens_current(storage) is None:  # reconfigured
             self._entries.pop(path)
             return None
         try:
