@@ -176,3 +176,41 @@ def test_identity_needs_an_unchanged_version(local_storage):
     app._remember = kept.append
     response = app.respond({"REQUEST_METHOD": "GET"})
     assert response.body == b"changed" and response.identity is None and kept == []
+
+
+_IMPORT_RACE = r'''
+import importlib.abc, importlib.util, sys, threading, time
+
+class Slow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "depot.middleware":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        real = spec.loader.exec_module
+        def exec_module(module):
+            started.set()
+            time.sleep(0.5)  # another thread looks meanwhile
+            real(module)
+        spec.loader.exec_module = exec_module
+        return spec
+
+started = threading.Event()
+from depot.serving import core
+sys.meta_path.insert(0, Slow())
+importer = threading.Thread(target=lambda: __import__("depot.middleware"))
+importer.start()
+started.wait()
+print(core._wsgi_module().FileServeApp.__name__)
+importer.join()
+'''
+
+
+def test_first_requests_in_threads_wait_for_the_wsgi_module():
+    """A thread must not take depot.middleware half-imported (the first requests of a threaded server)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _IMPORT_RACE], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "FileServeApp"
