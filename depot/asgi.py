@@ -17,13 +17,17 @@ sends it, without blocking the event loop:
 from __future__ import annotations
 
 import os
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, MutableMapping, Optional, Tuple, Union
+from typing import (
+    Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, List, MutableMapping, Optional, Tuple, Union,
+)
 from urllib.parse import unquote_to_bytes
 
 from depot._optional import require
 from depot.serving.core import FileSpan, Located, Redirect, Response, ServingCore, StoredSpan
 
 anyio = require("anyio", "asgi", "depot.asgi")
+
+from depot.io._aio_pipe import run_with_source  # noqa: E402 - needs anyio, checked just above
 
 __all__ = ["DepotMiddleware"]
 
@@ -144,6 +148,12 @@ class DepotMiddleware(ServingCore):
             return
         method = scope["method"]
         path = _path(scope)
+        if self.signer is not None and not self.serves(method, path):
+            query = scope.get("query_string", b"").decode("latin-1")
+            upload_path = _wsgi_path(scope, path) if self.takes_upload(method, path, query) else None
+            if upload_path is not None and self.takes_upload(method, upload_path, query):
+                await self._upload(scope, receive, send, upload_path)
+                return
         # Only a path under the mountpoint is decoded the WSGI way.
         wsgi_path = _wsgi_path(scope, path) if self.serves(method, path) else None
         if wsgi_path is None or not self.serves(method, wsgi_path):
@@ -162,6 +172,18 @@ class DepotMiddleware(ServingCore):
         if isinstance(located, Located):
             return self.file_app(located).respond(environ)
         return located
+
+    async def _upload(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """A direct upload: the body is stored by a worker thread, fed from the loop a chunk at a time."""
+        environ = _environ(scope, path)
+
+        def store(body: Any) -> Response:
+            return self.receive_upload(scope["method"], path, environ["QUERY_STRING"], environ, body.read,
+                                       chunk_size=self.chunk_size)
+
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        response = await run_with_source(_request_body(receive), store, limiter, self.chunk_size)
+        await self._send(response, scope, receive, send)
 
     async def _send(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
         body = response.body
@@ -254,6 +276,23 @@ async def _cancel_on_disconnect(receive: Receive, scope: Any) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             scope.cancel()
+            return
+
+
+class ClientDisconnected(IOError):
+    """The client went away before the end of the request body."""
+
+
+async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
+    """The request body's chunks; :class:`ClientDisconnected` if the client leaves before its end."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client disconnected before the end of the body")
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
             return
 
 

@@ -172,6 +172,13 @@ class DepotManager:
         return name
 
     @classmethod
+    def create_upload_intent(cls, storage: Optional[str] = None, **options: Any) -> Any:
+        """:func:`depot.uploads.create_upload_intent`: permit the browser to upload one file directly."""
+        from depot.uploads import create_upload_intent
+
+        return create_upload_intent(storage, **options)
+
+    @classmethod
     def make_middleware(cls, app: Any, *, replace: bool = False, **options: Any) -> Any:
         """Wrap ``app`` in a :class:`~depot.middleware.DepotMiddleware` and register it.
 

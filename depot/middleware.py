@@ -283,7 +283,10 @@ class DepotMiddleware(core.ServingCore):
     ``secret``, ``link_lifetime``
         with a secret, :meth:`url_for` gives links valid for ``link_lifetime``
         seconds (default one hour), and files are only served through such
-        links: an expired, altered or missing signature answers 403.
+        links: an expired, altered or missing signature answers 403.  A
+        secret also lets the middleware take direct uploads
+        (:meth:`upload_url_for`, ``PUT`` of a signed upload URL, see
+        :mod:`depot.uploads`).
 
     Subclasses may override :meth:`url_for`, :meth:`_404_response` and
     :meth:`_301_response`, and set :attr:`file_app_class` to a
@@ -302,6 +305,9 @@ class DepotMiddleware(core.ServingCore):
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD")
         if not self.serves(method, path):
+            query = environ.get("QUERY_STRING", "")
+            if self.takes_upload(method, path, query):
+                return _send(self._upload(environ, method, path, query), environ, start_response)
             if self.app is None:
                 return _send(self.unrouted(method, path), environ, start_response)
             return self.app(environ, start_response)
@@ -311,6 +317,14 @@ class DepotMiddleware(core.ServingCore):
         return self.file_app(
             located, not_found=lambda respond: _call_hook(self._404_response, environ, respond),
         )(environ, start_response)
+
+    def _upload(self, environ: dict, method: Optional[str], path: str, query: str) -> Response:
+        """A direct upload: the body streams from ``wsgi.input`` (see :meth:`receive_upload`)."""
+        # Without Content-Length the body ends where the server says so
+        # (wsgi.input_terminated: gunicorn's chunked bodies); waitress and
+        # others give a Content-Length after reading a chunked body themselves.
+        length_known = bool(environ.get("CONTENT_LENGTH")) or bool(environ.get("wsgi.input_terminated"))
+        return self.receive_upload(method, path, query, environ, environ["wsgi.input"].read, length_known=length_known)
 
     def _answer(self, response: Response, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         # The responses a subclass may have its own hook for.

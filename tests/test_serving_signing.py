@@ -3,7 +3,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from depot.serving.signing import LinkSigner
+from depot.serving.signing import UPLOAD, LinkSigner
 
 PATH = "default/d37138cf-2364-4128-8236-9cfaa8a6567c"
 NOW = 1_800_000_000
@@ -66,3 +66,35 @@ def test_configuration_errors():
         LinkSigner("", 10)
     with pytest.raises(ValueError):
         LinkSigner("k", 0)
+
+
+def test_download_links_keep_their_format(signer):
+    """Links handed out before purposes existed stay valid: the token is over the path alone."""
+    import base64
+    import hashlib
+    import hmac
+
+    digest = hmac.new(b"s3cret", b"%s\n%d" % (PATH.encode(), NOW + 600), hashlib.sha256).digest()
+    token = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    assert signer.sign(PATH, now=NOW) == "expires=%d&signature=%s" % (NOW + 600, token)
+
+
+def test_purposes_never_stand_for_each_other(signer):
+    download = signer.sign(PATH, now=NOW)
+    upload = signer.sign(PATH, now=NOW, purpose=UPLOAD)
+    assert download != upload
+    assert signer.remaining(PATH.encode(), upload, now=NOW, purpose=UPLOAD) == 600
+    assert signer.remaining(PATH.encode(), upload, now=NOW) is None
+    assert signer.remaining(PATH.encode(), download, now=NOW, purpose=UPLOAD) is None
+    # A path crafted to look like a tagged message is never signed nor accepted.
+    tagged = "\0upload\n" + PATH
+    with pytest.raises(ValueError):
+        signer.sign(tagged, now=NOW)
+    assert signer.remaining(tagged.encode(), upload, now=NOW) is None
+
+
+def test_explicit_expiry(signer):
+    query = signer.sign(PATH, now=NOW, expires=NOW + 42.9, purpose=UPLOAD)
+    assert parse_qs(query)["expires"] == [str(NOW + 42)]
+    assert signer.remaining(PATH.encode(), query, now=NOW, purpose=UPLOAD) == 42
+    assert signer.remaining(PATH.encode(), query, now=NOW + 42, purpose=UPLOAD) is None

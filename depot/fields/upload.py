@@ -83,6 +83,20 @@ class UploadedFile(DepotFileInfo):
             raise ValueError("store_content returned %r: no storage named %r" % (path, depot_name))
         return read_back(storage, file_id)
 
+    @classmethod
+    def from_upload(cls, file_id: str, storage: Optional[str] = None) -> Any:
+        """A file uploaded directly by the browser (see :mod:`depot.uploads`), ready to be assigned to a field.
+
+        Returns a :class:`~depot.uploads.attach.DirectUpload`: assigning it to
+        a file field attaches the stored file without copying it, once it
+        passed the checks of its intent and the field's validators and
+        filters.  ``storage`` is the name the intent was created for
+        (``None``: the field's storage).
+        """
+        from depot.uploads.attach import DirectUpload
+
+        return DirectUpload(file_id, storage, cls)
+
     def encode(self) -> str:
         """The JSON text stored in the database column."""
         return json.dumps(self)

@@ -262,6 +262,88 @@ class FileStorage(metaclass=ABCMeta):
         finally:
             stored.close()
 
+    # -- direct uploads (depot.uploads) -----------------------------------------
+    #
+    # A pending upload has a marker: a small record kept beside the files
+    # under the upload's id, never listed by list() nor touched by the
+    # garbage collectors of stored files.  Backends that keep markers
+    # override the four _pending_* methods; the others refuse direct uploads.
+
+    def _pending_put(self, file_id: str, data: bytes) -> None:
+        """Keep ``data`` as the marker of the pending upload ``file_id`` (overwriting one).
+
+        Written before any upload to ``file_id`` can happen, so every upload
+        is recognisable as pending until it is attached.
+        """
+        raise NotImplementedError("%r does not support direct uploads (no pending-upload markers)" % (self,))
+
+    def _pending_get(self, file_id: str) -> Optional[bytes]:
+        """The marker of ``file_id``, or ``None`` when there is none (never an intent, or attached)."""
+        raise NotImplementedError("%r does not support direct uploads (no pending-upload markers)" % (self,))
+
+    def _pending_delete(self, file_id: str) -> None:
+        """Remove the marker of ``file_id``; no error when there is none."""
+        raise NotImplementedError("%r does not support direct uploads (no pending-upload markers)" % (self,))
+
+    def _pending_list(self) -> Iterator[Tuple[str, float]]:
+        """``(file_id, created)`` of every marker, ``created`` in seconds since the epoch."""
+        raise NotImplementedError("%r does not support direct uploads (no pending-upload markers)" % (self,))
+
+    def _new_upload_id(self) -> str:
+        """A new id for a direct upload, of the form :meth:`create` gives out."""
+        return new_uuid()
+
+    def _upload_target(self, record: Any) -> Any:
+        """How the browser uploads the file of ``record`` (a :class:`~depot.uploads.PendingUpload`).
+
+        Returns a :class:`~depot.uploads.UploadTarget`.  This version sends
+        the browser to the registered middleware, which streams the body
+        into :meth:`_store_at` at a signed URL; storages a browser can reach
+        themselves (S3, GCS) override it with the service's own signed URLs.
+        """
+        from depot.manager import DepotManager
+        from depot.uploads.intents import UploadTarget
+
+        try:
+            middleware = DepotManager.get_middleware()
+        except RuntimeError:
+            raise RuntimeError(
+                "Direct uploads to storage %s (%r) go through the depot middleware: register one "
+                "(DepotManager.make_middleware(app, secret=...)) before creating upload intents"
+                % (record.storage, self)
+            ) from None
+        upload_url_for = getattr(middleware, "upload_url_for", None)
+        if upload_url_for is None:
+            raise RuntimeError(
+                "The registered middleware %r cannot accept direct uploads to storage %s"
+                % (middleware, record.storage)
+            )
+        return UploadTarget("PUT", upload_url_for(record), {}, {}, None)
+
+    def _complete_upload(self, record: Any) -> None:
+        """Finish an upload the browser has sent all of (S3 multipart completion); default nothing.
+
+        Raises :class:`IOError` when the upload is not complete.
+        """
+
+    def _abandon_upload(self, record: Any) -> None:
+        """Remove whatever an upload never attached left: the file, unfinished parts.
+
+        The marker is left to the caller, which removes it afterwards: a
+        crash in between leaves a marker that the next collection finishes.
+        """
+        if self.exists(record.file_id):
+            self.delete(record.file_id)
+
+    def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,
+                  content_type: Optional[str] = None) -> StoredFacts:
+        """Store ``content`` as the new file ``file_id`` (a direct upload's id), like :meth:`create`.
+
+        The file appears whole or not at all.  :class:`FileExistsError` when
+        ``file_id`` is already stored: an upload never overwrites a file.
+        """
+        raise NotImplementedError("%r cannot store a file under a given id" % (self,))
+
     # Shared by the backends' replace(): the rules of SPEC 2.0 live here once.
     _check_file_id: Callable[[str], Any]
 
@@ -348,6 +430,18 @@ class OneStepStorage(FileStorage):
             )
             _facts_trusted[cls] = trusted
         return trusted
+
+    def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,
+                  content_type: Optional[str] = None) -> StoredFacts:
+        # Backends whose _save_new cannot refuse an existing id check first:
+        # the id is a fresh random one only a signed upload URL names, so the
+        # window between the check and the write is never raced in practice.
+        file_id = self.fileid(file_id)
+        self._check_file_id(file_id)
+        if self.exists(file_id):
+            raise FileExistsError("File %s already exists in %r" % (file_id, self))
+        facts = self._save_new(file_id, *self.fileinfo(content, filename, content_type))
+        return self._read_facts(file_id) if facts is None else facts
 
     def replace(
         self, file_or_id: Any, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import itertools
+import threading
+import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from depot.io import checksums, utils
@@ -119,6 +121,9 @@ class MemoryFileStorage(OneStepStorage):
 
     def __init__(self, checksum: Any = checksums.DEFAULT_ALGORITHM, **options: Any) -> None:
         self.files: Dict[str, Dict[str, Any]] = {}
+        # Markers of direct uploads: apart from ``files``, so never listed.
+        self.pending: Dict[str, Tuple[bytes, float]] = {}
+        self._store_lock = threading.Lock()
         self._set_checksum(checksum)
 
     def get(self, file_or_id: Any) -> MemoryStoredFile:
@@ -131,6 +136,12 @@ class MemoryFileStorage(OneStepStorage):
         return MemoryStoredFile(self.files, file_id, file_data)
 
     def _save(self, file_id: str, content: Any, filename: str, content_type: str) -> StoredFacts:
+        return self._save_into(self.files, file_id, content, filename, content_type)
+
+    def _save_into(
+        self, files: Dict[str, Dict[str, Any]], file_id: str, content: Any, filename: str, content_type: str
+    ) -> StoredFacts:
+        """Read ``content`` whole and publish it as ``files[file_id]``."""
         check_content(content)
         hasher = self._new_hasher()
         if isinstance(content, (bytes, bytearray, memoryview)):
@@ -153,7 +164,7 @@ class MemoryFileStorage(OneStepStorage):
         }
         if hasher is not None:
             entry["checksum"] = hasher.result()
-        self.files[file_id] = entry
+        files[file_id] = entry
         return StoredFacts(file_id, filename, content_type, last_modified, None)
 
     def delete(self, file_or_id: Any) -> None:
@@ -168,6 +179,39 @@ class MemoryFileStorage(OneStepStorage):
 
     def list(self) -> List[str]:
         return list(self.files)
+
+    # -- direct uploads ----------------------------------------------------------
+
+    def _pending_put(self, file_id: str, data: bytes) -> None:
+        _check_file_id(file_id)
+        previous = self.pending.get(file_id)
+        self.pending[file_id] = (bytes(data), previous[1] if previous else time.time())
+
+    def _pending_get(self, file_id: str) -> Optional[bytes]:
+        entry = self.pending.get(file_id)
+        return None if entry is None else entry[0]
+
+    def _pending_delete(self, file_id: str) -> None:
+        self.pending.pop(file_id, None)
+
+    def _pending_list(self) -> Iterator[Tuple[str, float]]:
+        return iter([(file_id, created) for file_id, (_, created) in list(self.pending.items())])
+
+    def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,
+                  content_type: Optional[str] = None) -> StoredFacts:
+        file_id = self.fileid(file_id)
+        _check_file_id(file_id)
+        content, filename, content_type = self.fileinfo(content, filename, content_type)
+        # The entry is built before the lock (a slow stream holds no one up);
+        # the check and the publication happen under it, so of two uploads
+        # to one id exactly one is kept.
+        scratch: Dict[str, Dict[str, Any]] = {}
+        facts = MemoryFileStorage._save_into(self, scratch, file_id, content, filename, content_type)
+        with self._store_lock:
+            if file_id in self.files:
+                raise FileExistsError("File %s already exists in %r" % (file_id, self))
+            self.files[file_id] = scratch[file_id]
+        return facts
 
     def __repr__(self) -> str:
         return "<MemoryFileStorage files=%d>" % len(self.files)

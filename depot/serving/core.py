@@ -24,10 +24,13 @@ import functools
 import html
 import importlib
 import inspect
+import io
+import json
 import os
 import sys
+import time
 from http import HTTPStatus
-from typing import IO, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import IO, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 from urllib.parse import quote
 
 from depot.io.interfaces import StoredFile
@@ -44,11 +47,13 @@ from .plan import (
     unsatisfiable_headers,
 )
 from .ranges import UNSATISFIABLE
-from .signing import LinkSigner
+from .signing import UPLOAD, LinkSigner
+from .uploads import BodyCheck, Refusal, admit, check_url, is_upload_url
 
 __all__ = [
     "BLOCK_SIZE", "SMALL_BODY", "Response", "FileSpan", "StoredSpan", "Redirect", "Located", "ServingCore",
-    "respond_file", "choose_body", "page", "redirect", "status_line",
+    "respond_file", "choose_body", "page", "redirect", "status_line", "json_response", "UploadBody",
+    "DRAIN_LIMIT",
 ]
 
 #: Chunk read from storages and handed to servers (256 KiB): memory per
@@ -126,7 +131,8 @@ class Response:
 
 # RFC 9110's reason phrases where Python's differ (3.12 and older say
 # "Requested Range Not Satisfiable").
-_PHRASES = {HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE: "Range Not Satisfiable"}
+_PHRASES = {HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE: "Range Not Satisfiable",
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "Content Too Large"}
 _STATUS_LINES: Dict[int, str] = {
     status: "%d %s" % (status, _PHRASES.get(status, status.phrase)) for status in HTTPStatus
 }
@@ -167,6 +173,128 @@ def redirect(location: str, permanent: bool) -> Response:
     headers.append(("Content-Length", str(len(body))))
     status = HTTPStatus.MOVED_PERMANENTLY if permanent else HTTPStatus.FOUND
     return Response(status, headers, Redirect(location, body))
+
+
+def json_response(status: HTTPStatus, value: Any, headers: Headers = ()) -> Response:  # type: ignore[assignment]
+    """``value`` as a small JSON body answering ``status``, after ``headers``."""
+    body = json.dumps(value).encode("utf-8")
+    return Response(status, [*headers, ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                             ("Cache-Control", "no-store")], body)
+
+
+def _refused(refusal: Refusal) -> Response:
+    headers = [("Allow", "PUT")] if refusal.status == HTTPStatus.METHOD_NOT_ALLOWED else []
+    return json_response(refusal.status, {"error": refusal.code, "message": refusal.reason}, headers)
+
+
+#: After refusing an upload, at most this much of the unread body is read
+#: and dropped: a server that closes a connection with unread bytes resets
+#: it, and the client may then lose the answer saying why.  A larger body is
+#: left unread (the client sees the connection reset).
+DRAIN_LIMIT = 4 * 1024 * 1024
+
+#: A body's ``read`` function: at most ``n`` bytes, ``b''`` at the end.
+ReadBody = Callable[[int], bytes]
+
+
+class _BodyRefused(Exception):
+    """Raised into the storage's write by :class:`UploadBody`: the write is abandoned."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
+class UploadBody(io.RawIOBase):
+    """The body of a direct upload as the storage reads it, checked as it passes.
+
+    Reads the request body with ``read`` a ``chunk_size`` at a time, never
+    past the declared length, and feeds every chunk to ``check`` (a
+    :class:`~depot.serving.uploads.BodyCheck`).  The first bytes are held
+    back until the type sniffed from them is allowed.  A refusal (too many
+    bytes, a refused type, a short body, a wrong checksum, a client gone
+    mid-body) is raised into the storage's write as an exception, and kept
+    in :attr:`refusal`: every backend abandons a write whose content raises
+    (``StorageConformance.test_failing_stream_leaves_nothing``), and the end
+    of the body is only reported once every check has passed, so nothing
+    refused is ever stored.  Memory: one chunk.
+    """
+
+    def __init__(self, read: ReadBody, check: BodyCheck, chunk_size: int = BLOCK_SIZE) -> None:
+        super().__init__()
+        self._read = read
+        self._check = check
+        self._chunk_size = chunk_size
+        self._left = check.admitted.length
+        self._chunk = b""
+        self._offset = 0
+        self._held: List[bytes] = []
+        self._ended = False
+        self.refusal: Optional[Refusal] = None
+
+    def readable(self) -> bool:
+        return True
+
+    def _refuse(self, refusal: Refusal, cause: Optional[BaseException] = None) -> None:
+        self.refusal = refusal
+        raise _BodyRefused(refusal) from cause
+
+    def _next(self) -> bytes:
+        size = self._chunk_size if self._left is None else min(self._chunk_size, self._left)
+        if size <= 0:
+            return b""
+        try:
+            chunk = self._read(size)
+        except Exception as exc:  # the transport's: a client gone, a broken chunked encoding
+            self._refuse(Refusal(HTTPStatus.BAD_REQUEST, "incomplete", "the body was cut short (%s)" % exc), exc)
+        if self._left is not None:
+            self._left -= len(chunk)
+        return bytes(chunk) if not isinstance(chunk, bytes) else chunk
+
+    def _fill(self) -> bool:
+        """Make :attr:`_chunk` the next bytes to hand on; ``False`` at the (checked) end."""
+        check = self._check
+        while not self._ended:
+            chunk = self._next()
+            refusal = check.feed(chunk) if chunk else check.end()
+            if refusal is not None:
+                self._refuse(refusal)
+            if not chunk:
+                self._ended = True
+            elif not check.sniffed:
+                self._held.append(chunk)  # the first bytes wait for the type check
+                continue
+            if self._held:
+                chunk = b"".join([*self._held, chunk])
+                self._held = []
+            if chunk:
+                self._chunk, self._offset = chunk, 0
+                return True
+        return False
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        if self._offset >= len(self._chunk) and not self._fill():
+            return b""
+        chunk, offset = self._chunk, self._offset
+        if offset == 0 and (size is None or size < 0 or size >= len(chunk)):
+            self._offset = len(chunk)
+            return chunk  # the common case: the whole chunk, not copied
+        stop = len(chunk) if size is None or size < 0 else offset + size
+        self._offset = min(stop, len(chunk))
+        return chunk[offset:stop]
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        return b"".join(iter(lambda: self.read(), b""))
+
+    def drain(self, limit: int = DRAIN_LIMIT) -> None:
+        """Read and drop the rest of a refused body, if at most ``limit`` bytes (see :data:`DRAIN_LIMIT`)."""
+        if not self._ended and (self._left is None or self._left <= limit):
+            _drain(self._read, self._left, limit)
 
 
 def choose_body(
@@ -378,6 +506,90 @@ class ServingCore:
             url = "%s?%s" % (url, self.signer.sign(path))
         return url
 
+    def upload_url_for(self, record: Any) -> str:
+        """The URL a browser ``PUT``\ s the file of ``record`` (a :class:`~depot.uploads.PendingUpload`) to.
+
+        Signed for uploads only (a download link never authorises an upload,
+        nor the reverse) and valid until the intent expires.  Needs the
+        middleware's ``secret``: without one, :class:`RuntimeError`.
+        """
+        if self.signer is None:
+            raise RuntimeError(
+                "Direct uploads of %s to storage %s go through the middleware, which needs a secret: "
+                "DepotManager.make_middleware(app, secret=...)" % (record.file_id, record.storage)
+            )
+        path = "%s/%s" % (record.storage, record.file_id)
+        query = self.signer.sign(path, expires=record.expires_at, purpose=UPLOAD)
+        return "%s/%s?%s" % (self._prefix, quote_file_path(path), query)
+
+    def takes_upload(self, method: Optional[str], path: str, query_string: str) -> bool:
+        """Whether the request is a direct upload for the middleware to answer.
+
+        With a secret only: a ``PUT`` under the mountpoint, or a request with
+        another method than ``GET``/``HEAD`` on a valid upload URL (answered
+        ``405``).  Everything else under the mountpoint goes to the
+        application as before.
+        """
+        if self.signer is None or method == "GET" or method == "HEAD" or not is_under_mount(path, self._prefix):
+            return False
+        return method == "PUT" or is_upload_url(path, query_string, self._prefix, self.signer)
+
+    def receive_upload(
+        self,
+        method: Optional[str],
+        path: str,
+        query_string: str,
+        headers: Mapping[str, str],
+        read: ReadBody,
+        *,
+        length_known: bool = True,
+        chunk_size: int = BLOCK_SIZE,
+        now: Optional[float] = None,
+    ) -> Response:
+        """Store the body of a direct upload (see :mod:`depot.serving.uploads`): ``201`` or the refusal.
+
+        Blocking (storage I/O, reading the body with ``read``).  The
+        signature is checked before any storage is asked; the intent's
+        marker, the existing file and the declared headers before any byte
+        of the body is read; the body streams into the storage's
+        ``_store_at`` through an :class:`UploadBody`, one chunk in memory.
+        ``headers`` holds the request's WSGI keys; ``length_known`` is false
+        when a body without ``Content-Length`` has no end the server can
+        tell.  A ``201`` answers ``{"id": ..., "size": ...}``.
+        """
+        now = time.time() if now is None else now
+        target = check_url(method, path, query_string, self._prefix, self.signer, now)  # type: ignore[arg-type]
+        if isinstance(target, Refusal):
+            return self._refuse_upload(target, read, headers)
+        name, file_id = target
+        storage = DepotManager.get(name)
+        record = None if storage is None else _pending_record(storage, file_id)
+        present = record is not None and storage.exists(file_id)  # type: ignore[union-attr]
+        admitted = admit(record, present, headers, now, length_known)
+        if isinstance(admitted, Refusal):
+            return self._refuse_upload(admitted, read, headers)
+        assert record is not None and storage is not None
+        check = BodyCheck(record, admitted)
+        body = UploadBody(read, check, chunk_size)
+        try:
+            storage._store_at(file_id, body, record.filename, admitted.content_type)
+        except FileExistsError:
+            body.drain()
+            return _refused(Refusal(HTTPStatus.CONFLICT, "already-uploaded", "a file was already uploaded under this id"))
+        except Exception:
+            if body.refusal is None:
+                raise
+            body.drain()
+            return _refused(body.refusal)
+        return json_response(HTTPStatus.CREATED, {"id": file_id, "size": check.size})
+
+    def _refuse_upload(self, refusal: Refusal, read: ReadBody, headers: Mapping[str, str]) -> Response:
+        length = headers.get("CONTENT_LENGTH")
+        declared = int(length) if length and length.isdigit() else None
+        if declared is None or declared <= DRAIN_LIMIT:
+            _drain(read, declared)
+        return _refused(refusal)
+
     def serves(self, method: Optional[str], path: str) -> bool:
         """Whether the request is the middleware's to answer (GET or HEAD under the mountpoint)."""
         return (method == "GET" or method == "HEAD") and is_under_mount(path, self._prefix)
@@ -440,3 +652,29 @@ class ServingCore:
             link_remaining=located.link_remaining,
             **options,
         )
+
+
+def _pending_record(storage: Any, file_id: str) -> Any:
+    """The intent's record from the marker of ``file_id``; ``None`` when there is none (or no markers at all)."""
+    from depot.uploads.intents import PendingUpload
+
+    try:
+        raw = storage._pending_get(file_id)
+        record = None if raw is None else PendingUpload.from_json(raw)
+    except (NotImplementedError, ValueError, IOError):
+        return None
+    return record if record is not None and record.file_id == file_id else None
+
+
+def _drain(read: ReadBody, left: Optional[int], limit: int = DRAIN_LIMIT) -> None:
+    """Read and drop at most ``limit`` bytes of a refused body (``left`` of them when declared)."""
+    try:
+        while limit > 0 and (left is None or left > 0):
+            chunk = read(min(BLOCK_SIZE, limit, limit if left is None else left))
+            if not chunk:
+                return
+            limit -= len(chunk)
+            if left is not None:
+                left -= len(chunk)
+    except Exception:  # noqa: BLE001 - a client gone: nothing left to drain
+        return

@@ -1,0 +1,304 @@
+"""The application side of direct uploads: intents, the check before attaching, collection."""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+from typing import Any, Iterator, List, Optional, Tuple, Union
+
+from depot.io import checksums
+from depot.io.interfaces import FileStorage, StoredFile
+from depot.io.utils import clean_filename
+from depot.manager import DepotManager
+
+from .intents import (
+    SNIFF_BYTES,
+    PendingUpload,
+    UploadIntent,
+    UploadRefused,
+    check_content_types,
+    sniff_content_type,
+    type_allowed,
+)
+
+__all__ = ["create_upload_intent", "finish_upload", "collect_pending", "pending_uploads", "resolve_storage"]
+
+#: Bounds of ``expires_in``: S3 signs URLs for at most seven days.
+MIN_EXPIRES_IN = 1
+MAX_EXPIRES_IN = 7 * 24 * 3600
+
+_DIGEST_LENGTHS = {"crc32c": 8, "sha256": 64, "md5": 32}
+_HEX = re.compile(r"\A[0-9a-f]+\Z")
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("%s must be a positive integer, got %r" % (name, value))
+    return value
+
+
+def check_checksum(checksum: Any) -> Optional[str]:
+    """The ``checksum`` argument of an intent: ``None`` or ``"<algorithm>:<hex digest>"`` of the right length."""
+    if checksum is None:
+        return None
+    parsed = checksums.parse(checksum.strip().lower()) if isinstance(checksum, str) else None
+    if parsed is None:
+        raise ValueError(
+            "checksum must be '<algorithm>:<hex digest>' with one of %s, got %r"
+            % (", ".join(checksums.ALGORITHMS), checksum)
+        )
+    algorithm, digest = parsed
+    if len(digest) != _DIGEST_LENGTHS[algorithm] or not _HEX.match(digest):
+        raise ValueError(
+            "checksum %r: a %s digest is %d hexadecimal digits" % (checksum, algorithm, _DIGEST_LENGTHS[algorithm])
+        )
+    return "%s:%s" % (algorithm, digest)
+
+
+def resolve_storage(storage: Union[None, str, FileStorage]) -> Tuple[str, FileStorage]:
+    """``(name, storage)`` for a storage name (``None``: the default) or a configured storage."""
+    if isinstance(storage, FileStorage):
+        for name in DepotManager._depots:
+            if DepotManager._depots[name] is storage:
+                return name, storage
+        raise ValueError("%r is not a storage configured in DepotManager" % (storage,))
+    if storage is not None and not isinstance(storage, str):
+        raise TypeError("storage must be a storage name, got %r" % (storage,))
+    name = DepotManager.resolve_alias(storage) if storage is not None else DepotManager.get_default()
+    found = DepotManager.get(name)
+    if found is None or name is None:
+        raise ValueError("No storage named %r is configured" % (storage,))
+    return name, found
+
+
+def create_upload_intent(
+    storage: Optional[str] = None,
+    *,
+    max_size: int,
+    content_types: Any = (),
+    filename: Optional[str] = None,
+    checksum: Optional[str] = None,
+    expires_in: int = 3600,
+    multipart: Optional[bool] = None,
+    part_size: Optional[int] = None,
+) -> UploadIntent:
+    """Permit the browser to upload one file of at most ``max_size`` bytes to ``storage``.
+
+    ``content_types`` limits the types (``'image/*'`` a family; empty: any),
+    checked against the first bytes of the upload, not only what the
+    browser declares.  ``checksum`` (``"sha256:<hex>"``, ``"crc32c:..."``,
+    ``"md5:..."``) is the checksum the bytes must have.  The intent is valid
+    for ``expires_in`` seconds (1 s to 7 days).  ``multipart`` asks for (or
+    refuses, with ``False``) an upload in parts of ``part_size`` bytes where
+    the storage supports it (S3); ``None`` lets the storage choose by size.
+
+    The marker is written before the storage is asked for a URL: any upload
+    that can happen is recognisable as pending, and collected if never
+    attached.  Every argument is checked first (:class:`ValueError`).
+    """
+    max_size = _positive_int(max_size, "max_size")
+    types = check_content_types(content_types)
+    checksum = check_checksum(checksum)
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or not (
+        MIN_EXPIRES_IN <= expires_in <= MAX_EXPIRES_IN
+    ):
+        raise ValueError(
+            "expires_in must be an integer number of seconds from %d to %d, got %r"
+            % (MIN_EXPIRES_IN, MAX_EXPIRES_IN, expires_in)
+        )
+    if multipart is not None and not isinstance(multipart, bool):
+        raise ValueError("multipart must be True, False or None, got %r" % (multipart,))
+    if part_size is not None:
+        part_size = _positive_int(part_size, "part_size")
+    if filename is not None:
+        if not isinstance(filename, str) or not filename:
+            raise ValueError("filename must be a non-empty string or None, got %r" % (filename,))
+        filename = clean_filename(filename)
+    name, backend = resolve_storage(storage)
+    now = time.time()
+    record = PendingUpload(
+        storage=name,
+        file_id=backend._new_upload_id(),
+        created_at=now,
+        expires_at=now + expires_in,
+        max_size=max_size,
+        content_types=types,
+        filename=filename,
+        checksum=checksum,
+        multipart=None if multipart is None and part_size is None else {"wanted": multipart, "part_size": part_size},
+    )
+    backend._pending_put(record.file_id, record.to_json())
+    try:
+        target = backend._upload_target(record)
+    except BaseException:
+        # No URL was handed out, so nothing can be uploaded: the marker goes
+        # (with whatever the backend began, such as an S3 multipart upload).
+        discard_upload(backend, record)
+        raise
+    if target.multipart is not None:
+        record = replace(record, multipart=target.multipart)
+        backend._pending_put(record.file_id, record.to_json())
+    return UploadIntent(
+        storage=name,
+        file_id=record.file_id,
+        expires_at=record.expires_at,
+        max_size=max_size,
+        content_types=types,
+        method=target.method,
+        url=target.url,
+        fields=dict(target.fields),
+        headers=dict(target.headers),
+        parts=target.parts,
+    )
+
+
+def _record(backend: FileStorage, name: str, file_id: str) -> PendingUpload:
+    raw = backend._pending_get(file_id)
+    if raw is None:
+        raise UploadRefused(name, file_id, "not-an-intent", "no upload is pending under this id "
+                            "(it was never permitted, or it is already attached)")
+    return PendingUpload.from_json(raw)
+
+
+def _read_head(stored: StoredFile) -> bytes:
+    head = b""
+    while len(head) < SNIFF_BYTES:
+        chunk = stored.read(SNIFF_BYTES - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _content_checksum(stored: StoredFile, algorithm: str, head: bytes) -> str:
+    """The checksum of the whole content, reading on from ``head`` in bounded chunks."""
+    hasher = checksums.Hasher(algorithm)
+    hasher.update(head)
+    while True:
+        chunk = stored.read(256 * 1024)
+        if not chunk:
+            return hasher.result()
+        hasher.update(chunk)
+
+
+def finish_upload(storage: Union[None, str, FileStorage], file_id: str) -> Tuple[PendingUpload, StoredFile]:
+    """Check the upload ``file_id`` against its intent; ``(record, stored file)`` when it passes.
+
+    The checks: a marker exists (else ``not-an-intent``: never permitted or
+    already attached), the storage completes the upload (S3 multipart) and
+    the file exists (else ``incomplete``; the marker stays, so the browser
+    may still finish), the size is within ``max_size`` (``too-large``), the
+    type sniffed from the first bytes is allowed (``bad-type``) and the
+    checksum is the expected one (``bad-checksum``).  On those last three
+    the upload and its marker are deleted before :class:`UploadRefused` is
+    raised: a refused upload never lingers.
+
+    The marker is kept: the attach step deletes it once the field has
+    accepted the file.  The caller closes the returned file.
+    """
+    name, backend = resolve_storage(storage)
+    if not isinstance(file_id, str):
+        file_id = FileStorage.fileid(file_id)
+    try:
+        backend._check_file_id(file_id)
+    except ValueError:
+        raise UploadRefused(name, file_id, "not-an-intent", "not a valid file id") from None
+    record = _record(backend, name, file_id)
+    try:
+        backend._complete_upload(record)
+    except IOError as exc:
+        raise UploadRefused(name, file_id, "incomplete", "the upload is not complete: %s" % exc) from exc
+    try:
+        stored = backend.get(file_id)
+    except IOError:
+        raise UploadRefused(name, file_id, "incomplete", "nothing was uploaded yet") from None
+    try:
+        head = _read_head(stored)
+        size = stored.content_length
+        if size is not None and size > record.max_size:
+            raise UploadRefused(name, file_id, "too-large",
+                                "%d bytes, at most %d allowed" % (size, record.max_size))
+        sniffed = sniff_content_type(head, stored.content_type)
+        if not type_allowed(sniffed, record.content_types):
+            raise UploadRefused(name, file_id, "bad-type", "content of type %s, allowed: %s"
+                                % (sniffed, ", ".join(record.content_types)))
+        if record.checksum is not None:
+            algorithm = record.checksum.split(":", 1)[0]
+            actual = stored.checksum
+            if actual is None or not actual.startswith(algorithm + ":"):
+                actual = _content_checksum(stored, algorithm, head)
+            if actual != record.checksum:
+                raise UploadRefused(name, file_id, "bad-checksum",
+                                    "checksum %s, expected %s" % (actual, record.checksum))
+        if size is None:
+            # A store that does not know the length: count it (bounded memory).
+            size = len(head) + sum(len(chunk) for chunk in iter(lambda: stored.read(256 * 1024), b""))
+            if size > record.max_size:
+                raise UploadRefused(name, file_id, "too-large",
+                                    "%d bytes, at most %d allowed" % (size, record.max_size))
+    except UploadRefused:
+        stored.close()
+        discard_upload(backend, record)
+        raise
+    except BaseException:
+        stored.close()
+        raise
+    stored.close()
+    # A fresh handle: the checks consumed the first one.
+    return record, backend.get(file_id)
+
+
+def discard_upload(backend: FileStorage, record: PendingUpload) -> None:
+    """Remove a pending upload: its file and parts first, then its marker.
+
+    In this order a crash in between leaves a marker, which the next
+    collection finds and finishes; the other order could leave an upload
+    nothing points to any more.
+    """
+    backend._abandon_upload(record)
+    backend._pending_delete(record.file_id)
+
+
+def pending_uploads(storage: Union[None, str, FileStorage] = None) -> Iterator[Tuple[str, float]]:
+    """``(file_id, created)`` of every upload of ``storage`` permitted and not attached yet."""
+    return resolve_storage(storage)[1]._pending_list()
+
+
+def collect_pending(
+    storage: Union[None, str, FileStorage] = None,
+    *,
+    older_than: float,
+    now: Optional[float] = None,
+) -> List[str]:
+    """Remove the uploads never attached whose intent was created more than ``older_than`` seconds ago.
+
+    Returns their ids.  Attached files are never touched: attaching deletes
+    the marker, and only uploads that still have one are considered.  Pick
+    ``older_than`` well beyond the intents' lifetime plus the time the
+    application takes to attach: an upload being attached while it is
+    collected would be lost to the row.
+    """
+    if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or older_than < 0:
+        raise ValueError("older_than must be a number of seconds >= 0, got %r" % (older_than,))
+    name, backend = resolve_storage(storage)
+    return collect_pending_in(backend, name, older_than, now)
+
+
+def collect_pending_in(backend: FileStorage, name: str, older_than: float, now: Optional[float] = None) -> List[str]:
+    """:func:`collect_pending` on a storage object (the CLI builds its own)."""
+    cutoff = (time.time() if now is None else now) - older_than
+    removed = []
+    for file_id, created in list(backend._pending_list()):
+        if created >= cutoff:
+            continue
+        raw = backend._pending_get(file_id)
+        if raw is None:
+            continue  # attached meanwhile
+        try:
+            record = PendingUpload.from_json(raw)
+        except ValueError:
+            # An unreadable marker still names an upload never attached.
+            record = PendingUpload(name, file_id, created, created, 0)
+        discard_upload(backend, record)
+        removed.append(file_id)
+    return removed
