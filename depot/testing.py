@@ -805,3 +805,74 @@ class StorageConformance:
         assert f.checksum is None
         assert f.read() == FILE_CONTENT
         assert f.filename == "old.txt"
+
+    # -- direct uploads (depot.uploads): markers and files under a given id ---
+
+    #: Whether the storage keeps the markers of direct uploads; a storage that
+    #: does not (set it to ``False``) must refuse them with NotImplementedError.
+    supports_direct_uploads = True
+
+    def _markers_supported(self, storage: FileStorage) -> bool:
+        if self.supports_direct_uploads:
+            return True
+        with pytest.raises(NotImplementedError):
+            storage._pending_put(storage._new_upload_id(), b"{}")
+        return False
+
+    def test_pending_markers_are_kept_apart_from_files(self, storage):
+        if not self._markers_supported(storage):
+            return
+        before = set(storage.list())
+        file_id = storage._new_upload_id()
+        storage._pending_put(file_id, b'{"n": 1}')
+        assert storage._pending_get(file_id) == b'{"n": 1}'
+        storage._pending_put(file_id, b'{"n": 2}')  # rewritten once the backend answered
+        assert storage._pending_get(file_id) == b'{"n": 2}'
+        assert set(storage.list()) == before
+        assert not storage.exists(file_id)
+        listed = dict(storage._pending_list())
+        assert list(listed) == [file_id]
+        assert abs(listed[file_id] - datetime.datetime.now().timestamp()) < 600
+        storage._pending_delete(file_id)
+        assert storage._pending_get(file_id) is None
+        assert dict(storage._pending_list()) == {}
+        storage._pending_delete(file_id)  # a missing marker is no error
+
+    def test_pending_marker_of_a_missing_or_invalid_id(self, storage, missing_id, invalid_id):
+        if not self._markers_supported(storage):
+            return
+        assert storage._pending_get(missing_id) is None
+        with pytest.raises(ValueError):
+            storage._pending_put(invalid_id, b"{}")
+
+    def test_store_at_creates_the_file_under_the_id(self, storage):
+        if not self._markers_supported(storage):
+            return
+        file_id = storage._new_upload_id()
+        storage._pending_put(file_id, b"{}")
+        facts = storage._store_at(file_id, FILE_CONTENT, "upload.txt", "text/plain")
+        assert facts.file_id == file_id
+        f = storage.get(file_id)
+        assert (f.read(), f.filename, f.content_type) == (FILE_CONTENT, "upload.txt", "text/plain")
+        assert (facts.filename, facts.content_type) == ("upload.txt", "text/plain")
+        assert file_id in storage.list()
+        assert list(dict(storage._pending_list())) == [file_id]  # the marker is the attach step's to delete
+        with pytest.raises(FileExistsError):
+            storage._store_at(file_id, b"another upload to the same id")
+        assert storage.get(file_id).read() == FILE_CONTENT
+        storage.delete(file_id)
+        assert storage._pending_get(file_id) == b"{}"
+        storage._pending_delete(file_id)
+
+    def test_store_at_streams_and_leaves_nothing_on_failure(self, storage):
+        if not self._markers_supported(storage):
+            return
+        data = os.urandom(self.large_size)
+        file_id = storage._new_upload_id()
+        storage._store_at(file_id, NonSeekableStream(data), "big.bin")
+        assert storage.get(file_id).read() == data
+        broken = storage._new_upload_id()
+        with pytest.raises(FailingStream.Boom):
+            storage._store_at(broken, FailingStream(data[:100000]), "broken.bin")
+        assert not storage.exists(broken)
+        assert broken not in storage.list()

@@ -11,6 +11,7 @@ import os
 from itertools import islice
 from typing import Iterable, Iterator, List, Optional, TypeVar
 
+from depot.io._pending_objects import is_marker_name
 from depot.io.interfaces import FileStorage
 
 __all__ = ["iter_ids", "batches", "PAGE_SIZE"]
@@ -79,7 +80,9 @@ def _s3(storage: FileStorage, page_size: int) -> Iterator[str]:
     cut = len(driver.prefix)
     # boto3's collection fetches one page of page_size keys per request, lazily.
     for obj in driver.bucket.objects.filter(Prefix=driver.prefix).page_size(page_size):
-        yield obj.key[cut:]
+        name = obj.key[cut:]
+        if not is_marker_name(name):  # a direct upload's marker, not a file
+            yield name
 
 
 def _gridfs(storage: FileStorage, page_size: int) -> Iterator[str]:
@@ -94,7 +97,9 @@ def _gcs(storage: FileStorage, page_size: int) -> Iterator[str]:
         storage.bucket, prefix=storage._prefix or None, page_size=page_size  # type: ignore[attr-defined]  # noqa: SLF001
     )
     for blob in blobs:
-        yield blob.name[cut:]
+        name = blob.name[cut:]
+        if not is_marker_name(name):  # a direct upload's marker, not a file
+            yield name
 
 
 _WALKERS = (

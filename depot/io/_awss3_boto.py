@@ -10,17 +10,18 @@ path-style requests, an explicit signing region).
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import logging
 import tempfile
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import boto
 import boto.s3.connection
 from boto.exception import S3ResponseError
 from boto.s3.connection import OrdinaryCallingFormat, S3Connection
 
-from depot.io import utils
+from depot.io import _pending_objects, utils
 from depot.io._cloud import (
     CANNED_ACL_PRIVATE,
     ObjectStorage,
@@ -317,4 +318,24 @@ class S3Storage(ObjectStorage):
         self._bucket_driver.bucket.delete_key(self._bucket_driver.prefix + file_id)
 
     def list(self) -> List[str]:
-        return self._bucket_driver.list_key_names()
+        return _pending_objects.visible(self._bucket_driver.list_key_names())
+
+    # -- raw objects (markers of direct uploads) -------------------------------
+
+    def _raw_put(self, name: str, data: bytes) -> None:
+        key = self._bucket_driver.new_key(name)
+        # Private whatever the storage's policy: markers are the server's records.
+        key.set_contents_from_string(data, policy=CANNED_ACL_PRIVATE, headers={"Content-Type": "application/json"})
+
+    def _raw_get(self, name: str) -> Optional[bytes]:
+        key = self._bucket_driver.get_key(name)
+        return None if key is None else key.get_contents_as_string()
+
+    def _raw_delete(self, name: str) -> None:
+        self._bucket_driver.bucket.delete_key(self._bucket_driver.prefix + name)
+
+    def _raw_list(self, under: str) -> Iterator[Tuple[str, float]]:
+        cut = len(self._bucket_driver.prefix)
+        for key in self._bucket_driver.bucket.list(prefix=self._bucket_driver.prefix + under):
+            yield key.name[cut:], boto.utils.parse_ts(key.last_modified).replace(
+                tzinfo=datetime.timezone.utc).timestamp()

@@ -26,7 +26,7 @@ import logging
 import threading
 import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from depot._optional import require
 from depot.io._cloud import (
@@ -48,7 +48,7 @@ from depot.io._cloud import (
     refuse_text,
     remaining_size,
 )
-from depot.io import checksums, utils
+from depot.io import _pending_objects, checksums, utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, StoredFacts
 from depot.io.interfaces import FileStorage, StoredFile  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
@@ -654,4 +654,37 @@ class S3Storage(ObjectStorage):
                 raise
 
     def list(self) -> List[str]:
-        return self._bucket_driver.list_key_names()
+        return _pending_objects.visible(self._bucket_driver.list_key_names())
+
+    # -- raw objects (markers of direct uploads) -------------------------------
+
+    def _raw_put(self, name: str, data: bytes) -> None:
+        # No ACL: private whatever the storage's policy, markers are the server's records.
+        self._client.put_object(Bucket=self._bucket_driver.bucket.name, Key=self._bucket_driver.prefix + name,
+                                Body=data, ContentType="application/json")
+
+    def _raw_get(self, name: str) -> Optional[bytes]:
+        try:
+            response = self._client.get_object(Bucket=self._bucket_driver.bucket.name,
+                                               Key=self._bucket_driver.prefix + name)
+        except ClientError as exc:
+            if is_missing(exc):
+                return None
+            raise
+        return response["Body"].read()
+
+    def _raw_delete(self, name: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self._bucket_driver.bucket.name, Key=self._bucket_driver.prefix + name)
+        except ClientError as exc:
+            if not is_missing(exc):
+                raise
+
+    def _raw_list(self, under: str) -> Iterator[Tuple[str, float]]:
+        cut = len(self._bucket_driver.prefix)
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self._bucket_driver.bucket.name, Prefix=self._bucket_driver.prefix + under
+        )
+        for page in pages:
+            for obj in page.get("Contents", ()):
+                yield obj["Key"][cut:], obj["LastModified"].timestamp()

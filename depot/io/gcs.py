@@ -25,10 +25,10 @@ from __future__ import annotations
 import base64
 import datetime
 import os
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from depot._optional import require
-from depot.io import checksums
+from depot.io import _pending_objects, checksums
 from depot.io._cloud import (
     CHECKSUM_META,
     CANNED_ACL_PRIVATE,
@@ -390,4 +390,30 @@ class GCSStorage(ObjectStorage):
 
     def list(self) -> List[str]:
         cut = len(self._prefix)
-        return [blob.name[cut:] for blob in self.client.list_blobs(self.bucket, prefix=self._prefix or None)]
+        return _pending_objects.visible(
+            [blob.name[cut:] for blob in self.client.list_blobs(self.bucket, prefix=self._prefix or None)]
+        )
+
+    # -- raw objects (markers of direct uploads) -------------------------------
+
+    def _raw_put(self, name: str, data: bytes) -> None:
+        # No predefined ACL: the bucket's default, never public-read as files may be.
+        self.bucket.blob(self._prefix + name).upload_from_string(data, content_type="application/json")
+
+    def _raw_get(self, name: str) -> Optional[bytes]:
+        try:
+            return self.bucket.blob(self._prefix + name).download_as_bytes()
+        except NotFound:
+            return None
+
+    def _raw_delete(self, name: str) -> None:
+        try:
+            self.bucket.blob(self._prefix + name).delete()
+        except NotFound:
+            pass
+
+    def _raw_list(self, under: str) -> Iterator[Tuple[str, float]]:
+        cut = len(self._prefix)
+        for blob in self.client.list_blobs(self.bucket, prefix=self._prefix + under):
+            modified = blob.updated or blob.time_created
+            yield blob.name[cut:], modified.timestamp() if modified is not None else 0.0

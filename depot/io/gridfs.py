@@ -409,6 +409,9 @@ class GridFSStorage(FileStorage):
         self._gridfs = gridfs.GridFS(self._db, collection=collection)
         self._files = self._db[collection + ".files"]
         self._chunks = self._db[collection + ".chunks"]
+        # Markers of direct uploads: a collection of their own, which no
+        # GridFS tool reads as files and collect_garbage() never looks at.
+        self._pending = self._db[collection + ".depot_pending"]
         self._chunk_size = asint(chunk_size) if chunk_size is not None else GRIDFS_CHUNK_SIZE
         if self._chunk_size <= 0:
             raise ValueError("GridFSStorage chunk_size must be positive, got %r" % (chunk_size,))
@@ -662,6 +665,64 @@ class GridFSStorage(FileStorage):
         if pending:
             self._chunks.delete_many({"files_id": pending["gen"]})
         self._chunks.delete_many({"files_id": oid})
+
+    # -- direct uploads ----------------------------------------------------------
+
+    def _new_upload_id(self) -> str:
+        return str(ObjectId())
+
+    @_server_errors
+    def _pending_put(self, file_id: str, data: bytes) -> None:
+        oid = _check_file_id(file_id)
+        self._pending.update_one(
+            {"_id": oid},
+            {"$set": {"data": bson.Binary(bytes(data))}, "$setOnInsert": {"created": _now_ms()}},
+            upsert=True,
+        )
+
+    @_server_errors
+    def _pending_get(self, file_id: str) -> Optional[bytes]:
+        doc = self._pending.find_one({"_id": _check_file_id(file_id)}, {"data": 1})
+        return None if doc is None else bytes(doc["data"])
+
+    @_server_errors
+    def _pending_delete(self, file_id: str) -> None:
+        self._pending.delete_one({"_id": _check_file_id(file_id)})
+
+    @_server_errors
+    def _pending_list(self) -> Iterator[Tuple[str, float]]:
+        entries = []
+        for doc in self._pending.find({}, {"created": 1}):
+            created = doc.get("created")
+            # Without a known age, the oldest.
+            when = created.replace(tzinfo=datetime.timezone.utc).timestamp() if isinstance(created, datetime.datetime) else 0.0
+            entries.append((str(doc["_id"]), when))
+        return iter(entries)
+
+    @_server_errors
+    def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,
+                  content_type: Optional[str] = None) -> StoredFacts:
+        oid = _check_file_id(self.fileid(file_id))
+        content, filename, content_type = self.fileinfo(content, filename, content_type)
+        check_content(content)
+        self._ensure_indexes()
+        # The chunks go under a generation of their own, then the files
+        # document claims the id as a swap does: the unique _id refuses an
+        # existing file before any of its chunks is touched.
+        gen = ObjectId()
+        hasher = self._new_hasher()
+        length = self._write_chunks(gen, content, gen, hasher)
+        doc = self._files_doc(length, filename, content_type, gen, hasher)
+        try:
+            inserted = self._insert_swapped(oid, {"gen": gen, "doc": doc, "since": _now_ms()})
+        except BaseException:
+            if self._files.find_one({"_id": oid, _PENDING + ".gen": gen}, {"_id": 1}) is None:
+                self._chunks.delete_many({"files_id": gen})
+            raise
+        if not inserted:
+            self._chunks.delete_many({"files_id": gen})
+            raise FileExistsError("File %s already exists in %r" % (oid, self))
+        return StoredFacts.of(GridFSStoredFile(self, str(oid), dict(doc, _id=oid)))
 
     @_server_errors
     def collect_garbage(self, older_than: float = 3600.0) -> int:

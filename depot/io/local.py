@@ -19,6 +19,7 @@ removed by :meth:`LocalFileStorage.collect_garbage` (``depot gc``).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import io
@@ -43,6 +44,11 @@ except ImportError:  # pragma: no cover - Windows: the grace period alone protec
 __all__ = ["LocalStoredFile", "LocalFileStorage"]
 
 _check_file_id = check_uuid
+
+#: The folder of the markers of direct uploads (``<id>.json``), beside the
+#: files: a dot name, so neither :meth:`LocalFileStorage.list` nor
+#: :meth:`LocalFileStorage.collect_garbage` ever takes it for theirs.
+_PENDING = ".depot-pending"
 
 #: Prefixes of the temporary folders beside the files: a version being
 #: written (or, after an exchange, the version it replaced) and a deleted file.
@@ -521,6 +527,62 @@ class LocalFileStorage(OneStepStorage):
         except FileNotFoundError:
             return []
         return [name for name in names if _is_valid_id(name)]
+
+    # -- direct uploads ----------------------------------------------------------
+
+    def _marker_path(self, file_id: str) -> str:
+        _check_file_id(file_id)
+        return os.path.join(self._root, _PENDING, file_id + ".json")
+
+    def _pending_put(self, file_id: str, data: bytes) -> None:
+        path = self._marker_path(file_id)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        # Written aside and renamed: a reader sees the whole marker or none.
+        tmp = os.path.join(folder, _tmp_name("." + file_id + "-"))
+        try:
+            _write_new(tmp, data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _pending_get(self, file_id: str) -> Optional[bytes]:
+        try:
+            with open(self._marker_path(file_id), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def _pending_delete(self, file_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._marker_path(file_id))
+
+    def _pending_list(self) -> Iterator[Tuple[str, float]]:
+        try:
+            entries = list(os.scandir(os.path.join(self._root, _PENDING)))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            file_id = entry.name[:-5]
+            if entry.name.endswith(".json") and _is_valid_id(file_id):
+                try:
+                    yield file_id, entry.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # attached meanwhile
+
+    def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,
+                  content_type: Optional[str] = None) -> StoredFacts:
+        file_id = self.fileid(file_id)
+        _check_file_id(file_id)
+        try:
+            # _save_new publishes with rename(), which never replaces a file's (non-empty) folder.
+            return self._save_new(file_id, *self.fileinfo(content, filename, content_type))
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise FileExistsError("File %s already exists in %r" % (file_id, self)) from None
+            raise
 
     def collect_garbage(self, older_than: float = 3600.0, deep: bool = False) -> int:
         """Remove what killed writers left behind; returns the number of leftovers removed.
