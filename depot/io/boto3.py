@@ -48,7 +48,7 @@ from depot.io._cloud import (
     refuse_text,
     remaining_size,
 )
-from depot.io import _pending_objects, checksums, utils
+from depot.io import _pending_objects, _s3_uploads, checksums, utils
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, StoredFacts
 from depot.io.interfaces import FileStorage, StoredFile  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import DEFAULT_CONTENT_TYPE, check_uuid
@@ -688,3 +688,16 @@ class S3Storage(ObjectStorage):
         for page in pages:
             for obj in page.get("Contents", ()):
                 yield obj["Key"][cut:], obj["LastModified"].timestamp()
+
+
+    # -- direct uploads (depot.uploads; the rules live in depot.io._s3_uploads) --
+
+    def _upload_target(self, record: Any) -> Any:
+        """A presigned POST, PUT or set of part URLs for the browser (see :mod:`depot.io._s3_uploads`)."""
+        return _s3_uploads.upload_target(self, record)
+
+    def _complete_upload(self, record: Any) -> None:
+        _s3_uploads.complete_upload(self, record)
+
+    def _abandon_upload(self, record: Any) -> None:
+        _s3_uploads.abandon_upload(self, record)
