@@ -1,0 +1,209 @@
+"""Direct uploads from a headless Chromium through the demo app's form, to real storages.
+
+The demo (examples/demo_app.py, started as a user would) runs on local
+storage (uploads go to DepotMiddleware), on SeaweedFS (S3) and on
+fake-gcs-server (GCS) through its ``--config`` settings file.  The browser
+fills the "direct upload" form; the page asks the app for an intent, sends
+the bytes straight to the storage with depot-upload.js and has the app
+attach the upload to a new row, whose link then serves the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import pytest
+
+from tests._examples import running_example
+from tests.servers import unique_name
+
+requests = pytest.importorskip("requests")
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("webob")
+
+MB = 1024 * 1024
+
+
+@dataclass
+class Demo:
+    url: str
+    backend: str
+    storage_url: str  # where the browser must send the bytes (the app itself for local storage)
+
+
+def _settings(backend: str, request: Any) -> tuple[str, dict, str]:
+    """(TOML settings of the "files" storage, environment additions, storage endpoint)."""
+    if backend == "s3":
+        server = request.getfixturevalue("seaweedfs_server")
+        toml = (
+            '[depot.storages.files]\nbackend = "s3"\nendpoint_url = "%s"\naccess_key_id = "%s"\n'
+            'secret_access_key = "%s"\nregion_name = "%s"\nbucket = "%s"\n'
+            % (server.endpoint_url, server.access_key, server.secret_key, server.region, unique_name("depot-web"))
+        )
+        return toml, {}, server.endpoint_url
+    server = request.getfixturevalue("gcs_server")
+    toml = '[depot.storages.files]\nbackend = "gcs"\nbucket = "%s"\nproject_id = "test"\n' % unique_name("depot-web")
+    return toml, {"STORAGE_EMULATOR_HOST": server.endpoint}, server.endpoint
+
+
+@pytest.fixture
+def demo(request, tmp_path) -> Iterator[Demo]:
+    """The demo app on the storage named by the (indirect) parameter: local, s3 or gcs."""
+    backend = request.param
+    env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
+    args: List[str] = []
+    storage_url = None
+    if backend != "local":
+        toml, extra, storage_url = _settings(backend, request)
+        config = tmp_path / "depot.toml"
+        config.write_text(toml)
+        env.update(extra)
+        args = ["--config", str(config)]
+    with running_example("demo_app.py", tmp_path, *args, env=env) as url:
+        yield Demo(url, backend, storage_url or url)
+
+
+def random_file(path: Path, size: int, chunk: int = 4 * MB) -> str:
+    """Write ``size`` random bytes to ``path`` a chunk at a time; their sha256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            block = os.urandom(min(chunk, left))
+            digest.update(block)
+            out.write(block)
+            left -= len(block)
+    return digest.hexdigest()
+
+
+def served_sha256(url: str) -> tuple[int, str]:
+    """Download ``url`` (following the middleware's redirects) in chunks: (size, sha256)."""
+    digest = hashlib.sha256()
+    size = 0
+    with requests.get(url, stream=True, timeout=60) as response:
+        assert response.status_code == 200, (response.status_code, response.text[:500])
+        for block in response.iter_content(MB):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def document_links(page_html: str) -> List[tuple[str, str]]:
+    """(title, file link) of each document row, newest first."""
+    rows = re.findall(r"<tr><td>([^<]*)</td><td><a href='([^']*)'>", page_html)
+    return [(html.unescape(title), html.unescape(link)) for title, link in rows]
+
+
+class Recorder:
+    """What the page sent where, and the progress events the form dispatched."""
+
+    def __init__(self, page: Any) -> None:
+        self.requests: List[tuple[str, str]] = []
+        self.failed: List[str] = []
+        self.progress: List[dict] = []
+        page.on("request", lambda r: self.requests.append((r.method, r.url)))
+        page.on("requestfailed", lambda r: self.failed.append(r.url))
+        page.expose_function("depotTestProgress", lambda event: self.progress.append(event))
+        page.add_init_script(
+            "document.addEventListener('depot-upload-progress', (e) => window.depotTestProgress(e.detail));")
+
+
+def upload_through_form(page: Any, demo: Demo, path: Path, title: str, timeout: float = 120_000) -> None:
+    """Choose ``path`` in the direct-upload form, submit, and wait for the list page the app sends back."""
+    page.goto(demo.url + "/")
+    form = page.locator("#direct-upload")
+    form.locator("input[name=title]").fill(title)
+    form.locator("input[type=file]").set_input_files(str(path))
+    form.locator("button").click()  # the form's handler disables the button before its first await
+    # Done when the page the app sends back shows a fresh form, or the form shows an error.
+    page.wait_for_function(
+        """() => {
+          const form = document.getElementById("direct-upload");
+          const status = form && form.querySelector(".status");
+          return status && (status.classList.contains("error")
+                            || (!form.querySelector("button").disabled && status.textContent === ""));
+        }""", timeout=timeout, polling=250)
+    error = form.locator(".status.error")
+    if error.count():
+        pytest.fail("the direct upload failed: %s" % error.inner_text())
+
+
+def check_served(demo: Demo, page: Any, title: str, size: int, sha256: str) -> None:
+    rows = document_links(page.content())
+    links = [link for row_title, link in rows if row_title == title]
+    assert len(links) == 1, rows
+    assert served_sha256(demo.url + links[0]) == (size, sha256)
+
+
+@pytest.mark.parametrize("demo", ["local", "s3", "gcs"], indirect=True)
+def test_direct_upload_through_the_demo_form(demo, browser_page, tmp_path):
+    path = tmp_path / "field-notes.bin"
+    sha256 = random_file(path, 3 * MB + 17)
+    seen = Recorder(browser_page)
+
+    upload_through_form(browser_page, demo, path, "Field notes")
+
+    check_served(demo, browser_page, "Field notes", 3 * MB + 17, sha256)
+    # The bytes went to the storage, not through the application's own routes.
+    sent = [(method, url) for method, url in seen.requests if method in ("POST", "PUT")]
+    app_posts = [url for method, url in sent if url.startswith(demo.url + "/uploads/")]
+    assert app_posts == [demo.url + "/uploads/intent", demo.url + "/uploads/attach"]
+    to_storage = [(method, url) for method, url in sent if url not in app_posts]
+    assert to_storage and all(url.startswith(demo.storage_url) for method, url in to_storage), sent
+    if demo.backend == "local":
+        assert [url.split("?")[0] for method, url in to_storage] and all(
+            "/depot/files/" in url for method, url in to_storage)
+    loaded = [event["loaded"] for event in seen.progress]
+    assert loaded[-1] == 3 * MB + 17 and loaded == sorted(set(loaded))
+
+
+@pytest.mark.parametrize("demo", ["s3"], indirect=True)
+def test_a_200_mb_upload_in_parts_survives_a_failed_part(demo, browser_page, tmp_path):
+    size = 200 * MB
+    path = tmp_path / "video.bin"
+    sha256 = random_file(path, size)
+    seen = Recorder(browser_page)
+    aborted: List[str] = []
+
+    def fail_part_2(route: Any) -> None:
+        aborted.append(route.request.url)
+        route.abort("connectionreset")
+
+    # Once: the route then goes away, and with it the interception that slows every request down.
+    browser_page.route(re.compile(r"[?&]partNumber=2(&|$)"), fail_part_2, times=1)
+
+    upload_through_form(browser_page, demo, path, "Big video", timeout=600_000)
+
+    check_served(demo, browser_page, "Big video", size, sha256)
+    parts = [url for method, url in seen.requests if method == "PUT" and "partNumber=" in url]
+    numbers = sorted(int(re.search(r"[?&]partNumber=(\d+)", url).group(1)) for url in parts)
+    count = max(numbers)
+    assert count > 2 and numbers == sorted(list(range(1, count + 1)) + [2])  # part 2 twice, the others once
+    assert len(aborted) == 1 and aborted[0] in seen.failed
+    loaded = [event["loaded"] for event in seen.progress]
+    assert loaded == sorted(set(loaded)) and loaded[0] == 0 and loaded[-1] == size
+    # Progress moves within parts (XMLHttpRequest upload events), not only when a part ends.
+    assert len(loaded) > 2 * count
+    assert {event["parts"] for event in seen.progress} == {count}
+
+
+@pytest.mark.parametrize("demo", ["local"], indirect=True)
+def test_a_failed_upload_is_shown_on_the_page_naming_the_file(demo, browser_page, tmp_path):
+    path = tmp_path / "holiday.mov"
+    random_file(path, 1000)
+    # Every attempt to reach the storage fails: the page says so, and nothing is attached.
+    browser_page.route(re.compile(r"/depot/files/"), lambda route: route.abort("connectionreset"))
+    browser_page.goto(demo.url + "/")
+    form = browser_page.locator("#direct-upload")
+    form.locator("input[type=file]").set_input_files(str(path))
+    form.locator("button").click()
+    status = form.locator(".status.error")
+    status.wait_for(timeout=60_000)
+    assert status.inner_text().startswith('upload of "holiday.mov" to storage "files" failed: network error '
+                                          "after 4 attempts")
+    assert document_links(requests.get(demo.url + "/", timeout=10).text) == []
