@@ -54,18 +54,39 @@ def _handler(recorder: Recorder):
         def _record(self, body: bytes, **extra: Any) -> int:
             with recorder.lock:
                 recorder.requests.append({"method": self.command, "path": self.path,
-                                          "headers": dict(self.headers), "size": len(body), **extra})
+                                          "headers": self.headers, "size": len(body), **extra})
                 pending = recorder.fail.get(self.path)
                 return pending.pop(0) if pending else 0
 
         def do_PUT(self) -> None:
             body = self._body()
             status = self._record(body)
+            if self.path.startswith("/session"):
+                return self._resumable(status, body)
             if status:
                 return self._answer(status, b"<Error><Code>SlowDown</Code><Message>try again</Message></Error>",
                                     "application/xml")
             recorder.bodies[self.path] = body
             self._answer(200, b"{}", "application/json")
+
+        def _resumable(self, status: int, body: bytes) -> None:
+            # A GCS resumable session: chunks at the offset they say, 308 until the last byte.
+            kept = recorder.bodies.setdefault(self.path, b"")
+            if status:
+                return self._answer(status, b"busy")
+            unit, _, spec = self.headers["Content-Range"].partition(" ")
+            span, _, total = spec.partition("/")
+            if span != "*":
+                start, _, end = span.partition("-")
+                assert int(start) <= len(kept), (start, len(kept))
+                kept = recorder.bodies[self.path] = kept[:int(start)] + body
+            if total != "*" and len(kept) == int(total):
+                return self._answer(200, b"{}", "application/json")
+            self.send_response(308)
+            if kept:
+                self.send_header("Range", "bytes=0-%d" % (len(kept) - 1))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def do_POST(self) -> None:
             body = self._body()
@@ -151,7 +172,7 @@ def test_post_sends_the_fields_then_the_file_last(browser_page, stub):
     out = run(browser_page, base, intent(base + "/post", "POST", fields=fields), 5000, name="photo.bin")
     assert out["result"]["id"] == "abc123"
     (request,) = recorder.requests
-    assert request["fields"] == ["key", "policy", "x-amz-signature", "file"]
+    assert request["fields"] == ["key", "policy", "x-amz-signature", "Content-Type", "file"]
     assert recorder.bodies["/post"] == content(5000)
 
 
@@ -169,6 +190,53 @@ def test_multipart_sends_each_part_to_its_url_and_retries_a_failed_one(browser_p
     loaded = [e["loaded"] for e in out["events"]]
     assert loaded == sorted(set(loaded)) and loaded[-1] == size
     assert {e["parts"] for e in out["events"]} == {3}
+
+
+@pytest.mark.parametrize("query_status", [True, False])
+def test_resumable_sends_chunks_and_goes_on_after_a_failure(browser_page, stub, query_status):
+    base, recorder = stub
+    chunk, size = 262144, 262144 * 3 + 1000
+    recorder.fail["/session"] = [0, 503]  # the second chunk fails once
+    parts = {"part_size": chunk, "protocol": "gcs-resumable", "query_status": query_status}
+    out = run(browser_page, base, intent(base + "/session", "RESUMABLE", parts=parts), size)
+    assert out.get("result", out)["size"] == size
+    assert recorder.bodies["/session"] == content(size)
+    ranges = [r["headers"]["Content-Range"] for r in recorder.requests]
+    again = ["bytes */%d" % size] if query_status else []
+    assert ranges == ["bytes 0-262143/%d" % size, "bytes 262144-524287/%d" % size, *again,
+                      "bytes 262144-524287/%d" % size, "bytes 524288-786431/%d" % size,
+                      "bytes 786432-%d/%d" % (size - 1, size)]
+    assert all("Content-Type" not in r["headers"] for r in recorder.requests)
+    loaded = [e["loaded"] for e in out["events"]]
+    assert loaded == sorted(set(loaded)) and loaded[-1] == size
+
+
+def test_put_and_post_send_the_file_type_when_the_intent_fixes_none(browser_page, stub):
+    base, recorder = stub
+    run(browser_page, base, intent(base + "/put/typed", "PUT"), 10, type="image/png")
+    run(browser_page, base, intent(base + "/put/untyped", "PUT"), 10, type="")
+    run(browser_page, base, intent(base + "/put/fixed", "PUT", headers={"content-type": "text/csv"}), 10,
+        type="image/png")
+    types = {r["path"]: r["headers"].get("Content-Type") for r in recorder.requests}
+    assert types == {"/put/typed": "image/png", "/put/untyped": "application/octet-stream",
+                     "/put/fixed": "text/csv"}
+
+
+def test_multipart_parts_carry_no_content_type(browser_page, stub):
+    base, recorder = stub
+    urls = [base + "/part/1", base + "/part/2", base + "/part/3"]
+    out = run(browser_page, base, intent(None, "MULTIPART", parts={"part_size": 10, "urls": urls}), 15,
+              type="image/png")
+    assert out["result"]["size"] == 15
+    # Only as many parts as the file needs; the intent signs up to max_size.
+    assert [r["path"] for r in recorder.requests] == ["/part/1", "/part/2"]
+    assert all("Content-Type" not in r["headers"] for r in recorder.requests)
+
+
+def test_an_empty_file_goes_as_one_empty_part(browser_page, stub):
+    base, recorder = stub
+    out = run(browser_page, base, intent(None, "MULTIPART", parts={"part_size": 10, "urls": [base + "/part/1"]}), 0)
+    assert out["result"]["size"] == 0 and recorder.bodies["/part/1"] == b""
 
 
 def test_a_final_refusal_is_not_retried_and_names_the_file(browser_page, stub):

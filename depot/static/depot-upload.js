@@ -15,20 +15,23 @@
 //     });
 //
 // Methods of an intent (its "method" key):
-//   POST       a form upload (S3 presigned POST): the intent's "fields" first,
-//              then the file as the last form field "file", so that the
-//              service has read the policy before the bytes.
-//   PUT        the raw bytes in one request with the intent's "headers"
-//              (S3/GCS signed PUT, the depot middleware's upload endpoint).
+//   POST       a form upload (S3 presigned POST): the intent's "fields" first
+//              (and a Content-Type field with the file's type when they have
+//              none), then the file as the last form field "file", so that
+//              the service has read the policy before the bytes.
+//   PUT        the raw bytes in one request with the intent's "headers" (and
+//              the file's type as Content-Type when they have none): S3/GCS
+//              signed PUT, the depot middleware's upload endpoint.
 //   MULTIPART  the file cut in parts of "parts.part_size" bytes, part n sent
-//              with PUT to "parts.urls[n - 1]" (S3 presigned UploadPart).  Each
-//              part is retried on its own; the server completes the upload
-//              when the application attaches it.
+//              with PUT to "parts.urls[n - 1]" (S3 presigned UploadPart) and no
+//              other header.  Each part is retried on its own; the server
+//              completes the upload when the application attaches it.
 //   RESUMABLE  a resumable upload session (GCS): the bytes are sent with PUT
-//              to "url" in chunks of "parts.part_size" (the whole file at once
-//              without it), each with Content-Range; after a failure the
-//              session is asked how much it kept and the upload goes on
-//              from there.
+//              to "url" in chunks of "parts.part_size", each with
+//              Content-Range (no Content-Type: the session fixed it); a 308
+//              answer asks for more.  After a failure the session is asked
+//              how much it kept when "parts.query_status" is true, else the
+//              same chunk is sent again.
 //
 // Failures: a request that fails on the network, or answers 408, 429 or 5xx,
 // is tried again up to `retries` times (exponential backoff from 0.5 s, at most
@@ -233,10 +236,22 @@ function progressMeter(total, parts, onProgress) {
   };
 }
 
+function hasKey(object, name) {
+  const lower = name.toLowerCase();
+  return Object.keys(object).some((key) => key.toLowerCase() === lower);
+}
+
+function contentType(file) {
+  return file.type || "application/octet-stream";
+}
+
 async function uploadPost(file, intent, meter, options) {
   return withRetries(() => {
     const form = new FormData();
-    for (const [name, value] of Object.entries(intent.fields || {})) form.append(name, value);
+    const fields = intent.fields || {};
+    for (const [name, value] of Object.entries(fields)) form.append(name, value);
+    // The policy lets the browser say the type when it does not fix it.
+    if (!hasKey(fields, "Content-Type")) form.append("Content-Type", contentType(file));
     form.append("file", file, file.name || "blob");
     return send("POST", intent.url, {
       headers: intent.headers, body: form, signal: options.signal,
@@ -248,8 +263,10 @@ async function uploadPost(file, intent, meter, options) {
 }
 
 async function uploadPut(file, intent, meter, options) {
+  const headers = { ...intent.headers };
+  if (!hasKey(headers, "Content-Type")) headers["Content-Type"] = contentType(file);
   return withRetries(() => send("PUT", intent.url, {
-    headers: intent.headers, body: file, signal: options.signal,
+    headers, body: file, signal: options.signal,
     onSent: (bytes) => meter.sent(1, bytes),
   }).then((answer) => { if (!answer.ok) meter.failed(1); return answer; }),
   { retries: options.retries, signal: options.signal, fail: failure(file, intent, "") })
@@ -286,57 +303,53 @@ async function uploadMultipart(file, intent, meter, options) {
   }
 }
 
-// GCS resumable session: PUT chunks with Content-Range; 308 means "go on",
-// its Range header says what the session has kept.
+// GCS resumable session: PUT chunks with Content-Range; 308 means "go on".
+// The chunks carry no Content-Type (the session fixed the object's type).
 async function uploadResumable(file, intent, meter, options) {
   const total = file.size;
-  const chunk = intent.parts && intent.parts.part_size > 0 ? intent.parts.part_size : Math.max(total, 1);
+  const parts = intent.parts || {};
+  const chunk = parts.part_size > 0 ? parts.part_size : Math.max(total, 1);
   const ok = [200, 201, 308];
   const fail = failure(file, intent, "resumable session");
-  let offset = 0;
-  const kept = (answer) => {
-    const range = answer.header("Range");
-    const match = range && /bytes=0-(\d+)/.exec(range);
-    return match ? Number(match[1]) + 1 : 0;
+  // What the session kept, from the Range header of a 308 ("bytes=0-M").
+  const kept = (answer, otherwise) => {
+    const match = /bytes=0-(\d+)/.exec(answer.header("Range") || "");
+    return match ? Number(match[1]) + 1 : otherwise;
   };
+  const put = (headers, body) => send("PUT", intent.url, {
+    headers: { ...intent.headers, ...headers }, body, signal: options.signal, okStatuses: ok,
+    onSent: body ? (bytes) => meter.sent(1, offset + bytes) : null,
+  });
+  let offset = 0;
+  let failures = 0;
   if (total === 0) {
-    await withRetries(() => send("PUT", intent.url, {
-      headers: { ...intent.headers, "Content-Range": "bytes */0" }, body: null, signal: options.signal,
-    }), { retries: options.retries, signal: options.signal, fail });
+    await withRetries(() => put({ "Content-Range": "bytes */0" }, null),
+      { retries: options.retries, signal: options.signal, fail });
     meter.finished(1, 0);
     return;
   }
-  let failures = 0;
-  while (offset < total) {
+  for (;;) {
     const end = Math.min(total, offset + chunk);
-    const start = offset;
-    const answer = await send("PUT", intent.url, {
-      headers: { ...intent.headers, "Content-Range": `bytes ${start}-${end - 1}/${total}` },
-      body: file.slice(start, end), signal: options.signal, okStatuses: ok,
-      onSent: (bytes) => meter.sent(1, start + bytes),
-    });
-    if (answer.ok && answer.status !== 308) {
-      meter.finished(1, total);
-      return;
-    }
+    const answer = await put({ "Content-Range": `bytes ${offset}-${end - 1}/${total}` }, file.slice(offset, end));
+    if (answer.ok && answer.status !== 308) break;
     if (answer.ok) {
-      offset = kept(answer);
+      offset = kept(answer, end);
       failures = 0;
       continue;
     }
+    meter.failed(1);
     if (!retryable(answer.status) || failures >= options.retries) throw fail(answer, failures + 1);
+    await sleep(Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** failures), options.signal);
     failures++;
-    await sleep(Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (failures - 1)), options.signal);
-    // Ask the session what it kept before sending again.
-    const status = await send("PUT", intent.url, {
-      headers: { ...intent.headers, "Content-Range": `bytes */${total}` }, signal: options.signal, okStatuses: ok,
-    });
-    if (status.ok && status.status !== 308) {
-      meter.finished(1, total);
-      return;
+    // Ask the session what it kept, where it can answer without finishing the
+    // object (parts.query_status); else the same chunk goes again.
+    if (parts.query_status) {
+      const status = await put({ "Content-Range": `bytes */${total}` }, null);
+      if (status.ok && status.status !== 308) break;
+      if (status.ok) offset = kept(status, 0);
     }
-    offset = status.ok ? kept(status) : start;
   }
+  meter.finished(1, total);
 }
 
 const STRATEGIES = { POST: uploadPost, PUT: uploadPut, MULTIPART: uploadMultipart, RESUMABLE: uploadResumable };
