@@ -77,9 +77,14 @@ def ours_python() -> str:
     return sys.executable
 
 
-def table(title: str, rows: List[tuple], higher_is_better: Dict[str, bool]) -> str:
-    """Format ``(metric, unit, ours, filedepot)`` rows with the ratio ours/filedepot."""
-    lines = [title, "%-44s %14s %14s %9s" % ("metric", "depot", "filedepot", "ratio")]
+def table(
+    title: str, rows: List[tuple], higher_is_better: Dict[str, bool], columns: Sequence[str] = ("depot", "filedepot")
+) -> str:
+    """Format ``(metric, unit, ours, filedepot)`` rows with the ratio ours/filedepot.
+
+    ``columns`` names the two compared columns when they are not depot and filedepot.
+    """
+    lines = [title, "%-44s %14s %14s %9s" % ("metric", columns[0], columns[1], "ratio")]
     for metric, unit, ours, theirs in rows:
         better = higher_is_better.get(metric, True)
         if theirs:

@@ -13,6 +13,11 @@ sends it, without blocking the event loop:
 - any other body is read in chunks (512 KiB) in a worker thread, one chunk in
   memory at a time; a client that disconnects stops the reading and the
   file is closed.
+
+With a ``secret`` it also takes direct uploads (``PUT`` of a signed upload
+URL): the body is received on the event loop and handed, a chunk at a time,
+to a worker thread that writes it into the storage
+(:func:`depot.io._aio_pipe.run_with_source`).
 """
 from __future__ import annotations
 

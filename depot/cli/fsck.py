@@ -226,6 +226,9 @@ def _summary(report: Any, grace: str, elapsed: float) -> str:
         parts.append("%d deleted, %d failed to delete" % (report.deleted, report.delete_failed))
     if report.unreadable:
         parts.append(plural(report.unreadable, "unreadable value"))
+    if report.pending_uploads:
+        parts.append("%s not attached yet (see gc --pending-older-than)"
+                     % plural(report.pending_uploads, "direct upload"))
     text = "fsck %s: %s, %s, %s: %s; %s in %s" % (
         ", ".join(report.storages), plural(report.values, "value"), plural(report.references, "reference"),
         plural(report.stored, "stored file"), ", ".join(parts),

@@ -44,6 +44,7 @@ from depot.io.utils import INMEMORY_FILESIZE, FileIntent, write_content  # noqa:
 
 from . import _offload  # noqa: E402
 from ._lifecycle import created_files, delete_files  # noqa: E402
+from .interfaces import _is_direct_upload  # noqa: E402
 from .sqlalchemy import UploadedFileField  # noqa: E402
 from .upload import UploadedFile  # noqa: E402
 
@@ -100,6 +101,9 @@ async def attach(obj: Any, attribute: str, content: Any, *, chunk_size: int = DE
     # Plain uploads stream straight to the storage; filters and upload types
     # that read the content again get a rewindable copy.
     rereads = bool(column_type._filters) or column_type._upload_type is not UploadedFile
+    if _is_direct_upload(content):
+        # Already stored: the value is built on the stored file, which it rereads itself.
+        rereads = False
     built = []
 
     def build(source: Any) -> UploadedFile:

@@ -29,6 +29,11 @@ class FileFilter(metaclass=ABCMeta):
         """Process a freshly uploaded file."""
 
 
+def _is_direct_upload(content: Any) -> bool:
+    # By name: depot.uploads imports the fields' modules, not the other way round.
+    return type(content).__name__ == "DirectUpload" and type(content).__module__ == "depot.uploads.attach"
+
+
 class DepotFileInfo(dict, metaclass=ABCMeta):
     """The description of a stored file kept in a database column: a dict, frozen once built.
 
@@ -55,6 +60,11 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
             object.__setattr__(self, "original_content", None)
             dict.update(self, content)
         else:
+            direct = None
+            if _is_direct_upload(content):
+                # Checked against its intent first; the value is built on the stored file.
+                direct = content.open(depot_name)
+                content, depot_name = direct, direct.storage_name
             object.__setattr__(self, "original_content", content)
             if depot_name is None:
                 depot_name = DepotManager.get_default()
@@ -65,11 +75,16 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
             self["files"] = []
             try:
                 self.process_content(content)
-            except BaseException:
+            except BaseException as exc:
                 # A rejected upload is referenced by nothing: what it stored
                 # before failing would stay in the storage for good.
                 delete_files(created_files(self))
+                if direct is not None and isinstance(exc, Exception):
+                    raise direct.rejected(exc) from exc
                 raise
+            if direct is not None:
+                direct.attached(kept=direct.path() in self["files"])
+                object.__setattr__(self, "_direct_upload", True)
         self._freeze()
 
     @abstractmethod
@@ -99,7 +114,7 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
         try:
             for file_filter in filters:
                 file_filter.on_save(self)
-        except BaseException:
+        except BaseException as exc:
             created = created_files(self)
             if not discard:
                 del self._created[created_before:]
@@ -108,6 +123,12 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
             dict.update(self, before)
             dict.__setitem__(self, "files", files_before)
             delete_files(created)
+            if discard and self.__dict__.get("_direct_upload") and isinstance(exc, Exception):
+                # The direct upload went with the files above (its marker at attach).
+                from depot.uploads import UploadRefused
+
+                raise UploadRefused(dict.get(self, "depot_name"), dict.get(self, "file_id"), "rejected",
+                                    "%s: %s" % (type(exc).__name__, exc)) from exc
             raise
         finally:
             self._freeze()

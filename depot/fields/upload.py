@@ -33,7 +33,11 @@ class UploadedFile(DepotFileInfo):
     def process_content(
         self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
     ) -> None:
-        path, file_id = self.store_content(content, filename, content_type)
+        attached = self._attach_direct(content, filename, content_type)
+        if attached is not None:
+            path, file_id = attached
+        else:
+            path, file_id = self.store_content(content, filename, content_type)
         facts = self._stored_facts(path, file_id)
         self["file_id"] = file_id
         self["path"] = path
@@ -66,6 +70,32 @@ class UploadedFile(DepotFileInfo):
         # Kept for _stored_facts: the write already told what a read back would.
         object.__setattr__(self, "_last_stored", (path, facts))
         return path, facts.file_id
+
+    def _attach_direct(
+        self, content: Any, filename: Optional[str], content_type: Optional[str]
+    ) -> Optional[Tuple[str, str]]:
+        """Reference a direct upload's stored file as this value's main file: ``(path, file_id)``.
+
+        Only for the content of a direct upload being attached
+        (:class:`~depot.uploads.attach.UploadContent`) to this value's
+        storage, with the stored file's own name and type; ``None`` otherwise
+        (the content is then stored as any other, a copy: a value type
+        renaming the file, say).  Not through :meth:`store_content`: nothing
+        is stored.  The file is recorded as created by this value, so a
+        failing filter or a rollback deletes it.
+        """
+        from depot.uploads.attach import UploadContent
+
+        if not isinstance(content, UploadContent):
+            return None
+        if content.storage_name != dict.__getitem__(self, "depot_name"):
+            return None
+        if filename not in (None, content.filename) or content_type not in (None, content.content_type):
+            return None
+        path = content.path()
+        self["files"].append(path)
+        self._created.append(path)
+        return path, content.file_id
 
     def _stored_facts(self, path: str, file_id: str) -> StoredFacts:
         """The facts of the file :meth:`store_content` just returned as ``(path, file_id)``.

@@ -64,7 +64,7 @@ import datetime
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
 from depot.io.interfaces import FileStorage
 from depot.manager import DepotManager
@@ -193,6 +193,9 @@ class Report:
     values: int = 0
     references: int = 0
     stored: int = 0
+    #: Files of direct uploads not attached yet: neither stored files nor orphans
+    #: (``depot gc --pending-older-than`` collects those never attached).
+    pending_uploads: int = 0
     missing: int = 0
     unreadable: int = 0
     orphans: int = 0
@@ -301,8 +304,14 @@ def check(
         listed_at = _utcnow()
         for name in report.storages:
             say("listing storage %s" % name)
-            for batch in batches(iter_ids(_storage(lookup, name))):
-                index.add_stored(name, batch)
+            storage = _storage(lookup, name)
+            # Markers before files: an upload listed as a file had its marker
+            # listed already (markers are written before any upload can happen).
+            pending = _pending_ids(storage)
+            for batch in batches(iter_ids(storage)):
+                kept = [file_id for file_id in batch if file_id not in pending]
+                report.pending_uploads += len(batch) - len(kept)
+                index.add_stored(name, kept)
         report.stored = index.count_stored()
         say("reading rows")
         for refs in batches(_references(sources, lookup, report, emit)):
@@ -350,6 +359,14 @@ def _storages_to_list(sources: Sequence[Source], lookup: StorageLookup, extra: I
         if real not in names:
             names.append(real)
     return names
+
+
+def _pending_ids(storage: FileStorage) -> Set[str]:
+    """The ids of the direct uploads of ``storage`` that are not attached yet (see :mod:`depot.uploads`)."""
+    try:
+        return {file_id for file_id, _ in storage._pending_list()}
+    except NotImplementedError:
+        return set()  # a storage without direct uploads
 
 
 def _storage(lookup: StorageLookup, name: str) -> FileStorage:

@@ -695,7 +695,9 @@ class GridFSStorage(FileStorage):
         for doc in self._pending.find({}, {"created": 1}):
             created = doc.get("created")
             # Without a known age, the oldest.
-            when = created.replace(tzinfo=datetime.timezone.utc).timestamp() if isinstance(created, datetime.datetime) else 0.0
+            when = 0.0
+            if isinstance(created, datetime.datetime):
+                when = created.replace(tzinfo=datetime.timezone.utc).timestamp()
             entries.append((str(doc["_id"]), when))
         return iter(entries)
 

@@ -325,6 +325,7 @@ class FileStorage(metaclass=ABCMeta):
 
         Raises :class:`IOError` when the upload is not complete.
         """
+        return None  # a single-request upload is complete once stored
 
     def _abandon_upload(self, record: Any) -> None:
         """Remove whatever an upload never attached left: the file, unfinished parts.

@@ -11,11 +11,13 @@ can be tested on its own:
   ``If-Unmodified-Since`` and ``If-Range``;
 - :mod:`.ranges`: the ``Range`` header;
 - :mod:`.content`: safe ``Content-Type`` and ``Content-Disposition``;
-- :mod:`.signing`: signed, expiring links;
+- :mod:`.signing`: signed, expiring links (for downloads, and for uploads);
+- :mod:`.uploads`: whether a direct upload (``PUT`` of a signed upload URL) may store its body;
 - :mod:`.offload`: ``X-Sendfile`` / ``X-Accel-Redirect`` targets;
 - :mod:`.plan`: the stages of the decision (preconditions, range, headers) for one request;
 - :mod:`.core`: the transport-neutral core that applies them to a stored
-  file and chooses the body source (the one module here that touches storage).
+  file and chooses the body source, or streams an upload's body into the
+  storage (the one module here that touches storage).
 
 :mod:`depot.middleware` (WSGI) and :mod:`depot.asgi` (ASGI) only send what
 :mod:`.core` decided.

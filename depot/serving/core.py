@@ -48,7 +48,7 @@ from .plan import (
 )
 from .ranges import UNSATISFIABLE
 from .signing import UPLOAD, LinkSigner
-from .uploads import BodyCheck, Refusal, admit, check_url, is_upload_url
+from .uploads import ALREADY_UPLOADED, BodyCheck, Refusal, admit, check_url, is_upload_url
 
 __all__ = [
     "BLOCK_SIZE", "SMALL_BODY", "Response", "FileSpan", "StoredSpan", "Redirect", "Located", "ServingCore",
@@ -507,7 +507,7 @@ class ServingCore:
         return url
 
     def upload_url_for(self, record: Any) -> str:
-        """The URL a browser ``PUT``\ s the file of ``record`` (a :class:`~depot.uploads.PendingUpload`) to.
+        """The URL a browser sends the file of ``record`` (a :class:`~depot.uploads.PendingUpload`) to with ``PUT``.
 
         Signed for uploads only (a download link never authorises an upload,
         nor the reverse) and valid until the intent expires.  Needs the
@@ -575,7 +575,7 @@ class ServingCore:
             storage._store_at(file_id, body, record.filename, admitted.content_type)
         except FileExistsError:
             body.drain()
-            return _refused(Refusal(HTTPStatus.CONFLICT, "already-uploaded", "a file was already uploaded under this id"))
+            return _refused(ALREADY_UPLOADED)
         except Exception:
             if body.refusal is None:
                 raise

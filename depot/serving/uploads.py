@@ -36,7 +36,7 @@ from depot.uploads.intents import SNIFF_BYTES, PendingUpload, sniff_content_type
 from .paths import split_file_path
 from .signing import UPLOAD, LinkSigner
 
-__all__ = ["METHOD", "Refusal", "Admitted", "BodyCheck", "is_upload_url", "check_url", "admit"]
+__all__ = ["METHOD", "ALREADY_UPLOADED", "Refusal", "Admitted", "BodyCheck", "is_upload_url", "check_url", "admit"]
 
 #: The method of a direct upload to the middleware.
 METHOD = "PUT"
@@ -58,6 +58,8 @@ class Admitted(NamedTuple):
 
 
 _METHOD_NOT_ALLOWED = Refusal(HTTPStatus.METHOD_NOT_ALLOWED, "method", "an upload URL takes PUT only")
+#: A file is already stored under the id (a second upload, or one that raced the first).
+ALREADY_UPLOADED = Refusal(HTTPStatus.CONFLICT, "already-uploaded", "a file was already uploaded under this id")
 _NOT_AN_INTENT = Refusal(HTTPStatus.NOT_FOUND, "not-an-intent",
                          "no upload is pending under this id (never permitted, or already attached)")
 
@@ -77,7 +79,9 @@ def _signed_target(
     return Refusal(HTTPStatus.FORBIDDEN, "bad-signature", "the upload URL is not validly signed")
 
 
-def is_upload_url(path: str, query: str, prefix: str, signer: Optional[LinkSigner], now: Optional[float] = None) -> bool:
+def is_upload_url(
+    path: str, query: str, prefix: str, signer: Optional[LinkSigner], now: Optional[float] = None
+) -> bool:
     """Whether ``path`` and ``query`` make a valid, unexpired upload URL (with a signer at all)."""
     return signer is not None and not isinstance(_signed_target(path, query, prefix, signer, now), Refusal)
 
@@ -129,7 +133,7 @@ def admit(
     if record.expires_at <= now:
         return Refusal(HTTPStatus.FORBIDDEN, "expired", "the upload intent has expired")
     if present:
-        return Refusal(HTTPStatus.CONFLICT, "already-uploaded", "a file was already uploaded under this id")
+        return ALREADY_UPLOADED
     length = _declared_length(headers)
     if isinstance(length, Refusal):
         return length

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import replace
-from typing import Any, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 from depot.io import checksums
 from depot.io.interfaces import FileStorage, StoredFile
@@ -58,14 +58,14 @@ def check_checksum(checksum: Any) -> Optional[str]:
 def resolve_storage(storage: Union[None, str, FileStorage]) -> Tuple[str, FileStorage]:
     """``(name, storage)`` for a storage name (``None``: the default) or a configured storage."""
     if isinstance(storage, FileStorage):
-        for name in DepotManager._depots:
-            if DepotManager._depots[name] is storage:
-                return name, storage
+        for known, configured in list(DepotManager._depots.items()):
+            if configured is storage:
+                return known, storage
         raise ValueError("%r is not a storage configured in DepotManager" % (storage,))
     if storage is not None and not isinstance(storage, str):
         raise TypeError("storage must be a storage name, got %r" % (storage,))
     name = DepotManager.resolve_alias(storage) if storage is not None else DepotManager.get_default()
-    found = DepotManager.get(name)
+    found = DepotManager.get(name) if name is not None else None
     if found is None or name is None:
         raise ValueError("No storage named %r is configured" % (storage,))
     return name, found
@@ -284,13 +284,25 @@ def collect_pending(
     return collect_pending_in(backend, name, older_than, now)
 
 
-def collect_pending_in(backend: FileStorage, name: str, older_than: float, now: Optional[float] = None) -> List[str]:
-    """:func:`collect_pending` on a storage object (the CLI builds its own)."""
+def collect_pending_in(
+    backend: FileStorage,
+    name: str,
+    older_than: float,
+    now: Optional[float] = None,
+    on_candidates: Optional[Callable[[int], None]] = None,
+    on_removed: Optional[Callable[[str], None]] = None,
+) -> List[str]:
+    """:func:`collect_pending` on a storage object (the CLI builds its own).
+
+    ``on_candidates`` is told how many uploads are old enough, before any
+    is removed, and ``on_removed`` each id once removed (progress lines).
+    """
     cutoff = (time.time() if now is None else now) - older_than
     removed = []
-    for file_id, created in list(backend._pending_list()):
-        if created >= cutoff:
-            continue
+    candidates = [(file_id, created) for file_id, created in list(backend._pending_list()) if created < cutoff]
+    if on_candidates is not None:
+        on_candidates(len(candidates))
+    for file_id, created in candidates:
         raw = backend._pending_get(file_id)
         if raw is None:
             continue  # attached meanwhile
@@ -301,4 +313,6 @@ def collect_pending_in(backend: FileStorage, name: str, older_than: float, now: 
             record = PendingUpload(name, file_id, created, created, 0)
         discard_upload(backend, record)
         removed.append(file_id)
+        if on_removed is not None:
+            on_removed(file_id)
     return removed

@@ -38,6 +38,7 @@ REFUSAL_CODES = (
     "not-an-intent",  # never an intent, or already attached (its marker is gone)
     "incomplete",  # the upload has not finished (no file yet, missing parts)
     "already-uploaded",  # a second upload to the same intent
+    "rejected",  # the field's validators or filters refused the file when it was attached
 )
 
 
@@ -150,7 +151,11 @@ class UploadIntent:
         return self.file_id
 
     def as_dict(self) -> Dict[str, Any]:
-        """A plain JSON-able dict: ``id, storage, method, url, fields, headers, parts, max_size, content_types, expires_at``."""
+        """A plain JSON-able dict for the browser.
+
+        Keys: ``id, storage, method, url, fields, headers, parts, max_size,
+        content_types, expires_at``.
+        """
         return {
             "id": self.file_id,
             "storage": self.storage,

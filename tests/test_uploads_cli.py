@@ -1,0 +1,108 @@
+"""``depot gc --pending-older-than`` and ``depot fsck`` with direct uploads pending."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from unittest import mock
+
+import pytest
+from sqlalchemy import Column, Integer, create_engine
+from sqlalchemy.orm import Session, declarative_base
+
+from depot.fields.sqlalchemy import UploadedFileField
+from depot.fsck import SQLAlchemySource, check
+from depot.manager import DepotManager
+from depot.uploads import create_upload_intent, pending_uploads
+from tests._uploads import UploadURLs
+
+pytestmark = pytest.mark.usefixtures("no_ambient_settings")
+
+
+def _local(tmp_path):
+    storage = DepotManager.configure("files", {"depot.backend": "local", "depot.storage_path": str(tmp_path / "f")})
+    DepotManager.set_middleware(UploadURLs())
+    return storage
+
+
+def _backdate(storage, file_id, seconds):
+    marker = storage._marker_path(file_id)
+    stamp = time.time() - seconds
+    os.utime(marker, (stamp, stamp))
+
+
+def test_gc_removes_only_unattached_uploads_past_the_age(tmp_path, run_cli):
+    storage = _local(tmp_path)
+    old = create_upload_intent(max_size=100)
+    storage._store_at(old.file_id, b"uploaded 3 hours ago, never attached")
+    old_empty = create_upload_intent(max_size=100)
+    young = create_upload_intent(max_size=100)
+    storage._store_at(young.file_id, b"in flight")
+    attached = create_upload_intent(max_size=100)
+    storage._store_at(attached.file_id, b"attached")
+    storage._pending_delete(attached.file_id)
+    stored = storage.create(b"stored the usual way")
+    for file_id in (old.file_id, old_empty.file_id):
+        _backdate(storage, file_id, 3 * 3600)
+    _backdate(storage, young.file_id, 30 * 60)
+
+    code, out, err = run_cli("--local", "files=%s" % storage.storage_path, "gc", "--pending-older-than", "2h")
+    assert code == 0, err
+    assert out == "files: 0 removed, 2 pending uploads never attached removed in 0s\n" or \
+        out.startswith("files: 0 removed, 2 pending uploads never attached removed in ")
+    assert sorted(storage.list()) == sorted([young.file_id, attached.file_id, stored])
+    assert [file_id for file_id, _ in pending_uploads("files")] == [young.file_id]
+
+    code, out, err = run_cli("--local", "files=%s" % storage.storage_path, "gc", "--pending-older-than", "20m",
+                             "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["storage"] == "files" and result["leftovers_removed"] == 0
+    assert result["pending_removed"]["ids"] == [young.file_id]
+    assert sorted(storage.list()) == sorted([attached.file_id, stored])
+
+
+def test_gc_pending_on_a_storage_without_direct_uploads_and_bad_durations(tmp_path, run_cli):
+    code, out, err = run_cli("--local", "files=%s" % tmp_path, "gc", "--pending-older-than", "1d")
+    assert code == 0 and out.startswith("files: 0 removed, 0 pending uploads"), (out, err)
+    for bad in ("soon", "-1h", "2y"):
+        code, out, err = run_cli("--local", "files=%s" % tmp_path, "gc", "--pending-older-than=" + bad)
+        assert code == 2 and "--pending-older-than" in err, err
+
+
+def test_gc_without_the_option_keeps_pending_uploads(tmp_path, run_cli):
+    storage = _local(tmp_path)
+    intent = create_upload_intent(max_size=100)
+    storage._store_at(intent.file_id, b"pending")
+    _backdate(storage, intent.file_id, 30 * 86400)
+    code, out, err = run_cli("--local", "files=%s" % storage.storage_path, "gc", "--older-than", "0")
+    assert (code, out) == (0, "files: 0 removed\n"), err
+    assert storage.exists(intent.file_id)
+    assert storage._pending_get(intent.file_id) is not None
+
+
+Base = declarative_base()
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    id = Column(Integer, primary_key=True)
+    content = Column(UploadedFileField(upload_storage="files"))
+
+
+def test_fsck_neither_reports_nor_deletes_pending_uploads(tmp_path):
+    storage = _local(tmp_path)
+    engine = create_engine("sqlite:///%s" % (tmp_path / "db.sqlite"))
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(Document(content=b"attached the usual way"))
+        session.commit()
+    intent = create_upload_intent(max_size=100)
+    with mock.patch("depot.io.utils.timestamp", lambda: "2020-01-01 00:00:00"):  # both written long ago
+        storage._store_at(intent.file_id, b"uploaded, not attached yet")
+        orphan = storage.create(b"an orphan")
+    found = []
+    report = check([SQLAlchemySource(engine, [Document])], delete_orphans=True, on_problem=found.append)
+    assert [(p.kind, p.file_id, p.action) for p in found] == [("orphan", orphan, "deleted")]
+    assert report.pending_uploads == 1 and report.stored == 2
+    assert storage.exists(intent.file_id)
