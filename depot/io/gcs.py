@@ -28,7 +28,7 @@ import os
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from depot._optional import require
-from depot.io import _pending_objects, checksums
+from depot.io import _gcs_uploads, _pending_objects, checksums
 from depot.io._cloud import (
     CHECKSUM_META,
     CANNED_ACL_PRIVATE,
@@ -266,6 +266,10 @@ class GCSStorage(ObjectStorage):
     :param chunk_size: the size of each resumable upload request (8 MiB, a
         multiple of 256 KiB): what bounds upload memory.
     :param url_expires: lifetime in seconds of private files' signed URLs (3600).
+    :param upload_origin: the origin (``'https://app.example.com'``) of the
+        pages that upload directly in resumable sessions: GCS answers a
+        session's requests with CORS headers for the origin given when it
+        was created.
     """
 
     def __init__(
@@ -280,6 +284,7 @@ class GCSStorage(ObjectStorage):
         chunk_size: Any = 8 * MB,
         url_expires: Any = DEFAULT_URL_EXPIRES,
         checksum: Any = checksums.DEFAULT_ALGORITHM,
+        upload_origin: Optional[str] = None,
     ) -> None:
         self._set_checksum(checksum)
         self._policy = check_policy(policy)
@@ -292,6 +297,7 @@ class GCSStorage(ObjectStorage):
         if self._chunk_size % CHUNK_MULTIPLE:
             raise ValueError("chunk_size must be a multiple of %d, got %r" % (CHUNK_MULTIPLE, chunk_size))
         self._url_expires = option_int(url_expires, "url_expires")
+        self._upload_origin = upload_origin or None
 
         credentials = _load_credentials(credentials)
         self._signer = credentials if isinstance(credentials, Signing) else None
@@ -417,3 +423,12 @@ class GCSStorage(ObjectStorage):
         for blob in self.client.list_blobs(self.bucket, prefix=self._prefix + under):
             modified = blob.updated or blob.time_created
             yield blob.name[cut:], modified.timestamp() if modified is not None else 0.0
+
+    # -- direct uploads (depot.uploads; the rules live in depot.io._gcs_uploads) --
+
+    def _upload_target(self, record: Any) -> Any:
+        """A signed PUT or a resumable session for the browser (see :mod:`depot.io._gcs_uploads`)."""
+        return _gcs_uploads.upload_target(self, record)
+
+    def _abandon_upload(self, record: Any) -> None:
+        _gcs_uploads.abandon_upload(self, record)

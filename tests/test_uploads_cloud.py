@@ -1,0 +1,565 @@
+"""Direct uploads to S3 and GCS over real HTTP: SeaweedFS (signatures and POST policies checked),
+moto server (checks neither: the attach step must) and fake-gcs-server (checks no signature).
+
+The browser's side is played by :class:`Browser` with httpx, following the
+protocol of ``depot-upload.js`` (docs/uploads.rst).  Each refusal test says
+where the refusal happens: at the service (nothing stored) or at the attach
+step (the upload is deleted).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import time
+import zlib
+from dataclasses import replace
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+boto3 = pytest.importorskip("boto3")
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("google.cloud.storage")
+
+from depot.io import checksums  # noqa: E402
+from depot.manager import DepotManager  # noqa: E402
+from depot.uploads import (  # noqa: E402
+    PendingUpload,
+    UploadIntent,
+    UploadRefused,
+    collect_pending,
+    create_upload_intent,
+    finish_upload,
+)
+from tests.servers import unique_name  # noqa: E402
+from tests.test_storage_gcs import make_service_account_info  # noqa: E402
+
+MB = 1024 * 1024
+ORIGIN = "http://app.example.test"
+
+
+def png(size: int = 300) -> bytes:
+    """A small valid PNG padded to about ``size`` bytes (a text chunk)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+    body = chunk(b"IDAT", zlib.compress(b"\x00\x00"))
+    pad = chunk(b"tEXt", b"c\x00" + b"x" * max(0, size - 80))
+    return head + pad + body + chunk(b"IEND", b"")
+
+
+def pattern(size: int) -> bytes:
+    return (b"depot direct upload " * (size // 20 + 1))[:size]
+
+
+class Failed(Exception):
+    """The service refused a request (status and body kept)."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__("%s %s" % (response.status_code, response.text[:300]))
+        self.status = response.status_code
+
+
+class Browser:
+    """What ``depot-upload.js`` does, in Python: the protocol each method of an intent asks for.
+
+    ``fail_once`` names chunk/part numbers (1-based) whose first attempt is
+    lost before it reaches the server (as a dropped connection would be).
+    """
+
+    def __init__(self, origin: str = ORIGIN, fail_once: tuple = ()) -> None:
+        self.client = httpx.Client(timeout=60, headers={"Origin": origin})
+        self.fail_once = set(fail_once)
+        self.requests: List[str] = []
+
+    def upload(self, intent: UploadIntent, data: bytes, content_type: str = "application/octet-stream",
+               parts: Optional[List[int]] = None, resend: tuple = ()) -> None:
+        spec = intent.as_dict()
+        method = spec["method"]
+        if method == "POST":
+            fields = dict(spec["fields"])
+            fields.setdefault("Content-Type", content_type)
+            response = self.client.post(spec["url"], data=fields, files={"file": ("blob", data, content_type)})
+            self._check(response)
+        elif method == "PUT":
+            headers = dict(spec["headers"])
+            headers.setdefault("Content-Type", content_type)
+            self._check(self.client.put(spec["url"], content=data, headers=headers))
+        elif method == "MULTIPART":
+            self._parts(spec["parts"], data, parts, resend)
+        elif method == "RESUMABLE":
+            self._resumable(spec["url"], spec["parts"], data)
+        else:
+            raise AssertionError("unknown method %r" % method)
+
+    def _check(self, response: Any) -> Any:
+        self.requests.append("%s %s" % (response.request.method, response.status_code))
+        if response.status_code >= 400:
+            raise Failed(response)
+        return response
+
+    def _parts(self, parts: Dict[str, Any], data: bytes, only: Optional[List[int]], resend: tuple) -> None:
+        size = parts["part_size"]
+        count = max(1, -(-len(data) // size))
+        numbers = only if only is not None else list(range(1, count + 1))
+        for number in numbers:
+            body = data[(number - 1) * size: number * size]
+            if number in self.fail_once:
+                self.fail_once.discard(number)
+                self.requests.append("PUT lost")
+            self._check(self.client.put(parts["urls"][number - 1], content=body))
+            if number in resend:
+                self._check(self.client.put(parts["urls"][number - 1], content=body))
+
+    def _resumable(self, url: str, parts: Dict[str, Any], data: bytes) -> None:
+        size, chunk, offset, number = len(data), parts["part_size"], 0, 0
+        if size == 0:
+            self._check(self.client.put(url, headers={"Content-Range": "bytes */0"}))
+            return
+        while offset < size:
+            number += 1
+            end = min(offset + chunk, size)
+            if number in self.fail_once:
+                self.fail_once.discard(number)
+                self.requests.append("PUT lost")
+                if parts["query_status"]:
+                    answer = self._check(self.client.put(url, headers={"Content-Range": "bytes */%d" % size}))
+                    if answer.status_code in (200, 201):
+                        return
+                    offset = _next_offset(answer, 0)
+                    continue
+            response = self._check(self.client.put(
+                url, content=data[offset:end], headers={"Content-Range": "bytes %d-%d/%d" % (offset, end - 1, size)}
+            ))
+            if response.status_code in (200, 201):
+                return
+            assert response.status_code == 308, response.status_code
+            offset = _next_offset(response, end)
+
+
+def _next_offset(response: Any, default: int) -> int:
+    value = response.headers.get("Range")
+    return int(value.rsplit("-", 1)[1]) + 1 if value else default
+
+
+def preflight(url: str, method: str, headers: str) -> Dict[str, str]:
+    response = httpx.options(url, headers={"Origin": ORIGIN, "Access-Control-Request-Method": method,
+                                           "Access-Control-Request-Headers": headers})
+    assert response.status_code in (200, 204), (response.status_code, response.text[:300])
+    return {name.lower(): value for name, value in response.headers.items()}
+
+
+def allows_origin(answer: Dict[str, str]) -> bool:
+    return answer.get("access-control-allow-origin") in ("*", ORIGIN)
+
+
+def intent_with_method(name: str, method: str, **options: Any) -> UploadIntent:
+    """An intent whose record asks the storage for ``method`` (what ``multipart["method"]`` carries)."""
+    intent = create_upload_intent(name, multipart=False, **options)
+    backend = DepotManager.get(name)
+    record = PendingUpload.from_json(backend._pending_get(intent.id))
+    record = replace(record, multipart={"method": method})
+    backend._pending_put(record.file_id, record.to_json())
+    target = backend._upload_target(record)
+    return replace(intent, method=target.method, url=target.url, fields=dict(target.fields),
+                   headers=dict(target.headers), parts=target.parts)
+
+
+def assert_nothing_stored(name: str, intent: UploadIntent) -> None:
+    assert not DepotManager.get(name).exists(intent.id)
+
+
+# -- storages -----------------------------------------------------------------
+
+def configure_s3(server, name: str = "cloud", **options: Any) -> str:
+    settings = {
+        "depot.backend": "depot.io.boto3.S3Storage",
+        "depot.access_key_id": server.access_key,
+        "depot.secret_access_key": server.secret_key,
+        "depot.endpoint_url": server.endpoint_url,
+        "depot.region_name": server.region,
+        "depot.bucket": unique_name("up"),
+    }
+    settings.update({"depot." + key: value for key, value in options.items()})
+    DepotManager.configure(name, settings)
+    return name
+
+
+@pytest.fixture
+def seaweed(seaweedfs_server) -> str:
+    return configure_s3(seaweedfs_server)
+
+
+@pytest.fixture
+def moto(moto_server) -> str:
+    name = configure_s3(moto_server)
+    storage = DepotManager.get(name)
+    # moto answers CORS preflights only for buckets configured for them, as AWS does.
+    storage._client.put_bucket_cors(Bucket=storage._bucket_driver.bucket.name, CORSConfiguration={
+        "CORSRules": [{"AllowedOrigins": [ORIGIN], "AllowedMethods": ["PUT", "POST"], "AllowedHeaders": ["*"],
+                       "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 3600}],
+    })
+    return name
+
+
+@pytest.fixture
+def gcs(gcs_emulator_env) -> str:
+    DepotManager.configure("cloud", {
+        "depot.backend": "depot.io.gcs.GCSStorage",
+        "depot.bucket": unique_name("up"),
+        "depot.credentials": make_service_account_info(),
+        "depot.upload_origin": ORIGIN,
+    })
+    return "cloud"
+
+
+# -- S3 on SeaweedFS: the service enforces the policy -------------------------
+
+class TestS3Post:
+    def test_post_reads_back_like_create(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=1000, content_types=["text/plain"],
+                                      filename="notes été.txt")
+        assert intent.method == "POST" and intent.fields["Content-Type"] == "text/plain"
+        Browser().upload(intent, b"hello direct", "text/plain")
+        record, stored = finish_upload(seaweed, intent.id)
+        with stored:
+            assert stored.read() == b"hello direct"
+        stored = DepotManager.get(seaweed).get(intent.id)
+        assert stored.filename == "notes été.txt"
+        assert stored.content_type == "text/plain"
+        assert stored.content_length == len(b"hello direct")
+        assert stored.last_modified is not None
+        assert stored.public_url and intent.id in stored.public_url
+
+    def test_image_family_is_a_starts_with_condition(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=10000, content_types=["image/*"])
+        assert "Content-Type" not in intent.fields
+        data = png()
+        Browser().upload(intent, data, "image/png")
+        _, stored = finish_upload(seaweed, intent.id)
+        assert stored.content_type == "image/png"
+        stored.close()
+
+    @pytest.mark.parametrize("case", ["too-large", "wrong-type", "family-violated", "tampered", "extra-field"])
+    def test_service_refuses_and_stores_nothing(self, seaweed, case):
+        types = ["image/*"] if case == "family-violated" else ["text/plain"]
+        intent = create_upload_intent(seaweed, max_size=100, content_types=types, filename="a.txt")
+        data, content_type = b"small", "text/plain"
+        if case == "too-large":
+            data = b"x" * 101
+        elif case == "wrong-type":
+            intent = replace(intent, fields=dict(intent.fields, **{"Content-Type": "text/html"}))
+        elif case == "tampered":
+            signature = intent.fields["x-amz-signature"]
+            intent = replace(intent, fields=dict(intent.fields, **{
+                "x-amz-signature": signature[:-1] + ("0" if signature[-1] != "0" else "1")}))
+        elif case == "extra-field":
+            intent = replace(intent, fields=dict(intent.fields, **{"x-amz-meta-x-depot-filename": "evil.exe"}))
+        with pytest.raises(Failed) as refused:
+            Browser().upload(intent, data, content_type)
+        assert refused.value.status in (400, 403)
+        assert_nothing_stored(seaweed, intent)
+        with pytest.raises(UploadRefused) as late:
+            finish_upload(seaweed, intent.id)
+        assert late.value.code == "incomplete"
+
+    def test_expired_intent_is_refused(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=100, expires_in=1)
+        time.sleep(2.2)
+        with pytest.raises(Failed) as refused:
+            Browser().upload(intent, b"late", "text/plain")
+        assert refused.value.status == 403
+        assert_nothing_stored(seaweed, intent)
+
+    def test_checksum_is_verified_by_the_service(self, seaweed):
+        data = b"checked bytes"
+        expected = "sha256:" + hashlib.sha256(data).hexdigest()
+        intent = create_upload_intent(seaweed, max_size=100, checksum=expected)
+        assert intent.fields["x-amz-checksum-sha256"]
+        with pytest.raises(Failed) as refused:
+            Browser().upload(intent, b"other bytes!!", "text/plain")
+        assert refused.value.status == 400
+        assert_nothing_stored(seaweed, intent)
+        Browser().upload(intent, data, "text/plain")
+        _, stored = finish_upload(seaweed, intent.id)
+        assert stored.checksum == expected
+        stored.close()
+
+    def test_cors_preflight(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=100)
+        assert allows_origin(preflight(intent.url, "POST", "content-type"))
+
+
+class TestS3Put:
+    def test_put_sends_the_signed_headers(self, seaweed):
+        intent = intent_with_method(seaweed, "PUT", max_size=1000, content_types=["text/csv"], filename="t.csv")
+        assert intent.method == "PUT"
+        assert intent.headers["Content-Type"] == "text/csv"
+        assert intent.headers["x-amz-meta-x-depot-filename"] == "t.csv"
+        Browser().upload(intent, b"a,b\n1,2\n", "text/csv")
+        _, stored = finish_upload(seaweed, intent.id)
+        assert (stored.filename, stored.content_type, stored.read()) == ("t.csv", "text/csv", b"a,b\n1,2\n")
+        stored.close()
+
+    @pytest.mark.parametrize("case", ["wrong-type", "tampered", "expired", "bad-checksum"])
+    def test_service_refuses_put(self, seaweed, case):
+        data = b"some,csv\n"
+        options: Dict[str, Any] = {"max_size": 100, "content_types": ["text/csv"]}
+        if case == "bad-checksum":
+            options["checksum"] = "crc32c:%08x" % 12345
+        if case == "expired":
+            options["expires_in"] = 1
+        intent = intent_with_method(seaweed, "PUT", **options)
+        if case == "wrong-type":
+            intent = replace(intent, headers=dict(intent.headers, **{"Content-Type": "text/html"}))
+        elif case == "tampered":
+            intent = replace(intent, url=intent.url[:-1] + ("0" if intent.url[-1] != "0" else "1"))
+        elif case == "expired":
+            time.sleep(2.2)
+        with pytest.raises(Failed) as refused:
+            Browser().upload(intent, data, "text/csv")
+        assert refused.value.status in (400, 403)
+        assert_nothing_stored(seaweed, intent)
+
+    def test_put_size_is_checked_when_attached(self, seaweed):
+        # S3 cannot bound a presigned PUT: the attach step refuses, and deletes the upload.
+        intent = intent_with_method(seaweed, "PUT", max_size=10)
+        Browser().upload(intent, b"x" * 11, "text/plain")
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(seaweed, intent.id)
+        assert refused.value.code == "too-large"
+        assert_nothing_stored(seaweed, intent)
+
+
+class TestS3Multipart:
+    def test_parts_with_one_sent_twice(self, seaweed):
+        data = pattern(11 * MB + 123)
+        intent = create_upload_intent(seaweed, max_size=12 * MB, multipart=True, part_size=5 * MB,
+                                      filename="big.bin", content_types=["application/octet-stream"])
+        assert intent.method == "MULTIPART"
+        assert intent.parts["part_size"] == 5 * MB and len(intent.parts["urls"]) == 3
+        browser = Browser(fail_once=(2,))
+        browser.upload(intent, data, resend=(2,))
+        record, stored = finish_upload(seaweed, intent.id)
+        assert record.multipart["upload_id"]
+        assert stored.read() == data
+        assert (stored.filename, stored.content_type) == ("big.bin", "application/octet-stream")
+        stored.close()
+
+    def test_large_intents_go_in_parts_by_default(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=200 * MB)
+        assert intent.method == "MULTIPART"
+        assert len(intent.parts["urls"]) == -(-200 * MB // intent.parts["part_size"])
+        collect_pending(seaweed, older_than=0)
+
+    def test_missing_part_is_incomplete_until_sent(self, seaweed):
+        data = pattern(6 * MB)
+        intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB)
+        browser = Browser()
+        browser.upload(intent, data, parts=[2])
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(seaweed, intent.id)
+        assert refused.value.code == "incomplete"
+        browser.upload(intent, data, parts=[1])
+        _, stored = finish_upload(seaweed, intent.id)
+        assert stored.read() == data
+        stored.close()
+
+    def test_parts_over_max_size_are_refused_and_dropped(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=11 * MB, multipart=True, part_size=5 * MB)
+        Browser().upload(intent, pattern(15 * MB))
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(seaweed, intent.id)
+        assert refused.value.code == "too-large"
+        assert_nothing_stored(seaweed, intent)
+        storage = DepotManager.get(seaweed)
+        assert storage._pending_get(intent.id) is None
+        assert not storage._client.list_multipart_uploads(Bucket=storage._bucket_driver.bucket.name).get("Uploads")
+
+    def test_abandoned_upload_is_aborted(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB)
+        Browser().upload(intent, pattern(5 * MB), parts=[1])
+        assert collect_pending(seaweed, older_than=0) == [intent.id]
+        storage = DepotManager.get(seaweed)
+        assert not storage._client.list_multipart_uploads(Bucket=storage._bucket_driver.bucket.name).get("Uploads")
+        assert_nothing_stored(seaweed, intent)
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(seaweed, intent.id)
+        assert refused.value.code == "not-an-intent"
+
+    def test_expired_and_tampered_part_urls_are_refused(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB, expires_in=2)
+        url = intent.parts["urls"][0]
+        with pytest.raises(Failed) as tampered:
+            Browser()._check(httpx.put(url[:-1] + ("0" if url[-1] != "0" else "1"), content=b"x"))
+        assert tampered.value.status == 403
+        time.sleep(3.2)
+        with pytest.raises(Failed) as expired:
+            Browser().upload(intent, b"late")
+        assert expired.value.status == 403
+        with pytest.raises(UploadRefused):
+            finish_upload(seaweed, intent.id)
+
+    def test_bad_part_size_is_refused_at_the_door(self, seaweed):
+        with pytest.raises(ValueError, match="part_size"):
+            create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=MB)
+        assert list(DepotManager.get(seaweed)._pending_list()) == []
+
+    def test_cors_preflight_of_a_part(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB)
+        assert allows_origin(preflight(intent.parts["urls"][0], "PUT", ""))
+        collect_pending(seaweed, older_than=0)
+
+
+# -- S3 on moto: no policy checked by the service, the attach step refuses -----
+
+class TestMoto:
+    def test_post_and_multipart(self, moto):
+        intent = create_upload_intent(moto, max_size=100, content_types=["text/plain"], filename="m.txt")
+        Browser().upload(intent, b"moto says hi", "text/plain")
+        _, stored = finish_upload(moto, intent.id)
+        assert (stored.read(), stored.filename) == (b"moto says hi", "m.txt")
+        stored.close()
+        data = pattern(7 * MB)
+        intent = create_upload_intent(moto, max_size=8 * MB, multipart=True, part_size=5 * MB)
+        Browser().upload(intent, data, resend=(1,))
+        _, stored = finish_upload(moto, intent.id)
+        assert stored.read() == data
+        stored.close()
+
+    @pytest.mark.parametrize("case", ["too-large", "wrong-type"])
+    def test_what_moto_lets_through_is_refused_when_attached(self, moto, case):
+        intent = create_upload_intent(moto, max_size=100, content_types=["image/*"])
+        data, content_type = (png(200), "image/png") if case == "too-large" else (b"<html>", "image/png")
+        Browser().upload(intent, data, content_type)
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(moto, intent.id)
+        assert refused.value.code == ("too-large" if case == "too-large" else "bad-type")
+        assert_nothing_stored(moto, intent)
+
+    def test_cors_preflight_with_bucket_cors(self, moto):
+        intent = create_upload_intent(moto, max_size=100)
+        assert allows_origin(preflight(intent.url, "POST", "content-type"))
+
+
+# -- GCS on fake-gcs-server ------------------------------------------------------
+
+class TestGcs:
+    def test_signed_put_reads_back_like_create(self, gcs):
+        intent = create_upload_intent(gcs, max_size=1000, content_types=["text/plain"], filename="g é.txt")
+        assert intent.method == "PUT"
+        assert intent.headers["x-goog-content-length-range"] == "0,1000"
+        assert "X-Goog-Signature=" in intent.url
+        Browser().upload(intent, b"to gcs", "text/plain")
+        _, stored = finish_upload(gcs, intent.id)
+        assert (stored.read(), stored.filename, stored.content_type) == (b"to gcs", "g é.txt", "text/plain")
+        # Reported from the CRC32C GCS computed itself.
+        assert stored.checksum == checksums.compute("crc32c", b"to gcs")
+        assert stored.last_modified is not None
+        stored.close()
+
+    def test_resumable_with_a_lost_chunk(self, gcs):
+        data = pattern(3 * 256 * 1024 + 77)
+        intent = create_upload_intent(gcs, max_size=4 * MB, multipart=True, part_size=256 * 1024,
+                                      filename="clip.bin")
+        assert intent.method == "RESUMABLE"
+        assert intent.parts == {"part_size": 256 * 1024, "protocol": "gcs-resumable", "query_status": False}
+        browser = Browser(fail_once=(2,))
+        browser.upload(intent, data)
+        assert "PUT lost" in browser.requests
+        record, stored = finish_upload(gcs, intent.id)
+        assert record.multipart["session"] == intent.url
+        assert stored.read() == data
+        assert stored.filename == "clip.bin"
+        stored.close()
+
+    @pytest.mark.parametrize("case", ["too-large", "wrong-type"])
+    def test_what_the_emulator_lets_through_is_refused_when_attached(self, gcs, case):
+        # Real GCS refuses both at its door (signed x-goog-content-length-range
+        # and Content-Type); fake-gcs-server checks neither.
+        intent = create_upload_intent(gcs, max_size=100, content_types=["text/plain"])
+        headers = dict(intent.headers)
+        data = b"x" * 101
+        if case == "wrong-type":
+            headers["Content-Type"] = "image/png"
+            data = png(60)
+        Browser().upload(replace(intent, headers=headers), data)
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(gcs, intent.id)
+        assert refused.value.code == case.replace("wrong-type", "bad-type")
+        assert_nothing_stored(gcs, intent)
+
+    def test_abandoned_session_leaves_nothing(self, gcs):
+        intent = create_upload_intent(gcs, max_size=4 * MB, multipart=True, part_size=256 * 1024)
+        assert collect_pending(gcs, older_than=0) == [intent.id]
+        assert_nothing_stored(gcs, intent)
+
+    def test_storage_without_signing_credentials_uses_a_session(self, gcs_emulator_env):
+        DepotManager.configure("unsigned", {"depot.backend": "depot.io.gcs.GCSStorage",
+                                            "depot.bucket": unique_name("up")})
+        intent = create_upload_intent("unsigned", max_size=10, content_types=["text/plain"])
+        assert intent.method == "RESUMABLE"
+        Browser().upload(intent, b"no signer")
+        _, stored = finish_upload("unsigned", intent.id)
+        assert (stored.read(), stored.content_type) == (b"no signer", "text/plain")
+        stored.close()
+        with pytest.raises(ValueError, match="sign"):
+            intent_with_method("unsigned", "PUT", max_size=10)
+
+    def test_cors_preflight(self, gcs):
+        intent = create_upload_intent(gcs, max_size=100, content_types=["text/plain"])
+        asked = ",".join(name.lower() for name in intent.headers)
+        assert allows_origin(preflight(intent.url, "PUT", asked))
+        session = create_upload_intent(gcs, max_size=4 * MB, multipart=True)
+        assert allows_origin(preflight(session.url, "PUT", "content-range"))
+
+
+def test_tiny_png_helper_is_a_png():
+    assert io.BytesIO(png()).read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# -- legacy awss3 (boto 2 where it imports): one presigned PUT ------------------
+
+@pytest.fixture
+def legacy(seaweedfs_server) -> str:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # awss3 is deprecated, and says so
+        DepotManager.configure("legacy", {
+            "depot.backend": "depot.io.awss3.S3Storage", "depot.access_key_id": seaweedfs_server.access_key,
+            "depot.secret_access_key": seaweedfs_server.secret_key, "depot.host": seaweedfs_server.endpoint_url,
+            "depot.bucket": unique_name("up"),
+        })
+    return "legacy"
+
+
+class TestLegacyAwss3:
+    def test_presigned_put(self, legacy):
+        intent = create_upload_intent(legacy, max_size=100, content_types=["text/plain"], filename="l é.txt")
+        assert intent.method == "PUT"
+        Browser().upload(intent, b"legacy", "text/plain")
+        _, stored = finish_upload(legacy, intent.id)
+        assert (stored.read(), stored.filename, stored.content_type) == (b"legacy", "l é.txt", "text/plain")
+        stored.close()
+
+    def test_service_refuses_another_type(self, legacy):
+        intent = create_upload_intent(legacy, max_size=100, content_types=["text/plain"])
+        with pytest.raises(Failed) as refused:
+            Browser().upload(replace(intent, headers=dict(intent.headers, **{"Content-Type": "text/html"})), b"x")
+        assert refused.value.status == 403
+        assert_nothing_stored(legacy, intent)
+
+    def test_parts_need_the_boto3_storage(self, legacy):
+        from depot.io import awss3
+
+        if awss3.BACKEND == "boto3":
+            intent = create_upload_intent(legacy, max_size=10 * MB, multipart=True, part_size=5 * MB)
+            assert intent.method == "MULTIPART"
+            collect_pending(legacy, older_than=0)
+        else:
+            with pytest.raises(ValueError, match="depot.io.boto3"):
+                create_upload_intent(legacy, max_size=10 * MB, multipart=True)
+        assert list(DepotManager.get(legacy)._pending_list()) == []
