@@ -189,11 +189,38 @@ def test_a_200_mb_upload_in_parts_survives_a_failed_part(demo, browser_page, tmp
     count = max(numbers)
     assert count > 2 and numbers == sorted(list(range(1, count + 1)) + [2])  # part 2 twice, the others once
     assert len(aborted) == 1 and aborted[0] in seen.failed
-    loaded = [event["loaded"] for event in seen.progress]
+    check_progress(seen.progress, size, count)
+
+
+@pytest.mark.parametrize("demo", ["gcs"], indirect=True)
+def test_a_large_upload_to_a_gcs_resumable_session_survives_a_failed_chunk(demo, browser_page, tmp_path):
+    size = 70 * MB  # over the size from which intents are uploaded in parts
+    path = tmp_path / "survey.bin"
+    sha256 = random_file(path, size)
+    seen = Recorder(browser_page)
+    aborted: List[str] = []
+
+    def fail_first_chunk(route: Any) -> None:
+        aborted.append(route.request.headers.get("content-range", ""))
+        route.abort("connectionreset")
+
+    browser_page.route(re.compile(r"[?&]upload_id="), fail_first_chunk, times=1)
+
+    upload_through_form(browser_page, demo, path, "Survey", timeout=600_000)
+
+    check_served(demo, browser_page, "Survey", size, sha256)
+    chunks = [url for method, url in seen.requests if method == "PUT" and "upload_id=" in url]
+    assert len(aborted) == 1 and aborted[0].startswith("bytes 0-")
+    assert len(chunks) > 2  # in chunks, the first one twice
+    check_progress(seen.progress, size, 1)
+
+
+def check_progress(events: List[dict], size: int, parts: int) -> None:
+    loaded = [event["loaded"] for event in events]
     assert loaded == sorted(set(loaded)) and loaded[0] == 0 and loaded[-1] == size
-    # Progress moves within parts (XMLHttpRequest upload events), not only when a part ends.
-    assert len(loaded) > 2 * count
-    assert {event["parts"] for event in seen.progress} == {count}
+    assert {event["parts"] for event in events} == {parts}
+    # Progress moves within parts and chunks (XMLHttpRequest upload events), not only when one ends.
+    assert len(loaded) > 10
 
 
 @pytest.mark.parametrize("demo", ["local"], indirect=True)
