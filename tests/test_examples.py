@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
+from tests._examples import ROOT, running_example
+
 requests = pytest.importorskip("requests")
 pytest.importorskip("sqlalchemy")
-
-from tests._examples import ROOT, running_example
 
 EXAMPLES = {
     "demo_app.py": ("webob",),
