@@ -53,10 +53,15 @@ def _settings(backend: str, request: Any) -> tuple[str, dict, str]:
     return toml, {"STORAGE_EMULATOR_HOST": server.endpoint}, server.endpoint
 
 
-@pytest.fixture
-def demo(request, tmp_path) -> Iterator[Demo]:
-    """The demo app on the storage named by the (indirect) parameter: local, s3 or gcs."""
+@pytest.fixture(scope="module")
+def demo(request, tmp_path_factory) -> Iterator[Demo]:
+    """The demo app on the storage named by the (indirect) parameter: local, s3 or gcs.
+
+    One per module and storage (starting it is the slow part); the tests tell
+    their rows apart by title.
+    """
     backend = request.param
+    tmp_path = tmp_path_factory.mktemp("demo-%s" % backend)
     env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
     args: List[str] = []
     storage_url = None
@@ -102,18 +107,55 @@ def document_links(page: Any) -> List[tuple[str, str]]:
                     ".getAttribute('href')])")]
 
 
+# Logged by the page itself, in sessionStorage (which outlives the navigation
+# back to the list): every XMLHttpRequest and fetch as [method, url, status]
+# once it ends (status 0: failed on the network), and each progress event.
+# Playwright's own request events can miss requests while a route is removed.
+_PAGE_LOG = """(() => {
+  const append = (key, entry) => {
+    const log = JSON.parse(sessionStorage.getItem(key) || "[]");
+    log.push(entry);
+    sessionStorage.setItem(key, JSON.stringify(log));
+  };
+  const open = XMLHttpRequest.prototype.open;
+  XMLHttpRequest.prototype.open = function (method, url, ...rest) {
+    const absolute = new URL(url, location.href).href;
+    this.addEventListener("loadend", () => append("depotTestRequests", [method, absolute, this.status]));
+    return open.call(this, method, url, ...rest);
+  };
+  const realFetch = window.fetch;
+  window.fetch = async (url, init = {}) => {
+    const absolute = new URL(url, location.href).href;
+    try {
+      const response = await realFetch(url, init);
+      append("depotTestRequests", [init.method || "GET", absolute, response.status]);
+      return response;
+    } catch (error) {
+      append("depotTestRequests", [init.method || "GET", absolute, 0]);
+      throw error;
+    }
+  };
+  document.addEventListener("depot-upload-progress", (e) => append("depotTestProgress", e.detail));
+})();"""
+
+
 class Recorder:
-    """What the page sent where, and the progress events the form dispatched."""
+    """What the page sent where (with the answer's status), and the progress events the form dispatched."""
 
     def __init__(self, page: Any) -> None:
-        self.requests: List[tuple[str, str]] = []
-        self.failed: List[str] = []
-        self.progress: List[dict] = []
-        page.on("request", lambda r: self.requests.append((r.method, r.url)))
-        page.on("requestfailed", lambda r: self.failed.append(r.url))
-        page.expose_function("depotTestProgress", lambda event: self.progress.append(event))
-        page.add_init_script(
-            "document.addEventListener('depot-upload-progress', (e) => window.depotTestProgress(e.detail));")
+        self.page = page
+        page.add_init_script(_PAGE_LOG)
+
+    def _log(self, key: str) -> List[Any]:
+        return self.page.evaluate("(key) => JSON.parse(sessionStorage.getItem(key) || '[]')", key)
+
+    @property
+    def requests(self) -> List[tuple[str, str, int]]:
+        return [tuple(entry) for entry in self._log("depotTestRequests")]
+
+    @property
+    def progress(self) -> List[dict]:
+        return self._log("depotTestProgress")
 
 
 def upload_through_form(page: Any, demo: Demo, path: Path, title: str, timeout: float = 120_000) -> None:
@@ -144,7 +186,7 @@ def check_served(demo: Demo, page: Any, title: str, size: int, sha256: str) -> N
     assert served_sha256(urljoin(demo.url + "/", links[0])) == (size, sha256)
 
 
-@pytest.mark.parametrize("demo", ["local", "s3", "gcs"], indirect=True)
+@pytest.mark.parametrize("demo", ["local", "s3", "gcs"], indirect=True, scope="module")
 def test_direct_upload_through_the_demo_form(demo, browser_page, tmp_path):
     path = tmp_path / "field-notes.bin"
     sha256 = random_file(path, 3 * MB + 17)
@@ -154,7 +196,7 @@ def test_direct_upload_through_the_demo_form(demo, browser_page, tmp_path):
 
     check_served(demo, browser_page, "Field notes", 3 * MB + 17, sha256)
     # The bytes went to the storage, not through the application's own routes.
-    sent = [(method, url) for method, url in seen.requests if method in ("POST", "PUT")]
+    sent = [(method, url) for method, url, status in seen.requests if method in ("POST", "PUT")]
     app_posts = [url for method, url in sent if url.startswith(demo.url + "/uploads/")]
     assert app_posts == [demo.url + "/uploads/intent", demo.url + "/uploads/attach"]
     to_storage = [(method, url) for method, url in sent if url not in app_posts]
@@ -166,7 +208,7 @@ def test_direct_upload_through_the_demo_form(demo, browser_page, tmp_path):
     assert loaded[-1] == 3 * MB + 17 and loaded == sorted(set(loaded))
 
 
-@pytest.mark.parametrize("demo", ["s3"], indirect=True)
+@pytest.mark.parametrize("demo", ["s3"], indirect=True, scope="module")
 def test_a_200_mb_upload_in_parts_survives_a_failed_part(demo, browser_page, tmp_path):
     size = 200 * MB
     path = tmp_path / "video.bin"
@@ -184,15 +226,15 @@ def test_a_200_mb_upload_in_parts_survives_a_failed_part(demo, browser_page, tmp
     upload_through_form(browser_page, demo, path, "Big video", timeout=600_000)
 
     check_served(demo, browser_page, "Big video", size, sha256)
-    parts = [url for method, url in seen.requests if method == "PUT" and "partNumber=" in url]
+    parts = [url for method, url, status in seen.requests if method == "PUT" and "partNumber=" in url]
     numbers = sorted(int(re.search(r"[?&]partNumber=(\d+)", url).group(1)) for url in parts)
     count = max(numbers)
     assert count > 2 and numbers == sorted(list(range(1, count + 1)) + [2])  # part 2 twice, the others once
-    assert len(aborted) == 1 and aborted[0] in seen.failed
+    assert len(aborted) == 1 and (aborted[0], 0) in [(url, status) for m, url, status in seen.requests]
     check_progress(seen.progress, size, count)
 
 
-@pytest.mark.parametrize("demo", ["gcs"], indirect=True)
+@pytest.mark.parametrize("demo", ["gcs"], indirect=True, scope="module")
 def test_a_large_upload_to_a_gcs_resumable_session_survives_a_failed_chunk(demo, browser_page, tmp_path):
     size = 70 * MB  # over the size from which intents are uploaded in parts
     path = tmp_path / "survey.bin"
@@ -209,9 +251,9 @@ def test_a_large_upload_to_a_gcs_resumable_session_survives_a_failed_chunk(demo,
     upload_through_form(browser_page, demo, path, "Survey", timeout=600_000)
 
     check_served(demo, browser_page, "Survey", size, sha256)
-    chunks = [url for method, url in seen.requests if method == "PUT" and "upload_id=" in url]
+    chunks = [status for method, url, status in seen.requests if method == "PUT" and "upload_id=" in url]
     assert len(aborted) == 1 and aborted[0].startswith("bytes 0-")
-    assert len(chunks) > 2  # in chunks, the first one twice
+    assert len(chunks) > 2 and chunks[0] == 0 and chunks[-1] in (200, 201)  # the first chunk failed, then sent again
     check_progress(seen.progress, size, 1)
 
 
@@ -223,7 +265,7 @@ def check_progress(events: List[dict], size: int, parts: int) -> None:
     assert len(loaded) > 10
 
 
-@pytest.mark.parametrize("demo", ["local"], indirect=True)
+@pytest.mark.parametrize("demo", ["local"], indirect=True, scope="module")
 def test_a_failed_upload_is_shown_on_the_page_naming_the_file(demo, browser_page, tmp_path):
     path = tmp_path / "holiday.mov"
     random_file(path, 1000)
@@ -238,4 +280,4 @@ def test_a_failed_upload_is_shown_on_the_page_naming_the_file(demo, browser_page
     assert status.inner_text().startswith('upload of "holiday.mov" to storage "files" failed: network error '
                                           "after 4 attempts")
     browser_page.goto(demo.url + "/")
-    assert document_links(browser_page) == []
+    assert not [title for title, link in document_links(browser_page) if title == "holiday.mov"]
