@@ -833,7 +833,8 @@ class StorageConformance:
         listed = dict(storage._pending_list())
         assert list(listed) == [file_id]
         assert abs(listed[file_id] - datetime.datetime.now().timestamp()) < 600
-        storage._pending_delete(file_id)
+        assert storage._pending_claim(file_id) is True  # attaching deletes it, and knows it did
+        assert storage._pending_claim(file_id) is False
         assert storage._pending_get(file_id) is None
         assert dict(storage._pending_list()) == {}
         storage._pending_delete(file_id)  # a missing marker is no error

@@ -124,13 +124,19 @@ def test_rollback_deletes_the_attached_upload(db, files, flush):
     assert files.list() == [] and pending(files) == []
 
 
+def committed(session, Document, file_id):
+    """A new row holding the upload ``file_id``, committed."""
+    doc = Document(content=UploadedFile.from_upload(file_id))
+    session.add(doc)
+    session.commit()
+    return doc
+
+
 def test_replacing_deletes_the_old_file_after_commit(db, files):
     engine, Document = db
     first = uploaded(files, b"first")
     with Session(engine) as session:
-        doc = Document(content=UploadedFile.from_upload(first))
-        session.add(doc)
-        session.commit()
+        doc = committed(session, Document, first)
         second = uploaded(files, b"second")
         doc.content = UploadedFile.from_upload(second)
         session.flush()
@@ -147,9 +153,7 @@ def test_attached_twice_or_never_permitted(db, files):
     engine, Document = db
     file_id = uploaded(files, b"once")
     with Session(engine) as session:
-        doc = Document(content=UploadedFile.from_upload(file_id))
-        session.add(doc)
-        session.commit()
+        doc = committed(session, Document, file_id)
         other = Document()
         for refused_id in (file_id, files.create(b"stored the usual way"), str(uuid.uuid4())):
             with pytest.raises(UploadRefused) as refused:
@@ -347,3 +351,14 @@ def test_ming_attach_flush_replace_and_reject(ming_models):
     with pytest.raises(UploadRefused, match="not-an-intent"):
         doc.content = UploadedFile.from_upload(second)
     assert storage.list() == [second] and pending(storage) == []
+
+
+def test_of_two_requests_attaching_one_id_the_second_is_refused(files, monkeypatch):
+    file_id = uploaded(files, b"wanted twice")
+    first = DirectUpload(file_id, "files").open()
+    # The second request passed finish_upload too, but the first claimed the upload meanwhile.
+    monkeypatch.setattr(files, "_pending_get", lambda file_id: first.record.to_json())
+    with pytest.raises(UploadRefused, match="attached by another request meanwhile"):
+        DirectUpload(file_id, "files").open()
+    assert files.exists(file_id)  # the first request's, untouched
+    first.close()

@@ -106,3 +106,17 @@ def test_fsck_neither_reports_nor_deletes_pending_uploads(tmp_path):
     assert [(p.kind, p.file_id, p.action) for p in found] == [("orphan", orphan, "deleted")]
     assert report.pending_uploads == 1 and report.stored == 2
     assert storage.exists(intent.file_id)
+
+
+def test_gc_removes_half_written_markers(tmp_path, run_cli):
+    storage = _local(tmp_path)
+    intent = create_upload_intent(max_size=100)
+    folder = os.path.dirname(storage._marker_path(intent.file_id))
+    left = os.path.join(folder, ".marker-%s.tmp" % ("0" * 32))
+    with open(left, "wb") as f:
+        f.write(b'{"half')
+    os.utime(left, (0, 0))
+    code, out, err = run_cli("--local", "files=%s" % storage.storage_path, "gc")
+    assert (code, out) == (0, "files: 1 removed\n"), err
+    assert not os.path.exists(left)
+    assert [file_id for file_id, _ in pending_uploads("files")] == [intent.file_id]

@@ -20,7 +20,12 @@ referenced, so a commit deletes only the dropped files no holder wrote last,
 and a rollback keeps the uploads that a surviving scope's rows hold.
 
 The SQLAlchemy tracker maps session transactions to scopes; the Ming
-integration can map its unit of work the same way.
+extension uses one scope per session, which its flushes end.
+
+What the trackers know of a value itself (how many scopes took it, whether
+a commit settled it) lives in attributes that
+:class:`~depot.fields.interfaces.DepotFileInfo` declares, read and written
+only here (:func:`claims`, :func:`is_fresh`, :meth:`FileScope.settle`).
 """
 from __future__ import annotations
 
@@ -32,7 +37,9 @@ from depot.manager import DepotManager
 
 from ._offload import off_loop
 
-__all__ = ["FileScope", "created_files", "delete_files", "guard_orphans", "is_fresh", "files_of", "share"]
+__all__ = [
+    "FileScope", "claims", "created_files", "delete_files", "guard_orphans", "is_fresh", "files_of", "share",
+]
 
 log = logging.getLogger("depot.fields")
 
@@ -62,7 +69,7 @@ def created_files(value: Any) -> List[str]:
     added without storing it through the base method (an existing file it
     deduplicated to) is not among them: another row may reference it.
     """
-    created = set(getattr(value, "__dict__", {}).get("_created", ()))
+    created = set(getattr(value, "_created", ()))
     return [path for path in files_of(value) if path in created]
 
 
@@ -74,9 +81,14 @@ def is_fresh(value: Any) -> bool:
     """
     return (
         value is not None
-        and getattr(value, "__dict__", {}).get("original_content") is not None
-        and not value.__dict__.get("_depot_settled", False)
+        and getattr(value, "original_content", None) is not None
+        and not getattr(value, "_depot_settled", False)
     )
+
+
+def claims(value: Any) -> int:
+    """How many transaction scopes took ``value`` as an upload (0 for ``None`` and values read back)."""
+    return getattr(value, "_depot_claims", 0)
 
 
 class FileScope:
@@ -100,7 +112,7 @@ class FileScope:
         self.values.append(value)
         # How many scopes took the value: an orphan guard must not delete
         # files that another object (in a session) now refers to.
-        value.__dict__["_depot_claims"] = value.__dict__.get("_depot_claims", 0) + 1
+        object.__setattr__(value, "_depot_claims", claims(value) + 1)
 
     def drop(self, paths: Iterable[str]) -> None:
         """Record files that this scope's changes no longer reference."""
@@ -149,7 +161,7 @@ class FileScope:
         Kept: ``keep`` (files rows of surviving scopes hold) and the uploads
         another session's commit settled meanwhile (the object moved there).
         """
-        settled = {p for v in self.values if v.__dict__.get("_depot_settled") for p in files_of(v)}
+        settled = {p for v in self.values if v._depot_settled for p in files_of(v)}
         uploaded = self.uploaded - settled - set(keep)
         self._reset()
         if uploaded:
@@ -162,7 +174,7 @@ class FileScope:
         enclosing transaction ends can still remove them if that one rolls back.
         """
         for value in self.values:
-            value.__dict__["_depot_settled"] = True
+            object.__setattr__(value, "_depot_settled", True)
         self.values = []
 
     def release(self, value: Any) -> bool:
@@ -172,7 +184,7 @@ class FileScope:
         referenced from there, so it stays where it is.
         """
         paths = files_of(value)
-        if value.__dict__.get("_depot_claims", 0) > 1 or not paths or not self.uploaded.issuperset(paths):
+        if claims(value) > 1 or not paths or not self.uploaded.issuperset(paths):
             return False
         self.values = [v for v in self.values if v is not value]
         self.uploaded.difference_update(paths)
@@ -214,8 +226,7 @@ def guard_orphans(owner: Any, scope: FileScope) -> "weakref.finalize":
 def _discard_orphans(scope: FileScope) -> None:
     paths: Set[str] = set()
     for value in scope.values:
-        state = value.__dict__
-        if not state.get("_depot_settled") and state.get("_depot_claims", 0) <= 1:
+        if not value._depot_settled and claims(value) <= 1:
             paths.update(files_of(value))
     scope._reset()
     if paths:

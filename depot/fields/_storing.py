@@ -19,11 +19,11 @@ from typing import Any, NamedTuple, Optional, Tuple
 from depot.io import utils
 from depot.io.interfaces import FileStorage
 
-__all__ = ["StoredFacts", "store", "read_back"]
+__all__ = ["UploadFacts", "store", "read_back"]
 
 
-class StoredFacts(NamedTuple):
-    """What an upload records about a file it has just stored."""
+class UploadFacts(NamedTuple):
+    """What an upload records about a file it has just stored (the storage's facts, as a row keeps them)."""
 
     file_id: str
     filename: Optional[str]
@@ -48,17 +48,17 @@ def _format(moment: Optional[datetime]) -> Optional[str]:
 
 def store(
     storage: FileStorage, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
-) -> StoredFacts:
+) -> UploadFacts:
     """``storage.create(content, filename, content_type)`` and the facts of the new file."""
     return _recorded(storage.create_with_facts(content, filename, content_type))
 
 
-def read_back(storage: FileStorage, file_id: str) -> StoredFacts:
+def read_back(storage: FileStorage, file_id: str) -> UploadFacts:
     """The facts of a file stored by other means, read back from ``storage`` as filedepot did."""
     return _recorded(storage._read_facts(file_id))
 
 
-def _recorded(facts: Any) -> StoredFacts:
+def _recorded(facts: Any) -> UploadFacts:
     """The facts an upload records, from the storage's :class:`~depot.io.interfaces.StoredFacts`."""
     uploaded_at = _format(facts.last_modified)
-    return StoredFacts(facts.file_id, facts.filename, facts.content_type, uploaded_at, facts.public_url)
+    return UploadFacts(facts.file_id, facts.filename, facts.content_type, uploaded_at, facts.public_url)

@@ -43,6 +43,7 @@ from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage  # noqa: E402
 from depot.io.utils import INMEMORY_FILESIZE, FileIntent, write_content  # noqa: E402
 
 from . import _offload  # noqa: E402
+from ._attach import rereads_content, upload  # noqa: E402
 from ._lifecycle import created_files, delete_files  # noqa: E402
 from .interfaces import _is_direct_upload  # noqa: E402
 from .sqlalchemy import UploadedFileField  # noqa: E402
@@ -100,19 +101,17 @@ async def attach(obj: Any, attribute: str, content: Any, *, chunk_size: int = DE
         return content
     # Plain uploads stream straight to the storage; filters and upload types
     # that read the content again get a rewindable copy.
-    rereads = bool(column_type._filters) or column_type._upload_type is not UploadedFile
-    if _is_direct_upload(content):
-        # Already stored: the value is built on the stored file, which it rereads itself.
-        rereads = False
+    # A direct upload is already stored: the value is built on the stored file, which it rereads itself.
+    rereads = rereads_content(column_type) and not _is_direct_upload(content)
     built = []
 
     def build(source: Any) -> UploadedFile:
         if rereads:
             source = _spooled(source)
         try:
-            value = column_type._upload_type(source, column_type._upload_storage)
+            # A filter that fails deletes what this upload stored itself.
+            value = upload(column_type, source)
             built.append(value)
-            value._apply_filters(column_type._filters)
         finally:
             if rereads:
                 source._fileobj.close()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, List, Optional
 
 from depot.manager import DepotManager
 
@@ -47,14 +47,27 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
     ``TypeError('Already saved files are immutable')``.
     """
 
+    # The state a value carries besides its keys, never serialised: declared
+    # here with defaults, so that a value restored by any means (a pickle of
+    # filedepot 0.12 included) can read them.  Set with object.__setattr__
+    # (__setattr__ writes keys).
+    #: The content this value stored; ``None`` when restored from a row (no upload).
+    original_content: Any = None
+    _frozen: bool = False
+    #: The paths this value's own store_content calls created: only these are
+    #: deleted when the assignment fails.  A store_content override may list
+    #: in ``files`` a file that already existed (deduplication), which a
+    #: committed row may reference.
+    _created: List[str]  # no shared default: __init__ gives every value its own list
+    #: Lifecycle state owned by :mod:`depot.fields._lifecycle`: how many
+    #: transaction scopes took this upload, and whether a commit settled it
+    #: (no rollback may delete it then).
+    _depot_claims: int = 0
+    _depot_settled: bool = False
+
     def __init__(self, content: Any, depot_name: Optional[str] = None) -> None:
         super().__init__()
         self._thaw()
-        # The paths this value's own store_content calls created (attribute
-        # state, never a key: it stays out of the row's JSON).  Only these are
-        # deleted when the assignment fails: a store_content override may list
-        # in ``files`` a file that already existed (deduplication), which a
-        # committed row may reference.
         object.__setattr__(self, "_created", [])
         if isinstance(content, dict):
             object.__setattr__(self, "original_content", None)
@@ -140,8 +153,8 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
         object.__setattr__(self, "_frozen", False)
 
     def _check_mutable(self) -> None:
-        # Read from __dict__: an instance being unpickled has no flag yet.
-        if self.__dict__.get("_frozen", False):
+        # The class default answers while a pickle is restored (its keys come before its flag).
+        if self._frozen:
             raise TypeError(_IMMUTABLE)
 
     def __getattr__(self, name: str) -> Any:

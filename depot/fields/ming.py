@@ -34,7 +34,8 @@ from ming.schema import Anything  # noqa: E402
 
 from depot.manager import DepotManager  # noqa: E402,F401 - a name filedepot 0.12 had here
 
-from ._lifecycle import delete_files, files_of  # noqa: E402
+from ._attach import AttachmentOptions, attached  # noqa: E402
+from ._lifecycle import FileScope, files_of  # noqa: E402
 from .interfaces import FileFilter  # noqa: E402
 from .upload import UploadedFile  # noqa: E402
 
@@ -52,7 +53,7 @@ class _UploadedFileSchema(Anything):
         return super().validate(value, **kw)
 
 
-class UploadedFileProperty(FieldProperty):
+class UploadedFileProperty(FieldProperty, AttachmentOptions):
     """A document field holding an uploaded file.
 
     Assigning content (bytes, a file object, a form upload, a
@@ -62,6 +63,8 @@ class UploadedFileProperty(FieldProperty):
     ``upload_type`` built from the stored sub-document, or ``None``.
     """
 
+    name: str  # the field's name in the document, set by Ming's mapper (its stubs omit it)
+
     def __init__(
         self,
         filters: Iterable[FileFilter] = tuple(),
@@ -70,13 +73,11 @@ class UploadedFileProperty(FieldProperty):
     ) -> None:
         # Ming's stubs declare FieldProperty without its field-type argument and name attribute.
         super().__init__(_UploadedFileSchema())  # type: ignore[call-arg]
-        self._filters = filters
-        self._upload_type = upload_type
-        self._upload_storage = upload_storage
+        self._set_attachment_options(filters, upload_type, upload_storage)
 
     def _stored(self, instance: Any) -> Any:
         document = state(instance).document
-        return document.get(self.name) if document is not None else None  # type: ignore[attr-defined]
+        return document.get(self.name) if document is not None else None
 
     def __get__(self, instance: Any, cls: Any = None) -> Any:
         if instance is None:
@@ -84,15 +85,10 @@ class UploadedFileProperty(FieldProperty):
         value = self._stored(instance)
         if not value:
             return None
-        return self._upload_type(value)
+        return self.upload_type(value)
 
     def __set__(self, instance: Any, value: Any) -> None:
-        if value is not None and not isinstance(value, UploadedFile):
-            value = self._upload_type(value, self._upload_storage)
-            value._apply_filters(self._filters)
-        elif isinstance(value, UploadedFile):
-            # The caller's own value: a failing filter must not delete its main file.
-            value._apply_filters(self._filters, discard=False)
+        value = attached(self, value, refilter=True)
         DepotExtension.get_depot_history(instance).swap(self._stored(instance), value)
         super().__set__(instance, value)  # type: ignore[misc]  # Ming's stubs omit the descriptor methods
 
@@ -154,11 +150,16 @@ class DepotExtension(SessionExtension):
     document of the session references now (a value moved from one
     document to another).  A write that fails notes nothing, so its
     document keeps its files.
+
+    The rules are those of :class:`~depot.fields._lifecycle.FileScope`, one
+    per session: Ming has no transactions, so a flush is what makes changes
+    durable and ends the scope as an outermost commit does.  Uploads are
+    never deleted here (no rollback to undo them).
     """
 
     def __init__(self, session: Any) -> None:
         super().__init__(session)
-        self._dropped: Set[str] = set()
+        self._scope = FileScope()
 
     @staticmethod
     def get_depot_history(instance: Any) -> _DepotHistory:
@@ -171,7 +172,7 @@ class DepotExtension(SessionExtension):
 
     def _written(self, obj: Any) -> None:
         history = self.get_depot_history(obj)
-        self._dropped |= history.deleted
+        self._scope.drop(history.deleted)
         history.clear()
 
     def after_insert(self, obj: Any, st: Any) -> None:
@@ -187,15 +188,14 @@ class DepotExtension(SessionExtension):
         self._written(obj)
 
     def after_flush(self, obj: Any = None) -> None:
-        dropped, self._dropped = self._dropped, set()
-        if dropped:
-            delete_files(dropped - self._referenced())
-
-    def _referenced(self) -> Set[str]:
-        """The files the session's live documents reference."""
-        paths: Set[str] = set()
-        for obj in self.session.uow:
-            if state(obj).status != state(obj).deleted:
-                for prop in _file_properties(obj):
-                    paths.update(files_of(prop._stored(obj)))
-        return paths
+        scope = self._scope
+        if not scope.dropped:
+            return
+        # What the session's live documents hold now: a dropped file one of
+        # them references (moved there) stays.
+        for live in self.session.uow:
+            live_state = state(live)
+            if live_state.status != live_state.deleted:
+                for prop in _file_properties(live):
+                    scope.write((live_state, prop.name), files_of(prop._stored(live)))
+        scope.committed_outermost()

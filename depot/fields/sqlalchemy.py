@@ -21,7 +21,8 @@ from sqlalchemy.orm.base import instance_state
 from depot.manager import DepotManager  # noqa: F401 - a name filedepot 0.12 had here
 
 from . import _driver_commits, _sqla_outer
-from ._lifecycle import FileScope, delete_files, files_of, guard_orphans, is_fresh, share
+from ._attach import AttachmentOptions, attached
+from ._lifecycle import FileScope, claims, delete_files, files_of, guard_orphans, is_fresh, share
 from .interfaces import FileFilter
 from .upload import UploadedFile
 
@@ -31,7 +32,7 @@ __all__ = ["UploadedFileField"]
 DEFAULT_LENGTH = 4000
 
 
-class UploadedFileField(types.TypeDecorator):
+class UploadedFileField(types.TypeDecorator, AttachmentOptions):
     """A column holding an uploaded file, as the JSON of its :class:`UploadedFile`.
 
     Assigning content (bytes, a file object, a form upload, a
@@ -64,11 +65,7 @@ class UploadedFileField(types.TypeDecorator):
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
-        self._filters = filters
-        self._upload_type = upload_type
-        self._upload_storage = upload_storage
-        self.upload_type = upload_type
-        self.upload_storage = upload_storage
+        self._set_attachment_options(filters, upload_type, upload_storage)
         self.native_json = native_json
         self.length = length
 
@@ -82,9 +79,9 @@ class UploadedFileField(types.TypeDecorator):
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         if not value:
             return None
-        if not isinstance(value, self._upload_type):
+        if not isinstance(value, self.upload_type):
             raise ValueError(
-                "AttachmentField requires %s, got %s instead" % (self._upload_type, type(value))
+                "AttachmentField requires %s, got %s instead" % (self.upload_type, type(value))
             )
         if self.native_json and _has_json(dialect):
             return dict(value)
@@ -94,8 +91,8 @@ class UploadedFileField(types.TypeDecorator):
         if not value:
             return None
         if isinstance(value, dict):
-            return self._upload_type(value)
-        return self._upload_type.decode(value)
+            return self.upload_type(value)
+        return self.upload_type.decode(value)
 
 
 _JSON_DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
@@ -260,12 +257,10 @@ class _SQLAMutationTracker:
     def _field_set(
         cls, column_type: UploadedFileField, target: Any, value: Any, oldvalue: Any, initiator: Any
     ) -> Any:
-        if value is not None and not isinstance(value, UploadedFile):
-            value = column_type._upload_type(value, column_type._upload_storage)
-            value._apply_filters(column_type._filters)
+        value = attached(column_type, value)
         fresh_new = is_fresh(value)
         if (
-            isinstance(value, UploadedFile) and not (fresh_new and value.__dict__.get("_depot_claims", 0) == 0)
+            isinstance(value, UploadedFile) and not (fresh_new and claims(value) == 0)
             and files_of(value) != files_of(oldvalue if isinstance(oldvalue, UploadedFile) else None)
         ):
             # A value some holder already has (an upload taken twice, one read
@@ -277,7 +272,7 @@ class _SQLAMutationTracker:
         # One another object took too (``b.content = a.content``) may be held there: kept.
         orphan = (
             isinstance(oldvalue, UploadedFile) and oldvalue is not value and is_fresh(oldvalue)
-            and not cls._written(target, initiator.key) and oldvalue.__dict__.get("_depot_claims", 0) <= 1
+            and not cls._written(target, initiator.key) and claims(oldvalue) <= 1
         )
         state = instance_state(target)
         if state.key is not None:
@@ -408,7 +403,7 @@ class _SQLAMutationTracker:
         paths = []
         for key in [key for key in unwritten if key not in state.dict]:
             value = unwritten.pop(key)
-            if value.__dict__.get("_depot_claims", 0) <= 1:
+            if claims(value) <= 1:
                 paths += files_of(value)
         if paths:
             cls._current_scope(session).drop(paths)

@@ -8,7 +8,7 @@ from depot.io.interfaces import FileStorage, StoredFile
 from depot.manager import DepotManager, DepotNotFoundError
 
 from ._links import file_url, stored_link
-from ._storing import StoredFacts, read_back, store
+from ._storing import UploadFacts, read_back, store
 from .interfaces import DepotFileInfo
 
 __all__ = ["UploadedFile"]
@@ -29,6 +29,11 @@ class UploadedFile(DepotFileInfo):
     is signed afresh when the middleware signs links (rows never keep
     expiring links).
     """
+
+    # Declared as DepotFileInfo's attribute state: what the last
+    # store_content call learned from the write (path, facts), kept for
+    # _stored_facts so that nothing is read back.
+    _last_stored: Optional[Tuple[str, UploadFacts]] = None
 
     def process_content(
         self, content: Any, filename: Optional[str] = None, content_type: Optional[str] = None
@@ -97,14 +102,15 @@ class UploadedFile(DepotFileInfo):
         self._created.append(path)
         return path, content.file_id
 
-    def _stored_facts(self, path: str, file_id: str) -> StoredFacts:
+    def _stored_facts(self, path: str, file_id: str) -> UploadFacts:
         """The facts of the file :meth:`store_content` just returned as ``(path, file_id)``.
 
         They come from the write itself, unless an override of
         :meth:`store_content` stored the file by other means: it is then read
         back from the storage its path names, as filedepot always did.
         """
-        last = self.__dict__.pop("_last_stored", None)
+        last = self._last_stored
+        object.__setattr__(self, "_last_stored", None)
         if last is not None and last[0] == path and last[1].file_id == file_id:
             return last[1]
         depot_name = path.split("/", 1)[0]

@@ -31,20 +31,19 @@ class MingSource:
         self.documents_per_batch = documents_per_batch
 
     def describe(self) -> str:
-        # Ming's stubs omit FieldProperty's name (here and below).
         return ", ".join(
-            "%s(%s)" % (name, ", ".join(p.name for p in props))  # type: ignore[attr-defined]
+            "%s(%s)" % (name, ", ".join(p.name for p in props))
             for _, name, props in self.collections
         )
 
     @property
     def storages(self) -> List[Optional[str]]:
-        return [p._upload_storage for _, _, props in self.collections for p in props]  # noqa: SLF001
+        return [p.upload_storage for _, _, props in self.collections for p in props]
 
     def values(self) -> Iterator[Tuple[Any, Any]]:
         for m, name, props in self.collections:
             db = m.session.impl.db
-            fields = [p.name for p in props]  # type: ignore[attr-defined]
+            fields = [p.name for p in props]
             cursor = db[name].find({}, dict.fromkeys(["_id", *fields], 1))
             if hasattr(cursor, "batch_size"):
                 cursor = cursor.batch_size(self.documents_per_batch)

@@ -561,18 +561,23 @@ class GridFSStorage(FileStorage):
         file_id, doc = self._create(content, filename, content_type)
         return StoredFacts.of(GridFSStoredFile(self, file_id, doc))
 
-    @_server_errors
-    def _create(self, content: Any, filename: Optional[str], content_type: Optional[str]) -> Tuple[str, Dict[str, Any]]:
-        """Store a new file; ``(file id, files document)``."""
+    def _write_version(self, gen: Any, content: Any, filename: Optional[str],
+                       content_type: Optional[str]) -> Dict[str, Any]:
+        """Write ``content`` as chunks of ``gen`` (tagged with it); the files document to publish them with."""
         content, filename, content_type = self.fileinfo(content, filename, content_type)
         check_content(content)
         self._ensure_indexes()
+        hasher = self._new_hasher()
+        length = self._write_chunks(gen, content, gen, hasher)
+        return self._files_doc(length, filename, content_type, gen, hasher)
+
+    @_server_errors
+    def _create(self, content: Any, filename: Optional[str], content_type: Optional[str]) -> Tuple[str, Dict[str, Any]]:
+        """Store a new file; ``(file id, files document)``."""
         oid = ObjectId()
         # Tagged with a generation like replaced files, so that a handle can
         # tell its version from one rewritten by a tool that does not tag.
-        hasher = self._new_hasher()
-        length = self._write_chunks(oid, content, oid, hasher)
-        doc = self._files_doc(length, filename, content_type, oid, hasher)
+        doc = self._write_version(oid, content, filename, content_type)
         doc["_id"] = oid
         try:
             self._files.insert_one(doc)
@@ -690,6 +695,10 @@ class GridFSStorage(FileStorage):
         self._pending.delete_one({"_id": _check_file_id(file_id)})
 
     @_server_errors
+    def _pending_claim(self, file_id: str) -> bool:
+        return self._pending.delete_one({"_id": _check_file_id(file_id)}).deleted_count == 1
+
+    @_server_errors
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
         entries = []
         for doc in self._pending.find({}, {"created": 1}):
@@ -705,16 +714,11 @@ class GridFSStorage(FileStorage):
     def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,
                   content_type: Optional[str] = None) -> StoredFacts:
         oid = _check_file_id(self.fileid(file_id))
-        content, filename, content_type = self.fileinfo(content, filename, content_type)
-        check_content(content)
-        self._ensure_indexes()
         # The chunks go under a generation of their own, then the files
         # document claims the id as a swap does: the unique _id refuses an
         # existing file before any of its chunks is touched.
         gen = ObjectId()
-        hasher = self._new_hasher()
-        length = self._write_chunks(gen, content, gen, hasher)
-        doc = self._files_doc(length, filename, content_type, gen, hasher)
+        doc = self._write_version(gen, content, filename, content_type)
         try:
             inserted = self._insert_swapped(oid, {"gen": gen, "doc": doc, "since": _now_ms()})
         except BaseException:

@@ -285,6 +285,19 @@ class FileStorage(metaclass=ABCMeta):
         """Remove the marker of ``file_id``; no error when there is none."""
         raise NotImplementedError("%r does not support direct uploads (no pending-upload markers)" % (self,))
 
+    def _pending_claim(self, file_id: str) -> bool:
+        """Delete the marker of ``file_id``; whether this call is the one that removed it.
+
+        Attaching claims the upload this way, so that of two requests
+        attaching the same id at once only one succeeds.  Atomic where the
+        backend can tell (memory, local, GridFS); this version reads then
+        deletes, which leaves a window of one request.
+        """
+        if self._pending_get(file_id) is None:
+            return False
+        self._pending_delete(file_id)
+        return True
+
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
         """``(file_id, created)`` of every marker, ``created`` in seconds since the epoch."""
         raise NotImplementedError("%r does not support direct uploads (no pending-upload markers)" % (self,))

@@ -49,6 +49,8 @@ _check_file_id = check_uuid
 #: files: a dot name, so neither :meth:`LocalFileStorage.list` nor
 #: :meth:`LocalFileStorage.collect_garbage` ever takes it for theirs.
 _PENDING = ".depot-pending"
+#: Prefix of a marker being written there (collected by collect_garbage).
+_MARKER_TMP = ".marker-"
 
 #: Prefixes of the temporary folders beside the files: a version being
 #: written (or, after an exchange, the version it replaced) and a deleted file.
@@ -539,7 +541,7 @@ class LocalFileStorage(OneStepStorage):
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
         # Written aside and renamed: a reader sees the whole marker or none.
-        tmp = os.path.join(folder, _tmp_name("." + file_id + "-"))
+        tmp = os.path.join(folder, _tmp_name(_MARKER_TMP))
         try:
             _write_new(tmp, data)
             os.replace(tmp, path)
@@ -556,8 +558,14 @@ class LocalFileStorage(OneStepStorage):
             return None
 
     def _pending_delete(self, file_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        self._pending_claim(file_id)
+
+    def _pending_claim(self, file_id: str) -> bool:
+        try:
             os.unlink(self._marker_path(file_id))
+        except FileNotFoundError:
+            return False
+        return True
 
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
         try:
@@ -589,7 +597,8 @@ class LocalFileStorage(OneStepStorage):
 
         Writes and deletes go through temporary folders beside the files
         (``.new-*.tmp``, ``.del-*.tmp``); a process killed mid-write leaves
-        its folder there.  Only those not modified for ``older_than``
+        its folder there (and a half-written marker of a direct upload in
+        ``.depot-pending``).  Only those not modified for ``older_than``
         seconds are removed, and never one a live writer still holds (it
         keeps it locked).  Stored files are never touched.  This reads only
         the storage folder itself, not the files' folders: run it from
@@ -610,6 +619,9 @@ class LocalFileStorage(OneStepStorage):
                 removed += _remove_if_abandoned(entry.path, cutoff)
             elif deep and _is_valid_id(entry.name):
                 removed += _remove_stale_files(entry.path, cutoff)
+            elif entry.name == _PENDING:
+                # Markers of direct uploads half written by a killed process.
+                removed += _remove_stale_files(entry.path, cutoff, (_MARKER_TMP,))
         return removed
 
 
@@ -641,8 +653,11 @@ def _remove_if_abandoned(path: str, cutoff: float) -> bool:
     return not os.path.lexists(path)
 
 
-def _remove_stale_files(folder: str, cutoff: float) -> int:
-    """Remove the in-folder temporary files of earlier versions, if older than ``cutoff``."""
+def _remove_stale_files(folder: str, cutoff: float, prefixes: Tuple[str, ...] = (".file-", ".metadata-")) -> int:
+    """Remove the temporary files ``<prefix>*.tmp`` in ``folder`` older than ``cutoff``.
+
+    By default those earlier versions left in a file's folder.
+    """
     removed = 0
     try:
         entries = list(os.scandir(folder))
@@ -650,7 +665,7 @@ def _remove_stale_files(folder: str, cutoff: float) -> int:
         return 0
     for entry in entries:
         name = entry.name
-        if not (name.startswith((".file-", ".metadata-")) and name.endswith(".tmp")):
+        if not (name.startswith(prefixes) and name.endswith(".tmp")):
             continue
         try:
             if entry.stat(follow_symlinks=False).st_mtime < cutoff:

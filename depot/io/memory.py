@@ -194,6 +194,9 @@ class MemoryFileStorage(OneStepStorage):
     def _pending_delete(self, file_id: str) -> None:
         self.pending.pop(file_id, None)
 
+    def _pending_claim(self, file_id: str) -> bool:
+        return self.pending.pop(file_id, None) is not None
+
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
         return iter([(file_id, created) for file_id, (_, created) in list(self.pending.items())])
 

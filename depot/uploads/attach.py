@@ -5,17 +5,18 @@ type around the file already stored, in four steps:
 
 1. :func:`~depot.uploads.finish_upload` checks the upload against its
    intent (size, sniffed type, checksum); a refused upload is deleted.
-2. The value type's ``process_content`` (its validators, the image
+2. The upload is *claimed*: its marker is deleted, atomically where the
+   backend can tell (of two requests attaching one id, one is refused).
+   This happens before the row is committed: a crash before the commit
+   leaves at worst an orphan file, which ``depot fsck`` finds, and never an
+   attached file that ``depot gc --pending-older-than`` could delete.
+3. The value type's ``process_content`` (its validators, the image
    types' decoding) and then the field's filters (thumbnails) run on an
    :class:`UploadContent`: the stored file, read lazily, rewindable.  When
    the value keeps the uploaded file as its main file, it references it:
    no byte is copied.  A value type that stores a processed version instead
    (an image reduced to its maximum size) stores that, and the upload is
    deleted.
-3. The marker is deleted before the row is committed: a crash before the
-   commit leaves at worst an orphan file, which ``depot fsck`` finds, and
-   never an attached file that ``depot gc --pending-older-than`` could
-   delete.
 4. The transaction tracker records the file like any upload of this
    transaction: a rollback deletes it, a later replacement deletes it once
    committed.
@@ -81,6 +82,11 @@ class DirectUpload:
                 raise ValueError("Upload %s is in storage %s, the field stores in %s: attach it to a field "
                                  "of storage %s" % (self.file_id, name, field_name, name))
         record, stored = finish_upload(name, self.file_id)
+        # Claimed before the field's validators run: of two requests attaching
+        # the same id at once, one goes on, the other is refused here.
+        if not backend._pending_claim(self.file_id):
+            stored.close()
+            raise UploadRefused(name, self.file_id, "not-an-intent", "attached by another request meanwhile")
         return UploadContent(name, backend, record, stored)
 
 
@@ -169,14 +175,13 @@ class UploadContent(io.RawIOBase):
         return "%s/%s" % (self.storage_name, self.file_id)
 
     def attached(self, kept: bool) -> None:
-        """The value is built: drop the marker, and the upload too when the value did not keep it.
+        """The value is built; the upload goes when the value did not keep it (it stored a processed copy).
 
-        The marker goes before the row is committed (see the module's
-        documentation for why this order is the safe one).
+        The marker went when the upload was claimed, before the row is
+        committed (see the module's documentation for why this order is the
+        safe one).
         """
-        if kept:
-            self.backend._pending_delete(self.file_id)
-        else:
+        if not kept:
             discard_upload(self.backend, self.record)
 
     def rejected(self, exc: BaseException) -> UploadRefused:
