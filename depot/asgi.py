@@ -28,7 +28,7 @@ from typing import (
 from urllib.parse import unquote_to_bytes
 
 from depot._optional import require
-from depot.serving.core import FileSpan, Located, Redirect, Response, ServingCore, StoredSpan
+from depot.serving.core import DRAIN_LIMIT, FileSpan, Located, Redirect, Response, ServingCore, StoredSpan
 
 anyio = require("anyio", "asgi", "depot.asgi")
 
@@ -179,15 +179,23 @@ class DepotMiddleware(ServingCore):
         return located
 
     async def _upload(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        """A direct upload: the body is stored by a worker thread, fed from the loop a chunk at a time."""
+        """A direct upload: admitted in a worker thread, then stored by one, fed from the loop a chunk at a time."""
         environ = _environ(scope, path)
-
-        def store(body: Any) -> Response:
-            return self.receive_upload(scope["method"], path, environ["QUERY_STRING"], environ, body.read,
-                                       chunk_size=self.chunk_size)
-
-        limiter = anyio.to_thread.current_default_thread_limiter()
-        response = await run_with_source(_request_body(receive), store, limiter, self.chunk_size)
+        admitted = await anyio.to_thread.run_sync(
+            lambda: self.admit_upload(scope["method"], path, environ["QUERY_STRING"], environ)
+        )
+        if isinstance(admitted, Response):
+            # Refused before the body: a client waiting for "100 Continue"
+            # never sends it; another one's small body is read and dropped.
+            if "continue" not in environ.get("HTTP_EXPECT", "").lower():
+                await _drain(receive, environ.get("CONTENT_LENGTH"))
+            response = admitted
+        else:
+            limiter = anyio.to_thread.current_default_thread_limiter()
+            response = await run_with_source(
+                _request_body(receive), lambda body: self.store_upload(admitted, body.read, self.chunk_size),
+                limiter, self.chunk_size,
+            )
         await self._send(response, scope, receive, send)
 
     async def _send(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
@@ -299,6 +307,24 @@ async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
             yield chunk
         if not message.get("more_body", False):
             return
+
+
+async def _drain(receive: Receive, length: Optional[str]) -> None:
+    """Read and drop a refused request's body, if at most :data:`~depot.serving.core.DRAIN_LIMIT` bytes.
+
+    A server that answers with body bytes left unread may reset the
+    connection, and the client then loses the answer.
+    """
+    if length and length.isdigit() and int(length) > DRAIN_LIMIT:
+        return
+    left = DRAIN_LIMIT
+    try:
+        async for chunk in _request_body(receive):
+            left -= len(chunk)
+            if left <= 0:
+                return
+    except ClientDisconnected:
+        return
 
 
 async def _without_app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -320,3 +320,18 @@ def test_disconnect_mid_body_leaves_nothing(server, storage, chunked):
     assert server.alive()
     # The intent is still good: the browser may try again.
     assert server.request("PUT", intent["url"], PNG, {"Content-Type": "image/png"})[0] == 201
+
+
+def test_declared_too_large_is_refused_before_the_body_is_sent(server, storage):
+    """A client waiting for ``100 Continue`` (curl does so for large bodies) gets the 413 instead."""
+    intent = server.intent(storage)
+    with socket.create_connection((LOOPBACK, server.port), timeout=20) as sock:
+        sock.sendall(("PUT %s HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: %d\r\n"
+                      "Expect: 100-continue\r\n\r\n" % (intent["url"], 10 * 1024 ** 3)).encode())
+        data = b""
+        while b"HTTP/1.1 413 " not in data or not data.endswith(b"}"):  # gunicorn sends "100 Continue" first
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.startswith((b"HTTP/1.1 413 ", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 ")), data
+    assert_nothing_stored(server, storage, intent["id"])

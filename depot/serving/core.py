@@ -48,11 +48,11 @@ from .plan import (
 )
 from .ranges import UNSATISFIABLE
 from .signing import UPLOAD, LinkSigner
-from .uploads import ALREADY_UPLOADED, BodyCheck, Refusal, admit, check_url, is_upload_url
+from .uploads import ALREADY_UPLOADED, Admitted, BodyCheck, Refusal, admit, check_url, is_upload_url
 
 __all__ = [
     "BLOCK_SIZE", "SMALL_BODY", "Response", "FileSpan", "StoredSpan", "Redirect", "Located", "ServingCore",
-    "respond_file", "choose_body", "page", "redirect", "status_line", "json_response", "UploadBody",
+    "respond_file", "choose_body", "page", "redirect", "status_line", "json_response", "UploadBody", "AdmittedUpload",
     "DRAIN_LIMIT",
 ]
 
@@ -327,6 +327,14 @@ def choose_body(
     return StoredSpan(file, start, stop, start == 0 and stop == size)
 
 
+class AdmittedUpload(NamedTuple):
+    """A direct upload that may send its body: the storage, the intent's record, what was declared."""
+
+    storage: Any
+    record: Any
+    admitted: Admitted
+
+
 class Located(NamedTuple):
     """The stored file a request names, and the seconds left on its signed link (if any)."""
 
@@ -548,31 +556,65 @@ class ServingCore:
     ) -> Response:
         """Store the body of a direct upload (see :mod:`depot.serving.uploads`): ``201`` or the refusal.
 
-        Blocking (storage I/O, reading the body with ``read``).  The
-        signature is checked before any storage is asked; the intent's
-        marker, the existing file and the declared headers before any byte
-        of the body is read; the body streams into the storage's
-        ``_store_at`` through an :class:`UploadBody`, one chunk in memory.
+        Blocking (storage I/O, reading the body with ``read``):
+        :meth:`admit_upload`, then :meth:`store_upload`.  A refused
+        request's body is read and dropped when it is small (see
+        :data:`DRAIN_LIMIT`).
+        """
+        admitted = self.admit_upload(method, path, query_string, headers, length_known=length_known, now=now)
+        if isinstance(admitted, Response):
+            length = headers.get("CONTENT_LENGTH")
+            declared = int(length) if length and length.isdigit() else None
+            if declared is None or declared <= DRAIN_LIMIT:
+                _drain(read, declared)
+            return admitted
+        return self.store_upload(admitted, read, chunk_size)
+
+    def admit_upload(
+        self,
+        method: Optional[str],
+        path: str,
+        query_string: str,
+        headers: Mapping[str, str],
+        *,
+        length_known: bool = True,
+        now: Optional[float] = None,
+    ) -> Union[Response, "AdmittedUpload"]:
+        """Whether a direct upload may send its body: the :class:`AdmittedUpload`, or the refusal's response.
+
+        Blocking (reads the intent's marker).  The signature is checked
+        before any storage is asked; the marker, the existing file and the
+        declared headers before any byte of the body is read, so that a
+        client waiting for ``100 Continue`` is refused without sending it.
         ``headers`` holds the request's WSGI keys; ``length_known`` is false
-        when a body without ``Content-Length`` has no end the server can
-        tell.  A ``201`` answers ``{"id": ..., "size": ...}``.
+        when a body without ``Content-Length`` has no end the server can tell.
         """
         now = time.time() if now is None else now
         target = check_url(method, path, query_string, self._prefix, self.signer, now)  # type: ignore[arg-type]
         if isinstance(target, Refusal):
-            return self._refuse_upload(target, read, headers)
+            return _refused(target)
         name, file_id = target
         storage = DepotManager.get(name)
         record = None if storage is None else _pending_record(storage, file_id)
         present = record is not None and storage.exists(file_id)  # type: ignore[union-attr]
         admitted = admit(record, present, headers, now, length_known)
         if isinstance(admitted, Refusal):
-            return self._refuse_upload(admitted, read, headers)
-        assert record is not None and storage is not None
-        check = BodyCheck(record, admitted)
+            return _refused(admitted)
+        return AdmittedUpload(storage, record, admitted)
+
+    def store_upload(self, upload: "AdmittedUpload", read: ReadBody, chunk_size: int = BLOCK_SIZE) -> Response:
+        """Stream the body (``read``) of an admitted upload into the storage's ``_store_at``: ``201`` or the refusal.
+
+        Blocking.  The body goes through an :class:`UploadBody`, one chunk in
+        memory, which refuses it mid-stream when a check fails: the write
+        is then abandoned and nothing is stored.  A ``201`` answers
+        ``{"id": ..., "size": ...}``.
+        """
+        record = upload.record
+        check = BodyCheck(record, upload.admitted)
         body = UploadBody(read, check, chunk_size)
         try:
-            storage._store_at(file_id, body, record.filename, admitted.content_type)
+            upload.storage._store_at(record.file_id, body, record.filename, upload.admitted.content_type)
         except FileExistsError:
             body.drain()
             return _refused(ALREADY_UPLOADED)
@@ -581,14 +623,7 @@ class ServingCore:
                 raise
             body.drain()
             return _refused(body.refusal)
-        return json_response(HTTPStatus.CREATED, {"id": file_id, "size": check.size})
-
-    def _refuse_upload(self, refusal: Refusal, read: ReadBody, headers: Mapping[str, str]) -> Response:
-        length = headers.get("CONTENT_LENGTH")
-        declared = int(length) if length and length.isdigit() else None
-        if declared is None or declared <= DRAIN_LIMIT:
-            _drain(read, declared)
-        return _refused(refusal)
+        return json_response(HTTPStatus.CREATED, {"id": record.file_id, "size": check.size})
 
     def serves(self, method: Optional[str], path: str) -> bool:
         """Whether the request is the middleware's to answer (GET or HEAD under the mountpoint)."""
