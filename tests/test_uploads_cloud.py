@@ -73,6 +73,8 @@ class Browser:
         self.client = httpx.Client(timeout=60, headers={"Origin": origin})
         self.fail_once = set(fail_once)
         self.requests: List[str] = []
+        self.cors: List[bool] = []
+        self.exposed: set = set()
 
     def upload(self, intent: UploadIntent, data: bytes, content_type: str = "application/octet-stream",
                parts: Optional[List[int]] = None, resend: tuple = ()) -> None:
@@ -94,8 +96,23 @@ class Browser:
         else:
             raise AssertionError("unknown method %r" % method)
 
+    def _lose(self, url: str, body: bytes, headers: Optional[Dict[str, str]] = None) -> None:
+        """Start a PUT of ``body`` and drop the connection half way, as a network failure would."""
+        def half_then_fail():
+            yield body[: len(body) // 2]
+            raise ConnectionAbortedError("connection lost (simulated)")
+
+        headers = dict(headers or {}, **{"Content-Length": str(len(body))})
+        with pytest.raises(Exception):  # noqa: B017 - whatever httpx makes of the broken body
+            self.client.put(url, content=half_then_fail(), headers=headers)
+        self.requests.append("PUT lost")
+
     def _check(self, response: Any) -> Any:
         self.requests.append("%s %s" % (response.request.method, response.status_code))
+        # A browser hands the answer to the page only with this header.
+        self.cors.append(response.headers.get("Access-Control-Allow-Origin") in ("*", ORIGIN))
+        self.exposed.update(h.strip().lower() for h in
+                            response.headers.get("Access-Control-Expose-Headers", "").split(","))
         if response.status_code >= 400:
             raise Failed(response)
         return response
@@ -108,7 +125,7 @@ class Browser:
             body = data[(number - 1) * size: number * size]
             if number in self.fail_once:
                 self.fail_once.discard(number)
-                self.requests.append("PUT lost")
+                self._lose(parts["urls"][number - 1], body)
             self._check(self.client.put(parts["urls"][number - 1], content=body))
             if number in resend:
                 self._check(self.client.put(parts["urls"][number - 1], content=body))
@@ -123,7 +140,7 @@ class Browser:
             end = min(offset + chunk, size)
             if number in self.fail_once:
                 self.fail_once.discard(number)
-                self.requests.append("PUT lost")
+                self._lose(url, data[offset:end], {"Content-Range": "bytes %d-%d/%d" % (offset, end - 1, size)})
                 if parts["query_status"]:
                     answer = self._check(self.client.put(url, headers={"Content-Range": "bytes */%d" % size}))
                     if answer.status_code in (200, 201):
@@ -222,7 +239,9 @@ class TestS3Post:
         intent = create_upload_intent(seaweed, max_size=1000, content_types=["text/plain"],
                                       filename="notes été.txt")
         assert intent.method == "POST" and intent.fields["Content-Type"] == "text/plain"
-        Browser().upload(intent, b"hello direct", "text/plain")
+        browser = Browser()
+        browser.upload(intent, b"hello direct", "text/plain")
+        assert browser.cors == [True]
         record, stored = finish_upload(seaweed, intent.id)
         with stored:
             assert stored.read() == b"hello direct"
@@ -342,6 +361,7 @@ class TestS3Multipart:
         assert intent.parts["part_size"] == 5 * MB and len(intent.parts["urls"]) == 3
         browser = Browser(fail_once=(2,))
         browser.upload(intent, data, resend=(2,))
+        assert all(browser.cors) and "etag" in browser.exposed
         record, stored = finish_upload(seaweed, intent.id)
         assert record.multipart["upload_id"]
         assert stored.read() == data
@@ -418,7 +438,9 @@ class TestS3Multipart:
 class TestMoto:
     def test_post_and_multipart(self, moto):
         intent = create_upload_intent(moto, max_size=100, content_types=["text/plain"], filename="m.txt")
-        Browser().upload(intent, b"moto says hi", "text/plain")
+        browser = Browser()
+        browser.upload(intent, b"moto says hi", "text/plain")
+        assert browser.cors == [True]
         _, stored = finish_upload(moto, intent.id)
         assert (stored.read(), stored.filename) == (b"moto says hi", "m.txt")
         stored.close()
@@ -439,6 +461,23 @@ class TestMoto:
         assert refused.value.code == ("too-large" if case == "too-large" else "bad-type")
         assert_nothing_stored(moto, intent)
 
+    @pytest.mark.parametrize("method", ["POST", "PUT"])
+    def test_checksum_moto_does_not_verify_is_checked_when_attached(self, moto, method):
+        data = b"the expected bytes"
+        expected = "sha256:" + hashlib.sha256(data).hexdigest()
+        intent = intent_with_method(moto, method, max_size=100, checksum=expected)
+        Browser().upload(intent, b"other bytes entirely", "text/plain")  # moto stores them anyway
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(moto, intent.id)
+        assert refused.value.code == "bad-checksum"
+        assert_nothing_stored(moto, intent)
+        assert DepotManager.get(moto)._pending_get(intent.id) is None
+        intent = intent_with_method(moto, method, max_size=100, checksum=expected)
+        Browser().upload(intent, data, "text/plain")
+        _, stored = finish_upload(moto, intent.id)
+        assert stored.checksum == expected
+        stored.close()
+
     def test_cors_preflight_with_bucket_cors(self, moto):
         intent = create_upload_intent(moto, max_size=100)
         assert allows_origin(preflight(intent.url, "POST", "content-type"))
@@ -452,7 +491,9 @@ class TestGcs:
         assert intent.method == "PUT"
         assert intent.headers["x-goog-content-length-range"] == "0,1000"
         assert "X-Goog-Signature=" in intent.url
-        Browser().upload(intent, b"to gcs", "text/plain")
+        browser = Browser()
+        browser.upload(intent, b"to gcs", "text/plain")
+        assert browser.cors == [True]
         _, stored = finish_upload(gcs, intent.id)
         assert (stored.read(), stored.filename, stored.content_type) == (b"to gcs", "g é.txt", "text/plain")
         # Reported from the CRC32C GCS computed itself.
@@ -469,6 +510,9 @@ class TestGcs:
         browser = Browser(fail_once=(2,))
         browser.upload(intent, data)
         assert "PUT lost" in browser.requests
+        # Answered to the page; fake-gcs-server does not expose Range (GCS does
+        # when the bucket's CORS says so), so the module assumes a whole chunk.
+        assert all(browser.cors)
         record, stored = finish_upload(gcs, intent.id)
         assert record.multipart["session"] == intent.url
         assert stored.read() == data
@@ -490,6 +534,19 @@ class TestGcs:
             finish_upload(gcs, intent.id)
         assert refused.value.code == case.replace("wrong-type", "bad-type")
         assert_nothing_stored(gcs, intent)
+
+    def test_session_finished_after_expiry_is_refused_when_attached(self, gcs, monkeypatch):
+        from depot.io import _gcs_uploads
+
+        monkeypatch.setattr(_gcs_uploads, "LATE_GRACE", 0)
+        intent = create_upload_intent(gcs, max_size=4 * MB, multipart=True, expires_in=1)
+        time.sleep(2.2)
+        Browser().upload(intent, b"too late")  # a session outlives its intent: GCS takes it
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(gcs, intent.id)
+        assert refused.value.code == "expired"
+        assert_nothing_stored(gcs, intent)
+        assert DepotManager.get(gcs)._pending_get(intent.id) is None
 
     def test_abandoned_session_leaves_nothing(self, gcs):
         intent = create_upload_intent(gcs, max_size=4 * MB, multipart=True, part_size=256 * 1024)

@@ -27,13 +27,14 @@ from depot.io._cloud import CANNED_ACL_PUBLIC_READ, CHECKSUM_META, depot_metadat
 from depot.io._upload_targets import (
     fixed_content_type,
     initial_content_type,
+    refuse,
     seconds_left,
     wants_parts,
     wishes,
 )
 from depot.io.checksums import parse
 
-__all__ = ["upload_target", "abandon_upload", "CHUNK_MULTIPLE"]
+__all__ = ["upload_target", "complete_upload", "abandon_upload", "CHUNK_MULTIPLE"]
 
 #: Chunks of a resumable upload but the last are multiples of this (a GCS rule).
 CHUNK_MULTIPLE = 256 * 1024
@@ -138,6 +139,28 @@ def upload_target(storage: Any, record: Any) -> Any:
         # Creating a session needs no signature, only the storage's own access.
         return _resumable_target(storage, record)
     return _put_target(storage, record)
+
+
+#: Seconds a session upload may end after its intent expired (clocks differ, the last chunk takes time).
+LATE_GRACE = 300
+
+
+def complete_upload(storage: Any, record: Any) -> None:
+    """Refuse an object a resumable session finished long after its intent expired.
+
+    A session stays open for a week whatever the intent said, so the
+    service cannot refuse a late upload: this does, from the object's
+    creation time.  Signed PUTs need no such check (GCS refuses an expired
+    URL), nor does an upload not finished yet (the attach step finds no file).
+    """
+    if not (record.multipart or {}).get("session"):
+        return
+    blob = storage._find(record.file_id)
+    created = getattr(blob, "time_created", None)
+    if created is None or created.timestamp() <= record.expires_at + LATE_GRACE:
+        return
+    refuse(storage, record, "expired",
+           "the upload ended %d s after its intent expired" % (created.timestamp() - record.expires_at))
 
 
 def abandon_upload(storage: Any, record: Any) -> None:

@@ -30,12 +30,13 @@ from depot.io._upload_targets import (
     MB,
     fixed_content_type,
     initial_content_type,
+    refuse,
     seconds_left,
     type_family,
     wants_parts,
     wishes,
 )
-from depot.io.checksums import parse
+from depot.io.checksums import Hasher, parse
 
 __all__ = ["upload_target", "complete_upload", "abandon_upload", "MIN_PART_SIZE", "MAX_PART_SIZE"]
 
@@ -222,19 +223,21 @@ def _multipart_of(record: Any) -> Optional[str]:
 
 
 def complete_upload(storage: Any, record: Any) -> None:
-    """Complete the multipart upload of ``record`` from the parts S3 holds (nothing for POST/PUT).
+    """Complete the multipart upload of ``record`` from the parts S3 holds.
 
     :class:`IOError` (the attach step's "incomplete") when no part arrived
     or a part is missing before the last one; the upload stays, so the
-    browser may still send it.  More bytes than the intent allows:
-    the parts and the marker are dropped and
-    :class:`~depot.uploads.UploadRefused` raised, nothing is stored.  Completing again after a crash finds the object
-    already there and does nothing.
+    browser may still send it.  More bytes than the intent allows: the
+    parts and the marker are dropped and
+    :class:`~depot.uploads.UploadRefused` raised, nothing is stored.
+    Completing again after a crash finds the object already there and does
+    nothing.  A POST or PUT needs no completion; its checksum, if the
+    intent gave one, is made believable (:func:`_vouch_for_checksum`).
     """
-    from depot.uploads.intents import UploadRefused
-
     upload_id = _multipart_of(record)
     if upload_id is None:
+        if record.checksum is not None:
+            _vouch_for_checksum(storage, record)
         return
     from depot.io.boto3 import error_code
 
@@ -255,10 +258,7 @@ def complete_upload(storage: Any, record: Any) -> None:
     size = sum(part["Size"] for part in parts)
     if size > record.max_size:
         # Refused like the attach step's other refusals: parts, then marker.
-        abandon_upload(storage, record)
-        storage._pending_delete(record.file_id)
-        raise UploadRefused(record.storage, record.file_id, "too-large",
-                            "%d bytes uploaded in parts, at most %d allowed" % (size, record.max_size))
+        refuse(storage, record, "too-large", "%d bytes uploaded in parts, at most %d allowed" % (size, record.max_size))
     try:
         client.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=upload_id,
@@ -268,6 +268,49 @@ def complete_upload(storage: Any, record: Any) -> None:
         # EntityTooSmall (a part under 5 MiB before the last) and the like:
         # the parts as sent cannot make an object.
         raise IOError("S3 did not complete file %s in %r: %s" % (record.file_id, storage, exc)) from exc
+
+
+#: HeadObject's member holding the checksum S3 verified on upload, per algorithm.
+_VERIFIED = {"sha256": "ChecksumSHA256", "crc32c": "ChecksumCRC32C"}
+
+
+def _vouch_for_checksum(storage: Any, record: Any) -> None:
+    """Make sure the ``x-depot-checksum`` a POST or PUT wrote is the checksum of the stored bytes.
+
+    The metadata says what the intent expected; S3 refused other bytes
+    (``x-amz-checksum-*``, ``Content-MD5``) and reports the checksum it
+    verified.  A service that reports none (moto) may not have verified
+    either: the object is then read once, in bounded memory, and refused
+    (``bad-checksum``) if it does not match, so the attach step can believe
+    the stored checksum.
+    """
+    from depot.io.boto3 import error_code, is_missing
+
+    bucket, key = _location(storage, record)
+    algorithm, digest = parse(record.checksum) or ("", "")
+    try:
+        head = storage._client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    except ClientError as exc:
+        if is_missing(exc) or error_code(exc) == "404":
+            return  # nothing uploaded yet: the attach step says so
+        raise
+    if algorithm == "md5":
+        etag = head.get("ETag", "").strip('"')
+        reported = etag if "-" not in etag and len(etag) == 32 else None
+    else:
+        value = head.get(_VERIFIED[algorithm])
+        reported = base64.b64decode(value).hex() if value else None
+    if reported is None:
+        body = storage._client.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])["Body"]
+        hasher = Hasher(algorithm)
+        try:
+            for chunk in body.iter_chunks(MB):
+                hasher.update(chunk)
+        finally:
+            body.close()
+        reported = hasher.hexdigest()
+    if reported != digest:
+        refuse(storage, record, "bad-checksum", "checksum %s:%s, expected %s" % (algorithm, reported, record.checksum))
 
 
 def abandon_upload(storage: Any, record: Any) -> None:

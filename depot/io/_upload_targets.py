@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import mimetypes
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, NoReturn, Optional, Tuple
 
 from depot.io.utils import DEFAULT_CONTENT_TYPE
 
@@ -22,6 +22,7 @@ __all__ = [
     "initial_content_type",
     "wishes",
     "wants_parts",
+    "refuse",
 ]
 
 MB = 1024 * 1024
@@ -92,3 +93,16 @@ def wants_parts(record: Any, threshold: int = LARGE_UPLOAD) -> bool:
     if wanted is not None:
         return wanted
     return part_size is not None or record.max_size > threshold
+
+
+def refuse(storage: Any, record: Any, code: str, reason: str) -> NoReturn:
+    """Remove the upload and its marker, then raise :class:`~depot.uploads.UploadRefused` (``code``).
+
+    For refusals a backend finds while completing an upload: like the
+    attach step's own, a refused upload does not linger.
+    """
+    from depot.uploads._api import discard_upload
+    from depot.uploads.intents import UploadRefused
+
+    discard_upload(storage, record)
+    raise UploadRefused(record.storage, record.file_id, code, reason)

@@ -430,5 +430,8 @@ class GCSStorage(ObjectStorage):
         """A signed PUT or a resumable session for the browser (see :mod:`depot.io._gcs_uploads`)."""
         return _gcs_uploads.upload_target(self, record)
 
+    def _complete_upload(self, record: Any) -> None:
+        _gcs_uploads.complete_upload(self, record)
+
     def _abandon_upload(self, record: Any) -> None:
         _gcs_uploads.abandon_upload(self, record)
