@@ -281,3 +281,39 @@ def test_a_failed_upload_is_shown_on_the_page_naming_the_file(demo, browser_page
                                           "after 4 attempts")
     browser_page.goto(demo.url + "/")
     assert not [title for title, link in document_links(browser_page) if title == "holiday.mov"]
+
+
+@pytest.mark.parametrize("demo", ["local"], indirect=True, scope="module")
+def test_the_demo_endpoints_refuse_what_they_cannot_take(demo):
+    def post(path, **kwargs):
+        answer = requests.post(demo.url + path, timeout=10, **kwargs)
+        return answer.status_code, answer.json()
+
+    assert post("/uploads/intent", data=b'{"filename": "a.bin", "size": 1}') == (
+        400, {"error": "send JSON (Content-Type: application/json)"})  # a cross-site form cannot send JSON
+    assert post("/uploads/intent", json={"filename": "a.bin", "size": -1}) == (
+        400, {"error": "the size of a.bin must be a number of bytes, got -1"})
+    status, answer = post("/uploads/intent", json={"filename": "a.bin", "size": 6 * 1024 ** 3})
+    assert status == 400 and answer["error"].startswith("a.bin is 6442450944 bytes: direct uploads take at most")
+
+    never = "0b1b2a76-6c5e-4a0e-9b8e-3f2d1c0b9a87"
+    status, answer = post("/uploads/attach", json={"id": never})
+    assert status == 400 and "Upload %s to storage files refused (not-an-intent)" % never in answer["error"]
+
+    # An upload attached once cannot be attached again (to a second row).
+    status, intent = post("/uploads/intent", json={"filename": "once.txt", "size": 5, "type": "text/plain"})
+    assert status == 200 and intent["method"] == "PUT"
+    put = requests.put(urljoin(demo.url + "/", intent["url"]), data=b"hello", timeout=10,
+                       headers={"Content-Type": "text/plain"})
+    assert put.status_code == 201, put.text
+    assert post("/uploads/attach", json={"id": intent["id"], "title": "Once"}) == (201, {"id": ANY_ID, "location": "/"})
+    status, answer = post("/uploads/attach", json={"id": intent["id"], "title": "Twice"})
+    assert status == 400 and "refused (not-an-intent)" in answer["error"]
+
+
+class _AnyId:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int) and other > 0
+
+
+ANY_ID = _AnyId()
