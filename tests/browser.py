@@ -5,7 +5,7 @@ install``: Playwright (``pip install playwright``, in the testing extra) is
 pointed at the system executable.  ``.ci/run`` installs the package when it
 is missing.
 
-Session fixture ``chromium_browser`` -> ``playwright.sync_api.Browser``;
+Module fixture ``chromium_browser`` -> ``playwright.sync_api.Browser``;
 function fixture ``browser_page`` -> a fresh ``Page`` in its own context
 (no cookies or cache shared between tests), closed after the test.
 
@@ -53,9 +53,15 @@ def chromium_executable() -> str | None:
     return shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser() -> Iterator[Any]:
-    """A headless system Chromium for the whole session, closed at its end."""
+    """A headless system Chromium for the tests of one module, closed after them.
+
+    Not for the session: Playwright's synchronous API keeps its asyncio loop
+    marked as running in this thread while it is open, and every async test
+    of a later module (asyncio.run, anyio, pytest's async fixtures) would
+    then fail with "another loop is running".
+    """
     executable = chromium_executable()
     if executable is None:
         unavailable("Chromium not installed: apt-get install chromium (Debian's package; "
