@@ -259,10 +259,11 @@ def test_a_large_upload_to_a_gcs_resumable_session_survives_a_failed_chunk(demo,
 
 def check_progress(events: List[dict], size: int, parts: int) -> None:
     loaded = [event["loaded"] for event in events]
-    assert loaded == sorted(set(loaded)) and loaded[0] == 0 and loaded[-1] == size
+    assert loaded == sorted(set(loaded)) and loaded[0] == 0 and loaded[-1] == size and len(loaded) >= 3
     assert {event["parts"] for event in events} == {parts}
-    # Progress moves within parts and chunks (XMLHttpRequest upload events), not only when one ends.
-    assert len(loaded) > 10
+    if parts > 1 and size % parts == 0:
+        # Progress moves within parts (XMLHttpRequest upload events), not only when a part ends.
+        assert any(value % (size // parts) for value in loaded), loaded
 
 
 @pytest.mark.parametrize("demo", ["local"], indirect=True, scope="module")
