@@ -188,6 +188,19 @@ def assert_nothing_stored(name: str, intent: UploadIntent) -> None:
     assert not DepotManager.get(name).exists(intent.id)
 
 
+def assert_attached_with(name: str, intent: UploadIntent, data: bytes, checksum: str) -> None:
+    """Upload ``data`` as the browser would; it attaches, reporting ``checksum``."""
+    Browser().upload(intent, data, "text/plain")
+    _, stored = finish_upload(name, intent.id)
+    with stored:
+        assert stored.checksum == checksum
+
+
+def assert_post_preflight_passes(name: str) -> None:
+    intent = create_upload_intent(name, max_size=100)
+    assert allows_origin(preflight(intent.url, "POST", "content-type"))
+
+
 # -- storages -----------------------------------------------------------------
 
 def configure_s3(server, name: str = "cloud", **options: Any) -> str:
@@ -301,14 +314,10 @@ class TestS3Post:
             Browser().upload(intent, b"other bytes!!", "text/plain")
         assert refused.value.status == 400
         assert_nothing_stored(seaweed, intent)
-        Browser().upload(intent, data, "text/plain")
-        _, stored = finish_upload(seaweed, intent.id)
-        assert stored.checksum == expected
-        stored.close()
+        assert_attached_with(seaweed, intent, data, expected)
 
     def test_cors_preflight(self, seaweed):
-        intent = create_upload_intent(seaweed, max_size=100)
-        assert allows_origin(preflight(intent.url, "POST", "content-type"))
+        assert_post_preflight_passes(seaweed)
 
 
 class TestS3Put:
@@ -367,6 +376,13 @@ class TestS3Multipart:
         assert stored.read() == data
         assert (stored.filename, stored.content_type) == ("big.bin", "application/octet-stream")
         stored.close()
+
+    def test_an_empty_file_is_one_empty_part(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB)
+        Browser().upload(intent, b"")
+        _, stored = finish_upload(seaweed, intent.id)
+        with stored:
+            assert (stored.read(), stored.content_length) == (b"", 0)
 
     def test_large_intents_go_in_parts_by_default(self, seaweed):
         intent = create_upload_intent(seaweed, max_size=200 * MB)
@@ -473,14 +489,10 @@ class TestMoto:
         assert_nothing_stored(moto, intent)
         assert DepotManager.get(moto)._pending_get(intent.id) is None
         intent = intent_with_method(moto, method, max_size=100, checksum=expected)
-        Browser().upload(intent, data, "text/plain")
-        _, stored = finish_upload(moto, intent.id)
-        assert stored.checksum == expected
-        stored.close()
+        assert_attached_with(moto, intent, data, expected)
 
     def test_cors_preflight_with_bucket_cors(self, moto):
-        intent = create_upload_intent(moto, max_size=100)
-        assert allows_origin(preflight(intent.url, "POST", "content-type"))
+        assert_post_preflight_passes(moto)
 
 
 # -- GCS on fake-gcs-server ------------------------------------------------------
@@ -547,6 +559,13 @@ class TestGcs:
         assert refused.value.code == "expired"
         assert_nothing_stored(gcs, intent)
         assert DepotManager.get(gcs)._pending_get(intent.id) is None
+
+    def test_an_empty_file_in_a_session(self, gcs):
+        intent = create_upload_intent(gcs, max_size=4 * MB, multipart=True)
+        Browser().upload(intent, b"")
+        _, stored = finish_upload(gcs, intent.id)
+        with stored:
+            assert (stored.read(), stored.content_length) == (b"", 0)
 
     def test_abandoned_session_leaves_nothing(self, gcs):
         intent = create_upload_intent(gcs, max_size=4 * MB, multipart=True, part_size=256 * 1024)
