@@ -160,9 +160,11 @@ class History:
 
     def start_afresh(self):
         """Forget the session's objects: rows they stand for may be gone without the session knowing."""
+        # Objects a rollback already took out (never flushed, or their row undone) stay
+        # where they are: they are not expunged leftovers to add back (see readdable).
+        self.left += [o for o in self.objects if o in self.session]
+        self.objects = [o for o in self.objects if o not in self.session]
         self.session.expunge_all()
-        self.left += self.objects
-        self.objects = []
 
     # -- the history ---------------------------------------------------------------
 
