@@ -6,6 +6,7 @@ tests/test_uploads_http.py.
 from __future__ import annotations
 
 import io
+import time
 import json
 
 import anyio
@@ -133,3 +134,29 @@ def test_asgi_disconnect_mid_body_stores_nothing(memory):
     status, answer = _asgi_put(middleware, intent.url, [PNG[:1500]], disconnect=True)
     assert (status, answer["error"]) == (400, "incomplete")
     assert memory.list() == [] and memory._pending_get(intent.id) is not None
+
+
+def test_an_upload_streaming_past_the_collection_stores_nothing(memory, monkeypatch):
+    """Admitted in time, the body ends after gc collected the intent: refused, no file without a marker."""
+    from depot.uploads import collect_pending, pending_uploads
+    from depot.uploads.intents import ATTACH_GRACE
+
+    middleware = DepotMiddleware(None, secret="s")
+    DepotManager.set_middleware(middleware)
+    intent = create_upload_intent(max_size=10**6, expires_in=60)
+    path, _, query = intent.url.partition("?")
+    admitted = middleware.admit_upload("PUT", path, query, {"CONTENT_LENGTH": str(300000)})
+    source = io.BytesIO(b"x" * 300000)
+    collected = []
+
+    def slow_read(n):
+        if not collected:  # a slow client: meanwhile the intent expires and gc collects it
+            later = intent.expires_at + ATTACH_GRACE + 1
+            monkeypatch.setattr(time, "time", lambda: later)
+            collected.append(collect_pending(older_than=0))
+        return source.read(n)
+
+    response = middleware.store_upload(admitted, slow_read)
+    assert collected == [[intent.id]]
+    assert (response.status, json.loads(response.body)["error"]) == (403, "expired")
+    assert not memory.exists(intent.id) and list(pending_uploads()) == []
