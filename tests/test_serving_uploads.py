@@ -107,6 +107,8 @@ def test_type_comes_from_the_filename_when_not_declared():
     (record(), False, {"CONTENT_TYPE": "text/html"}, True, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "bad-type"),
     (record(), False, {"CONTENT_TYPE": "Text/HTML; charset=utf-8"}, True, HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
      "bad-type"),
+    # No Content-Type: the type stored (and served) is guessed from the filename, so it is checked.
+    (record(filename="page.html"), False, {}, True, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "bad-type"),
 ])
 def test_refusals_before_the_body(rec, present, headers, length_known, status, code):
     refusal = admit(rec, present, headers, NOW, length_known)

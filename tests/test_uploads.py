@@ -340,3 +340,14 @@ def test_collect_racing_an_attach_never_deletes_the_attached_file(storage, monke
     assert storage.exists(intent.file_id)
     assert opened[0].read() == b"attached while collected"
     opened[0].close()
+
+
+def test_a_stored_type_not_allowed_is_refused_even_when_the_bytes_sniff_right(storage):
+    """PNG bytes stored as text/html would be served as HTML: the stored type is checked too."""
+    data = PNG_HEAD + b"<html><script>alert(1)</script>"
+    intent = create_upload_intent(max_size=1000, content_types=["image/png", "image/jpeg"])
+    _upload(storage, intent, data, "cat.png", "text/html")
+    with pytest.raises(UploadRefused) as refused:
+        finish_upload("files", intent.file_id)
+    assert refused.value.code == "bad-type" and "text/html" in str(refused.value)
+    assert not storage.exists(intent.file_id)

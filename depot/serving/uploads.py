@@ -146,10 +146,11 @@ def admit(
     declared = headers.get("CONTENT_TYPE") or None
     if declared is not None:
         declared = declared.split(";", 1)[0].strip().lower() or None
-    if declared is not None and not type_allowed(declared, record.content_types):
-        return _bad_type(declared, record)
-    # The type stored is the one create() would give: declared, else guessed from the intent's filename.
+    # The type stored is the one create() would give: declared, else guessed
+    # from the intent's filename; it is what is served, so it is checked.
     content_type = FileStorage.fileinfo(b"", record.filename, declared)[2]
+    if not type_allowed(declared or content_type, record.content_types):
+        return _bad_type(declared or content_type, record)
     return Admitted(length, content_type)
 
 

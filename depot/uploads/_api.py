@@ -191,7 +191,8 @@ def finish_upload(
     already attached), the storage completes the upload (S3 multipart) and
     the file exists (else ``incomplete``; the marker stays, so the browser
     may still finish), the size is within ``max_size`` (``too-large``), the
-    type sniffed from the first bytes is allowed (``bad-type``) and the
+    type sniffed from the first bytes and the stored type are both allowed
+    (``bad-type``) and the
     checksum is the expected one (``bad-checksum``).  On those last three
     the upload and its marker are deleted before :class:`UploadRefused` is
     raised: a refused upload never lingers.  More than ``grace`` seconds
@@ -229,9 +230,13 @@ def finish_upload(
             raise UploadRefused(name, file_id, "too-large",
                                 "%d bytes, at most %d allowed" % (size, record.max_size))
         sniffed = sniff_content_type(head, stored.content_type)
-        if not type_allowed(sniffed, record.content_types):
-            raise UploadRefused(name, file_id, "bad-type", "content of type %s, allowed: %s"
-                                % (sniffed, ", ".join(record.content_types)))
+        # The stored type is the one served: it must be allowed too (an HTML
+        # type on PNG bytes would be served as HTML).
+        declared = (stored.content_type or "").split(";", 1)[0].strip().lower()
+        for found in (sniffed, declared):
+            if not type_allowed(found, record.content_types):
+                raise UploadRefused(name, file_id, "bad-type", "content of type %s, allowed: %s"
+                                    % (found, ", ".join(record.content_types)))
         if record.checksum is not None:
             algorithm = record.checksum.split(":", 1)[0]
             actual = stored.checksum
