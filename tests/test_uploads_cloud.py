@@ -31,6 +31,7 @@ from depot.uploads import (  # noqa: E402
     collect_pending,
     create_upload_intent,
     finish_upload,
+    pending_uploads,
 )
 from tests.servers import unique_name  # noqa: E402
 from tests.test_storage_gcs import make_service_account_info  # noqa: E402
@@ -639,3 +640,53 @@ class TestLegacyAwss3:
             with pytest.raises(ValueError, match="depot.io.boto3"):
                 create_upload_intent(legacy, max_size=10 * MB, multipart=True)
         assert list(DepotManager.get(legacy)._pending_list()) == []
+
+
+@pytest.fixture(params=["seaweed", "moto", "gcs"])
+def object_store(request) -> str:
+    return request.getfixturevalue(request.param)
+
+
+def test_of_two_threads_claiming_one_upload_exactly_one_wins(object_store):
+    """Attaching claims the marker: on object stores too, two claims at once give one winner."""
+    import threading
+
+    storage = DepotManager.get(object_store)
+    for _ in range(3):
+        intent = create_upload_intent(object_store, max_size=100)
+        start = threading.Barrier(2)
+        wins = []
+
+        def claim() -> None:
+            start.wait()
+            wins.append(storage._pending_claim(intent.file_id))
+
+        threads = [threading.Thread(target=claim) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(wins) == [False, True]
+        assert storage._pending_get(intent.file_id) is None
+        assert storage._pending_claim(intent.file_id) is False
+    assert storage.list() == [] and list(pending_uploads(object_store)) == []
+
+
+@pytest.mark.parametrize("s3", ["seaweed", "moto"])
+def test_a_claim_in_progress_refuses_a_second_one(request, s3, monkeypatch):
+    """The interleaving the threads may miss: the second S3 claim runs while the first holds its claim."""
+    name = request.getfixturevalue(s3)
+    storage = DepotManager.get(name)
+    intent = create_upload_intent(name, max_size=100)
+    real_get = storage._pending_get
+    inner = []
+
+    def get_then_claim_again(file_id):
+        raw = real_get(file_id)
+        if not inner:
+            inner.append(storage._pending_claim(file_id))
+        return raw
+
+    monkeypatch.setattr(storage, "_pending_get", get_then_claim_again)
+    first = storage._pending_claim(intent.file_id)
+    assert sorted([first, *inner]) == [False, True]
