@@ -690,3 +690,18 @@ def test_a_claim_in_progress_refuses_a_second_one(request, s3, monkeypatch):
     monkeypatch.setattr(storage, "_pending_get", get_then_claim_again)
     first = storage._pending_claim(intent.file_id)
     assert sorted([first, *inner]) == [False, True]
+
+
+@pytest.mark.parametrize("s3", ["seaweed", "moto"])
+def test_collection_aborts_a_multipart_upload_the_marker_never_named(request, s3):
+    """A crash between CreateMultipartUpload and the marker's rewrite: the upload is found by listing."""
+    name = request.getfixturevalue(s3)
+    storage = DepotManager.get(name)
+    intent = create_upload_intent(name, max_size=100, expires_in=1)
+    bucket = storage._bucket_driver.bucket.name
+    key = storage._bucket_driver.prefix + intent.file_id
+    lost = storage._client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    storage._client.upload_part(Bucket=bucket, Key=key, UploadId=lost, PartNumber=1, Body=b"orphan part")
+    assert collect_pending(name, older_than=0, now=intent.expires_at + 2 * 3600) == [intent.file_id]
+    left = storage._client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+    assert [up["UploadId"] for up in left] == []

@@ -314,12 +314,25 @@ def _vouch_for_checksum(storage: Any, record: Any) -> None:
 
 
 def abandon_upload(storage: Any, record: Any) -> None:
-    """Drop the parts of an unfinished multipart upload, then the object if it exists."""
-    upload_id = _multipart_of(record)
-    if upload_id is not None:
-        from depot.io.boto3 import error_code
+    """Drop the parts of every unfinished multipart upload of the key, then the object if it exists.
 
-        bucket, key = _location(storage, record)
+    Not only the ``UploadId`` the marker names: a crash between
+    ``CreateMultipartUpload`` and the rewrite of the marker leaves one the
+    marker never learnt, whose parts would be billed forever.  Listing the
+    multipart uploads of the exact key finds it (the key is the intent's
+    own id, so no other upload is there).
+    """
+    from depot.io.boto3 import error_code
+
+    bucket, key = _location(storage, record)
+    upload_ids = set()
+    named = _multipart_of(record)
+    if named is not None:
+        upload_ids.add(named)
+    pages = storage._client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key)
+    for page in pages:
+        upload_ids.update(up["UploadId"] for up in page.get("Uploads", ()) if up.get("Key") == key)
+    for upload_id in sorted(upload_ids):
         try:
             storage._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         except ClientError as exc:
