@@ -719,5 +719,8 @@ class S3Storage(ObjectStorage):
     def _complete_upload(self, record: Any) -> None:
         _s3_uploads.complete_upload(self, record)
 
+    def _seal_upload(self, record: Any) -> Optional[str]:
+        return _s3_uploads.seal_upload(self, record)
+
     def _abandon_upload(self, record: Any) -> None:
         _s3_uploads.abandon_upload(self, record)
