@@ -655,13 +655,13 @@ def test_of_two_threads_claiming_one_upload_exactly_one_wins(object_store):
     for _ in range(3):
         intent = create_upload_intent(object_store, max_size=100)
         start = threading.Barrier(2)
-        wins = []
+        wins: List[bool] = []
 
-        def claim() -> None:
+        def claim(file_id: str, start: threading.Barrier, wins: List[bool]) -> None:
             start.wait()
-            wins.append(storage._pending_claim(intent.file_id))
+            wins.append(storage._pending_claim(file_id))
 
-        threads = [threading.Thread(target=claim) for _ in range(2)]
+        threads = [threading.Thread(target=claim, args=(intent.file_id, start, wins)) for _ in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:
