@@ -337,7 +337,7 @@ def test_collect_racing_an_attach_never_deletes_the_attached_file(storage, monke
 
     monkeypatch.setattr(storage, "_pending_get", get_then_attach)
     assert collect_pending("files", older_than=0, now=late + 2) == []
-    assert storage.exists(intent.file_id)
+    assert storage.exists(opened[0].file_id)  # (on S3 a POST upload moved to a new id at attach)
     assert opened[0].read() == b"attached while collected"
     opened[0].close()
 
