@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import threading
+import time
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import anyio
 import pytest
@@ -133,3 +137,68 @@ def test_asgi_disconnect_mid_body_stores_nothing(memory):
     status, answer = _asgi_put(middleware, intent.url, [PNG[:1500]], disconnect=True)
     assert (status, answer["error"]) == (400, "incomplete")
     assert memory.list() == [] and memory._pending_get(intent.id) is not None
+
+
+def test_an_upload_streaming_past_the_collection_stores_nothing(memory, monkeypatch):
+    """Admitted in time, the body ends after gc collected the intent: refused, no file without a marker."""
+    from depot.uploads import collect_pending, pending_uploads
+    from depot.uploads.intents import ATTACH_GRACE
+
+    middleware = DepotMiddleware(None, secret="s")
+    DepotManager.set_middleware(middleware)
+    intent = create_upload_intent(max_size=10**6, expires_in=60)
+    path, _, query = intent.url.partition("?")
+    admitted = middleware.admit_upload("PUT", path, query, {"CONTENT_LENGTH": str(300000)})
+    source = io.BytesIO(b"x" * 300000)
+    collected = []
+
+    def slow_read(n):
+        if not collected:  # a slow client: meanwhile the intent expires and gc collects it
+            later = intent.expires_at + ATTACH_GRACE + 1
+            monkeypatch.setattr(time, "time", lambda: later)
+            collected.append(collect_pending(older_than=0))
+        return source.read(n)
+
+    response = middleware.store_upload(admitted, slow_read)
+    assert collected == [[intent.id]]
+    assert (response.status, json.loads(response.body)["error"]) == (403, "expired")
+    assert not memory.exists(intent.id) and list(pending_uploads()) == []
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_wsgi_refused_body_of_unknown_length_is_never_read(memory, signed):
+    """wsgiref gives no wsgi.input_terminated: reading the body would block the worker until the client hangs up."""
+    middleware = DepotManager.make_middleware(fallback_app, secret="s")
+    intent = create_upload_intent(max_size=len(PNG))
+    target = intent.url if signed else "/depot/default/" + intent.id
+    server = make_server("127.0.0.1", 0, middleware, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(server.server_address, timeout=5) as client:
+            client.sendall(("PUT %s HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\r\n" % target).encode())
+            # The body is never sent, nor the connection closed: an answer must come all the same.
+            status = client.recv(200).split(b"\r\n")[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert status.split()[1] == (b"411" if signed else b"403")
+    assert not memory.exists(intent.id)
+
+
+def test_an_unreadable_marker_store_is_503_not_404(memory, monkeypatch):
+    middleware = DepotMiddleware(None, secret="s")
+    DepotManager.set_middleware(middleware)
+    intent = create_upload_intent(max_size=len(PNG))
+
+    def outage(file_id):
+        raise IOError("connection refused")
+
+    monkeypatch.setattr(memory, "_pending_get", outage)
+    status, answer = _wsgi_put(middleware, intent.url, PNG, CONTENT_LENGTH=str(len(PNG)))
+    assert (status, answer["error"]) == ("503 Service Unavailable", "unavailable")
+    assert "default" in answer["message"] and not memory.exists(intent.id)

@@ -1,4 +1,5 @@
 """The decision of a direct upload to the middleware (depot.serving.uploads), and the body reader of the core."""
+import time
 from http import HTTPStatus
 
 import pytest
@@ -7,11 +8,11 @@ from depot.io import checksums
 from depot.serving.core import DRAIN_LIMIT, UploadBody, _BodyRefused
 from depot.serving.signing import UPLOAD, LinkSigner
 from depot.serving.uploads import Admitted, BodyCheck, Refusal, admit, check_url, is_upload_url
-from depot.uploads.intents import SNIFF_BYTES, PendingUpload
+from depot.uploads.intents import ATTACH_GRACE, SNIFF_BYTES, STREAM_GRACE, PendingUpload
 
 ID = "d37138cf-2364-4128-8236-9cfaa8a6567c"
 PATH = "/depot/default/" + ID
-NOW = 1_800_000_000
+NOW = int(time.time())  # BodyCheck.end reads the clock: the intents must be current
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
 
@@ -106,6 +107,8 @@ def test_type_comes_from_the_filename_when_not_declared():
     (record(), False, {"CONTENT_TYPE": "text/html"}, True, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "bad-type"),
     (record(), False, {"CONTENT_TYPE": "Text/HTML; charset=utf-8"}, True, HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
      "bad-type"),
+    # No Content-Type: the type stored (and served) is guessed from the filename, so it is checked.
+    (record(filename="page.html"), False, {}, True, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "bad-type"),
 ])
 def test_refusals_before_the_body(rec, present, headers, length_known, status, code):
     refusal = admit(rec, present, headers, NOW, length_known)
@@ -169,6 +172,17 @@ def test_too_large_as_soon_as_the_limit_is_passed():
 def test_fewer_bytes_than_announced_is_incomplete():
     check = BodyCheck(record(), Admitted(len(PNG) + 1, "image/png"))
     assert (feed_all(check, PNG, 100).status, check.size) == (HTTPStatus.BAD_REQUEST, len(PNG))
+
+
+def test_a_body_ending_long_after_the_intent_expired_is_refused():
+    """Past the stream grace the collection may have taken the marker: nothing may be stored then."""
+    check = BodyCheck(record(), Admitted(len(PNG), "image/png"))
+    for start in range(0, len(PNG), 100):
+        assert check.feed(PNG[start:start + 100]) is None
+    assert check.end(now=NOW + 600 + STREAM_GRACE - 1) is None
+    refusal = check.end(now=NOW + 600 + STREAM_GRACE + 1)
+    assert (refusal.status, refusal.code) == (HTTPStatus.FORBIDDEN, "expired")
+    assert STREAM_GRACE < ATTACH_GRACE  # the collection never meets an upload in flight
 
 
 @pytest.mark.parametrize("algorithm", checksums.ALGORITHMS)

@@ -21,7 +21,7 @@ from depot.uploads import (
     finish_upload,
     pending_uploads,
 )
-from depot.uploads.intents import check_content_types, sniff_content_type, type_allowed
+from depot.uploads.intents import ATTACH_GRACE, check_content_types, sniff_content_type, type_allowed
 from tests._uploads import PNG_HEAD, UploadURLs, backend_fixture, storage_fixture  # noqa: F401 - fixtures
 
 # -- arguments checked at the door ----------------------------------------------------
@@ -267,7 +267,7 @@ def test_collect_removes_only_old_unattached_uploads(storage):
     finish_upload("files", attached.file_id)
     storage._pending_delete(attached.file_id)  # what attaching does
     kept = storage.create(b"stored the usual way")
-    later = time.time() + 3600
+    later = time.time() + 3600 + ATTACH_GRACE + 60  # expired, and past the grace to attach
     young = create_upload_intent(max_size=100)
     _upload(storage, young, b"in flight")
     # Nothing is old enough yet.
@@ -290,5 +290,64 @@ def test_collect_removes_an_upload_whose_marker_is_unreadable(memory_depots):
     file_id = storage._new_upload_id()
     storage._pending_put(file_id, b"not json")
     storage._store_at(file_id, b"an upload")
-    assert collect_pending(older_than=60, now=time.time() + 120) == [file_id]
+    assert collect_pending(older_than=60, now=time.time() + ATTACH_GRACE + 120) == [file_id]
     assert storage.list() == [] and list(pending_uploads()) == []
+
+
+def test_collect_never_takes_an_intent_that_may_still_be_attached(storage):
+    """However small ``older_than``, an intent is only collected once expired for longer than the grace."""
+    week = create_upload_intent(max_size=100, expires_in=7 * 86400)
+    _upload(storage, week, b"uploaded with a week-long URL")
+    assert collect_pending("files", older_than=86400, now=time.time() + 2 * 86400) == []
+    assert collect_pending("files", older_than=0, now=week.expires_at + ATTACH_GRACE - 5) == []
+    assert finish_upload("files", week.file_id)[1].read() == b"uploaded with a week-long URL"
+    assert collect_pending("files", older_than=0, now=week.expires_at + ATTACH_GRACE + 5) == [week.file_id]
+    assert storage.list() == []
+
+
+def test_attach_refused_once_expired_past_the_grace(storage, monkeypatch):
+    intent = create_upload_intent(max_size=100, expires_in=60)
+    _upload(storage, intent, b"data")
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 60 + ATTACH_GRACE - 30)
+    finish_upload("files", intent.file_id)[1].close()  # late, within the grace: accepted
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3 * 86400)
+    with pytest.raises(UploadRefused) as refused:
+        finish_upload("files", intent.file_id)
+    assert refused.value.code == "expired"
+    assert not storage.exists(intent.file_id) and list(pending_uploads("files")) == []
+
+
+def test_collect_racing_an_attach_never_deletes_the_attached_file(storage, monkeypatch):
+    """The collection claims the marker before deleting: an attach that claimed it first wins."""
+    from depot.uploads.attach import DirectUpload
+
+    intent = create_upload_intent(max_size=100, expires_in=60)
+    _upload(storage, intent, b"attached while collected")
+    late = intent.expires_at + ATTACH_GRACE - 1
+    real_get = storage._pending_get
+    opened = []
+
+    def get_then_attach(file_id):
+        raw = real_get(file_id)
+        # The collection has read the marker: an attach (within the grace) claims it now.
+        monkeypatch.setattr(storage, "_pending_get", real_get)
+        opened.append(DirectUpload(file_id, "files").open())
+        return raw
+
+    monkeypatch.setattr(storage, "_pending_get", get_then_attach)
+    assert collect_pending("files", older_than=0, now=late + 2) == []
+    assert storage.exists(opened[0].file_id)  # (on S3 a POST upload moved to a new id at attach)
+    assert opened[0].read() == b"attached while collected"
+    opened[0].close()
+
+
+def test_a_stored_type_not_allowed_is_refused_even_when_the_bytes_sniff_right(storage):
+    """PNG bytes stored as text/html would be served as HTML: the stored type is checked too."""
+    data = PNG_HEAD + b"<html><script>alert(1)</script>"
+    intent = create_upload_intent(max_size=1000, content_types=["image/png", "image/jpeg"])
+    _upload(storage, intent, data, "cat.png", "text/html")
+    with pytest.raises(UploadRefused) as refused:
+        finish_upload("files", intent.file_id)
+    assert refused.value.code == "bad-type" and "text/html" in str(refused.value)
+    assert not storage.exists(intent.file_id)

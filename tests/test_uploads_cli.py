@@ -26,9 +26,15 @@ def _local(tmp_path):
 
 
 def _backdate(storage, file_id, seconds):
-    marker = storage._marker_path(file_id)
+    """As if the intent (of one minute) was made ``seconds`` ago."""
+    from dataclasses import replace
+
+    from depot.uploads import PendingUpload
+
     stamp = time.time() - seconds
-    os.utime(marker, (stamp, stamp))
+    record = PendingUpload.from_json(storage._pending_get(file_id))
+    storage._pending_put(file_id, replace(record, created_at=stamp, expires_at=stamp + 60).to_json())
+    os.utime(storage._marker_path(file_id), (stamp, stamp))
 
 
 def test_gc_removes_only_unattached_uploads_past_the_age(tmp_path, run_cli):
@@ -44,7 +50,8 @@ def test_gc_removes_only_unattached_uploads_past_the_age(tmp_path, run_cli):
     stored = storage.create(b"stored the usual way")
     for file_id in (old.file_id, old_empty.file_id):
         _backdate(storage, file_id, 3 * 3600)
-    _backdate(storage, young.file_id, 30 * 60)
+    # Younger than 2 h, but expired more than ATTACH_GRACE (1 h) ago: only its age keeps it.
+    _backdate(storage, young.file_id, 90 * 60)
 
     code, out, err = run_cli("--local", "files=%s" % storage.storage_path, "gc", "--pending-older-than", "2h")
     assert code == 0, err

@@ -31,6 +31,7 @@ from depot.uploads import (  # noqa: E402
     collect_pending,
     create_upload_intent,
     finish_upload,
+    pending_uploads,
 )
 from tests.servers import unique_name  # noqa: E402
 from tests.test_storage_gcs import make_service_account_info  # noqa: E402
@@ -388,7 +389,7 @@ class TestS3Multipart:
         intent = create_upload_intent(seaweed, max_size=200 * MB)
         assert intent.method == "MULTIPART"
         assert len(intent.parts["urls"]) == -(-200 * MB // intent.parts["part_size"])
-        collect_pending(seaweed, older_than=0)
+        collect_pending(seaweed, older_than=0, now=time.time() + 3 * 3600)
 
     def test_missing_part_is_incomplete_until_sent(self, seaweed):
         data = pattern(6 * MB)
@@ -417,7 +418,7 @@ class TestS3Multipart:
     def test_abandoned_upload_is_aborted(self, seaweed):
         intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB)
         Browser().upload(intent, pattern(5 * MB), parts=[1])
-        assert collect_pending(seaweed, older_than=0) == [intent.id]
+        assert collect_pending(seaweed, older_than=0, now=time.time() + 3 * 3600) == [intent.id]
         storage = DepotManager.get(seaweed)
         assert not storage._client.list_multipart_uploads(Bucket=storage._bucket_driver.bucket.name).get("Uploads")
         assert_nothing_stored(seaweed, intent)
@@ -446,7 +447,7 @@ class TestS3Multipart:
     def test_cors_preflight_of_a_part(self, seaweed):
         intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB)
         assert allows_origin(preflight(intent.parts["urls"][0], "PUT", ""))
-        collect_pending(seaweed, older_than=0)
+        collect_pending(seaweed, older_than=0, now=time.time() + 3 * 3600)
 
 
 # -- S3 on moto: no policy checked by the service, the attach step refuses -----
@@ -569,7 +570,7 @@ class TestGcs:
 
     def test_abandoned_session_leaves_nothing(self, gcs):
         intent = create_upload_intent(gcs, max_size=4 * MB, multipart=True, part_size=256 * 1024)
-        assert collect_pending(gcs, older_than=0) == [intent.id]
+        assert collect_pending(gcs, older_than=0, now=time.time() + 3 * 3600) == [intent.id]
         assert_nothing_stored(gcs, intent)
 
     def test_storage_without_signing_credentials_uses_a_session(self, gcs_emulator_env):
@@ -634,8 +635,125 @@ class TestLegacyAwss3:
         if awss3.BACKEND == "boto3":
             intent = create_upload_intent(legacy, max_size=10 * MB, multipart=True, part_size=5 * MB)
             assert intent.method == "MULTIPART"
-            collect_pending(legacy, older_than=0)
+            collect_pending(legacy, older_than=0, now=time.time() + 3 * 3600)
         else:
             with pytest.raises(ValueError, match="depot.io.boto3"):
                 create_upload_intent(legacy, max_size=10 * MB, multipart=True)
         assert list(DepotManager.get(legacy)._pending_list()) == []
+
+
+@pytest.fixture(params=["seaweed", "moto", "gcs"])
+def object_store(request) -> str:
+    return request.getfixturevalue(request.param)
+
+
+def test_of_two_threads_claiming_one_upload_exactly_one_wins(object_store):
+    """Attaching claims the marker: on object stores too, two claims at once give one winner."""
+    import threading
+
+    storage = DepotManager.get(object_store)
+    for _ in range(3):
+        intent = create_upload_intent(object_store, max_size=100)
+        start = threading.Barrier(2)
+        wins: List[bool] = []
+
+        def claim(file_id: str, start: threading.Barrier, wins: List[bool]) -> None:
+            start.wait()
+            wins.append(storage._pending_claim(file_id))
+
+        threads = [threading.Thread(target=claim, args=(intent.file_id, start, wins)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(wins) == [False, True]
+        assert storage._pending_get(intent.file_id) is None
+        assert storage._pending_claim(intent.file_id) is False
+    assert storage.list() == [] and list(pending_uploads(object_store)) == []
+
+
+@pytest.mark.parametrize("s3", ["seaweed", "moto"])
+def test_a_claim_in_progress_refuses_a_second_one(request, s3, monkeypatch):
+    """The interleaving the threads may miss: the second S3 claim runs while the first holds its claim."""
+    name = request.getfixturevalue(s3)
+    storage = DepotManager.get(name)
+    intent = create_upload_intent(name, max_size=100)
+    real_get = storage._pending_get
+    inner = []
+
+    def get_then_claim_again(file_id):
+        raw = real_get(file_id)
+        if not inner:
+            inner.append(storage._pending_claim(file_id))
+        return raw
+
+    monkeypatch.setattr(storage, "_pending_get", get_then_claim_again)
+    first = storage._pending_claim(intent.file_id)
+    assert sorted([first, *inner]) == [False, True]
+
+
+@pytest.mark.parametrize("s3", ["seaweed", "moto"])
+def test_collection_aborts_a_multipart_upload_the_marker_never_named(request, s3):
+    """A crash between CreateMultipartUpload and the marker's rewrite: the upload is found by listing."""
+    name = request.getfixturevalue(s3)
+    storage = DepotManager.get(name)
+    intent = create_upload_intent(name, max_size=100, expires_in=1)
+    bucket = storage._bucket_driver.bucket.name
+    key = storage._bucket_driver.prefix + intent.file_id
+    lost = storage._client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    storage._client.upload_part(Bucket=bucket, Key=key, UploadId=lost, PartNumber=1, Body=b"orphan part")
+    assert collect_pending(name, older_than=0, now=intent.expires_at + 2 * 3600) == [intent.file_id]
+    left = storage._client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+    assert [up["UploadId"] for up in left] == []
+
+
+@pytest.mark.parametrize("s3", ["seaweed", "moto"])
+def test_a_presigned_put_cannot_replace_the_uploaded_object(request, s3):
+    """The PUT URL is signed with If-None-Match: *: once the object exists the URL is spent."""
+    name = request.getfixturevalue(s3)
+    intent = intent_with_method(name, "PUT", max_size=100000, content_types=["image/png"])
+    assert intent.headers["If-None-Match"] == "*"
+    data = png()
+    Browser().upload(intent, data, "image/png")
+    with pytest.raises(Failed) as refused:
+        Browser().upload(intent, b"\x89PNG\r\n\x1a\n" + b"A" * 200000, "image/png")
+    assert refused.value.status == 412
+    assert DepotManager.get(name).get(intent.file_id).read() == data
+
+
+@pytest.mark.parametrize("s3", ["seaweed", "moto"])
+def test_a_post_policy_cannot_change_the_attached_file(request, s3, tmp_path):
+    """A POST policy stays valid after attach (S3 has no conditional POST): the file moved to a new id."""
+    from sqlalchemy import Column, Integer, create_engine
+    from sqlalchemy.orm import Session, declarative_base
+
+    from depot.fields.sqlalchemy import UploadedFileField
+    from depot.fields.upload import UploadedFile
+
+    name = request.getfixturevalue(s3)
+    storage = DepotManager.get(name)
+    Base = declarative_base()
+
+    class Doc(Base):  # type: ignore[valid-type, misc]
+        __tablename__ = "docs"
+        id = Column(Integer, primary_key=True)
+        content = Column(UploadedFileField(upload_storage=name))
+
+    engine = create_engine("sqlite:///%s" % (tmp_path / "db.sqlite"))
+    Base.metadata.create_all(engine)
+    intent = create_upload_intent(name, max_size=100000, content_types=["image/png", "image/jpeg"],
+                                  filename="cat.png")
+    assert intent.method == "POST"
+    data = png()
+    Browser().upload(intent, data, "image/png")
+    with Session(engine) as session:
+        session.add(Doc(id=1, content=UploadedFile.from_upload(intent.file_id)))
+        session.commit()
+    evil = b"<html><script>alert(document.domain)</script></html>"
+    Browser().upload(intent, evil, "text/html")  # the same policy, after attach: an orphan at the old key
+    with Session(engine) as session:
+        value = session.get(Doc, 1).content
+        assert value.file_id != intent.file_id
+        assert (value.filename, value.content_type) == ("cat.png", "image/png")
+        assert value.file.read() == data
+    assert storage.get(intent.file_id).read() == evil  # unreferenced: depot fsck reports it

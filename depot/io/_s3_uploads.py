@@ -133,11 +133,13 @@ def _put_target(storage: Any, record: Any, expires: int) -> Any:
 
     bucket, key = _location(storage, record)
     args = _object_args(storage, record, fixed_content_type(record))
+    # If-None-Match: * (signed): the URL can create the object, never replace
+    # it, so the file once attached cannot be overwritten until the URL expires.
     url = _signer(storage).generate_presigned_url(
-        "put_object", Params=dict(args, Bucket=bucket, Key=key), ExpiresIn=expires
+        "put_object", Params=dict(args, Bucket=bucket, Key=key, IfNoneMatch="*"), ExpiresIn=expires
     )
     # Every one of them is signed: the browser sends them as they are.
-    return UploadTarget("PUT", url, {}, _headers(args), None)
+    return UploadTarget("PUT", url, {}, dict(_headers(args), **{"If-None-Match": "*"}), None)
 
 
 def part_size_for(max_size: int, requested: Optional[int], default: int) -> int:
@@ -313,13 +315,55 @@ def _vouch_for_checksum(storage: Any, record: Any) -> None:
         refuse(storage, record, "bad-checksum", "checksum %s:%s, expected %s" % (algorithm, reported, record.checksum))
 
 
-def abandon_upload(storage: Any, record: Any) -> None:
-    """Drop the parts of an unfinished multipart upload, then the object if it exists."""
-    upload_id = _multipart_of(record)
-    if upload_id is not None:
-        from depot.io.boto3 import error_code
+def seal_upload(storage: Any, record: Any) -> Optional[str]:
+    """Move a claimed POST upload to a fresh id (server-side copy); the new id, ``None`` for the others.
 
-        bucket, key = _location(storage, record)
+    A POST policy has no conditional write: until it expires it could
+    replace the attached object with bytes no one checked.  The copy under
+    a new id is out of its reach (a later POST makes an orphan at the old
+    key, which ``depot fsck`` reports).  A presigned PUT is signed with
+    ``If-None-Match: *`` and multipart URLs die with their completed
+    upload, so those stay where they are.
+
+    Crash safety: the copy is made before the original is deleted; a
+    crash leaves unreferenced objects (orphans), never a lost one.
+    """
+    if _multipart_of(record) is not None or wishes(record)[2] == "PUT":
+        return None
+    bucket, key = _location(storage, record)
+    new_id = storage._new_upload_id()
+    extra: Dict[str, Any] = {}
+    # CopyObject carries neither the ACL nor the storage class over.
+    if storage._policy:
+        extra["ACL"] = storage._policy
+    if storage._storage_class:
+        extra["StorageClass"] = storage._storage_class
+    storage._client.copy_object(Bucket=bucket, Key=storage._bucket_driver.prefix + new_id,
+                                CopySource={"Bucket": bucket, "Key": key}, MetadataDirective="COPY", **extra)
+    storage._remove(record.file_id)
+    return new_id
+
+
+def abandon_upload(storage: Any, record: Any) -> None:
+    """Drop the parts of every unfinished multipart upload of the key, then the object if it exists.
+
+    Not only the ``UploadId`` the marker names: a crash between
+    ``CreateMultipartUpload`` and the rewrite of the marker leaves one the
+    marker never learnt, whose parts would be billed forever.  Listing the
+    multipart uploads of the exact key finds it (the key is the intent's
+    own id, so no other upload is there).
+    """
+    from depot.io.boto3 import error_code
+
+    bucket, key = _location(storage, record)
+    upload_ids = set()
+    named = _multipart_of(record)
+    if named is not None:
+        upload_ids.add(named)
+    pages = storage._client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key)
+    for page in pages:
+        upload_ids.update(up["UploadId"] for up in page.get("Uploads", ()) if up.get("Key") == key)
+    for upload_id in sorted(upload_ids):
         try:
             storage._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         except ClientError as exc:

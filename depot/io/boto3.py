@@ -51,6 +51,11 @@ from depot.io.utils import DEFAULT_CHUNK_SIZE, check_uuid
 from depot.utils import asbool
 from depot.utils import make_content_disposition  # noqa: F401 - a name filedepot 0.12 had here
 
+#: Claims of direct uploads being attached or collected (see
+#: ``S3Storage._pending_claim``); inside the markers' folder, so hidden from
+#: ``list()`` and fsck, and not taken for markers (a name with a ``/``).
+CLAIMS_DIR = _pending_objects.PENDING_DIR + ".claims/"
+
 boto3 = require("boto3", "s3", "depot.io.boto3.S3Storage")
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError, EndpointConnectionError  # noqa: E402
@@ -764,6 +769,32 @@ class S3Storage(ObjectStorage):
             if not is_missing(exc):
                 raise
 
+    def _pending_claim(self, file_id: str) -> bool:
+        """Claim the upload ``file_id``: atomic, through a conditional write.
+
+        S3 deletes answer the same whether the object existed or not, so the
+        claim is the creation of ``.depot-pending/.claims/<id>`` with
+        ``If-None-Match: *``: of two requests, one gets ``412``.  The winner
+        then deletes the marker and its claim object.  A crash in between
+        leaves the claim object: every later claim of the id (an attach, a
+        collection) is refused, and the upload is kept (``depot fsck`` lists
+        it as pending).
+        """
+        self._check_file_id(file_id)
+        bucket = self._bucket_driver.bucket.name
+        claim = self._bucket_driver.prefix + CLAIMS_DIR + file_id
+        try:
+            self._client.put_object(Bucket=bucket, Key=claim, Body=b"", IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        claimed = self._pending_get(file_id) is not None
+        if claimed:
+            self._pending_delete(file_id)
+        self._client.delete_object(Bucket=bucket, Key=claim)
+        return claimed
+
     def _raw_list(self, under: str) -> Iterator[Tuple[str, float]]:
         cut = len(self._bucket_driver.prefix)
         pages = self._client.get_paginator("list_objects_v2").paginate(
@@ -782,6 +813,9 @@ class S3Storage(ObjectStorage):
 
     def _complete_upload(self, record: Any) -> None:
         _s3_uploads.complete_upload(self, record)
+
+    def _seal_upload(self, record: Any) -> Optional[str]:
+        return _s3_uploads.seal_upload(self, record)
 
     def _abandon_upload(self, record: Any) -> None:
         _s3_uploads.abandon_upload(self, record)

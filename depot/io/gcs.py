@@ -48,7 +48,7 @@ from depot.io.utils import DEFAULT_CHUNK_SIZE, check_uuid, limit_chunks
 from depot.utils import make_content_disposition  # noqa: F401 - a name filedepot 0.12 had here
 
 storage = require("google.cloud.storage", "gcs", "depot.io.gcs.GCSStorage")
-from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable  # noqa: E402
+from google.api_core.exceptions import NotFound, PreconditionFailed, RequestRangeNotSatisfiable  # noqa: E402
 from google.auth.credentials import AnonymousCredentials, Signing  # noqa: E402
 from google.oauth2 import service_account  # noqa: E402
 
@@ -441,6 +441,22 @@ class GCSStorage(ObjectStorage):
             self.bucket.blob(self._prefix + name).delete()
         except NotFound:
             pass
+
+    def _pending_claim(self, file_id: str) -> bool:
+        """Delete the marker of ``file_id`` if it is still the generation read: atomic.
+
+        Of two requests deleting one object only one gets a success (the
+        other ``404``, or ``412`` when the marker was rewritten between).
+        """
+        self._check_file_id(file_id)
+        blob = self.bucket.get_blob(self._prefix + _pending_objects.marker_name(file_id))
+        if blob is None:
+            return False
+        try:
+            blob.delete(if_generation_match=blob.generation)
+        except (NotFound, PreconditionFailed):
+            return False
+        return True
 
     def _raw_list(self, under: str) -> Iterator[Tuple[str, float]]:
         cut = len(self._prefix)

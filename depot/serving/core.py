@@ -699,13 +699,21 @@ class ServingCore:
         Blocking (storage I/O, reading the body with ``read``):
         :meth:`admit_upload`, then :meth:`store_upload`.  A refused
         request's body is read and dropped when it is small (see
-        :data:`DRAIN_LIMIT`).
+        :data:`DRAIN_LIMIT`).  A body whose end cannot be told (no
+        ``Content-Length`` and ``length_known`` false) is never read: the
+        read would wait for bytes that may never come, holding the worker.
+        No ``Connection: close`` is added: PEP 3333 forbids hop-by-hop
+        headers (wsgiref asserts on them), and a WSGI server that cannot
+        tell where such a body ends cannot keep the connection anyway
+        (wsgiref speaks HTTP/1.0 and closes it).
         """
         admitted = self.admit_upload(method, path, query_string, headers, length_known=length_known, now=now)
         if isinstance(admitted, Response):
             length = headers.get("CONTENT_LENGTH")
             declared = int(length) if length and length.isdigit() else None
-            if declared is None or declared <= DRAIN_LIMIT:
+            # A malformed Content-Length tells no end either.
+            ends = declared is not None if length else length_known
+            if ends and (declared is None or declared <= DRAIN_LIMIT):
                 _drain(read, declared)
             return admitted
         return self.store_upload(admitted, read, chunk_size)
@@ -735,7 +743,13 @@ class ServingCore:
             return _refused(target)
         name, file_id = target
         storage = DepotManager.get(name)
-        record = None if storage is None else _pending_record(storage, file_id)
+        try:
+            record = None if storage is None else _pending_record(storage, file_id)
+        except IOError as exc:
+            # An outage, not an answer: 404 would tell the browser its intent is gone.
+            return json_response(HTTPStatus.SERVICE_UNAVAILABLE, {
+                "error": "unavailable", "message": "storage %s: the upload's marker cannot be read (%s)"
+                % (name, exc)})
         present = record is not None and storage.exists(file_id)  # type: ignore[union-attr]
         admitted = admit(record, present, headers, now, length_known)
         if isinstance(admitted, Refusal):
@@ -855,13 +869,16 @@ class ServingCore:
 
 
 def _pending_record(storage: Any, file_id: str) -> Any:
-    """The intent's record from the marker of ``file_id``; ``None`` when there is none (or no markers at all)."""
+    """The intent's record from the marker of ``file_id``; ``None`` when there is none (or no markers at all).
+
+    A storage that cannot be read raises its :class:`IOError`.
+    """
     from depot.uploads.intents import PendingUpload
 
     try:
         raw = storage._pending_get(file_id)
         record = None if raw is None else PendingUpload.from_json(raw)
-    except (NotImplementedError, ValueError, IOError):
+    except (NotImplementedError, ValueError):
         return None
     return record if record is not None and record.file_id == file_id else None
 

@@ -26,12 +26,13 @@ where one fits.  Nothing here reads a storage or a socket:
 """
 from __future__ import annotations
 
+import time
 from http import HTTPStatus
 from typing import Any, Mapping, NamedTuple, Optional, Tuple, Union
 
 from depot.io import checksums
 from depot.io.interfaces import FileStorage
-from depot.uploads.intents import SNIFF_BYTES, PendingUpload, sniff_content_type, type_allowed
+from depot.uploads.intents import STREAM_GRACE, SNIFF_BYTES, PendingUpload, sniff_content_type, type_allowed
 
 from .paths import split_file_path
 from .signing import UPLOAD, LinkSigner
@@ -145,10 +146,11 @@ def admit(
     declared = headers.get("CONTENT_TYPE") or None
     if declared is not None:
         declared = declared.split(";", 1)[0].strip().lower() or None
-    if declared is not None and not type_allowed(declared, record.content_types):
-        return _bad_type(declared, record)
-    # The type stored is the one create() would give: declared, else guessed from the intent's filename.
+    # The type stored is the one create() would give: declared, else guessed
+    # from the intent's filename; it is what is served, so it is checked.
     content_type = FileStorage.fileinfo(b"", record.filename, declared)[2]
+    if not type_allowed(declared or content_type, record.content_types):
+        return _bad_type(declared or content_type, record)
     return Admitted(length, content_type)
 
 
@@ -165,8 +167,11 @@ class BodyCheck:
     in, when the type sniffed from them is not allowed (the same rule as
     :func:`~depot.uploads.finish_upload`, so an upload accepted here is not
     refused at attach time for its type).  :meth:`end` checks the length
-    against ``Content-Length`` and the checksum against the intent's.  The
-    caller holds back the bytes until :attr:`sniffed` is true, so nothing of
+    against ``Content-Length``, the checksum against the intent's, and the
+    time: a body ending more than :data:`~depot.uploads.intents.STREAM_GRACE`
+    seconds after the intent expired is refused (the collection of pending
+    uploads may have claimed its marker meanwhile: stored, it would be a
+    file no marker names).  The caller holds back the bytes until :attr:`sniffed` is true, so nothing of
     a refused type ever reaches the storage.
     """
 
@@ -200,8 +205,10 @@ class BodyCheck:
             return _bad_type(found, self.record)
         return None
 
-    def end(self) -> Optional[Refusal]:
-        """Account for the end of the body."""
+    def end(self, now: Optional[float] = None) -> Optional[Refusal]:
+        """Account for the end of the body (at ``now``, default the current time)."""
+        if (time.time() if now is None else now) > self.record.expires_at + STREAM_GRACE:
+            return Refusal(HTTPStatus.FORBIDDEN, "expired", "the upload intent expired while the body was sent")
         if self.admitted.length is not None and self.size != self.admitted.length:
             return Refusal(HTTPStatus.BAD_REQUEST, "incomplete",
                            "%d bytes received, %d announced" % (self.size, self.admitted.length))

@@ -12,6 +12,7 @@ from depot.io.utils import clean_filename
 from depot.manager import DepotManager
 
 from .intents import (
+    ATTACH_GRACE,
     SNIFF_BYTES,
     PendingUpload,
     UploadIntent,
@@ -181,17 +182,23 @@ def _content_checksum(stored: StoredFile, algorithm: str, head: bytes) -> str:
         hasher.update(chunk)
 
 
-def finish_upload(storage: Union[None, str, FileStorage], file_id: str) -> Tuple[PendingUpload, StoredFile]:
+def finish_upload(
+    storage: Union[None, str, FileStorage], file_id: str, *, grace: float = ATTACH_GRACE
+) -> Tuple[PendingUpload, StoredFile]:
     """Check the upload ``file_id`` against its intent; ``(record, stored file)`` when it passes.
 
     The checks: a marker exists (else ``not-an-intent``: never permitted or
     already attached), the storage completes the upload (S3 multipart) and
     the file exists (else ``incomplete``; the marker stays, so the browser
     may still finish), the size is within ``max_size`` (``too-large``), the
-    type sniffed from the first bytes is allowed (``bad-type``) and the
+    type sniffed from the first bytes and the stored type are both allowed
+    (``bad-type``) and the
     checksum is the expected one (``bad-checksum``).  On those last three
     the upload and its marker are deleted before :class:`UploadRefused` is
-    raised: a refused upload never lingers.
+    raised: a refused upload never lingers.  More than ``grace`` seconds
+    (:data:`~depot.uploads.intents.ATTACH_GRACE`) after the intent expired,
+    the upload is refused (``expired``) and deleted: from then on
+    :func:`collect_pending` may collect it, and an attach must not race it.
 
     The marker is kept: the attach step deletes it once the field has
     accepted the file.  The caller closes the returned file.
@@ -204,6 +211,10 @@ def finish_upload(storage: Union[None, str, FileStorage], file_id: str) -> Tuple
     except ValueError:
         raise UploadRefused(name, file_id, "not-an-intent", "not a valid file id") from None
     record = _record(backend, name, file_id)
+    if time.time() > record.expires_at + grace:
+        # Nobody may attach it any more: deleting it races no attach.
+        discard_upload(backend, record)
+        raise UploadRefused(name, file_id, "expired", "the intent expired more than %d s ago" % grace)
     try:
         backend._complete_upload(record)
     except IOError as exc:
@@ -219,9 +230,13 @@ def finish_upload(storage: Union[None, str, FileStorage], file_id: str) -> Tuple
             raise UploadRefused(name, file_id, "too-large",
                                 "%d bytes, at most %d allowed" % (size, record.max_size))
         sniffed = sniff_content_type(head, stored.content_type)
-        if not type_allowed(sniffed, record.content_types):
-            raise UploadRefused(name, file_id, "bad-type", "content of type %s, allowed: %s"
-                                % (sniffed, ", ".join(record.content_types)))
+        # The stored type is the one served: it must be allowed too (an HTML
+        # type on PNG bytes would be served as HTML).
+        declared = (stored.content_type or "").split(";", 1)[0].strip().lower()
+        for found in (sniffed, declared):
+            if not type_allowed(found, record.content_types):
+                raise UploadRefused(name, file_id, "bad-type", "content of type %s, allowed: %s"
+                                    % (found, ", ".join(record.content_types)))
         if record.checksum is not None:
             algorithm = record.checksum.split(":", 1)[0]
             actual = stored.checksum
@@ -269,19 +284,23 @@ def collect_pending(
     *,
     older_than: float,
     now: Optional[float] = None,
+    grace: float = ATTACH_GRACE,
 ) -> List[str]:
     """Remove the uploads never attached whose intent was created more than ``older_than`` seconds ago.
 
-    Returns their ids.  Attached files are never touched: attaching deletes
-    the marker, and only uploads that still have one are considered.  Pick
-    ``older_than`` well beyond the intents' lifetime plus the time the
-    application takes to attach: an upload being attached while it is
-    collected would be lost to the row.
+    Returns their ids.  Only intents expired more than ``grace`` seconds
+    ago are taken, whatever ``older_than`` says
+    (:data:`~depot.uploads.intents.ATTACH_GRACE`, the time
+    :func:`finish_upload` still accepts them): an upload that may still be
+    attached, or still be streaming to the middleware, is never collected.
+    Attached files are never touched: attaching claims the marker, and
+    each upload is claimed the same way before its file is deleted, so of
+    an attach and the collection racing for one id exactly one goes on.
     """
     if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or older_than < 0:
         raise ValueError("older_than must be a number of seconds >= 0, got %r" % (older_than,))
     name, backend = resolve_storage(storage)
-    return collect_pending_in(backend, name, older_than, now)
+    return collect_pending_in(backend, name, older_than, now, grace=grace)
 
 
 def collect_pending_in(
@@ -291,13 +310,20 @@ def collect_pending_in(
     now: Optional[float] = None,
     on_candidates: Optional[Callable[[int], None]] = None,
     on_removed: Optional[Callable[[str], None]] = None,
+    grace: float = ATTACH_GRACE,
 ) -> List[str]:
     """:func:`collect_pending` on a storage object (the CLI builds its own).
 
     ``on_candidates`` is told how many uploads are old enough, before any
     is removed, and ``on_removed`` each id once removed (progress lines).
+
+    Crash safety: the marker is claimed (deleted, atomically where the
+    backend can tell) before the file is deleted.  A crash in between
+    leaves an unreferenced file without a marker, which ``depot fsck``
+    reports as an orphan: the file is kept rather than risk an attach.
     """
-    cutoff = (time.time() if now is None else now) - older_than
+    now = time.time() if now is None else now
+    cutoff = now - older_than
     removed = []
     candidates = [(file_id, created) for file_id, created in list(backend._pending_list()) if created < cutoff]
     if on_candidates is not None:
@@ -311,7 +337,11 @@ def collect_pending_in(
         except ValueError:
             # An unreadable marker still names an upload never attached.
             record = PendingUpload(name, file_id, created, created, 0)
-        discard_upload(backend, record)
+        if record.expires_at + grace >= now:
+            continue  # may still be attached (or still streaming)
+        if not backend._pending_claim(file_id):
+            continue  # attached (or collected) meanwhile
+        backend._abandon_upload(record)
         removed.append(file_id)
         if on_removed is not None:
             on_removed(file_id)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from dataclasses import replace
 from typing import Any, Optional, Tuple
 
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
@@ -87,6 +88,16 @@ class DirectUpload:
         if not backend._pending_claim(self.file_id):
             stored.close()
             raise UploadRefused(name, self.file_id, "not-an-intent", "attached by another request meanwhile")
+        try:
+            sealed = backend._seal_upload(record)
+        except BaseException:
+            stored.close()
+            raise
+        if sealed is not None:
+            # Moved out of its upload URL's reach: the value references the new id.
+            stored.close()
+            record = replace(record, file_id=sealed)
+            stored = backend.get(sealed)
         return UploadContent(name, backend, record, stored)
 
 

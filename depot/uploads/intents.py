@@ -24,9 +24,24 @@ __all__ = [
     "UploadIntent",
     "UploadTarget",
     "REFUSAL_CODES",
+    "ATTACH_GRACE",
+    "STREAM_GRACE",
     "sniff_content_type",
     "type_allowed",
 ]
+
+#: Seconds after an intent's ``expires_at`` during which its upload may
+#: still be attached (:func:`~depot.uploads.finish_upload` refuses
+#: ``expired`` after that), and before which
+#: :func:`~depot.uploads.collect_pending` never takes it, whatever its
+#: ``older_than``: the attach step and the collection never overlap in time.
+ATTACH_GRACE = 3600.0
+
+#: Seconds after ``expires_at`` during which an upload to the middleware that
+#: began in time may still end; a body ending later is refused and nothing is
+#: stored.  Much less than :data:`ATTACH_GRACE`, so the collection never meets
+#: an upload in flight.
+STREAM_GRACE = 300.0
 
 #: Why an upload is refused, as :attr:`UploadRefused.code` says it.
 REFUSAL_CODES = (
