@@ -403,3 +403,18 @@ def test_rollback_of_the_joined_transaction_leaves_no_stale_object(db, storages)
         "steps": ["new", "commit", "load", "rollback", "delete"], "commit_at_end": True,
     })
     assert "rollback (and the joined transaction)" in history.log
+
+
+def test_rollback_of_the_joined_transaction_keeps_a_row_another_session_committed(db, storages):
+    """Seed 876, shrunk.  A session joined in the default mode to a
+    connection inside a savepoint (so it works in savepoints of its own) has
+    two pending uploads; one object moves to a second session, which commits
+    its row.  The first session commits (its flush opens the transaction it
+    joined), then the outer transaction rolls back: the moved row's files
+    must stay, its row was committed elsewhere."""
+    history = play(db, 876, script={
+        "rows": 0, "expire_on_commit": False, "joined": True, "join_mode": None, "outer_savepoint": True,
+        "steps": ["new", "new", "other_session", "commit"], "commit_at_end": False, "outer_end": "rollback",
+    })
+    assert any(step.endswith("to another session, committed") for step in history.log), history.log
+    assert history.log[-1] == "rollback outer", history.log

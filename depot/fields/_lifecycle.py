@@ -155,14 +155,17 @@ class FileScope:
         self.values = []
         self.committed = False
 
+    def _settled_elsewhere(self) -> Set[str]:
+        """The files of this scope's uploads that another scope's commit settled (the object moved there)."""
+        return {p for v in self.values if v._depot_settled for p in files_of(v)}
+
     def rolled_back(self, keep: Iterable[str] = ()) -> None:
         """The scope's changes are undone: remove what it uploaded.
 
         Kept: ``keep`` (files rows of surviving scopes hold) and the uploads
         another session's commit settled meanwhile (the object moved there).
         """
-        settled = {p for v in self.values if v._depot_settled for p in files_of(v)}
-        uploaded = self.uploaded - settled - set(keep)
+        uploaded = self.uploaded - self._settled_elsewhere() - set(keep)
         self._reset()
         if uploaded:
             delete_files(uploaded)
@@ -172,7 +175,12 @@ class FileScope:
 
         Their paths stay in ``uploaded``, so a scope that holds them until an
         enclosing transaction ends can still remove them if that one rolls back.
+        Uploads another scope's commit settled first leave ``uploaded`` now:
+        their rows are committed there, and once ``values`` is emptied nothing
+        would tell a later rollback of the enclosing transaction (a joined
+        connection's, see :mod:`._sqla_outer`) to keep them.
         """
+        self.uploaded -= self._settled_elsewhere()
         for value in self.values:
             object.__setattr__(value, "_depot_settled", True)
         self.values = []
