@@ -24,6 +24,7 @@ __all__ = [
     "UploadIntent",
     "UploadTarget",
     "REFUSAL_CODES",
+    "METHODS",
     "sniff_content_type",
     "type_allowed",
 ]
@@ -40,6 +41,9 @@ REFUSAL_CODES = (
     "already-uploaded",  # a second upload to the same intent
     "rejected",  # the field's validators or filters refused the file when it was attached
 )
+
+#: The ways a browser may be told to upload (:attr:`UploadIntent.method`).
+METHODS = ("POST", "PUT", "MULTIPART", "RESUMABLE")
 
 
 class UploadRefused(ValueError):
@@ -69,8 +73,11 @@ class PendingUpload:
     :attr:`depot.io.interfaces.StoredFile.checksum`.  ``multipart`` holds what
     the backend needs to remember between the intent and the attach (the S3
     ``UploadId`` and part size); before the backend has answered it holds the
-    application's wishes, ``{"wanted": bool or None, "part_size": int or None}``.
-    Times are seconds since the epoch.
+    application's wishes, ``{"wanted": bool or None, "part_size": int or
+    None, "method": str or None}``.  ``size``, when the application gave it,
+    is the exact number of bytes the upload must have.  ``claimed_at`` is
+    set when the upload is being attached (see :func:`claimed`).  Times are
+    seconds since the epoch.
     """
 
     storage: str
@@ -82,6 +89,8 @@ class PendingUpload:
     filename: Optional[str] = None
     checksum: Optional[str] = None
     multipart: Optional[Dict[str, Any]] = None
+    size: Optional[int] = None
+    claimed_at: Optional[float] = None
 
     def to_json(self) -> bytes:
         """The marker's bytes: UTF-8 JSON with every field."""
@@ -104,9 +113,31 @@ class PendingUpload:
                 filename=data.get("filename"),
                 checksum=data.get("checksum"),
                 multipart=data.get("multipart"),
+                size=None if data.get("size") is None else int(data["size"]),
+                claimed_at=None if data.get("claimed_at") is None else float(data["claimed_at"]),
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             raise ValueError("Not a pending upload record: %r" % (raw[:200] if raw else raw,)) from None
+
+
+def claimed(raw: Optional[bytes]) -> bool:
+    """Whether the marker ``raw`` is a *claimed* one: its upload is being (or was) attached.
+
+    Attaching does not delete the marker but replaces it by the record with
+    ``claimed_at`` set (``FileStorage._pending_claim``): while a marker of
+    either kind exists, ``depot fsck`` never takes the file for an orphan,
+    whatever its age, so an upload made long ago is safe between the claim
+    and the commit of the row.  ``depot gc --pending-older-than`` removes a
+    claimed marker once it is older than the given age, and only the
+    marker: the file is then judged by ``fsck`` from the rows, like any
+    other file.  An unreadable marker is not a claimed one.
+    """
+    if raw is None:
+        return False
+    try:
+        return PendingUpload.from_json(raw).claimed_at is not None
+    except ValueError:
+        return False
 
 
 class UploadTarget(NamedTuple):
