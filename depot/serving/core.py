@@ -41,7 +41,7 @@ from .caching import cache_headers
 from .conditional import PROCEED, Outcome
 from .content import InlinePolicy
 from .offload import AccelMapping, Offload
-from .paths import is_under_mount, mount_prefix, mount_url, split_file_path
+from .paths import is_under_mount, mount_prefix, mount_url, quote_file_path, split_file_path
 from .plan import (
     OUTCOME_STATUS, FileFacts, check_preconditions, content_headers, not_modified_headers, requested_range,
     unsatisfiable_headers,
