@@ -38,7 +38,8 @@ from depot.manager import DepotManager
 from ._offload import off_loop
 
 __all__ = [
-    "FileScope", "claims", "created_files", "delete_files", "direct_uploads", "guard_orphans", "is_fresh", "files_of", "share",
+    "FileScope", "claims", "created_files", "delete_files", "direct_uploads", "guard_orphans", "is_fresh",
+    "files_of", "share",
 ]
 
 log = logging.getLogger("depot.fields")
@@ -247,7 +248,9 @@ def direct_uploads(values: Iterable[Any]) -> List[str]:
 
 
 def delete_files(paths: Iterable[str], claimed: Iterable[str] = ()) -> None:
-    """Delete each ``'<depot>/<id>'``, then the claimed markers of direct uploads ``claimed``; failures are logged, never raised.
+    """Delete each ``'<depot>/<id>'``, then the claimed markers of the direct uploads ``claimed``.
+
+    Failures are logged, never raised.
 
     A claimed marker keeps ``depot fsck`` from deleting a direct upload
     until its transaction ended (:func:`depot.uploads._api.claim_upload`);

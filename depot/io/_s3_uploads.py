@@ -271,7 +271,8 @@ def complete_upload(storage: Any, record: Any) -> None:
             size, "at most" if record.size is None else "exactly", limit))
     if record.size is not None and size < record.size:
         # A part sent short can be sent again: the upload stays, incomplete.
-        raise IOError("File %s in %r has %d bytes in parts, %d announced" % (record.file_id, storage, size, record.size))
+        raise IOError("File %s in %r has %d bytes in parts, %d announced"
+                      % (record.file_id, storage, size, record.size))
     try:
         client.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=upload_id,

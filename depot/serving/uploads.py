@@ -165,7 +165,7 @@ def _too_large(record: PendingUpload, what: str) -> Refusal:
 
 
 def _short(record: PendingUpload, size: int) -> Refusal:
-    return Refusal(HTTPStatus.BAD_REQUEST, "incomplete", "%d bytes, the intent announced %d" % (size, record.size))
+    return Refusal(HTTPStatus.BAD_REQUEST, "incomplete", "%d bytes, the intent announced %s" % (size, record.size))
 
 
 def _bad_type(content_type: str, record: PendingUpload) -> Refusal:

@@ -169,7 +169,10 @@ def create_upload_intent(
 
 
 def _check_method(method: Any, multipart: Optional[bool]) -> Optional[str]:
-    """The ``method`` argument of an intent, upper-cased; :class:`ValueError` if unknown or contradicting ``multipart``."""
+    """The ``method`` argument of an intent, upper-cased.
+
+    :class:`ValueError` if unknown or contradicting ``multipart``.
+    """
     if method is None:
         return None
     if not isinstance(method, str) or method.upper() not in METHODS:
