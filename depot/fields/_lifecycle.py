@@ -271,18 +271,14 @@ def delete_files(paths: Iterable[str], claimed: Iterable[str] = ()) -> None:
 
 
 def _delete_now(paths: List[str], markers: Sequence[str] = ()) -> None:
-    for path in paths:
+    steps = [(path, "delete", "the stored file") for path in paths]
+    steps += [(path, "_pending_delete", "the claimed marker of the direct upload") for path in markers]
+    for path, method, what in steps:
         try:
             storage, file_id = _storage_of(path)
-            storage.delete(file_id)
+            getattr(storage, method)(file_id)
         except Exception:
-            log.exception("depot: could not delete the stored file %s", path)
-    for path in markers:
-        try:
-            storage, file_id = _storage_of(path)
-            storage._pending_delete(file_id)
-        except Exception:
-            log.exception("depot: could not remove the claimed marker of the direct upload %s", path)
+            log.exception("depot: could not delete %s %s", what, path)
 
 
 def _storage_of(path: str) -> Tuple[Any, str]:
