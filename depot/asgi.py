@@ -10,7 +10,7 @@ sends it, without blocking the event loop:
 - small bodies (pages, files up to 64 KiB) were read in that trip, and go in one message;
 - a whole local file goes with the server's ``http.response.pathsend``
   extension when it offers it (granian does): the server sends it zero-copy;
-- any other body is read in chunks (512 KiB) in a worker thread, one chunk in
+- any other body is read in chunks (1 MiB) in a worker thread, one chunk in
   memory at a time; a client that disconnects stops the reading and the
   file is closed.
 
@@ -44,11 +44,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PATHSEND = "http.response.pathsend"
 
-#: Bytes read and sent at a time (512 KiB): the memory a streamed response
+#: Bytes read and sent at a time (1 MiB): the memory a streamed response
 #: holds.  Each chunk costs a trip to a worker thread and a message through
 #: the server, so smaller chunks cost more CPU per byte (256 KiB: about 40%
-#: more under uvicorn; 1 MiB saves little more).
-CHUNK_SIZE = 512 * 1024
+#: more under uvicorn than 512 KiB), and each trip passes the GIL between
+#: the loop and a worker twice: on a busy machine every such switch can
+#: delay the loop, so fewer of them (1 MiB) keep it more responsive.
+CHUNK_SIZE = 1024 * 1024
 
 # Header names as ASGI wants them (lowercase bytes), computed once each.
 _NAMES: Dict[str, bytes] = {}
@@ -173,9 +175,14 @@ class DepotMiddleware(ServingCore):
     def respond(self, scope: Scope, path: str) -> Response:
         """The whole decision for a GET or HEAD of ``path``: blocking (storage I/O), run in a worker thread."""
         environ = _environ(scope, path)
+        plain = self.plain_get(environ["REQUEST_METHOD"], environ)
+        if plain:
+            hot = self.hot.respond(path, self.cache_max_age, self.inline_policy)
+            if hot is not None:
+                return hot
         located = self.locate(path, environ["QUERY_STRING"])
         if isinstance(located, Located):
-            return self.file_app(located).respond(environ)
+            return self.file_app(located, remember=path if plain else None).respond(environ)
         return located
 
     async def _upload(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:

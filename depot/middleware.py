@@ -150,6 +150,7 @@ class FileServeApp:
         offload: Optional[Offload] = None,
         link_remaining: Optional[int] = None,
         not_found: Optional[Callable[[StartResponse], Iterable[bytes]]] = None,
+        remember: Optional[Callable[[Response], None]] = None,
     ) -> None:
         self.file = storedfile
         self.filename = storedfile.filename
@@ -162,6 +163,7 @@ class FileServeApp:
         self._offload = offload
         self._link_remaining = link_remaining
         self._not_found = not_found or _not_found
+        self._remember = remember
 
     def generate_etag(self) -> str:
         """The file's entity-tag (see :func:`depot.serving.etags.make_etag`).
@@ -210,7 +212,10 @@ class FileServeApp:
 
     def respond(self, environ: Mapping[str, str]) -> Response:
         """The decision for this request (see :func:`depot.serving.core.respond_file`)."""
-        return core.respond_file(self, environ)
+        response = core.respond_file(self, environ)
+        if self._remember is not None and response.identity is not None:
+            self._remember(response)
+        return response
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         if self.replace_wsgi_filewrapper:
@@ -226,6 +231,10 @@ class FileServeApp:
 
 
 _DEFAULT_POLICY = InlinePolicy()
+
+# The class whose answers depend on nothing but the file (no overridden hook):
+# only its answers are kept by depot.serving.core.HotFiles.
+_PLAIN_FILE_APP = FileServeApp
 
 # filedepot's names for these, kept for code that imported them.
 _as_max_age = core.as_max_age
@@ -311,11 +320,17 @@ class DepotMiddleware(core.ServingCore):
             if self.app is None:
                 return _send(self.unrouted(method, path), environ, start_response)
             return self.app(environ, start_response)
+        plain = self.plain_get(method, environ)
+        if plain:
+            hot = self.hot.respond(path, self.cache_max_age, self.inline_policy)
+            if hot is not None:
+                return _send(hot, environ, start_response)
         located = self.locate(path, environ.get("QUERY_STRING", ""))
         if isinstance(located, Response):
             return self._answer(located, environ, start_response)
         return self.file_app(
-            located, not_found=lambda respond: _call_hook(self._404_response, environ, respond),
+            located, remember=path if plain else None,
+            not_found=lambda respond: _call_hook(self._404_response, environ, respond),
         )(environ, start_response)
 
     def _upload(self, environ: dict, method: Optional[str], path: str, query: str) -> Response:

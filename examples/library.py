@@ -25,7 +25,10 @@ from sqlalchemy import Column, DateTime, Integer, Unicode, create_engine, func, 
 from sqlalchemy.orm import Session, declarative_base, sessionmaker
 
 from depot.fields.sqlalchemy import UploadedFileField
+from depot.fields.upload import UploadedFile
 from depot.manager import DepotManager
+from depot.uploads import UploadRefused as DirectUploadRefused
+from depot.uploads import create_upload_intent
 
 try:  # thumbnails need Pillow: pip install 'depot[image]'
     from depot.fields.specialized.image import UploadedImageWithThumb
@@ -57,10 +60,29 @@ class UploadRefused(ValueError):
     """What the user sent cannot be stored; the message says why."""
 
 
+# A depot settings file (``--config``) whose storages replace the local folders.
+_settings_file: Optional[str] = None
+
+
+def use_settings(path: Optional[str]) -> None:
+    """Take the "files" and "photos" storages from the depot settings file ``path``
+    (TOML or INI, the format of the ``depot`` command's ``--config``) instead of local folders."""
+    global _settings_file
+    _settings_file = path
+
+
 def configure_storages(data_dir: str) -> None:
-    """The "files" and "photos" storages, on local disk below ``data_dir``."""
-    DepotManager.configure("files", {"depot.backend": "local", "depot.storage_path": os.path.join(data_dir, "files")})
-    DepotManager.configure("photos", {"depot.backend": "local", "depot.storage_path": os.path.join(data_dir, "photos")})
+    """The "files" and "photos" storages: on local disk below ``data_dir``, unless the settings file says otherwise."""
+    storages = {name: {"depot.backend": "local", "depot.storage_path": os.path.join(data_dir, name)}
+                for name in ("files", "photos")}
+    if _settings_file:
+        from depot.cli.config import load_settings
+
+        for name, config in load_settings(_settings_file).storages.items():
+            if name in storages:
+                storages[name] = config
+    for name, config in storages.items():
+        DepotManager.configure(name, config)
 
 
 def setup(data_dir: str) -> sessionmaker:
@@ -114,6 +136,44 @@ def add_document(session: Session, title: str, upload: Any) -> Document:
     return doc
 
 
+#: The largest file the direct-upload form accepts.
+DIRECT_MAX_SIZE = 5 * 1024 ** 3
+
+
+def direct_upload_intent(filename: Any, size: Any, content_type: Any = None) -> dict:
+    """The upload intent (JSON-able) for a file the browser is about to send straight to the "files" storage.
+
+    ``size`` is what the browser says: the intent allows exactly that many
+    bytes (the storage or the middleware refuses more).
+    """
+    if not isinstance(filename, str) or not filename:
+        raise UploadRefused("choose a file to upload")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise UploadRefused("the size of %s must be a number of bytes, got %r" % (filename, size))
+    if size > DIRECT_MAX_SIZE:
+        raise UploadRefused("%s is %d bytes: direct uploads take at most %d" % (filename, size, DIRECT_MAX_SIZE))
+    try:
+        intent = create_upload_intent("files", max_size=max(size, 1), filename=filename)
+    except ValueError as exc:
+        raise UploadRefused("%s: %s" % (filename, exc)) from None
+    return intent.as_dict()
+
+
+def attach_direct_upload(session: Session, title: str, file_id: Any) -> Document:
+    """A new document holding the file the browser uploaded under ``file_id``; the bytes are not copied."""
+    if not isinstance(file_id, str) or not file_id:
+        raise UploadRefused("no upload to attach")
+    try:
+        doc = Document(title="", content=UploadedFile.from_upload(file_id, "files"))
+        doc.title = title.strip() or doc.content.filename
+        session.add(doc)
+        session.commit()  # a failing commit would roll back and remove the uploaded file
+    except DirectUploadRefused as exc:  # incomplete, too large, wrong type, never permitted, attached already
+        session.rollback()
+        raise UploadRefused(str(exc)) from None
+    return doc
+
+
 def replace_document(session: Session, doc_id: int, upload: Any) -> None:
     """Give a document new content; the old file is deleted once the change is committed."""
     if not _has_file(upload):
@@ -158,7 +218,8 @@ table{border-collapse:collapse;width:100%;margin-top:1rem}td,th{padding:.3rem .5
 td.nowrap{white-space:nowrap}form.inline{display:inline}form.upload{background:#f5f5f5;padding:.6rem;border-radius:4px}
 .photos{display:flex;flex-wrap:wrap;gap:1rem;margin-top:1rem}.photos figure{margin:0;text-align:center}
 .photos img{border:1px solid #ccc;border-radius:3px}
-.error{background:#fee;border:1px solid #c00;padding:.5rem}small{color:#666}"""
+.error{background:#fee;border:1px solid #c00;padding:.5rem}small{color:#666}
+#direct-upload{margin-top:.5rem}#direct-upload progress{vertical-align:middle}"""
 
 
 def _size(uploaded: Any) -> str:
@@ -170,8 +231,73 @@ def _size(uploaded: Any) -> str:
     return "%d B" % n if n < 1024 else "%.1f KiB" % (n / 1024) if n < 1024 * 1024 else "%.1f MiB" % (n / 1048576)
 
 
-def render_index(documents: List[Document], photos: List[Photo], framework: str, error: Optional[str] = None) -> str:
-    """The whole page: upload forms, the documents table and the photo wall."""
+# The direct-upload form's script: ask the application for an intent, send
+# the file straight to the storage with depot-upload.js, then ask the
+# application to attach it.  Each progress event is also dispatched as a
+# "depot-upload-progress" DOM event (what a page's own widgets can follow).
+DIRECT_UPLOAD_SCRIPT = """
+import { upload } from "/static/depot-upload.js";
+const form = document.getElementById("direct-upload");
+const bar = form.querySelector("progress");
+const status = form.querySelector(".status");
+const button = form.querySelector("button");
+
+async function postJSON(url, data) {
+  const response = await fetch(url, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(data),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.error || url + ": HTTP " + response.status);
+  return answer;
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = form.elements.file.files[0];
+  if (!file) return;
+  button.disabled = true;
+  bar.hidden = false;
+  bar.value = 0;
+  status.className = "status";
+  status.textContent = "asking for an upload intent";
+  try {
+    const intent = await postJSON("/uploads/intent", { filename: file.name, size: file.size, type: file.type });
+    status.textContent = "uploading (" + intent.method + ")";
+    const { id } = await upload(file, intent, {
+      onProgress: (progress) => {
+        bar.value = progress.total ? progress.loaded / progress.total : 1;
+        status.textContent = "uploading (" + intent.method + "): " + Math.floor(bar.value * 100) + "%";
+        form.dispatchEvent(new CustomEvent("depot-upload-progress", { detail: progress, bubbles: true }));
+      },
+    });
+    status.textContent = "attaching";
+    const attached = await postJSON("/uploads/attach", { id, title: form.elements.title.value });
+    location.assign(attached.location);
+  } catch (error) {
+    status.className = "status error";
+    status.textContent = error && error.message ? error.message : String(error);
+    button.disabled = false;
+  }
+});
+"""
+
+DIRECT_UPLOAD_FORM = """<h3>Direct upload</h3>
+<p>The browser sends the file straight to the storage (S3, GCS, or DepotMiddleware for local files),
+with <code>depot-upload.js</code>; the application only attaches it.</p>
+<form id="direct-upload" class="upload"><input name="title" placeholder="Title">
+<input type="file" name="file" required> <button>Upload directly</button>
+<progress value="0" max="1" hidden></progress> <span class="status" role="status"></span></form>
+<script type="module">{script}</script>"""
+
+
+def render_index(documents: List[Document], photos: List[Photo], framework: str, error: Optional[str] = None,
+                 direct_upload: bool = False) -> str:
+    """The whole page: upload forms, the documents table and the photo wall.
+
+    ``direct_upload`` adds the direct-upload form: the application must then
+    answer ``/static/depot-upload.js``, ``POST /uploads/intent`` and
+    ``POST /uploads/attach`` (see demo_app.py).
+    """
     e = html.escape
     rows = []
     for doc in documents:
@@ -198,15 +324,18 @@ def render_index(documents: List[Document], photos: List[Photo], framework: str,
     return """<!doctype html><html><head><meta charset="utf-8"><title>depot demo</title><style>{style}</style></head>
 <body><h1>depot demo <small>({framework})</small></h1>
 {error}
-<p>Files are stored by depot on local disk and attached to SQLAlchemy rows in SQLite;
+<p>Files are stored by depot (on local disk unless <code>--config</code> names other storages) and attached to
+SQLAlchemy rows in SQLite;
 links go through DepotMiddleware (try a <code>Range</code> request, or an HTML upload: it downloads, sandboxed).</p>
 <h2>Documents</h2>
 <form class="upload" method="post" action="/documents" enctype="multipart/form-data">
 <input name="title" placeholder="Title"> <input type="file" name="file" required> <button>Upload</button></form>
+{direct}
 <table><tr><th>Title</th><th>File</th><th>Type</th><th>Size</th><th></th></tr>{rows}</table>
 <h2>Photos</h2>{photo_form}<div class="photos">{figures}</div>
 </body></html>""".format(style=_STYLE, framework=e(framework), rows="".join(rows), figures="".join(figures),
-                         photo_form=photo_form, error="<p class='error'>%s</p>" % e(error) if error else "")
+                         photo_form=photo_form, error="<p class='error'>%s</p>" % e(error) if error else "",
+                         direct=DIRECT_UPLOAD_FORM.format(script=DIRECT_UPLOAD_SCRIPT) if direct_upload else "")
 
 
 def main(make_app: Callable[[str], Callable], doc: str, serve: Optional[Callable[..., None]] = None) -> None:
@@ -220,7 +349,11 @@ def main(make_app: Callable[[str], Callable], doc: str, serve: Optional[Callable
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
     parser.add_argument("--data", help="folder for the files and the database (default: a temporary folder, "
                                        "removed on exit)")
+    parser.add_argument("--config", help="depot settings file (TOML or INI, as for the depot command) whose "
+                                         "[depot.storages.files] and [depot.storages.photos] replace the local "
+                                         "folders, for example an S3 bucket")
     args = parser.parse_args()
+    use_settings(args.config)
     # Stopped by a signal as by Ctrl-C, so the temporary folder is removed either way.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.data:

@@ -4,7 +4,7 @@ import pytest
 from depot.manager import DepotManager
 
 # skip_policy: with DEPOT_TEST_REQUIRE_SERVERS=1 every skip fails the run.
-pytest_plugins = ["tests.skip_policy", "tests.servers"]
+pytest_plugins = ["tests.skip_policy", "tests.servers", "tests.browser"]
 
 
 @pytest.fixture(autouse=True)

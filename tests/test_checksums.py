@@ -13,7 +13,7 @@ import pytest
 
 from depot.cli.copying import CopyError, CopyOutcome, copy_file
 from depot.cli.errors import ExitCode
-from depot.io import checksums
+from depot.io import checksums, local
 from depot.io.local import LocalFileStorage
 from depot.io.memory import MemoryFileStorage
 from depot.manager import DepotManager
@@ -92,7 +92,9 @@ def test_the_stream_is_read_once(tmp_path):
     storage = LocalFileStorage(str(tmp_path))
     file_id = storage.create(Counting(data))
     assert storage.get(file_id).checksum == checksums.compute("crc32c", data)
-    assert len(reads) == 5  # four chunks and the end: one pass, no rewind
+    # Every piece once and the end: one pass, no rewind.
+    assert len(reads) == -(-len(data) // local.HASHED_CHUNK_SIZE) + 1
+    assert set(reads) == {local.HASHED_CHUNK_SIZE}
 
 
 # -- cp / migrate --verify: stored checksums instead of reading back -----------
@@ -246,5 +248,95 @@ def test_verify_finds_a_byte_flipped_in_a_gridfs_chunk(run, mongo_database_uri):
         assert code == ExitCode.FAILURES
         assert "file %s: checksum mismatch" % bad in err and good not in err
         assert "1 ok, 1 mismatched" in out
+    finally:
+        storage._cli.close()
+
+
+# -- local and GridFS: what was written is checked before it is visible --------
+#
+# The free check is the size the backend reports for what it holds (local: an
+# fstat of the open data file; GridFS: the server's count of the chunks it
+# stored) against the bytes that were checksummed.  A byte changed in place
+# keeps the size: ``depot verify`` (above) finds those.
+
+
+def _lossy_write_new(real):
+    def write_new(path, data, size=False):
+        # The checksum was taken of ``data``; the last byte never reaches the disk.
+        return real(path, bytes(data)[:-1], size)
+    return write_new
+
+
+def _lossy_write_content(real):
+    def write_content(content, dst, chunk_size=1024 * 1024, hasher=None):
+        class Dropping:
+            def write(self, data):
+                return dst.write(bytes(data)[:-1] if len(data) > 1 else data)
+
+            def flush(self):
+                dst.flush()
+
+        return real(content, Dropping(), chunk_size, hasher)
+    return write_content
+
+
+@pytest.mark.parametrize("algorithm", ["crc32c", "sha256", "md5"])
+@pytest.mark.parametrize("kind", ["bytes", "stream"])
+def test_local_write_that_lost_bytes_is_not_published(tmp_path, monkeypatch, algorithm, kind):
+    storage = LocalFileStorage(str(tmp_path), checksum=algorithm)
+    kept = storage.create(b"previous content", "a.txt")
+    if kind == "bytes":
+        monkeypatch.setattr(local, "_write_new", _lossy_write_new(local._write_new))
+    else:
+        monkeypatch.setattr(local.utils, "write_content", _lossy_write_content(local.utils.write_content))
+
+    def content():
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        return data if kind == "bytes" else NonSeekable(data)
+
+    with pytest.raises(checksums.ChecksumMismatch, match=r"LocalFileStorage .*file .* not stored"):
+        storage.create(content(), "b.bin")
+    with pytest.raises(checksums.ChecksumMismatch, match="file %s not stored" % kept):
+        storage.replace(kept, content())
+    monkeypatch.undo()
+    assert storage.list() == [kept]
+    assert sorted(os.listdir(tmp_path)) == [kept]  # no staging folder left behind
+    assert storage.get(kept).read() == b"previous content"
+
+
+class NonSeekable:
+    def __init__(self, data):
+        self._data = data
+
+    def read(self, n=-1):
+        chunk, self._data = (self._data, b"") if n is None or n < 0 else (self._data[:n], self._data[n:])
+        return chunk
+
+
+def test_gridfs_chunk_cut_on_the_way_is_not_published(mongo_database_uri, monkeypatch):
+    from depot.io import gridfs as gridfs_module
+
+    storage = gridfs_module.GridFSStorage(mongo_database_uri, chunk_size=1024)
+    # Two chunks an insert: the 5 chunks go in three (one acknowledged insert is checked by its answer).
+    monkeypatch.setattr(gridfs_module, "BATCH_BYTES", 2048)
+    try:
+        kept = storage.create(b"previous content", "a.txt")
+        real_insert = storage._chunks.insert_many
+
+        def cut_on_the_way(docs, *args, **kwargs):
+            # The chunks were checksummed; the server receives the last one cut short.
+            docs = list(docs)
+            docs[-1] = dict(docs[-1], data=docs[-1]["data"][:-1])
+            return real_insert(docs, *args, **kwargs)
+
+        monkeypatch.setattr(storage._chunks, "insert_many", cut_on_the_way)
+        for write in (lambda: storage.create(os.urandom(5000), "b.bin"),
+                      lambda: storage.replace(kept, NonSeekable(os.urandom(5000)))):
+            with pytest.raises(checksums.ChecksumMismatch, match="GridFSStorage .*not stored: 5 chunks of 5000"):
+                write()
+        monkeypatch.undo()
+        assert storage.list() == [kept]
+        assert storage.get(kept).read() == b"previous content"
+        assert storage._chunks.count_documents({}) == 1  # the chunks sent were removed
     finally:
         storage._cli.close()

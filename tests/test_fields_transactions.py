@@ -15,9 +15,9 @@ import gc
 import uuid
 
 import pytest
-from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, create_engine, event, insert, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, create_engine, delete, event, insert, select
+from sqlalchemy.exc import IntegrityError, SAWarning
+from sqlalchemy.orm import Session, defer
 
 from depot.fields._lifecycle import files_of
 from tests import test_fields_sqlalchemy as base
@@ -377,6 +377,25 @@ def test_changed_then_deleted_row_rollback_keeps_committed(m, flush, expired):
         flush(session)
         session.rollback()
     assert alive(old["content"]) and gone(new)
+
+
+@pytest.mark.parametrize("unloaded", ["expired", "deferred"])
+def test_deleting_a_row_already_gone_only_warns(m, unloaded):
+    """SQLAlchemy only warns when the row of an object being deleted is gone:
+    reading its file column that was not loaded must not fail the flush either,
+    and the file, that the row's deleter answers for, is kept."""
+    doc_id, old = saved(m, content=b"old")
+    with Session(m.engine, expire_on_commit=False) as session:
+        doc = session.get(m.Document, doc_id, options=[defer(m.Document.content)] if unloaded == "deferred" else [])
+        if unloaded == "expired":
+            session.expire(doc, ["content"])
+        session.commit()  # ends the read: SQLite would refuse the delete below meanwhile
+        with m.engine.begin() as connection:  # behind the session's back
+            connection.execute(delete(m.Document.__table__))
+        session.delete(doc)
+        with pytest.warns(SAWarning, match="0 were matched"):
+            session.commit()
+    assert alive(old["content"])
 
 
 def test_changed_in_one_flush_deleted_in_the_next(m):

@@ -27,9 +27,23 @@ def test_ci_runs_the_readme_test_command():
     assert "DEPOT_TEST_REQUIRE_SERVERS=1" in ci
 
 
+def package_data():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: tomli comes with the cli extra
+        import tomli as tomllib
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["depot"]
+
+
 def test_py_typed_is_shipped():
     assert (ROOT / "depot" / "py.typed").exists()
-    assert 'depot = ["py.typed"]' in (ROOT / "pyproject.toml").read_text()
+    assert "py.typed" in package_data()
+
+
+def test_browser_module_is_shipped():
+    # depot-upload.js is package data: a wheel without it breaks every direct-upload page.
+    assert "static/*.js" in package_data()
+    assert (ROOT / "depot" / "static" / "depot-upload.js").is_file()
 
 
 def test_version():

@@ -1,8 +1,10 @@
 """depot.io.gcs.GCSStorage against fake-gcs-server (anonymous, through STORAGE_EMULATOR_HOST)."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import uuid
 
 import pytest
@@ -67,8 +69,7 @@ class TestConformance(StorageConformance):
 class TestResumableConformance(StorageConformance):
     """Everything above 1 MiB goes through resumable uploads of 256 KiB chunks."""
 
-    # GCS's own CRC32C and MD5 of the object; a SHA-256 is only known after the upload.
-    streamed_checksums = ("crc32c", "md5")
+    # CRC32C and MD5: GCS's own of the object; SHA-256: taken as the upload reads, recorded after it.
 
     @pytest.fixture
     def storage(self, gcs_emulator_env, gcs_bucket):
@@ -315,10 +316,12 @@ from google.cloud.storage.exceptions import DataCorruption  # noqa: E402
 from depot.io.checksums import ChecksumMismatch  # noqa: E402
 
 
+@pytest.mark.parametrize("algorithm", ["crc32c", "sha256", "md5"])
 @pytest.mark.parametrize("threshold", [8 * MB, 1024 * 1024], ids=["one-request", "resumable"])
-def test_a_body_corrupted_after_its_checksum_is_refused(gcs_emulator_env, gcs_bucket, threshold):
+def test_a_body_corrupted_after_its_checksum_is_refused(gcs_emulator_env, gcs_bucket, threshold, algorithm):
+    # Whatever checksum is stored, the transfer is verified with a CRC32C.
     storage = make_storage(gcs_emulator_env, gcs_bucket, prefix="c-%s/" % uuid.uuid4().hex[:12],
-                           multipart_threshold=threshold, chunk_size=256 * 1024)
+                           multipart_threshold=threshold, chunk_size=256 * 1024, checksum=algorithm)
     kept = storage.create(b"previous content", "a.txt")
     content = b"hello integrity " * (200000 if threshold < 8 * MB else 1)
     http = storage.client._http
@@ -340,3 +343,31 @@ def test_a_body_corrupted_after_its_checksum_is_refused(gcs_emulator_env, gcs_bu
         http.request = real_request
     assert storage.list() == [kept]  # nothing new is visible
     assert storage.get(kept).read() == b"previous content"
+
+
+def test_a_streamed_sha256_is_taken_once_and_recorded(gcs_emulator_env, gcs_bucket):
+    storage = make_storage(gcs_emulator_env, gcs_bucket, prefix="s-%s/" % uuid.uuid4().hex[:12],
+                           multipart_threshold=MB, chunk_size=256 * 1024, checksum="sha256")
+    data = os.urandom(3 * MB + 11)
+    reads = []
+
+    class Counting(io.RawIOBase):
+        # Not seekable: the upload cannot go back, so one pass is all there is.
+        def __init__(self):
+            self._left = memoryview(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            n = min(len(buffer), len(self._left))
+            buffer[:n] = self._left[:n]
+            self._left = self._left[n:]
+            reads.append(n)
+            return n
+
+    file_id = storage.create(Counting(), "big.bin")
+    expected = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert sum(reads) == len(data)
+    assert storage.get(file_id).checksum == expected
+    assert storage.bucket.get_blob(storage._prefix + file_id).metadata["x-depot-checksum"] == expected

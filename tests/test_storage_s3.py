@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import pathlib
 import socket
 import tempfile
@@ -18,6 +19,7 @@ requests = pytest.importorskip("requests")
 from botocore.exceptions import ClientError, EndpointConnectionError  # noqa: E402
 
 from depot.io import boto3 as depot_s3  # noqa: E402
+from depot.io import checksums  # noqa: E402
 from depot.io.boto3 import (  # noqa: E402
     CANNED_ACL_PRIVATE,
     CANNED_ACL_PUBLIC_READ,
@@ -28,6 +30,7 @@ from depot.io.boto3 import (  # noqa: E402
     S3Storage,
     S3StoredFile,
 )
+from depot.io.checksums import ChecksumMismatch  # noqa: E402
 from depot.testing import FailingStream, NonSeekableStream, StorageConformance  # noqa: E402
 from tests.servers import MotoServer, unique_name  # noqa: E402
 
@@ -84,8 +87,7 @@ class TestSeaweedFSConformance(StorageConformance):
 class TestSeaweedFSMultipartConformance(StorageConformance):
     """Everything above 1 MiB goes through the multipart transfer manager."""
 
-    # The metadata is sent before the parts: a multipart upload stores no checksum.
-    streamed_checksums = ()
+    # Taken as the parts are cut, recorded in the metadata once the upload is complete.
 
     @pytest.fixture
     def storage(self, seaweedfs_server, seaweed_bucket):
@@ -304,14 +306,17 @@ class TestUploads:
 
 
 def record_parts(storage, alter_part=None):
-    """The (x-amz-content-sha256, x-amz-checksum-crc32) headers of each UploadPart sent.
+    """The (x-amz-content-sha256, x-amz-checksum-*) headers of each UploadPart sent.
 
     With ``alter_part``, one bit of that part's body is flipped after signing.
     """
     sent = []
 
     def record(request, **kwargs):
-        headers = [request.headers.get(name) for name in ("x-amz-content-sha256", "x-amz-checksum-crc32")]
+        checksum = [name for name in request.headers.keys() if name.lower().startswith("x-amz-checksum-")
+                    and name.lower() not in ("x-amz-checksum-algorithm", "x-amz-checksum-type")]
+        headers = [request.headers.get(name) for name in ["x-amz-content-sha256"] + checksum[:1]]
+        headers += [None] * (2 - len(headers))
         sent.append(tuple(h.decode() if isinstance(h, bytes) else h for h in headers))
         if alter_part is not None and "partNumber=%d&" % alter_part in request.url + "&":
             body = bytearray(request.body)
@@ -340,6 +345,8 @@ def offline_https_s3(monkeypatch):
                                  b"<UploadId>u1</UploadId></InitiateMultipartUploadResult>",
         "UploadPart": b"",
         "CompleteMultipartUpload": b"<CompleteMultipartUploadResult><ETag>\"e\"</ETag></CompleteMultipartUploadResult>",
+        # Records the checksum in the metadata once the upload is complete.
+        "CopyObject": b"<CopyObjectResult><ETag>\"c\"</ETag></CopyObjectResult>",
     }
     sent = []
 
@@ -390,7 +397,7 @@ class TestPayloadSigning:
         data = pattern(12 * MB + 17)
         file_id = storage.create(NonSeekableStream(data, chunk=MB), "parts.bin")
         assert storage.get(file_id).read() == data
-        assert part_count(storage, file_id) == 3
+        # Counted as sent: moto's copy that records the checksum makes the object single-part.
         assert len(sent) == 3 and all(crc for _, crc in sent)
         hashes = {payload for payload, _ in sent}
         if signing is False:
@@ -448,15 +455,21 @@ class TestPayloadSigning:
         assert storage.get(storage.create(NonSeekableStream(data, chunk=MB))).read() == data
         assert len(sent) == 3 and all(len(h) == 64 and crc is None for h, crc in sent)
 
-    @pytest.mark.parametrize("signing", [None, True])
-    def test_altered_part_is_refused_and_aborted(self, seaweedfs_server, signing):
-        # SeaweedFS checks the CRC32 (moto checks neither it nor the payload hash).
-        storage = parts_storage(seaweedfs_server, payload_signing=signing)
+    @pytest.mark.parametrize("checksum", ["crc32c", None])
+    @pytest.mark.parametrize("signing", [None, True, False])
+    def test_altered_part_is_refused_and_aborted(self, seaweedfs_server, signing, checksum):
+        # SeaweedFS checks the part's CRC32C (depot's) or CRC32 (botocore's) and, when signed,
+        # its SHA-256 (moto checks none of them). Unsigned, the checksum alone catches it.
+        storage = parts_storage(seaweedfs_server, payload_signing=signing, checksum=checksum)
         existing = storage.create(b"keep me")
         record_parts(storage, alter_part=2)
-        with pytest.raises(ClientError) as info:
+        with pytest.raises((ClientError, ChecksumMismatch)) as info:
             storage.replace(existing, NonSeekableStream(pattern(12 * MB), chunk=MB))
-        assert info.value.operation_name == "UploadPart"
+        error = info.value if isinstance(info.value, ClientError) else info.value.__cause__
+        assert error.operation_name == "UploadPart"
+        if signing is False:
+            assert isinstance(info.value, ChecksumMismatch)
+            assert "refused file %s" % existing in str(info.value) and "S3Storage" in str(info.value)
         assert storage.list() == [existing]
         assert storage.get(existing).read() == b"keep me"
         pending = storage._client.list_multipart_uploads(
@@ -750,8 +763,6 @@ class TestBucketBootstrapSequence:
 
 @pytest.mark.parametrize("algorithm", ["crc32c", "sha256", "md5"])
 def test_a_body_corrupted_after_its_checksum_is_refused(seaweed_storage, algorithm):
-    from depot.io.checksums import ChecksumMismatch
-
     seaweed_storage.checksum_algorithm = algorithm
     kept = seaweed_storage.create(b"previous content", "a.txt")
     client = seaweed_storage._client
@@ -765,7 +776,7 @@ def test_a_body_corrupted_after_its_checksum_is_refused(seaweed_storage, algorit
 
     client.put_object = flip_on_the_way
     try:
-        with pytest.raises(ChecksumMismatch, match="S3 refused file .*nothing was stored"):
+        with pytest.raises(ChecksumMismatch, match="S3Storage .* refused file .*nothing was stored"):
             seaweed_storage.create(b"hello integrity", "b.txt")
         with pytest.raises(ChecksumMismatch):
             seaweed_storage.replace(kept, b"new content")
@@ -773,3 +784,74 @@ def test_a_body_corrupted_after_its_checksum_is_refused(seaweed_storage, algorit
         client.put_object = real_put
     assert seaweed_storage.list() == [kept]  # nothing new is visible
     assert seaweed_storage.get(kept).read() == b"previous content"
+
+
+def no_pending_uploads(storage):
+    pending = storage._client.list_multipart_uploads(
+        Bucket=storage._bucket_driver.bucket.name, Prefix=storage._bucket_driver.prefix
+    )
+    return pending.get("Uploads", []) == []
+
+
+class TestMultipartChecksums:
+    """Multipart uploads: CRC32C per part and of the whole object, checked by SeaweedFS; the option's checksum recorded."""
+
+    @pytest.mark.parametrize("algorithm", ["crc32c", "sha256", "md5"])
+    def test_parts_and_whole_object_carry_crc32c(self, seaweedfs_server, algorithm):
+        storage = parts_storage(seaweedfs_server, checksum=algorithm)
+        sent = record_parts(storage)
+        calls = []
+        storage._client.meta.events.register(
+            "before-call.s3.*", lambda params, model, **kw: calls.append((model.name, params)))
+        data = os.urandom(12 * MB + 17)
+        file_id = storage.create(NonSeekableStream(data, chunk=MB), "parts.bin")
+        parts = [data[i:i + 5 * MB] for i in range(0, len(data), 5 * MB)]
+        assert [crc for _, crc in sent] == [checksums.crc32c_base64(p) for p in parts]
+        create = [p for name, p in calls if name == "CreateMultipartUpload"][0]
+        assert create["headers"]["x-amz-checksum-type"] == "FULL_OBJECT"
+        complete = [p for name, p in calls if name == "CompleteMultipartUpload"][0]
+        assert complete["headers"]["x-amz-checksum-crc32c"] == checksums.crc32c_base64(data)
+        # SeaweedFS verified and kept the whole object's CRC32C (not a checksum of checksums).
+        whole = storage._client.head_object(Bucket=storage._bucket_driver.bucket.name,
+                                            Key=object_key(storage, file_id), ChecksumMode="ENABLED")
+        assert whole["ChecksumCRC32C"] == checksums.crc32c_base64(data)
+        assert storage.get(file_id).checksum == checksums.compute(algorithm, data)
+        assert storage.get(file_id).read() == data
+
+    def test_whole_object_checksum_altered_is_refused(self, seaweedfs_server):
+        storage = parts_storage(seaweedfs_server)
+        existing = storage.create(b"keep me")
+        client = storage._client
+        real_complete = client.complete_multipart_upload
+
+        def altered(**kwargs):
+            # The parts arrived intact; the object they make is not the one checksummed.
+            return real_complete(**dict(kwargs, ChecksumCRC32C=checksums.crc32c_base64(b"other bytes")))
+
+        client.complete_multipart_upload = altered
+        try:
+            with pytest.raises(ChecksumMismatch, match="refused file %s.*CompleteMultipartUpload" % existing):
+                storage.replace(existing, NonSeekableStream(pattern(12 * MB), chunk=MB))
+        finally:
+            client.complete_multipart_upload = real_complete
+        assert storage.list() == [existing]
+        assert storage.get(existing).read() == b"keep me"
+        assert no_pending_uploads(storage)
+
+    def test_recording_keeps_acl_type_and_name(self, moto_server):
+        # On moto, which checks ACLs (SeaweedFS serves no object anonymously).
+        storage = parts_storage(moto_server)
+        data = pattern(11 * MB)
+        file_id = storage.create(NonSeekableStream(data, chunk=MB), "r\u00e9sum\u00e9.pdf", "application/pdf")
+        f = storage.get(file_id)
+        assert (f.filename, f.content_type, f.content_length) == ("r\u00e9sum\u00e9.pdf", "application/pdf", len(data))
+        assert f.checksum == checksums.compute("crc32c", data)
+        assert anonymous_get(f.public_url).content == data  # still public-read after the copy
+
+    def test_checksum_none_keeps_botocore_crc32(self, seaweedfs_server):
+        storage = parts_storage(seaweedfs_server, checksum=None)
+        sent = record_parts(storage)
+        data = pattern(11 * MB)
+        file_id = storage.create(NonSeekableStream(data, chunk=MB))
+        assert storage.get(file_id).checksum is None and storage.get(file_id).read() == data
+        assert len(sent) == 3 and all(crc for _, crc in sent)

@@ -342,8 +342,14 @@ class _SQLAMutationTracker:
             keys = [key for key, _ in entities.get(type(obj), ())]
             # The value being deleted, and the committed one if a change replaced it first.
             for key in keys:
-                dropped += files_of(getattr(obj, key))
+                dropped += files_of(state.dict.get(key))
                 written.append(((state, key), []))
+            # Columns not loaded (expired, deferred) are read from the row without
+            # loading the object: a row already gone (deleted behind the session's
+            # back) holds no file, and SQLAlchemy's own DELETE of it only warns.
+            unloaded = [key for key in keys if key not in state.dict]
+            if unloaded:
+                dropped += [path for value in cls._stored_values(session, state, unloaded) for path in files_of(value)]
             dropped += cls._replaced_files(session, obj, keys)
         for obj in session.new:
             state = instance_state(obj)

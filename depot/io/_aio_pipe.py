@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import io
-from typing import Any, AsyncIterator, Callable, Optional, TypeVar, Union
+from typing import Any, AsyncIterator, Callable, List, Optional, TypeVar, Union
 
 import anyio
 import anyio.from_thread
@@ -31,12 +31,21 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from depot.io.utils import FileIntent, _is_fieldstorage_like
 
-__all__ = ["is_async_source", "blocking_content", "run_with_source", "UploadCancelled"]
+__all__ = ["is_async_source", "blocking_content", "run_with_source", "UploadCancelled", "HANDOVER_SIZE"]
 
 T = TypeVar("T")
 
-#: A chunk of content as sources give it and the pipe takes it.
-Chunk = Union[bytes, bytearray, memoryview]
+#: The least a hand-over to the worker thread carries (512 KiB): the small
+#: pieces of a request body are gathered up to it.  Each hand-over is a trip
+#: through the event loop and a switch between threads (with the GIL passed
+#: each way), so on a busy machine the number of hand-overs, not the bytes,
+#: is what delays the loop.  Memory stays bounded: about three hand-overs per
+#: upload (one being gathered, one being joined into the bytes written).
+HANDOVER_SIZE = 512 * 1024
+
+#: A chunk of content as sources give it and the pipe takes it (or pieces
+#: of a request body to join, see _Pieces).
+Chunk = Union[bytes, bytearray, memoryview, "_Pieces"]
 
 
 class UploadCancelled(Exception):
@@ -84,21 +93,30 @@ async def _chunks(source: Any, chunk_size: int) -> AsyncIterator[Chunk]:
                 return
             yield chunk
     else:
-        # Request bodies come in pieces of a few KiB: gathered up to chunk_size,
-        # each hand-over to the worker thread (a trip through the loop) carries more.
-        pending = bytearray()
+        # Request bodies come in pieces of a few KiB: gathered up to a
+        # hand-over's size (see HANDOVER_SIZE), each trip through the loop
+        # carries more.  The pieces are only listed here; the worker thread
+        # joins them (see _Pipe), so the copy is not made on the loop.
+        target = max(chunk_size, HANDOVER_SIZE)
+        pending: List[Union[bytes, bytearray, memoryview]] = []
+        size = 0
         async for chunk in source:
             if not isinstance(chunk, (bytes, bytearray, memoryview)):
                 raise TypeError("Only bytes can be stored, not %s" % type(chunk).__name__)
-            if not pending and len(chunk) >= chunk_size:
+            if not pending and len(chunk) >= target:
                 yield chunk  # already large enough: no copy
                 continue
-            pending += chunk
-            if len(pending) >= chunk_size:
-                yield pending
-                pending = bytearray()
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= target:
+                yield _Pieces(pending)
+                pending, size = [], 0
         if pending:
-            yield pending
+            yield _Pieces(pending)
+
+
+class _Pieces(List[Union[bytes, bytearray, memoryview]]):
+    """Pieces of a request body handed over together; the worker thread joins them."""
 
 
 class _Pipe(io.RawIOBase):
@@ -131,19 +149,41 @@ class _Pipe(io.RawIOBase):
             raise self.error  # outside the except block: the source's exception is not chained to ours
         return b""
 
-    def readinto(self, buffer: Any) -> int:
+    def _fill(self) -> bool:
+        """Receive the next chunk unless one is pending; ``False`` at the end."""
         while not self._pending:
             if self._eof:
-                return 0
+                return False
             chunk = anyio.from_thread.run(self._next)
             if not chunk:
                 self._eof = True
-                return 0
+                return False
+            if isinstance(chunk, _Pieces):
+                chunk = b"".join(chunk)
             self._pending = memoryview(chunk).cast("B")
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._fill():
+            return 0
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        """Up to ``size`` bytes (all the rest when negative): a whole pending chunk without copying it."""
+        if size is None or size < 0:
+            return self.readall()
+        if not size or not self._fill():
+            return b""
+        pending = self._pending
+        if len(pending) <= size and isinstance(pending.obj, bytes) and len(pending) == len(pending.obj):
+            self._pending = memoryview(b"")
+            return pending.obj
+        chunk = bytes(pending[:size])
+        self._pending = pending[size:]
+        return chunk
 
 
 def _source_names(source: Any) -> tuple:
@@ -177,7 +217,7 @@ async def run_with_source(
         try:
             async with send:
                 async for chunk in _chunks(source, chunk_size):
-                    if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                    if not isinstance(chunk, (bytes, bytearray, memoryview, _Pieces)):
                         raise TypeError("Only bytes can be stored, not %s" % type(chunk).__name__)
                     await send.send(chunk)
         except anyio.get_cancelled_exc_class():

@@ -7,9 +7,11 @@ attributes callers reach into (``_conn``, ``_bucket_driver``).  Beyond it:
 
 - uploads above ``multipart_threshold`` are streamed as parallel multipart
   uploads, with memory bounded by a few parts whether or not the source can
-  seek; smaller ones are a single PUT.  Parts carry a CRC32 (where botocore
-  sends checksums, its default since 1.36); over https they then carry no
-  SHA-256 of their payload, as botocore decides (see ``payload_signing``);
+  seek; smaller ones are a single PUT.  Parts carry a CRC32C, and the upload
+  the CRC32C of the whole object (with ``checksum=None``, botocore's CRC32 of
+  each part), where botocore sends checksums (its default since 1.36); over
+  https they then carry no SHA-256 of their payload, as botocore decides
+  (see ``payload_signing``);
 - ``endpoint_url`` and ``region_name`` apply to every call, bucket creation
   included (with a LocationConstraint outside us-east-1), and services that do
   not implement the public-access-block or object-ownership calls still work;
@@ -26,7 +28,7 @@ import logging
 import threading
 import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from depot._optional import require
 from depot.io._multipart import HeadThenRest, plan_upload, remaining_size
@@ -77,6 +79,8 @@ _UNSIGNED_URL_EXPIRES = 31536000
 MAX_PARTS = 10000
 #: The checksum sent with each part when botocore sends checksums by default.
 PART_CHECKSUM = "CRC32"
+#: The largest object CopyObject copies in one request (5 GiB).
+MAX_COPY_SIZE = 5 * 1024 * MB
 #: CreateMultipartUpload arguments that every UploadPart must repeat.
 _PART_ARGS = ("SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5", "RequestPayer", "ExpectedBucketOwner")
 _MISSING_CODES = frozenset(("404", "NoSuchKey", "NotFound", "NoSuchBucket"))
@@ -300,16 +304,20 @@ class S3Storage(ObjectStorage):
         parts plus the one being read are held in memory.
     :param payload_signing: whether the SigV4 signature of each part covers
         its bytes (a SHA-256 of the part).  ``None`` or ``'auto'`` (the
-        default) follows botocore's rule: parts sent with a checksum (a CRC32,
-        botocore's default since 1.36, which the service verifies) go
+        default) follows botocore's rule: parts sent with a checksum (depot's
+        CRC32C, or botocore's CRC32 with ``checksum=None``; sent by default
+        since botocore 1.36, and verified by the service) go
         unsigned only over ``https://``, where TLS already protects them;
         over plain ``http://`` every part is signed.  ``True`` signs every
         part.  ``False`` never signs parts, also over plain http: faster, but
         then whoever can alter the traffic (on a LAN to a MinIO or SeaweedFS
-        server, say) can change a part together with its CRC32 without the
+        server, say) can change a part together with its checksum without the
         server noticing; use it only on a network you trust.
     :param url_expires: lifetime in seconds of private files' signed URLs
         (3600; at most 604800, the SigV4 limit).
+    :param checksum: ``'crc32c'`` (default), ``'sha256'``, ``'md5'`` or
+        ``None``: the checksum stored with every file (see
+        :ref:`checksums`).
     """
 
     public_file_class = S3StoredFile
@@ -355,8 +363,9 @@ class S3Storage(ObjectStorage):
             self._session.client("s3", config=Config(signature_version="s3v4"), **self._client_kwargs)
             if self._policy == CANNED_ACL_PRIVATE else None
         )
-        # The client of payload_signing=True/False, created on the first multipart upload.
-        self._forced_part_client: Any = None
+        # The clients forced to sign parts or not (payload_signing, and unsigned
+        # parts carrying depot's CRC32C over https), created on first use.
+        self._forced_part_clients: Dict[bool, Any] = {}
         self._part_client_lock = threading.Lock()
         bucket_name = bucket or default_bucket_name(access_key_id)
         self._bucket_driver = BucketDriver(self._conn, self._conn.Bucket(bucket_name), self._prefix)
@@ -502,19 +511,23 @@ class S3Storage(ObjectStorage):
                 self._client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
             except ClientError as exc:
                 if error_code(exc) in _DIGEST_CODES:
-                    raise checksums.ChecksumMismatch(
-                        "S3 refused file %s: the bytes it received do not match their %s checksum "
-                        "(%s); nothing was stored" % (file_id, hasher.algorithm if hasher else "", error_code(exc)),
-                        expected=extra["Metadata"].get(CHECKSUM_META),
-                    ) from exc
+                    raise self._refused(file_id, hasher.algorithm if hasher else "", exc,
+                                        extra["Metadata"].get(CHECKSUM_META)) from exc
                 raise
         else:
-            self._upload_multipart(stream, bucket, key, extra)
+            self._upload_multipart(stream, bucket, key, extra, file_id)
         public_url = None
         if self._policy != CANNED_ACL_PRIVATE:
             public_url = plain_object_url(self._bucket_driver.bucket.meta.client, bucket, key)
         modified = utils.parse_timestamp(extra["Metadata"][MODIFIED_META])
         return StoredFacts(file_id, filename, extra["ContentType"], modified, public_url)
+
+    def _refused(self, file_id: str, algorithm: str, exc: ClientError, expected: Optional[str] = None) -> Exception:
+        return checksums.ChecksumMismatch(
+            "%r refused file %s: the bytes it received do not match their %s checksum (%s in %s); "
+            "nothing was stored" % (self, file_id, algorithm, error_code(exc), exc.operation_name),
+            expected=expected,
+        )
 
     # -- multipart uploads ----------------------------------------------------
     #
@@ -524,71 +537,143 @@ class S3Storage(ObjectStorage):
     # a non-seekable source is copied once more into each part.  Here each
     # part is read once into a reused buffer and sent as it is.
 
-    def _upload_multipart(self, stream: Any, bucket: str, key: str, extra: Dict[str, Any]) -> None:
-        """Upload ``stream`` as a multipart upload, aborted if anything fails."""
+    def _upload_multipart(self, stream: Any, bucket: str, key: str, extra: Dict[str, Any], file_id: str) -> None:
+        """Upload ``stream`` as a multipart upload, aborted if anything fails.
+
+        With a checksum option, every part carries the CRC32C of its bytes
+        and the upload the CRC32C of the whole object (``ChecksumType
+        FULL_OBJECT``), both computed here as the parts are cut and checked
+        by the service: a part or an object altered on the way is refused,
+        the upload aborted and nothing stored.  The option's own checksum
+        (CRC32C, SHA-256 or MD5) is taken in the same pass and recorded in
+        the object's metadata once the upload is complete
+        (:meth:`_record_checksum`).
+        """
         client = self._client
         create_args = dict(extra)
         part_args = {name: extra[name] for name in _PART_ARGS if name in extra}
         # botocore < 1.36 has no such setting, and sends no checksum unless asked.
-        checksum = getattr(client.meta.config, "request_checksum_calculation", None) == "when_supported"
-        if checksum:
+        service_checks = getattr(client.meta.config, "request_checksum_calculation", None) == "when_supported"
+        hasher = self._new_hasher()
+        # The CRC32C of the whole object, which the service checks at completion.
+        whole = None
+        if service_checks and hasher is not None:
+            whole = hasher if hasher.algorithm == "crc32c" else checksums.Hasher("crc32c")
+            create_args["ChecksumAlgorithm"] = part_args["ChecksumAlgorithm"] = "CRC32C"
+            create_args["ChecksumType"] = "FULL_OBJECT"
+        elif service_checks:
             # Declared at creation as well, as S3 wants (and as boto3's transfer manager does).
             create_args["ChecksumAlgorithm"] = part_args["ChecksumAlgorithm"] = PART_CHECKSUM
         size = remaining_size(stream)
         part_size = self._part_size if size is None else max(self._part_size, -(-size // MAX_PARTS))
         upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **create_args)["UploadId"]
         try:
-            parts = self._upload_parts(
-                self._part_client(), stream, part_size,
-                dict(Bucket=bucket, Key=key, UploadId=upload_id, **part_args),
+            hashers = [h for h in (hasher, whole if whole is not hasher else None) if h is not None]
+            parts, length = self._upload_parts(
+                self._part_client(crc32c_parts=whole is not None), stream, part_size,
+                dict(Bucket=bucket, Key=key, UploadId=upload_id, **part_args), hashers,
             )
-            client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                             MultipartUpload={"Parts": parts})
+            complete_args: Dict[str, Any] = {}
+            if whole is not None:
+                complete_args = {"ChecksumCRC32C": checksums.base64_digest(whole.digest()),
+                                 "ChecksumType": "FULL_OBJECT"}
+            completed = client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                                         MultipartUpload={"Parts": parts}, **complete_args)
+        except ClientError as exc:
+            self._abort_multipart(bucket, key, upload_id)
+            if error_code(exc) in _DIGEST_CODES:
+                raise self._refused(file_id, "CRC32C" if whole is not None else PART_CHECKSUM, exc) from exc
+            raise
         except BaseException:
             self._abort_multipart(bucket, key, upload_id)
             raise
+        if hasher is not None:
+            self._record_checksum(bucket, key, completed.get("ETag"), extra, hasher.result(), file_id, length)
 
-    def _part_client(self) -> Any:
-        """The client that sends parts: ours (``auto``), or one forced to sign or not (see ``payload_signing``)."""
-        if self._payload_signing is None:
+    def _record_checksum(
+        self, bucket: str, key: str, etag: Optional[str], extra: Dict[str, Any], checksum: str, file_id: str,
+        length: int,
+    ) -> None:
+        """Add ``checksum`` to the metadata of the object a multipart upload just completed.
+
+        S3 takes an object's metadata when the upload starts, before its
+        bytes are known, and changes it only by copying the object: a
+        CopyObject onto itself, done inside the service (no bytes travel),
+        pinned to the ETag of the upload so that a replace that came in
+        between is never overwritten.  The content was verified already; if
+        the copy fails, or the object is beyond CopyObject's 5 GiB, the file
+        keeps reporting no checksum rather than a wrong one.
+        """
+        if length > MAX_COPY_SIZE or not etag:
+            log.info("S3 file %s in %r: its checksum is not recorded (%d bytes)", file_id, self, length)
+            return
+        args = {name: value for name, value in extra.items() if name != "Metadata"}
+        try:
+            self._client.copy_object(
+                Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key}, CopySourceIfMatch=etag,
+                MetadataDirective="REPLACE", Metadata=dict(extra["Metadata"], **{CHECKSUM_META: checksum}), **args,
+            )
+        except ClientError:
+            log.warning("S3 file %s in %r: its %s checksum could not be recorded", file_id, self,
+                        checksum.partition(":")[0], exc_info=True)
+
+    def _part_client(self, crc32c_parts: bool = False) -> Any:
+        """The client that sends parts: ours (``auto``), or one forced to sign or not (see ``payload_signing``).
+
+        Parts carrying depot's CRC32C go unsigned over https under ``auto``,
+        as botocore sends its own checksummed parts there.
+        """
+        signing = self._payload_signing
+        if signing is None and crc32c_parts and str(self._client.meta.endpoint_url).startswith("https:"):
+            signing = False
+        if signing is None:
             return self._client
         with self._part_client_lock:
-            if self._forced_part_client is None:
-                self._forced_part_client = self._session.client(
-                    "s3", config=Config(s3={"payload_signing_enabled": self._payload_signing}),
-                    **self._client_kwargs,
+            if signing not in self._forced_part_clients:
+                self._forced_part_clients[signing] = self._session.client(
+                    "s3", config=Config(s3={"payload_signing_enabled": signing}), **self._client_kwargs,
                 )
-            return self._forced_part_client
+            return self._forced_part_clients[signing]
 
-    def _upload_parts(self, client: Any, stream: Any, part_size: int, args: Dict[str, Any]) -> List[Dict[str, Any]]:
+    def _upload_parts(
+        self, client: Any, stream: Any, part_size: int, args: Dict[str, Any], hashers: Sequence[Any] = (),
+    ) -> Tuple[List[Dict[str, Any]], int]:
         """Send ``stream`` as parts of ``part_size`` bytes, ``max_concurrency`` at a time.
 
-        Returns the parts as CompleteMultipartUpload lists them.  On failure
-        the parts being sent are waited for, so that an abort that follows
-        leaves none behind.
+        Returns the parts as CompleteMultipartUpload lists them, and the
+        byte count.  ``hashers`` are fed the bytes in order as the parts are
+        cut.  On failure the parts being sent are waited for, so that an
+        abort that follows leaves none behind.
         """
         # Fills each buffer unless the stream ends, so that no part but the last is short.
         reader = stream if isinstance(stream, HeadThenRest) else HeadThenRest(b"", stream)
         checksum_member = "Checksum" + args["ChecksumAlgorithm"] if "ChecksumAlgorithm" in args else None
+        crc32c_parts = args.get("ChecksumAlgorithm") == "CRC32C"
 
         # Over https botocore sends a computed CRC32 as a trailer, which it never
         # signs the payload with; given in advance it goes as a header, and
         # payload_signing=True can then sign the part.
         crc_in_header = self._payload_signing is True and args.get("ChecksumAlgorithm") == "CRC32"
 
-        def send(number: int, body: bytearray) -> Any:
-            # A bytearray goes to the socket as it is (a file object would be
-            # read in 16 KiB pieces), and retries can send it again.
-            extra = {"ChecksumCRC32": crc32_base64(body)} if crc_in_header else {}
+        def send(number: int, body: bytearray, crc32c: Optional[str]) -> Any:
+            # A bytearray goes to the socket as it is (bytes or a file object
+            # would be read in 16 KiB pieces), and retries can send it again.
+            if crc32c is not None:
+                extra = {"ChecksumCRC32C": crc32c}
+            else:
+                extra = {"ChecksumCRC32": crc32_base64(body)} if crc_in_header else {}
             response = client.upload_part(PartNumber=number, Body=body, **args, **extra)
             part = {"ETag": response["ETag"], "PartNumber": number}
-            if checksum_member and checksum_member in response:
-                part[checksum_member] = response[checksum_member]
+            if checksum_member:
+                part[checksum_member] = response.get(checksum_member) or extra.get(checksum_member)
+                if part[checksum_member] is None:
+                    del part[checksum_member]
             return part, body
 
         parts: List[Dict[str, Any]] = []
         spare: List[bytearray] = []
         sending: Set[Future] = set()
+        length = 0
 
         def collect(done: Set[Future]) -> None:
             for future in done:
@@ -605,11 +690,21 @@ class S3Storage(ObjectStorage):
                     filled = reader.readinto(buffer)
                     if not filled and number:
                         break
+                    crc32c = None
+                    if hashers:
+                        # Hashed in order here, from an immutable copy (google-crc32c
+                        # takes only bytes) dropped once hashed.
+                        frozen = bytes(memoryview(buffer)[:filled])
+                        for hasher in hashers:
+                            hasher.update(frozen)
+                        crc32c = checksums.crc32c_base64(frozen) if crc32c_parts else None
+                        del frozen
                     if filled < part_size:
                         # A copy, not a resize: the stream may still hold a view of the buffer.
                         buffer = buffer[:filled]
+                    length += filled
                     number += 1
-                    sending.add(pool.submit(send, number, buffer))
+                    sending.add(pool.submit(send, number, buffer, crc32c))
                     if len(sending) >= self._concurrency:
                         done, sending = wait(sending, return_when=FIRST_COMPLETED)
                         collect(done)
@@ -621,7 +716,7 @@ class S3Storage(ObjectStorage):
                 for future in sending:
                     future.cancel()  # leaving the pool waits for those already running
         parts.sort(key=lambda part: part["PartNumber"])
-        return parts
+        return parts, length
 
     def _abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
         try:

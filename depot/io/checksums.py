@@ -19,11 +19,13 @@ __all__ = [
     "DEFAULT_ALGORITHM",
     "ChecksumMismatch",
     "Hasher",
+    "HashingReader",
     "check_algorithm",
     "compute",
     "new_hasher",
     "parse",
     "base64_digest",
+    "crc32c_base64",
 ]
 
 #: CRC32C is computed by the CPU's own instruction (SSE 4.2 / ARMv8) through
@@ -96,6 +98,47 @@ class Hasher:
         return "%s:%s" % (self.algorithm, self.hexdigest())
 
 
+class HashingReader:
+    """A stream that feeds every byte read from ``stream`` to ``hasher``, once, in order.
+
+    For uploaders that read the content themselves (GCS resumable uploads):
+    the checksum is taken as the bytes go out, not in a second pass.  An
+    uploader that seeks back to send a piece again (a retried request) gets
+    the bytes again, but they are hashed only the first time.
+    """
+
+    def __init__(self, stream: Any, hasher: Hasher) -> None:
+        self._stream = stream
+        self._hasher = hasher
+        self._position = 0
+        self._hashed = 0  # bytes [0, _hashed) went into the hasher
+
+    def read(self, size: int = -1) -> bytes:
+        if self._position > self._hashed:
+            raise ValueError("cannot checksum a stream read with bytes skipped")
+        data = self._stream.read(size)
+        end = self._position + len(data)
+        if end > self._hashed:
+            self._hasher.update(data[self._hashed - self._position :] if self._hashed > self._position else data)
+            self._hashed = end
+        self._position = end
+        return data
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._stream.seek(offset, whence)
+        self._position = position
+        return position
+
+    def seekable(self) -> bool:
+        return bool(self._stream.seekable())
+
+    def readable(self) -> bool:
+        return True
+
+
 def new_hasher(algorithm: Optional[str]) -> Optional[Hasher]:
     """A :class:`Hasher` for a normalised algorithm (see :func:`check_algorithm`), ``None`` for off."""
     return None if algorithm is None else Hasher(algorithm)
@@ -125,6 +168,11 @@ def parse(checksum: Optional[str]) -> Optional[Tuple[str, str]]:
 def readable(checksum: Any) -> Optional[str]:
     """A checksum read back from metadata, or ``None`` when it is not one this version understands."""
     return checksum if parse(checksum) is not None else None
+
+
+def crc32c_base64(data: bytes) -> str:
+    """The CRC32C of ``data`` as S3's ``x-amz-checksum-crc32c`` carries it."""
+    return base64_digest(google_crc32c.value(data).to_bytes(4, "big"))
 
 
 def base64_digest(digest: bytes) -> str:

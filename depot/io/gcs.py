@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import logging
 import os
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
@@ -52,6 +53,8 @@ from google.auth.credentials import AnonymousCredentials, Signing  # noqa: E402
 from google.oauth2 import service_account  # noqa: E402
 
 __all__ = ["CANNED_ACL_PUBLIC_READ", "CANNED_ACL_PRIVATE", "GCSStoredFile", "PrivateGCSStoredFile", "GCSStorage"]
+
+log = logging.getLogger(__name__)
 
 _check_file_id = check_uuid  # filedepot 0.12's name; the storage checks through FileStorage._checked_id
 
@@ -372,13 +375,37 @@ class GCSStorage(ObjectStorage):
             if algorithm is not None:
                 _check_received(blob, file_id, data)
         else:
+            hasher = None
             if algorithm in _NATIVE:
                 # The value is the one GCS computes itself from the bytes it
                 # received (the object's crc32c / md5Hash): the metadata only
                 # says it is to be reported.
                 _add_metadata(blob, algorithm)
+            elif algorithm is not None:
+                # GCS computes no SHA-256: taken as the upload reads the bytes.
+                hasher = checksums.Hasher(algorithm)
+                stream = checksums.HashingReader(stream, hasher)
             blob.upload_from_file(stream, content_type=content_type, **acl, **verify)
+            if hasher is not None:
+                self._record_checksum(blob, file_id, hasher.result())
         return StoredFacts.of(self._stored_file(file_id, blob))
+
+    def _record_checksum(self, blob: Any, file_id: str, checksum: str) -> None:
+        """Add ``checksum`` to the metadata of the generation just uploaded (one metadata request).
+
+        The metadata of a resumable upload is sent before its bytes, so a
+        checksum known only at the end is patched in.  The transfer itself
+        was already verified (CRC32C, see :meth:`_save`); until the patch
+        lands, or if it fails, the file reports no checksum rather than a
+        wrong one.  The generation is pinned: a replace that came in
+        between keeps its own metadata.
+        """
+        _add_metadata(blob, checksum)
+        try:
+            blob.patch(if_generation_match=blob.generation)
+        except Exception:  # noqa: BLE001 - the content is stored and verified; only the record is missing
+            log.warning("GCS file %s in %r: its %s checksum could not be recorded", file_id, self,
+                        checksum.partition(":")[0], exc_info=True)
 
     # -- ObjectStorage hooks ---------------------------------------------------
 

@@ -495,16 +495,19 @@ class GridFSStorage(FileStorage):
                 collection.create_index(keys, unique=unique)
         self._indexed = True
 
-    def _write_chunks(self, files_id: Any, content: Any, gen: Any = None, hasher: Any = None) -> int:
+    def _write_chunks(
+        self, files_id: Any, content: Any, gen: Any = None, hasher: Any = None, file_id: Any = None
+    ) -> int:
         """Store ``content`` as chunks of ``files_id``; returns its length.
 
-        ``hasher`` is fed each chunk as it is cut.  On any failure, the
-        chunks already written are deleted.
+        ``hasher`` is fed each chunk as it is cut, and the chunks are then
+        checked (:meth:`_check_stored`; ``file_id`` names the file in its
+        error).  On any failure, the chunks already written are deleted.
         """
         size = self._chunk_size
         per_batch = max(1, BATCH_BYTES // size)
         batch: List[Dict[str, Any]] = []
-        n = length = 0
+        n = length = inserts = 0
         try:
             for data in _chunks_of(content, size):
                 if hasher is not None:
@@ -517,9 +520,15 @@ class GridFSStorage(FileStorage):
                 length += len(data)
                 if len(batch) == per_batch:
                     self._chunks.insert_many(batch)
+                    inserts += 1
                     batch = []
             if batch:
                 self._chunks.insert_many(batch)
+                inserts += 1
+            # One acknowledged insert stored every chunk or raised: the check
+            # is for what arrives in several, or unacknowledged (w=0).
+            if hasher is not None and (inserts > 1 or not self._chunks.write_concern.acknowledged):
+                self._check_stored(files_id, n, length, files_id if file_id is None else file_id)
         except BaseException:
             try:
                 self._chunks.delete_many({"files_id": files_id})
@@ -527,6 +536,28 @@ class GridFSStorage(FileStorage):
                 pass
             raise
         return length
+
+    def _check_stored(self, files_id: Any, count: int, length: int, file_id: Any) -> None:
+        """Raise :class:`~depot.io.checksums.ChecksumMismatch` unless the server holds what was sent.
+
+        Run before the files document makes the chunks visible, for content
+        sent in several inserts (above ``BATCH_BYTES``) or without
+        acknowledgement: the server counts what it stored (one aggregation
+        over the chunks just written, without sending them back), so a
+        chunk lost or cut on the way is not published under a checksum of
+        bytes the server does not hold.  A byte changed in place keeps the
+        size: ``depot verify`` finds those.
+        """
+        found = list(self._chunks.aggregate([
+            {"$match": {"files_id": files_id}},
+            {"$group": {"_id": None, "count": {"$sum": 1}, "bytes": {"$sum": {"$binarySize": "$data"}}}},
+        ]))
+        stored_count, stored_bytes = (found[0]["count"], found[0]["bytes"]) if found else (0, 0)
+        if (stored_count, stored_bytes) != (count, length):
+            raise checksums.ChecksumMismatch(
+                "%r: file %s not stored: %d chunks of %d bytes were sent (and checksummed) but the "
+                "server holds %d chunks of %d bytes" % (self, file_id, count, length, stored_count, stored_bytes)
+            )
 
     def _files_doc(
         self, length: int, filename: str, content_type: str, gen: Any = None, hasher: Any = None
@@ -592,7 +623,7 @@ class GridFSStorage(FileStorage):
         oid = _check_file_id(file_id)
         gen = ObjectId()
         hasher = self._new_hasher()
-        length = self._write_chunks(gen, content, gen, hasher)
+        length = self._write_chunks(gen, content, gen, hasher, oid)
         try:
             self._publish(oid, {"gen": gen, "doc": self._files_doc(length, filename, content_type, gen, hasher)})
         except BaseException:

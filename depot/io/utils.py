@@ -43,12 +43,15 @@ __all__ = [
 INMEMORY_FILESIZE = 1024 * 1024
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 DEFAULT_NAME = "unnamed"
-#: The one chunk size of depot's I/O: copies of streams, the default of
-#: :meth:`~depot.io.interfaces.StoredFile.iter_range`, and what the ASGI
-#: adapter streams.  Memory is bounded by it, never by the file size.
+# The chunk sizes of the storage layer, both here.  Memory is bounded by
+# them, never by the file size.
+#: The buffer of one copy of a stream (:func:`copy_stream`): one per copy,
+#: so large, for throughput.
 CHUNK_SIZE = 1024 * 1024
-#: The name :mod:`depot.io.interfaces` gave it (backends import it from there).
-DEFAULT_CHUNK_SIZE = CHUNK_SIZE
+#: The pieces a file is streamed in (:meth:`StoredFile.iter_range
+#: <depot.io.interfaces.StoredFile.iter_range>`, async uploads): many may be
+#: in flight at once (a request each, a pipe's queue), so smaller.
+DEFAULT_CHUNK_SIZE = 256 * 1024
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 

@@ -112,6 +112,13 @@ class BoundedCache:
                 _, (_, dropped) = entries.popitem(last=False)
                 self.nbytes -= dropped
 
+    def pop(self, key: Hashable) -> None:
+        """Forget ``key``, if kept."""
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self.nbytes -= entry[1]
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

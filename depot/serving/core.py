@@ -27,17 +27,16 @@ import inspect
 import io
 import json
 import os
-import sys
 import time
 from http import HTTPStatus
-from typing import IO, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 from urllib.parse import quote
 
 from depot.io.interfaces import StoredFile
 from depot.manager import DepotManager
 from depot.utils import asbool, asint
 
-from .caching import cache_headers
+from .caching import BoundedCache, cache_headers
 from .conditional import PROCEED, Outcome
 from .content import InlinePolicy
 from .offload import AccelMapping, Offload
@@ -50,10 +49,13 @@ from .ranges import UNSATISFIABLE
 from .signing import UPLOAD, LinkSigner
 from .uploads import ALREADY_UPLOADED, Admitted, BodyCheck, Refusal, admit, check_url, is_upload_url
 
+if TYPE_CHECKING:
+    from depot.io.local import LocalFileStorage
+
 __all__ = [
     "BLOCK_SIZE", "SMALL_BODY", "Response", "FileSpan", "StoredSpan", "Redirect", "Located", "ServingCore",
-    "respond_file", "choose_body", "page", "redirect", "status_line", "json_response", "UploadBody", "AdmittedUpload",
-    "DRAIN_LIMIT",
+    "HotFiles", "respond_file", "choose_body", "page", "redirect", "status_line", "identity",
+    "json_response", "UploadBody", "AdmittedUpload", "DRAIN_LIMIT",
 ]
 
 #: Chunk read from storages and handed to servers (256 KiB): memory per
@@ -66,6 +68,19 @@ BLOCK_SIZE = 4096 * 64
 SMALL_BODY = 64 * 1024
 
 Headers = List[Tuple[str, str]]
+
+#: What identifies one version of a local file (see :func:`identity`).
+Identity = Tuple[int, int, int, int, str]
+
+
+def identity(st: os.stat_result, version: str) -> Identity:
+    """One version of a local file: its opened data file's inode, device, change time and size, and its facts' version.
+
+    Writers never change a data file in place (see :mod:`depot.io.local`):
+    a new version is a new file, so the stat names one version's bytes, and
+    ``version`` (:attr:`StoredFile.version`) the facts that describe them.
+    """
+    return (st.st_ino, st.st_dev, st.st_ctime_ns, st.st_size, version)
 
 # HTTPStatus members read through the class cost a descriptor call each
 # (Python 3.11): the statuses of every file response, as plain names.
@@ -108,15 +123,19 @@ class Response:
     """What to answer: an :class:`http.HTTPStatus`, the headers and the body source.
 
     A body that holds a file owns it: :meth:`close` releases it, and the
-    adapter calls it once the body is sent (or abandoned).
+    adapter calls it once the body is sent (or abandoned).  ``identity`` is
+    set when the whole response was derived from one version of a local
+    file, identified by :func:`identity` of its data file (see
+    :class:`HotFiles`).
     """
 
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("status", "headers", "body", "identity")
 
     def __init__(self, status: HTTPStatus, headers: Headers, body: Body = None) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self.identity: Optional[Identity] = None
 
     def close(self) -> None:
         body = self.body
@@ -355,6 +374,7 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
     """
     f = app.file
     real = None
+    version = getattr(f, "version", None)
     try:
         try:
             etag = app.generate_etag()
@@ -396,7 +416,8 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
             # Only now that content is needed.
             try:
                 real = f.real_file()
-                size = None if real is None else os.fstat(real.fileno()).st_size
+                st = None if real is None else os.fstat(real.fileno())
+                size = None if st is None else st.st_size
             except OSError:
                 f.close()
                 return page(HTTPStatus.NOT_FOUND)
@@ -418,12 +439,135 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
             f.close()
             return Response(status, headers)
         start, stop = (0, facts.content_length) if wanted is None else wanted
-        return Response(status, headers, choose_body(f, real, start, stop, facts.content_length))
+        # Whether the headers describe exactly the bytes opened: the facts
+        # were not re-read when the file was opened (a replace meanwhile).
+        whole_version = (
+            real is not None and version is not None and size == app.content_length
+            and getattr(f, "version", None) == version
+        )
+        response = Response(status, headers, choose_body(f, real, start, stop, facts.content_length))
+        if whole_version:
+            assert st is not None and version is not None
+            response.identity = identity(st, version)
+        return response
     except BaseException:
         if real is not None:
             real.close()
         f.close()
         raise
+
+
+# Request headers that make a GET ask for more than "the current file, whole".
+_CONDITIONS = (
+    "HTTP_RANGE", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE",
+)
+
+
+class _Hot(NamedTuple):
+    policy: InlinePolicy
+    storage: "LocalFileStorage"
+    depot_name: str
+    file_id: str
+    identity: Identity
+    etag: Tuple[str, str]
+    tail: Headers  # the headers after Cache-Control and Expires
+
+
+def _opens_current(storage: Any) -> "Optional[LocalFileStorage]":
+    """``storage`` if it is a local storage that finds its files as a plain :class:`LocalFileStorage` does."""
+    from depot.io.local import finds_files_plainly
+
+    return storage if finds_files_plainly(storage) else None
+
+
+class HotFiles:
+    """The answers to plain GETs of small local files, kept per URL path while the file's version lasts.
+
+    A popular small file costs more in deciding its response (finding the
+    storage, reading its metadata, planning the headers) than in sending it.
+    The first full answer, when :func:`respond_file` derived it from one
+    version of the file (its :attr:`Response.identity`), is kept; later
+    requests open the data file, and when the opened file has the same
+    identity, the headers still hold: only ``Expires`` is recomputed, and
+    the bytes are read from the file just opened.  A replaced file has a new
+    data file, so a new identity; a deleted one cannot be opened: either
+    way the request takes the full path (which answers 404 through the
+    middleware's hooks) and the entry is dropped.
+
+    Only plain GETs (no ``Range``, no precondition) of files up to
+    :data:`SMALL_BODY` bytes from a :class:`~depot.io.local.LocalFileStorage`
+    take this path, and only when no hook can change the answer (see
+    :meth:`ServingCore.plain_get`).  Bounded by entries and bytes.
+    """
+
+    def __init__(self, prefix: str, max_bytes: int = 8 * 1024 * 1024, max_entries: int = 4096) -> None:
+        self._prefix = prefix
+        self._entries = BoundedCache(max_bytes=max_bytes, max_entries=max_entries)
+
+    def respond(self, path: str, max_age: Optional[int], policy: InlinePolicy) -> Optional[Response]:
+        """The response to a plain GET of ``path`` from what is kept, or ``None`` (take the full path)."""
+        hot: Optional[_Hot] = self._entries.get(path)
+        if hot is None:
+            return None
+        storage = DepotManager.get(hot.depot_name)
+        if storage is not hot.storage or hot.policy is not policy or _opens_current(storage) is None:  # reconfigured
+            self._entries.pop(path)
+            return None
+        try:
+            fd, st, version = hot.storage.open_current(hot.file_id)
+        except (OSError, ValueError):
+            self._entries.pop(path)
+            return None
+        try:
+            if identity(st, version) != hot.identity:
+                self._entries.pop(path)
+                return None
+            size = st.st_size
+            data = os.read(fd, size) if size else b""
+        finally:
+            os.close(fd)
+        if len(data) != size:  # cannot happen to a file no one writes; take the full path if it does
+            return None
+        cache_control, expires = cache_headers(max_age)
+        return Response(_OK, [hot.etag, ("Cache-Control", cache_control), ("Expires", expires), *hot.tail], data)
+
+    def remember(self, path: str, policy: InlinePolicy, response: Response) -> None:
+        """Keep ``response``, the full answer to a plain GET of ``path``, if it is one of a local file's versions."""
+        file_identity, headers, body = response.identity, response.headers, response.body
+        if (
+            file_identity is None or response.status is not _OK or not isinstance(body, bytes)
+            or len(headers) < 3 or headers[0][0] != "ETag" or headers[1][0] != "Cache-Control"
+            or headers[2][0] != "Expires"
+        ):
+            return
+        target = split_file_path(path, self._prefix)
+        if target is None:
+            return
+        depot_name, file_id = target
+        storage = _opens_current(DepotManager.get(depot_name))
+        if storage is None:
+            return
+        tail = headers[3:]
+        hot = _Hot(policy, storage, depot_name, file_id, file_identity, headers[0], tail)
+        size = 200 + 2 * len(path) + sum(len(name) + len(value) + 100 for name, value in headers)
+        self._entries.put(path, hot, size)
+
+
+_WSGI_MODULE: Any = None
+
+
+def _wsgi_module() -> Any:
+    """:mod:`depot.middleware`, imported on first use (it imports this module).
+
+    Through ``import_module``, which waits while another thread is still
+    importing it: a module taken from ``sys.modules`` at that moment lacks
+    its attributes (the first requests of a threaded server come at once).
+    """
+    global _WSGI_MODULE
+    module = _WSGI_MODULE
+    if module is None:
+        module = _WSGI_MODULE = importlib.import_module("depot.middleware")
+    return module
 
 
 @functools.lru_cache(maxsize=64)
@@ -499,6 +643,7 @@ class ServingCore:
         offload = Offload(asbool(x_sendfile), x_accel_redirect)
         self.offload = offload if offload else None
         self.signer = LinkSigner(secret, asint(link_lifetime, "link_lifetime")) if secret else None
+        self.hot = HotFiles(self._prefix)
 
     def url_for(self, path: str, *, signed: bool = True) -> str:
         """The URL of ``'<storage>/<file id>'`` (:func:`~depot.serving.paths.mount_url`).
@@ -666,13 +811,38 @@ class ServingCore:
             return redirect(public_url, permanent=not f.public_url_signed)
         return Located(f, remaining)
 
-    def file_app(self, located: Located, **options: Any) -> Any:
-        """The :attr:`file_app_class` instance serving ``located``."""
+    def plain_get(self, method: Optional[str], environ: Mapping[str, str]) -> bool:
+        """Whether the answer to this request may come from (and go to) :attr:`hot`.
+
+        A GET of the whole current file (no ``Range``, no precondition),
+        without signed links or offloading, served by the plain
+        :class:`~depot.middleware.FileServeApp`: nothing but the file's
+        version decides the answer (and the clock, for ``Expires``).
+        """
+        if method != "GET" or self.signer is not None or self.offload is not None:
+            return False
+        get = environ.get
+        for name in _CONDITIONS:
+            if get(name) is not None:
+                return False
+        return self._file_app_class() is _wsgi_module()._PLAIN_FILE_APP
+
+    def _file_app_class(self) -> type:
         app_class = self.file_app_class
         if app_class is None:
             # The module attribute as it is now (tests and old code patch it).
-            wsgi = sys.modules.get("depot.middleware") or importlib.import_module("depot.middleware")
-            app_class = wsgi.FileServeApp
+            app_class = _wsgi_module().FileServeApp
+        return app_class
+
+    def file_app(self, located: Located, remember: Optional[str] = None, **options: Any) -> Any:
+        """The :attr:`file_app_class` instance serving ``located``.
+
+        ``remember``: the request path of a :meth:`plain_get`, whose answer
+        :attr:`hot` then keeps.
+        """
+        app_class = self._file_app_class()
+        if remember is not None:
+            options["remember"] = functools.partial(self.hot.remember, remember, self.inline_policy)
         return app_class(
             located.file,
             self.cache_max_age,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ._api import collect_pending, create_upload_intent, finish_upload, pending_uploads
 from .intents import PendingUpload, UploadIntent, UploadRefused, UploadTarget
+from .static import javascript_path
 
 __all__ = [
     "UploadRefused",
@@ -25,4 +26,5 @@ __all__ = [
     "finish_upload",
     "collect_pending",
     "pending_uploads",
+    "javascript_path",
 ]
