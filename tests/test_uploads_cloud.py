@@ -25,7 +25,6 @@ pytest.importorskip("google.cloud.storage")
 from depot.io import checksums  # noqa: E402
 from depot.manager import DepotManager  # noqa: E402
 from depot.uploads import (  # noqa: E402
-    PendingUpload,
     UploadIntent,
     UploadRefused,
     collect_pending,
@@ -174,15 +173,10 @@ def allows_origin(answer: Dict[str, str]) -> bool:
 
 
 def intent_with_method(name: str, method: str, **options: Any) -> UploadIntent:
-    """An intent whose record asks the storage for ``method`` (what ``multipart["method"]`` carries)."""
-    intent = create_upload_intent(name, multipart=False, **options)
-    backend = DepotManager.get(name)
-    record = PendingUpload.from_json(backend._pending_get(intent.id))
-    record = replace(record, multipart={"method": method})
-    backend._pending_put(record.file_id, record.to_json())
-    target = backend._upload_target(record)
-    return replace(intent, method=target.method, url=target.url, fields=dict(target.fields),
-                   headers=dict(target.headers), parts=target.parts)
+    """An intent asking the storage for ``method``."""
+    intent = create_upload_intent(name, method=method, **options)
+    assert intent.method == method
+    return intent
 
 
 def assert_nothing_stored(name: str, intent: UploadIntent) -> None:
@@ -391,6 +385,43 @@ class TestS3Multipart:
         assert len(intent.parts["urls"]) == -(-200 * MB // intent.parts["part_size"])
         collect_pending(seaweed, older_than=0, now=time.time() + 3 * 3600)
 
+    def test_exact_size_bounds_the_post_policy(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=1000, size=10)
+        assert intent.method == "POST"
+        for wrong in (b"x" * 9, b"x" * 11):
+            with pytest.raises(Failed) as refused:
+                Browser().upload(intent, wrong)
+            assert refused.value.status == 400  # EntityTooSmall / EntityTooLarge: the policy's range
+            assert_nothing_stored(seaweed, intent)
+        Browser().upload(intent, b"x" * 10)
+        assert finish_upload(seaweed, intent.id)[1].read() == b"x" * 10
+
+    def test_exact_size_needs_every_part_of_the_file(self, seaweed):
+        """A browser stopping after a full part: incomplete (marker kept), not a truncated file."""
+        data = pattern(11 * MB)
+        intent = create_upload_intent(seaweed, max_size=100 * MB, size=len(data), method="MULTIPART",
+                                      part_size=5 * MB)
+        assert len(intent.parts["urls"]) == 3  # ceil(size / part_size), not ceil(max_size / part_size)
+        browser = Browser()
+        browser.upload(intent, data, parts=[1, 2])
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(seaweed, intent.id)
+        assert refused.value.code == "incomplete" and "[3]" in str(refused.value)
+        assert DepotManager.get(seaweed)._pending_get(intent.id) is not None
+        browser._check(browser.client.put(intent.parts["urls"][2], content=data[10 * MB:10 * MB + 100]))  # short
+        with pytest.raises(UploadRefused) as short:
+            finish_upload(seaweed, intent.id)
+        assert short.value.code == "incomplete" and "announced" in str(short.value)
+        browser.upload(intent, data, parts=[3])
+        _, stored = finish_upload(seaweed, intent.id)
+        with stored:
+            assert stored.read() == data
+
+    def test_method_the_storage_does_not_offer(self, seaweed):
+        with pytest.raises(ValueError, match="storage %s .* not RESUMABLE" % seaweed):
+            create_upload_intent(seaweed, max_size=10, method="RESUMABLE")
+        assert list(DepotManager.get(seaweed)._pending_list()) == []
+
     def test_missing_part_is_incomplete_until_sent(self, seaweed):
         data = pattern(6 * MB)
         intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB)
@@ -513,6 +544,24 @@ class TestGcs:
         assert stored.checksum == checksums.compute("crc32c", b"to gcs")
         assert stored.last_modified is not None
         stored.close()
+
+    def test_exact_size_is_signed_and_checked_when_attached(self, gcs):
+        intent = create_upload_intent(gcs, max_size=1000, size=6, method="PUT")
+        assert intent.headers["x-goog-content-length-range"] == "6,6"
+        # fake-gcs-server does not enforce the range (GCS does): a shorter
+        # upload is refused when attached, deleted, and may be sent again.
+        Browser().upload(intent, b"short")
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(gcs, intent.id)
+        assert refused.value.code == "incomplete"
+        assert_nothing_stored(gcs, intent)
+        Browser().upload(intent, b"to gcs")
+        assert finish_upload(gcs, intent.id)[1].read() == b"to gcs"
+
+    def test_method_the_storage_does_not_offer(self, gcs):
+        with pytest.raises(ValueError, match="storage %s .* not POST" % gcs):
+            create_upload_intent(gcs, max_size=10, method="POST")
+        assert list(DepotManager.get(gcs)._pending_list()) == []
 
     def test_resumable_with_a_lost_chunk(self, gcs):
         data = pattern(3 * 256 * 1024 + 77)
