@@ -697,28 +697,37 @@ def object_store(request) -> str:
 
 
 def test_of_two_threads_claiming_one_upload_exactly_one_wins(object_store):
-    """Attaching claims the marker: on object stores too, two claims at once give one winner."""
+    """Attaching swaps the marker for a claimed one: on object stores too, two claims at once give one winner."""
     import threading
 
     storage = DepotManager.get(object_store)
     for _ in range(3):
         intent = create_upload_intent(object_store, max_size=100)
+        claimed = _claimed_marker(storage, intent.file_id)
         start = threading.Barrier(2)
         wins: List[bool] = []
 
-        def claim(file_id: str, start: threading.Barrier, wins: List[bool]) -> None:
+        def claim(file_id: str, start: threading.Barrier, wins: List[bool], claimed: bytes) -> None:
             start.wait()
-            wins.append(storage._pending_claim(file_id))
+            wins.append(storage._pending_claim(file_id, claimed))
 
-        threads = [threading.Thread(target=claim, args=(intent.file_id, start, wins)) for _ in range(2)]
+        threads = [threading.Thread(target=claim, args=(intent.file_id, start, wins, claimed)) for _ in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         assert sorted(wins) == [False, True]
-        assert storage._pending_get(intent.file_id) is None
-        assert storage._pending_claim(intent.file_id) is False
+        assert storage._pending_get(intent.file_id) == claimed  # swapped, never absent
+        assert storage._pending_claim(intent.file_id, claimed) is False
+        storage._pending_delete(intent.file_id)
     assert storage.list() == [] and list(pending_uploads(object_store)) == []
+
+
+def _claimed_marker(storage, file_id: str) -> bytes:
+    from depot.uploads.intents import PendingUpload
+
+    record = PendingUpload.from_json(storage._pending_get(file_id))
+    return replace(record, claimed_at=time.time()).to_json()
 
 
 @pytest.mark.parametrize("s3", ["seaweed", "moto"])
@@ -727,18 +736,38 @@ def test_a_claim_in_progress_refuses_a_second_one(request, s3, monkeypatch):
     name = request.getfixturevalue(s3)
     storage = DepotManager.get(name)
     intent = create_upload_intent(name, max_size=100)
+    claimed = _claimed_marker(storage, intent.file_id)
     real_get = storage._pending_get
     inner = []
 
     def get_then_claim_again(file_id):
         raw = real_get(file_id)
         if not inner:
-            inner.append(storage._pending_claim(file_id))
+            inner.append(storage._pending_claim(file_id, claimed))
         return raw
 
     monkeypatch.setattr(storage, "_pending_get", get_then_claim_again)
-    first = storage._pending_claim(intent.file_id)
+    first = storage._pending_claim(intent.file_id, claimed)
     assert sorted([first, *inner]) == [False, True]
+    assert real_get(intent.file_id) == claimed
+
+
+def test_a_gcs_marker_rewritten_meanwhile_is_not_claimed(gcs, monkeypatch):
+    """The claim rewrites the generation it read: a marker changed in between makes it lose (412)."""
+    storage = DepotManager.get(gcs)
+    intent = create_upload_intent(gcs, max_size=100)
+    claimed = _claimed_marker(storage, intent.file_id)
+    real_get_blob = storage.bucket.get_blob
+
+    def get_then_claim_again(name):
+        blob = real_get_blob(name)
+        monkeypatch.setattr(storage.bucket, "get_blob", real_get_blob)
+        assert storage._pending_claim(intent.file_id, claimed) is True
+        return blob
+
+    monkeypatch.setattr(storage.bucket, "get_blob", get_then_claim_again)
+    assert storage._pending_claim(intent.file_id, claimed) is False
+    assert storage._pending_get(intent.file_id) == claimed
 
 
 @pytest.mark.parametrize("s3", ["seaweed", "moto"])
