@@ -279,6 +279,40 @@ def test_exact_size_is_recorded_and_checked(storage):
     assert finish_upload("files", empty.file_id)[1].read() == b""
 
 
+def test_gc_claims_before_deleting_and_then_refuses_attaches(storage, monkeypatch):
+    """gc swaps the marker for a collecting one first: an attach after it is refused; a crash is finished later."""
+    intent = create_upload_intent(max_size=100, expires_in=60)
+    _upload(storage, intent, b"never attached")
+    record = PendingUpload.from_json(storage._pending_get(intent.file_id))
+    late = intent.expires_at + ATTACH_GRACE + 1
+    # kill -9 between gc's claim and the deletion of the file.
+    monkeypatch.setattr(storage, "_abandon_upload", lambda record: (_ for _ in ()).throw(SystemExit))
+    with pytest.raises(SystemExit):
+        collect_pending("files", older_than=0, now=late)
+    left = PendingUpload.from_json(storage._pending_get(intent.file_id))
+    assert left.collecting and left.claimed_at == late and storage.exists(intent.file_id)
+    assert not claim_upload(storage, record)  # an attach after gc's claim loses
+    with pytest.raises(UploadRefused) as refused:
+        finish_upload("files", intent.file_id)
+    assert refused.value.code == "not-an-intent" and "being collected" in str(refused.value)
+    monkeypatch.undo()
+    # The next collection finishes: the file, then the marker.
+    assert collect_pending("files", older_than=0, now=late + 1) == [intent.file_id]
+    assert not storage.exists(intent.file_id) and storage._pending_get(intent.file_id) is None
+
+
+def test_an_attach_claim_keeps_gc_from_the_file_even_past_expiry(storage):
+    """Claimed by an attach (not collecting): gc never deletes the file, whatever the expiry."""
+    intent = create_upload_intent(max_size=100, expires_in=60)
+    _upload(storage, intent, b"attached")
+    record, stored = finish_upload("files", intent.file_id)
+    stored.close()
+    assert claim_upload(storage, record, now=record.created_at + 1)
+    late = intent.expires_at + ATTACH_GRACE + 10
+    assert collect_pending("files", older_than=5, now=late) == []
+    assert storage.exists(intent.file_id) and storage._pending_get(intent.file_id) is None
+
+
 def test_a_claimed_upload_keeps_a_marker_that_only_gc_drops(storage):
     """Attaching claims the marker (fsck then never takes the file for an orphan); gc drops only the marker."""
     intent = create_upload_intent(max_size=100)
