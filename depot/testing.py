@@ -23,6 +23,7 @@ reference is built without it).
 from __future__ import annotations
 
 import array
+import dataclasses
 import datetime
 import io
 import os
@@ -833,11 +834,26 @@ class StorageConformance:
         listed = dict(storage._pending_list())
         assert list(listed) == [file_id]
         assert abs(listed[file_id] - datetime.datetime.now().timestamp()) < 600
-        assert storage._pending_claim(file_id) is True  # attaching deletes it, and knows it did
-        assert storage._pending_claim(file_id) is False
-        assert storage._pending_get(file_id) is None
-        assert dict(storage._pending_list()) == {}
+        storage._pending_delete(file_id)
+        assert storage._pending_get(file_id) is None and dict(storage._pending_list()) == {}
         storage._pending_delete(file_id)  # a missing marker is no error
+
+    def test_claiming_a_marker_replaces_it_once(self, storage):
+        """Attaching replaces the marker by a claimed one (never absent between): one caller wins."""
+        if not self._markers_supported(storage):
+            return
+        from depot.uploads.intents import PendingUpload
+
+        record = PendingUpload("files", storage._new_upload_id(), 1.0, 2.0, 10)
+        claimed = dataclasses.replace(record, claimed_at=3.0).to_json()
+        assert storage._pending_claim(record.file_id, claimed) is False  # no marker
+        storage._pending_put(record.file_id, record.to_json())
+        assert storage._pending_claim(record.file_id, claimed) is True
+        assert storage._pending_claim(record.file_id, claimed) is False  # claimed already
+        assert storage._pending_get(record.file_id) == claimed
+        assert list(dict(storage._pending_list())) == [record.file_id]
+        storage._pending_delete(record.file_id)
+        assert storage._pending_get(record.file_id) is None and dict(storage._pending_list()) == {}
 
     def test_pending_marker_of_a_missing_or_invalid_id(self, storage, missing_id, invalid_id):
         if not self._markers_supported(storage):

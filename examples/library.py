@@ -144,7 +144,8 @@ def direct_upload_intent(filename: Any, size: Any, content_type: Any = None) -> 
     """The upload intent (JSON-able) for a file the browser is about to send straight to the "files" storage.
 
     ``size`` is what the browser says: the intent allows exactly that many
-    bytes (the storage or the middleware refuses more).
+    bytes (``size=``: the storage or the middleware refuses more, and the
+    attach step refuses fewer).
     """
     if not isinstance(filename, str) or not filename:
         raise UploadRefused("choose a file to upload")
@@ -153,7 +154,7 @@ def direct_upload_intent(filename: Any, size: Any, content_type: Any = None) -> 
     if size > DIRECT_MAX_SIZE:
         raise UploadRefused("%s is %d bytes: direct uploads take at most %d" % (filename, size, DIRECT_MAX_SIZE))
     try:
-        intent = create_upload_intent("files", max_size=max(size, 1), filename=filename)
+        intent = create_upload_intent("files", max_size=max(size, 1), size=size, filename=filename)
     except ValueError as exc:
         raise UploadRefused("%s: %s" % (filename, exc)) from None
     return intent.as_dict()

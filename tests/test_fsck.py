@@ -725,3 +725,35 @@ def test_depot_script_imports_models_from_the_current_directory(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "referenced by items (7) picture: no such file" in proc.stdout
+
+
+def test_direct_upload_attached_but_not_committed_is_never_deleted(world, monkeypatch):
+    """An upload made long ago, claimed by an attach whose row is not committed yet, is no orphan.
+
+    The claim replaces its marker by a claimed one (never deletes it), so
+    fsck skips it like a pending upload whatever its age; once the
+    transaction is over and ``depot gc`` dropped the marker, the rows decide.
+    """
+    from depot.uploads import collect_pending, create_upload_intent
+    from depot.uploads.attach import DirectUpload
+    from tests._uploads import UploadURLs
+
+    monkeypatch.setattr(DepotManager, "_middleware", UploadURLs())
+    intent = create_upload_intent("files", max_size=100)
+    with backdated():
+        world.files._store_at(intent.file_id, b"uploaded long ago", "old.bin")
+    attaching = DirectUpload(intent.file_id, "files").open()  # checked and claimed, the row not committed
+    try:
+        source = SQLAlchemySource(world.engine, [world.m])
+        report = check([source], delete_orphans=True, grace=parse_duration("0s"), allow_short_grace=True)
+        assert world.files.exists(intent.file_id)
+        assert report.pending_uploads == 1 and report.deleted == 0
+    finally:
+        attaching.close()
+    # Never committed, and the process died: gc drops only the claimed marker, once old...
+    assert collect_pending("files", older_than=60, now=datetime.datetime.now().timestamp() + 120) == []
+    assert world.files.exists(intent.file_id)
+    # ...and fsck, seeing no row reference it, takes it for the orphan it now is.
+    report = check([source], delete_orphans=True, grace=parse_duration("0s"), allow_short_grace=True)
+    assert not world.files.exists(intent.file_id)
+    assert (report.pending_uploads, report.orphans, report.deleted) == (0, 1, 1)

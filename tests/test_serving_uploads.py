@@ -185,6 +185,28 @@ def test_a_body_ending_long_after_the_intent_expired_is_refused():
     assert STREAM_GRACE < ATTACH_GRACE  # the collection never meets an upload in flight
 
 
+def test_an_exact_size_is_the_only_size_admitted():
+    """An intent that gave ``size``: another declared length is refused before the body, another body after."""
+    exact = record(size=10, content_types=())
+    for length, status in [("11", HTTPStatus.REQUEST_ENTITY_TOO_LARGE), ("9", HTTPStatus.BAD_REQUEST)]:
+        refusal = admit(exact, False, {"CONTENT_LENGTH": length}, NOW)
+        assert (refusal.status, refusal.code) == (status, "too-large" if length == "11" else "incomplete")
+    assert admit(exact, False, {"CONTENT_LENGTH": "10"}, NOW) == Admitted(10, "image/png")
+    check = BodyCheck(exact, Admitted(None, "application/octet-stream"))
+    assert check.feed(b"x" * 10) is None
+    assert check.feed(b"x").status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE  # chunked, growing past it
+    check = BodyCheck(exact, Admitted(None, "application/octet-stream"))
+    assert check.feed(b"x" * 9) is None
+    assert (check.end().status, check.end().code) == (HTTPStatus.BAD_REQUEST, "incomplete")  # chunked, short
+    check = BodyCheck(exact, Admitted(None, "application/octet-stream"))
+    assert feed_all(check, b"x" * 10, 3) is None
+
+
+def test_a_claimed_upload_is_no_intent_any_more():
+    refusal = admit(record(claimed_at=NOW - 1), False, {}, NOW)
+    assert (refusal.status, refusal.code) == (HTTPStatus.NOT_FOUND, "not-an-intent")
+
+
 @pytest.mark.parametrize("algorithm", checksums.ALGORITHMS)
 def test_checksum_checked_at_the_end(algorithm):
     good = record(checksum=checksums.compute(algorithm, PNG))

@@ -21,7 +21,8 @@ from depot.uploads import (
     finish_upload,
     pending_uploads,
 )
-from depot.uploads.intents import ATTACH_GRACE, check_content_types, sniff_content_type, type_allowed
+from depot.uploads._api import claim_upload
+from depot.uploads.intents import ATTACH_GRACE, check_content_types, claimed, sniff_content_type, type_allowed
 from tests._uploads import PNG_HEAD, UploadURLs, backend_fixture, storage_fixture  # noqa: F401 - fixtures
 
 # -- arguments checked at the door ----------------------------------------------------
@@ -48,6 +49,14 @@ from tests._uploads import PNG_HEAD, UploadURLs, backend_fixture, storage_fixtur
     ({"max_size": 10, "multipart": "yes"}, "multipart must be True, False or None"),
     ({"max_size": 10, "part_size": 0}, "part_size must be a positive integer"),
     ({"max_size": 10, "filename": ""}, "filename must be a non-empty string"),
+    ({"max_size": 10, "method": "GET"}, "method must be one of POST, PUT, MULTIPART, RESUMABLE or None"),
+    ({"max_size": 10, "method": 1}, "method must be one of"),
+    ({"max_size": 10, "method": "put", "multipart": True}, "method PUT contradicts multipart=True"),
+    ({"max_size": 10, "method": "MULTIPART", "multipart": False}, "method MULTIPART contradicts"),
+    ({"max_size": 10, "size": 11}, "size must be an integer from 0 to max_size"),
+    ({"max_size": 10, "size": -1}, "size must be an integer from 0 to max_size"),
+    ({"max_size": 10, "size": "5"}, "size must be an integer"),
+    ({"max_size": 10, "size": True}, "size must be an integer"),
 ])
 def test_bad_arguments_are_refused_before_anything_is_written(memory_depots, options, message):
     DepotManager.set_middleware(UploadURLs())
@@ -106,7 +115,7 @@ def test_multipart_wishes_reach_the_backend(memory_depots):
 
     DepotManager.set_middleware(Recording())
     create_upload_intent(max_size=10, multipart=True, part_size=5 * 2**20)
-    assert seen == [{"wanted": True, "part_size": 5 * 2**20}]
+    assert seen == [{"wanted": True, "part_size": 5 * 2**20, "method": None}]
 
 
 def test_a_backend_answer_is_recorded_in_the_marker(memory_depots):
@@ -230,6 +239,101 @@ def test_incomplete_upload_keeps_its_marker_for_a_later_attempt(storage):
     assert storage._pending_get(intent.file_id) is not None
     _upload(storage, intent, b"now complete")
     assert finish_upload("files", intent.file_id)[1].read() == b"now complete"
+
+
+#: A method each backend does not offer.
+UNOFFERED = {"memory": "POST", "local": "MULTIPART", "gridfs": "RESUMABLE", "s3": "RESUMABLE", "awss3": "POST",
+             "gcs": "POST"}
+
+
+def test_a_method_the_storage_does_not_offer_is_refused_naming_it(storage, backend):
+    with pytest.raises(ValueError, match=r"storage files \(.*not %s" % UNOFFERED[backend]):
+        create_upload_intent(max_size=10, method=UNOFFERED[backend].lower())
+    assert list(pending_uploads("files")) == []
+    if backend in ("memory", "local", "gridfs", "awss3"):
+        intent = create_upload_intent(max_size=10, method="PUT")
+        assert intent.method == "PUT"
+        assert PendingUpload.from_json(storage._pending_get(intent.file_id)).multipart["method"] == "PUT"
+
+
+def test_exact_size_is_recorded_and_checked(storage):
+    intent = create_upload_intent(max_size=100, size=10)
+    assert PendingUpload.from_json(storage._pending_get(intent.file_id)).size == 10
+    # Shorter: a truncated upload; deleted, the marker kept for another try.
+    _upload(storage, intent, b"x" * 9)
+    with pytest.raises(UploadRefused) as short:
+        finish_upload("files", intent.file_id)
+    assert short.value.code == "incomplete" and "9 bytes stored, 10 announced" in str(short.value)
+    assert not storage.exists(intent.file_id) and storage._pending_get(intent.file_id) is not None
+    _upload(storage, intent, b"x" * 10)
+    assert finish_upload("files", intent.file_id)[1].read() == b"x" * 10
+    # Larger (within max_size): refused, deleted with its marker.
+    larger = create_upload_intent(max_size=100, size=10)
+    _upload(storage, larger, b"x" * 11)
+    with pytest.raises(UploadRefused) as refused:
+        finish_upload("files", larger.file_id)
+    assert refused.value.code == "too-large" and "exactly 10" in str(refused.value)
+    assert not storage.exists(larger.file_id) and storage._pending_get(larger.file_id) is None
+    empty = create_upload_intent(max_size=100, size=0)
+    _upload(storage, empty, b"")
+    assert finish_upload("files", empty.file_id)[1].read() == b""
+
+
+def test_gc_claims_before_deleting_and_then_refuses_attaches(storage, monkeypatch):
+    """gc swaps the marker for a collecting one first: an attach after it is refused; a crash is finished later."""
+    intent = create_upload_intent(max_size=100, expires_in=60)
+    _upload(storage, intent, b"never attached")
+    record = PendingUpload.from_json(storage._pending_get(intent.file_id))
+    late = intent.expires_at + ATTACH_GRACE + 1
+    # kill -9 between gc's claim and the deletion of the file.
+    monkeypatch.setattr(storage, "_abandon_upload", lambda record: (_ for _ in ()).throw(SystemExit))
+    with pytest.raises(SystemExit):
+        collect_pending("files", older_than=0, now=late)
+    left = PendingUpload.from_json(storage._pending_get(intent.file_id))
+    assert left.collecting and left.claimed_at == late and storage.exists(intent.file_id)
+    assert not claim_upload(storage, record)  # an attach after gc's claim loses
+    with pytest.raises(UploadRefused) as refused:
+        finish_upload("files", intent.file_id)
+    assert refused.value.code == "not-an-intent" and "being collected" in str(refused.value)
+    monkeypatch.undo()
+    # The next collection finishes: the file, then the marker.
+    assert collect_pending("files", older_than=0, now=late + 1) == [intent.file_id]
+    assert not storage.exists(intent.file_id) and storage._pending_get(intent.file_id) is None
+
+
+def test_an_attach_claim_keeps_gc_from_the_file_even_past_expiry(storage):
+    """Claimed by an attach (not collecting): gc never deletes the file, whatever the expiry."""
+    intent = create_upload_intent(max_size=100, expires_in=60)
+    _upload(storage, intent, b"attached")
+    record, stored = finish_upload("files", intent.file_id)
+    stored.close()
+    assert claim_upload(storage, record, now=record.created_at + 1)
+    late = intent.expires_at + ATTACH_GRACE + 10
+    assert collect_pending("files", older_than=5, now=late) == []
+    assert storage.exists(intent.file_id) and storage._pending_get(intent.file_id) is None
+
+
+def test_a_claimed_upload_keeps_a_marker_that_only_gc_drops(storage):
+    """Attaching claims the marker (fsck then never takes the file for an orphan); gc drops only the marker."""
+    intent = create_upload_intent(max_size=100)
+    _upload(storage, intent, b"attached")
+    record, stored = finish_upload("files", intent.file_id)
+    stored.close()
+    claimed_at = record.created_at + 3000
+    assert claim_upload(storage, record, now=claimed_at)
+    assert not claim_upload(storage, record)  # a second attach is refused
+    assert claimed(storage._pending_get(intent.file_id))
+    assert [file_id for file_id, _ in pending_uploads("files")] == [intent.file_id]
+    with pytest.raises(UploadRefused) as again:
+        finish_upload("files", intent.file_id)
+    assert again.value.code == "not-an-intent" and "already attached" in str(again.value)
+    # Old by its creation, young by its claim: kept whole.
+    assert collect_pending("files", older_than=1800, now=record.created_at + 3600) == []
+    assert storage._pending_get(intent.file_id) is not None
+    # Claimed long ago: the marker goes, never the file (a row may reference it).
+    assert collect_pending("files", older_than=1800, now=claimed_at + 3600) == []
+    assert storage._pending_get(intent.file_id) is None and list(pending_uploads("files")) == []
+    assert storage.exists(intent.file_id)
 
 
 def test_never_an_intent(storage):

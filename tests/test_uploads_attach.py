@@ -29,6 +29,7 @@ from depot.io.interfaces import FileStorage
 from depot.manager import DepotManager
 from depot.uploads import UploadRefused, create_upload_intent, pending_uploads
 from depot.uploads.attach import DirectUpload
+from depot.uploads.intents import claimed
 from tests._uploads import UploadURLs
 
 
@@ -100,10 +101,12 @@ def test_commit_attaches_the_stored_file_without_copying(db, files):
     file_id = uploaded(files, b"%PDF-1.7 the report", "report.pdf", "application/pdf")
     with Session(engine) as session:
         doc = Document(content=UploadedFile.from_upload(file_id))
-        assert pending(files) == []  # the marker goes at attach, before the commit
+        # Claimed at attach: a marker until the commit, so fsck never takes it for an orphan.
+        assert pending(files) == [file_id] and claimed(files._pending_get(file_id))
         session.add(doc)
         session.commit()
         doc_id = doc.id
+    assert pending(files) == []
     with Session(engine) as session:
         value = session.get(Document, doc_id).content
         assert (value.file_id, value.path, value.files) == (file_id, "files/" + file_id, ["files/" + file_id])
@@ -333,8 +336,9 @@ def test_ming_attach_flush_replace_and_reject(ming_models):
     session, Document, storage = ming_models
     first = uploaded(storage, png(), "cat.png", "image/png")
     doc = Document(thumbed=UploadedFile.from_upload(first))
-    assert pending(storage) == []
+    assert claimed(storage._pending_get(first))
     session.flush()
+    assert pending(storage) == []
     session.clear()
     doc = Document.query.get(_id=doc._id)
     assert doc.thumbed.file_id == first and storage.exists(doc.thumbed["thumb_16x16_id"])

@@ -25,7 +25,6 @@ pytest.importorskip("google.cloud.storage")
 from depot.io import checksums  # noqa: E402
 from depot.manager import DepotManager  # noqa: E402
 from depot.uploads import (  # noqa: E402
-    PendingUpload,
     UploadIntent,
     UploadRefused,
     collect_pending,
@@ -33,6 +32,7 @@ from depot.uploads import (  # noqa: E402
     finish_upload,
     pending_uploads,
 )
+from depot.uploads.intents import claimed  # noqa: E402
 from tests.servers import unique_name  # noqa: E402
 from tests.test_storage_gcs import make_service_account_info  # noqa: E402
 
@@ -174,15 +174,10 @@ def allows_origin(answer: Dict[str, str]) -> bool:
 
 
 def intent_with_method(name: str, method: str, **options: Any) -> UploadIntent:
-    """An intent whose record asks the storage for ``method`` (what ``multipart["method"]`` carries)."""
-    intent = create_upload_intent(name, multipart=False, **options)
-    backend = DepotManager.get(name)
-    record = PendingUpload.from_json(backend._pending_get(intent.id))
-    record = replace(record, multipart={"method": method})
-    backend._pending_put(record.file_id, record.to_json())
-    target = backend._upload_target(record)
-    return replace(intent, method=target.method, url=target.url, fields=dict(target.fields),
-                   headers=dict(target.headers), parts=target.parts)
+    """An intent asking the storage for ``method``."""
+    intent = create_upload_intent(name, method=method, **options)
+    assert intent.method == method
+    return intent
 
 
 def assert_nothing_stored(name: str, intent: UploadIntent) -> None:
@@ -391,6 +386,43 @@ class TestS3Multipart:
         assert len(intent.parts["urls"]) == -(-200 * MB // intent.parts["part_size"])
         collect_pending(seaweed, older_than=0, now=time.time() + 3 * 3600)
 
+    def test_exact_size_bounds_the_post_policy(self, seaweed):
+        intent = create_upload_intent(seaweed, max_size=1000, size=10)
+        assert intent.method == "POST"
+        for wrong in (b"x" * 9, b"x" * 11):
+            with pytest.raises(Failed) as refused:
+                Browser().upload(intent, wrong)
+            assert refused.value.status == 400  # EntityTooSmall / EntityTooLarge: the policy's range
+            assert_nothing_stored(seaweed, intent)
+        Browser().upload(intent, b"x" * 10)
+        assert finish_upload(seaweed, intent.id)[1].read() == b"x" * 10
+
+    def test_exact_size_needs_every_part_of_the_file(self, seaweed):
+        """A browser stopping after a full part: incomplete (marker kept), not a truncated file."""
+        data = pattern(11 * MB)
+        intent = create_upload_intent(seaweed, max_size=100 * MB, size=len(data), method="MULTIPART",
+                                      part_size=5 * MB)
+        assert len(intent.parts["urls"]) == 3  # ceil(size / part_size), not ceil(max_size / part_size)
+        browser = Browser()
+        browser.upload(intent, data, parts=[1, 2])
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(seaweed, intent.id)
+        assert refused.value.code == "incomplete" and "[3]" in str(refused.value)
+        assert DepotManager.get(seaweed)._pending_get(intent.id) is not None
+        browser._check(browser.client.put(intent.parts["urls"][2], content=data[10 * MB:10 * MB + 100]))  # short
+        with pytest.raises(UploadRefused) as short:
+            finish_upload(seaweed, intent.id)
+        assert short.value.code == "incomplete" and "announced" in str(short.value)
+        browser.upload(intent, data, parts=[3])
+        _, stored = finish_upload(seaweed, intent.id)
+        with stored:
+            assert stored.read() == data
+
+    def test_method_the_storage_does_not_offer(self, seaweed):
+        with pytest.raises(ValueError, match="storage %s .* not RESUMABLE" % seaweed):
+            create_upload_intent(seaweed, max_size=10, method="RESUMABLE")
+        assert list(DepotManager.get(seaweed)._pending_list()) == []
+
     def test_missing_part_is_incomplete_until_sent(self, seaweed):
         data = pattern(6 * MB)
         intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB)
@@ -513,6 +545,24 @@ class TestGcs:
         assert stored.checksum == checksums.compute("crc32c", b"to gcs")
         assert stored.last_modified is not None
         stored.close()
+
+    def test_exact_size_is_signed_and_checked_when_attached(self, gcs):
+        intent = create_upload_intent(gcs, max_size=1000, size=6, method="PUT")
+        assert intent.headers["x-goog-content-length-range"] == "6,6"
+        # fake-gcs-server does not enforce the range (GCS does): a shorter
+        # upload is refused when attached, deleted, and may be sent again.
+        Browser().upload(intent, b"short")
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(gcs, intent.id)
+        assert refused.value.code == "incomplete"
+        assert_nothing_stored(gcs, intent)
+        Browser().upload(intent, b"to gcs")
+        assert finish_upload(gcs, intent.id)[1].read() == b"to gcs"
+
+    def test_method_the_storage_does_not_offer(self, gcs):
+        with pytest.raises(ValueError, match="storage %s .* not POST" % gcs):
+            create_upload_intent(gcs, max_size=10, method="POST")
+        assert list(DepotManager.get(gcs)._pending_list()) == []
 
     def test_resumable_with_a_lost_chunk(self, gcs):
         data = pattern(3 * 256 * 1024 + 77)
@@ -648,28 +698,37 @@ def object_store(request) -> str:
 
 
 def test_of_two_threads_claiming_one_upload_exactly_one_wins(object_store):
-    """Attaching claims the marker: on object stores too, two claims at once give one winner."""
+    """Attaching swaps the marker for a claimed one: on object stores too, two claims at once give one winner."""
     import threading
 
     storage = DepotManager.get(object_store)
     for _ in range(3):
         intent = create_upload_intent(object_store, max_size=100)
+        claimed = _claimed_marker(storage, intent.file_id)
         start = threading.Barrier(2)
         wins: List[bool] = []
 
-        def claim(file_id: str, start: threading.Barrier, wins: List[bool]) -> None:
+        def claim(file_id: str, start: threading.Barrier, wins: List[bool], claimed: bytes) -> None:
             start.wait()
-            wins.append(storage._pending_claim(file_id))
+            wins.append(storage._pending_claim(file_id, claimed))
 
-        threads = [threading.Thread(target=claim, args=(intent.file_id, start, wins)) for _ in range(2)]
+        threads = [threading.Thread(target=claim, args=(intent.file_id, start, wins, claimed)) for _ in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         assert sorted(wins) == [False, True]
-        assert storage._pending_get(intent.file_id) is None
-        assert storage._pending_claim(intent.file_id) is False
+        assert storage._pending_get(intent.file_id) == claimed  # swapped, never absent
+        assert storage._pending_claim(intent.file_id, claimed) is False
+        storage._pending_delete(intent.file_id)
     assert storage.list() == [] and list(pending_uploads(object_store)) == []
+
+
+def _claimed_marker(storage, file_id: str) -> bytes:
+    from depot.uploads.intents import PendingUpload
+
+    record = PendingUpload.from_json(storage._pending_get(file_id))
+    return replace(record, claimed_at=time.time()).to_json()
 
 
 @pytest.mark.parametrize("s3", ["seaweed", "moto"])
@@ -678,18 +737,38 @@ def test_a_claim_in_progress_refuses_a_second_one(request, s3, monkeypatch):
     name = request.getfixturevalue(s3)
     storage = DepotManager.get(name)
     intent = create_upload_intent(name, max_size=100)
+    claimed = _claimed_marker(storage, intent.file_id)
     real_get = storage._pending_get
     inner = []
 
     def get_then_claim_again(file_id):
         raw = real_get(file_id)
         if not inner:
-            inner.append(storage._pending_claim(file_id))
+            inner.append(storage._pending_claim(file_id, claimed))
         return raw
 
     monkeypatch.setattr(storage, "_pending_get", get_then_claim_again)
-    first = storage._pending_claim(intent.file_id)
+    first = storage._pending_claim(intent.file_id, claimed)
     assert sorted([first, *inner]) == [False, True]
+    assert real_get(intent.file_id) == claimed
+
+
+def test_a_gcs_marker_rewritten_meanwhile_is_not_claimed(gcs, monkeypatch):
+    """The claim rewrites the generation it read: a marker changed in between makes it lose (412)."""
+    storage = DepotManager.get(gcs)
+    intent = create_upload_intent(gcs, max_size=100)
+    claimed = _claimed_marker(storage, intent.file_id)
+    real_get_blob = storage.bucket.get_blob
+
+    def get_then_claim_again(name):
+        blob = real_get_blob(name)
+        monkeypatch.setattr(storage.bucket, "get_blob", real_get_blob)
+        assert storage._pending_claim(intent.file_id, claimed) is True
+        return blob
+
+    monkeypatch.setattr(storage.bucket, "get_blob", get_then_claim_again)
+    assert storage._pending_claim(intent.file_id, claimed) is False
+    assert storage._pending_get(intent.file_id) == claimed
 
 
 @pytest.mark.parametrize("s3", ["seaweed", "moto"])
@@ -747,8 +826,13 @@ def test_a_post_policy_cannot_change_the_attached_file(request, s3, tmp_path):
     data = png()
     Browser().upload(intent, data, "image/png")
     with Session(engine) as session:
-        session.add(Doc(id=1, content=UploadedFile.from_upload(intent.file_id)))
+        doc = Doc(id=1, content=UploadedFile.from_upload(intent.file_id))
+        session.add(doc)
+        moved = doc.content.file_id
+        # The copy has a claimed marker until the commit: depot fsck never takes it for an orphan.
+        assert claimed(storage._pending_get(moved)) and storage._pending_get(intent.file_id) is None
         session.commit()
+    assert storage._pending_get(moved) is None
     evil = b"<html><script>alert(document.domain)</script></html>"
     Browser().upload(intent, evil, "text/html")  # the same policy, after attach: an orphan at the old key
     with Session(engine) as session:

@@ -260,6 +260,16 @@ def test_size_over_the_limit(server, storage, chunked):
     assert_nothing_stored(server, storage, intent["id"])
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+def test_an_exact_size_refuses_any_other(server, storage, chunked):
+    intent = server.intent(storage, size=len(PNG))
+    for body, status, code in [(PNG + b"x", 413, "too-large"), (PNG[:-1], 400, "incomplete")]:
+        answer, _, text = server.request("PUT", intent["url"], body, {"Content-Type": "image/png"}, chunked=chunked)
+        assert (answer, json.loads(text)["error"]) == (status, code)
+        assert_nothing_stored(server, storage, intent["id"])
+    assert server.request("PUT", intent["url"], PNG, {"Content-Type": "image/png"}, chunked=chunked)[0] == 201
+
+
 @pytest.mark.parametrize("declared, content", [("text/html", PNG), ("image/png", b"<html>" + PNG),
                                                (None, b"%PDF-1.7\n" + PNG)], ids=["declared", "sniffed", "undeclared"])
 def test_wrong_content_type(server, storage, declared, content):

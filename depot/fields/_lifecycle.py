@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Dict, FrozenSet, Iterable, List, Set
+from typing import Any, Dict, FrozenSet, Iterable, List, Sequence, Set, Tuple
 
 from depot.manager import DepotManager
 
 from ._offload import off_loop
 
 __all__ = [
-    "FileScope", "claims", "created_files", "delete_files", "guard_orphans", "is_fresh", "files_of", "share",
+    "FileScope", "claims", "created_files", "delete_files", "direct_uploads", "guard_orphans", "is_fresh",
+    "files_of", "share",
 ]
 
 log = logging.getLogger("depot.fields")
@@ -166,9 +167,11 @@ class FileScope:
         another session's commit settled meanwhile (the object moved there).
         """
         uploaded = self.uploaded - self._settled_elsewhere() - set(keep)
+        # A direct upload's claimed marker goes after its file, and only then.
+        claimed = [path for path in direct_uploads(self.values) if path in uploaded]
         self._reset()
         if uploaded:
-            delete_files(uploaded)
+            delete_files(uploaded, claimed)
 
     def settle(self) -> None:
         """A commit took the fresh values: no later rollback of another scope may delete them.
@@ -204,12 +207,17 @@ class FileScope:
         self.values.append(value)
 
     def committed_outermost(self) -> None:
-        """The database commit succeeded: remove what the committed rows no longer reference."""
+        """The database commit succeeded: remove what the committed rows no longer reference.
+
+        The claimed markers of the direct uploads attached here go too: a
+        committed row now protects them from ``depot fsck``.
+        """
+        claimed = direct_uploads(self.values)
         self.settle()
         dropped = self.dropped - self.referenced() - _shared
         self._reset()
-        if dropped:
-            delete_files(dropped)
+        if dropped or claimed:
+            delete_files(dropped, claimed)
 
     def forget(self) -> None:
         """Whether the changes became durable cannot be known: keep every file (orphans at worst)."""
@@ -241,8 +249,21 @@ def _discard_orphans(scope: FileScope) -> None:
         delete_files(paths)
 
 
-def delete_files(paths: Iterable[str]) -> None:
-    """Delete each ``'<depot>/<id>'``; failures are logged, never raised.
+def direct_uploads(values: Iterable[Any]) -> List[str]:
+    """The ``'<depot>/<id>'`` of the direct uploads among ``values`` (see :mod:`depot.uploads.attach`)."""
+    found = (getattr(value, "__dict__", {}).get("_direct_upload") for value in values)
+    return [path for path in found if isinstance(path, str)]
+
+
+def delete_files(paths: Iterable[str], claimed: Iterable[str] = ()) -> None:
+    """Delete each ``'<depot>/<id>'``, then the claimed markers of the direct uploads ``claimed``.
+
+    Failures are logged, never raised.
+
+    A claimed marker keeps ``depot fsck`` from deleting a direct upload
+    until its transaction ended (:func:`depot.uploads._api.claim_upload`);
+    it goes last, so a crash leaves it (``depot gc --pending-older-than``
+    drops it later), never a file without it before the end.
 
     It runs after a commit or a rollback has already happened: raising would
     report a failed transaction that did not fail, and stop the remaining
@@ -252,17 +273,25 @@ def delete_files(paths: Iterable[str]) -> None:
     (:mod:`depot.fields._offload`).
     """
     paths = sorted(paths)
-    if not off_loop(_delete_now, paths):
-        _delete_now(paths)
+    markers = sorted(claimed)
+    if not off_loop(_delete_now, paths, markers):
+        _delete_now(paths, markers)
 
 
-def _delete_now(paths: List[str]) -> None:
-    for path in paths:
+def _delete_now(paths: List[str], markers: Sequence[str] = ()) -> None:
+    steps = [(path, "delete", "the stored file") for path in paths]
+    steps += [(path, "_pending_delete", "the claimed marker of the direct upload") for path in markers]
+    for path, method, what in steps:
         try:
-            depot_name, file_id = path.split("/", 1)
-            depot = DepotManager.get(depot_name)
-            if depot is None:
-                raise LookupError("no storage named %r is configured" % depot_name)
-            depot.delete(file_id)
+            storage, file_id = _storage_of(path)
+            getattr(storage, method)(file_id)
         except Exception:
-            log.exception("depot: could not delete the stored file %s", path)
+            log.exception("depot: could not delete %s %s", what, path)
+
+
+def _storage_of(path: str) -> Tuple[Any, str]:
+    depot_name, file_id = path.split("/", 1)
+    depot = DepotManager.get(depot_name)
+    if depot is None:
+        raise LookupError("no storage named %r is configured" % depot_name)
+    return depot, file_id

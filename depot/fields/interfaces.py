@@ -6,7 +6,7 @@ from typing import Any, Iterable, List, Optional
 
 from depot.manager import DepotManager
 
-from ._lifecycle import created_files, delete_files
+from ._lifecycle import created_files, delete_files, direct_uploads
 
 __all__ = ["FileFilter", "DepotFileInfo"]
 
@@ -97,7 +97,8 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
                 raise
             if direct is not None:
                 direct.attached(kept=direct.path() in self["files"])
-                object.__setattr__(self, "_direct_upload", True)
+                # The upload's path: its claimed marker goes once the transaction ends.
+                object.__setattr__(self, "_direct_upload", direct.path())
         self._freeze()
 
     @abstractmethod
@@ -135,9 +136,10 @@ class DepotFileInfo(dict, metaclass=ABCMeta):
             dict.clear(self)
             dict.update(self, before)
             dict.__setitem__(self, "files", files_before)
-            delete_files(created)
+            # A refused direct upload goes with its claimed marker.
+            delete_files(created, [path for path in direct_uploads([self]) if discard and path in created])
             if discard and self.__dict__.get("_direct_upload") and isinstance(exc, Exception):
-                # The direct upload went with the files above (its marker at attach).
+                # The direct upload went with the files above.
                 from depot.uploads import UploadRefused
 
                 raise UploadRefused(dict.get(self, "depot_name"), dict.get(self, "file_id"), "rejected",

@@ -23,7 +23,7 @@ flushed stay in the storage (a cleanup job can find them with
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional, Set, Type
+from typing import Any, Iterable, Iterator, List, Optional, Set, Type
 
 from depot._optional import require
 
@@ -35,7 +35,7 @@ from ming.schema import Anything  # noqa: E402
 from depot.manager import DepotManager  # noqa: E402,F401 - a name filedepot 0.12 had here
 
 from ._attach import AttachmentOptions, attached  # noqa: E402
-from ._lifecycle import FileScope, files_of  # noqa: E402
+from ._lifecycle import FileScope, delete_files, direct_uploads, files_of  # noqa: E402
 from .interfaces import FileFilter  # noqa: E402
 from .upload import UploadedFile  # noqa: E402
 
@@ -160,6 +160,8 @@ class DepotExtension(SessionExtension):
     def __init__(self, session: Any) -> None:
         super().__init__(session)
         self._scope = FileScope()
+        # Direct uploads written by this flush: their claimed markers go after it.
+        self._claimed: List[str] = []
 
     @staticmethod
     def get_depot_history(instance: Any) -> _DepotHistory:
@@ -171,6 +173,7 @@ class DepotExtension(SessionExtension):
         return history
 
     def _written(self, obj: Any) -> None:
+        self._claimed.extend(direct_uploads(prop._stored(obj) for prop in _file_properties(obj)))
         history = self.get_depot_history(obj)
         self._scope.drop(history.deleted)
         history.clear()
@@ -189,6 +192,9 @@ class DepotExtension(SessionExtension):
 
     def after_flush(self, obj: Any = None) -> None:
         scope = self._scope
+        if self._claimed:
+            claimed, self._claimed = self._claimed, []
+            delete_files((), claimed)
         if not scope.dropped:
             return
         # What the session's live documents hold now: a dropped file one of

@@ -28,8 +28,8 @@ def upload_target(storage: Any, record: Any) -> Any:
     method = wishes(record)[2]
     if method not in (None, "PUT") or wants_parts(record, threshold=MAX_SINGLE):
         raise ValueError(
-            "The legacy awss3 storage %r offers direct uploads as one presigned PUT of at most 5 GiB; "
-            "uploads in parts need depot.io.boto3.S3Storage" % (storage,)
+            "The legacy awss3 storage %s (%r) offers direct uploads as one presigned PUT of at most 5 GiB, "
+            "not %s; uploads in parts need depot.io.boto3.S3Storage" % (record.storage, storage, method or "in parts")
         )
     headers: Dict[str, str] = {"x-amz-meta-" + key: value for key, value in depot_metadata(record.filename).items()}
     headers["x-amz-acl"] = storage._policy

@@ -2,7 +2,8 @@
 
 - ``PUT`` (the default up to :data:`~depot.io._upload_targets.LARGE_UPLOAD`):
   a V4 signed URL whose signed headers fix the size range
-  (``x-goog-content-length-range: 0,<max_size>``), the content type when the
+  (``x-goog-content-length-range: 0,<max_size>``, or ``<size>,<size>`` when
+  the intent gave the exact size), the content type when the
   intent allows only one, depot's metadata, the ACL, and
   ``x-goog-if-generation-match: 0`` (an upload never replaces an object).
   The intent's CRC32C or MD5 goes in ``x-goog-hash``, which GCS verifies.
@@ -29,6 +30,7 @@ from depot.io._upload_targets import (
     initial_content_type,
     refuse,
     seconds_left,
+    size_range,
     wants_parts,
     wishes,
 )
@@ -72,7 +74,7 @@ def _put_target(storage: Any, record: Any) -> Any:
     if fixed is not None:
         metadata[CONTENT_TYPE_META] = fixed
     headers = {"x-goog-meta-" + key: value for key, value in metadata.items()}
-    headers["x-goog-content-length-range"] = "0,%d" % record.max_size
+    headers["x-goog-content-length-range"] = "%d,%d" % size_range(record)
     headers["x-goog-if-generation-match"] = "0"
     if fixed is not None:
         headers["Content-Type"] = fixed
@@ -127,7 +129,8 @@ def upload_target(storage: Any, record: Any) -> Any:
     """The :class:`~depot.uploads.UploadTarget` of ``record`` on ``storage`` (see the module's text)."""
     method = wishes(record)[2]
     if method not in (None, "PUT", "RESUMABLE", "MULTIPART"):
-        raise ValueError("GCS direct uploads are PUT or RESUMABLE, not %r" % (method,))
+        raise ValueError("Direct uploads to storage %s (%r) are PUT or RESUMABLE, not %s"
+                         % (record.storage, storage, method))
     if method in ("RESUMABLE", "MULTIPART") or (method is None and wants_parts(record)):
         return _resumable_target(storage, record)
     if storage._signer is None:

@@ -20,6 +20,8 @@ the signature, so the service refuses the rest at its door:
 from __future__ import annotations
 
 import base64
+import dataclasses
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from botocore.config import Config
@@ -32,6 +34,7 @@ from depot.io._upload_targets import (
     initial_content_type,
     refuse,
     seconds_left,
+    size_range,
     type_family,
     wants_parts,
     wishes,
@@ -118,7 +121,8 @@ def _post_target(storage: Any, record: Any, expires: int) -> Any:
     if "x-amz-acl" in fields:
         fields["acl"] = fields.pop("x-amz-acl")
     conditions: List[Any] = [{name: value} for name, value in fields.items()]
-    conditions.append(["content-length-range", 0, record.max_size])
+    # The intent's exact size, when given, is the whole range: S3 refuses any other.
+    conditions.append(["content-length-range", *size_range(record)])
     if fixed is None:
         # The browser adds the file's own type; a family limits it here, the
         # attach step checks it against the bytes in every case.
@@ -170,7 +174,9 @@ def _multipart_target(storage: Any, record: Any, expires: int) -> Any:
 
     bucket, key = _location(storage, record)
     part_size = part_size_for(record.max_size, wishes(record)[1], storage._part_size)
-    count = max(1, -(-record.max_size // part_size))
+    # With the exact size known, exactly the parts the file needs: the
+    # upload is incomplete until every one of them arrived.
+    count = max(1, -(-(record.max_size if record.size is None else record.size) // part_size))
     args = _object_args(storage, record, initial_content_type(record))
     for name in ("ChecksumSHA256", "ChecksumCRC32C", "ContentMD5"):
         # A whole-object checksum is not an argument of CreateMultipartUpload:
@@ -195,7 +201,8 @@ def upload_target(storage: Any, record: Any) -> Any:
     expires = seconds_left(record, longest=MAX_EXPIRES)
     method = wishes(record)[2]
     if method not in (None, "POST", "PUT", "MULTIPART"):
-        raise ValueError("S3 direct uploads are POST, PUT or MULTIPART, not %r" % (method,))
+        raise ValueError("Direct uploads to storage %s (%r) are POST, PUT or MULTIPART, not %s"
+                         % (record.storage, storage, method))
     if method == "MULTIPART" or (method is None and wants_parts(record)):
         return _multipart_target(storage, record, expires)
     if record.max_size > MAX_PART_SIZE:
@@ -228,8 +235,9 @@ def complete_upload(storage: Any, record: Any) -> None:
     """Complete the multipart upload of ``record`` from the parts S3 holds.
 
     :class:`IOError` (the attach step's "incomplete") when no part arrived
-    or a part is missing before the last one; the upload stays, so the
-    browser may still send it.  More bytes than the intent allows: the
+    or a part is missing before the last one (with the intent's exact
+    ``size``: any part the file needs is missing, or the parts are
+    shorter); the upload stays, so the browser may still send it.  More bytes than the intent allows: the
     parts and the marker are dropped and
     :class:`~depot.uploads.UploadRefused` raised, nothing is stored.
     Completing again after a crash finds the object already there and does
@@ -254,13 +262,21 @@ def complete_upload(storage: Any, record: Any) -> None:
     if not parts:
         raise IOError("No part of file %s was uploaded to %r yet" % (record.file_id, storage))
     numbers = [part["PartNumber"] for part in parts]
-    if numbers != list(range(1, len(numbers) + 1)):
-        missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+    # Every part up to the last one sent; with the exact size known, every part the file needs.
+    needed = numbers[-1] if record.size is None else (record.multipart or {}).get("parts", numbers[-1])
+    missing = sorted(set(range(1, needed + 1)) - set(numbers))
+    if missing:
         raise IOError("File %s in %r misses part(s) %s" % (record.file_id, storage, missing[:10]))
     size = sum(part["Size"] for part in parts)
-    if size > record.max_size:
+    limit = record.max_size if record.size is None else record.size
+    if size > limit:
         # Refused like the attach step's other refusals: parts, then marker.
-        refuse(storage, record, "too-large", "%d bytes uploaded in parts, at most %d allowed" % (size, record.max_size))
+        refuse(storage, record, "too-large", "%d bytes uploaded in parts, %s %d allowed" % (
+            size, "at most" if record.size is None else "exactly", limit))
+    if record.size is not None and size < record.size:
+        # A part sent short can be sent again: the upload stays, incomplete.
+        raise IOError("File %s in %r has %d bytes in parts, %d announced"
+                      % (record.file_id, storage, size, record.size))
     try:
         client.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=upload_id,
@@ -325,13 +341,19 @@ def seal_upload(storage: Any, record: Any) -> Optional[str]:
     ``If-None-Match: *`` and multipart URLs die with their completed
     upload, so those stay where they are.
 
-    Crash safety: the copy is made before the original is deleted; a
-    crash leaves unreferenced objects (orphans), never a lost one.
+    Crash safety: a claimed marker for the new id is written before the
+    copy (so ``depot fsck`` never takes the copy for an orphan before the
+    row is committed), the copy is made before the original is deleted,
+    and the original's claimed marker goes last.  A crash leaves
+    unreferenced objects (orphans) and claimed markers (dropped by
+    ``depot gc --pending-older-than``), never a lost object.
     """
     if _multipart_of(record) is not None or wishes(record)[2] == "PUT":
         return None
     bucket, key = _location(storage, record)
     new_id = storage._new_upload_id()
+    claimed_at = record.claimed_at if record.claimed_at is not None else time.time()
+    storage._pending_put(new_id, dataclasses.replace(record, file_id=new_id, claimed_at=claimed_at).to_json())
     extra: Dict[str, Any] = {}
     # CopyObject carries neither the ACL nor the storage class over.
     if storage._policy:
@@ -341,6 +363,7 @@ def seal_upload(storage: Any, record: Any) -> Optional[str]:
     storage._client.copy_object(Bucket=bucket, Key=storage._bucket_driver.prefix + new_id,
                                 CopySource={"Bucket": bucket, "Key": key}, MetadataDirective="COPY", **extra)
     storage._remove(record.file_id)
+    storage._pending_delete(record.file_id)
     return new_id
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "initial_content_type",
     "wishes",
     "wants_parts",
+    "size_range",
     "refuse",
 ]
 
@@ -93,6 +94,11 @@ def wants_parts(record: Any, threshold: int = LARGE_UPLOAD) -> bool:
     if wanted is not None:
         return wanted
     return part_size is not None or record.max_size > threshold
+
+
+def size_range(record: Any) -> Tuple[int, int]:
+    """``(least, most)`` bytes the upload may have: ``(size, size)`` when the intent gave the exact size."""
+    return (0, record.max_size) if record.size is None else (record.size, record.size)
 
 
 def refuse(storage: Any, record: Any, code: str, reason: str) -> NoReturn:

@@ -769,17 +769,20 @@ class S3Storage(ObjectStorage):
             if not is_missing(exc):
                 raise
 
-    def _pending_claim(self, file_id: str) -> bool:
-        """Claim the upload ``file_id``: atomic, through a conditional write.
+    def _pending_claim(self, file_id: str, claimed: bytes) -> bool:
+        """Replace the marker of ``file_id`` by ``claimed``: atomic, through a conditional write.
 
-        S3 deletes answer the same whether the object existed or not, so the
-        claim is the creation of ``.depot-pending/.claims/<id>`` with
+        S3 has no write conditional on an object's content, so the winner
+        is decided by the creation of ``.depot-pending/.claims/<id>`` with
         ``If-None-Match: *``: of two requests, one gets ``412``.  The winner
-        then deletes the marker and its claim object.  A crash in between
-        leaves the claim object: every later claim of the id (an attach, a
-        collection) is refused, and the upload is kept (``depot fsck`` lists
-        it as pending).
+        then reads the marker and, when it is not claimed yet, overwrites
+        it with ``claimed`` (never absent between), then deletes its claim
+        object.  A crash before that deletion leaves the claim object:
+        every later claim of the id (an attach, a collection) is refused,
+        and the upload is kept (``depot fsck`` lists it as pending).
         """
+        from depot.uploads.intents import claimed as is_claimed
+
         self._check_file_id(file_id)
         bucket = self._bucket_driver.bucket.name
         claim = self._bucket_driver.prefix + CLAIMS_DIR + file_id
@@ -789,11 +792,12 @@ class S3Storage(ObjectStorage):
             if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
             raise
-        claimed = self._pending_get(file_id) is not None
-        if claimed:
-            self._pending_delete(file_id)
+        raw = self._pending_get(file_id)
+        won = raw is not None and not is_claimed(raw)
+        if won:
+            self._pending_put(file_id, claimed)
         self._client.delete_object(Bucket=bucket, Key=claim)
-        return claimed
+        return won
 
     def _raw_list(self, under: str) -> Iterator[Tuple[str, float]]:
         cut = len(self._bucket_driver.prefix)

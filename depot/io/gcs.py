@@ -442,18 +442,23 @@ class GCSStorage(ObjectStorage):
         except NotFound:
             pass
 
-    def _pending_claim(self, file_id: str) -> bool:
-        """Delete the marker of ``file_id`` if it is still the generation read: atomic.
+    def _pending_claim(self, file_id: str, claimed: bytes) -> bool:
+        """Rewrite the marker of ``file_id`` as ``claimed`` if it is still the generation read: atomic.
 
-        Of two requests deleting one object only one gets a success (the
-        other ``404``, or ``412`` when the marker was rewritten between).
+        Of two requests rewriting one generation only one succeeds (the
+        other gets ``412``); the marker is replaced, never absent between.
         """
+        from depot.uploads.intents import claimed as is_claimed
+
         self._check_file_id(file_id)
         blob = self.bucket.get_blob(self._prefix + _pending_objects.marker_name(file_id))
         if blob is None:
             return False
         try:
-            blob.delete(if_generation_match=blob.generation)
+            if is_claimed(blob.download_as_bytes(if_generation_match=blob.generation)):
+                return False
+            blob.upload_from_string(claimed, content_type="application/json",
+                                    if_generation_match=blob.generation)
         except (NotFound, PreconditionFailed):
             return False
         return True

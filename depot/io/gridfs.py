@@ -720,8 +720,13 @@ class GridFSStorage(FileStorage):
         self._pending.delete_one({"_id": _check_file_id(file_id)})
 
     @_server_errors
-    def _pending_claim(self, file_id: str) -> bool:
-        return self._pending.delete_one({"_id": _check_file_id(file_id)}).deleted_count == 1
+    def _pending_claim(self, file_id: str, claimed: bytes) -> bool:
+        # One update with the "not claimed yet" test in its filter: atomic.
+        found = self._pending.update_one(
+            {"_id": _check_file_id(file_id), "claimed": {"$ne": True}},
+            {"$set": {"data": bson.Binary(bytes(claimed)), "claimed": True}},
+        )
+        return found.modified_count == 1
 
     @_server_errors
     def _pending_list(self) -> Iterator[Tuple[str, float]]:

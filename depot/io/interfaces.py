@@ -370,17 +370,23 @@ class FileStorage(metaclass=ABCMeta):
         """Remove the marker of ``file_id``; no error when there is none."""
         raise NotImplementedError("%r does not support direct uploads (no pending-upload markers)" % (self,))
 
-    def _pending_claim(self, file_id: str) -> bool:
-        """Delete the marker of ``file_id``; whether this call is the one that removed it.
+    def _pending_claim(self, file_id: str, claimed: bytes) -> bool:
+        """Replace the pending marker of ``file_id`` by ``claimed`` (the claimed record); whether this call did.
 
-        Attaching claims the upload this way, so that of two requests
-        attaching the same id at once only one succeeds.  Atomic where the
-        backend can tell (memory, local, GridFS); this version reads then
-        deletes, which leaves a window of one request.
+        ``False`` when there is no marker or it is claimed already
+        (:func:`depot.uploads.intents.claimed`): of two requests attaching
+        the same id at once only one succeeds.  The marker is replaced,
+        never absent in between, so ``depot fsck`` always sees one (see
+        :func:`depot.uploads._api.claim_upload`).  Atomic where the backend
+        can tell (memory, local, GridFS); this version reads then writes,
+        which leaves a window of one request.
         """
-        if self._pending_get(file_id) is None:
+        from depot.uploads.intents import claimed as is_claimed
+
+        raw = self._pending_get(file_id)
+        if raw is None or is_claimed(raw):
             return False
-        self._pending_delete(file_id)
+        self._pending_put(file_id, claimed)
         return True
 
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
@@ -416,6 +422,10 @@ class FileStorage(metaclass=ABCMeta):
                 "The registered middleware %r cannot accept direct uploads to storage %s"
                 % (middleware, record.storage)
             )
+        method = (record.multipart or {}).get("method")
+        if method not in (None, "PUT"):
+            raise ValueError("Direct uploads to storage %s (%r) go through the middleware with PUT, not %s"
+                             % (record.storage, self, method))
         return UploadTarget("PUT", upload_url_for(record), {}, {}, None)
 
     def _complete_upload(self, record: Any) -> None:

@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 from datetime import datetime
-from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from depot.io import checksums, utils
 from depot.io.interfaces import OneStepStorage, StoredFacts, StoredFile
@@ -49,6 +49,8 @@ _check_file_id = check_uuid  # filedepot 0.12's name; the storage checks through
 #: files: a dot name, so neither :meth:`LocalFileStorage.list` nor
 #: :meth:`LocalFileStorage.collect_garbage` ever takes it for theirs.
 _PENDING = ".depot-pending"
+#: Suffix of a claimed marker (an upload being attached), beside ``<id>.json``.
+_CLAIMED = ".claimed"
 #: Prefix of a marker being written there (collected by collect_garbage).
 _MARKER_TMP = ".marker-"
 #: Pieces a checksummed stream is copied in: small enough that the bytes
@@ -563,39 +565,53 @@ class LocalFileStorage(OneStepStorage):
 
     # -- direct uploads ----------------------------------------------------------
 
-    def _marker_path(self, file_id: str) -> str:
+    def _marker_path(self, file_id: str, suffix: str = ".json") -> str:
         _check_file_id(file_id)
-        return os.path.join(self._root, _PENDING, file_id + ".json")
+        return os.path.join(self._root, _PENDING, file_id + suffix)
 
-    def _pending_put(self, file_id: str, data: bytes) -> None:
-        path = self._marker_path(file_id)
+    def _write_marker(self, path: str, data: bytes, publish: Callable[[str, str], None] = os.replace) -> None:
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
-        # Written aside and renamed: a reader sees the whole marker or none.
+        # Written aside and published whole: a reader sees the whole marker or none.
         tmp = os.path.join(folder, _tmp_name(_MARKER_TMP))
         try:
             _write_new(tmp, data)
-            os.replace(tmp, path)
-        except BaseException:
+            publish(tmp, path)
+        finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise
+
+    def _pending_put(self, file_id: str, data: bytes) -> None:
+        self._write_marker(self._marker_path(file_id), data)
 
     def _pending_get(self, file_id: str) -> Optional[bytes]:
-        try:
-            with open(self._marker_path(file_id), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
+        # The claimed marker first: it supersedes a pending one left by a crash.
+        for suffix in (_CLAIMED, ".json"):
+            try:
+                with open(self._marker_path(file_id, suffix), "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                continue
+        return None
 
     def _pending_delete(self, file_id: str) -> None:
-        self._pending_claim(file_id)
+        for suffix in (".json", _CLAIMED):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._marker_path(file_id, suffix))
 
-    def _pending_claim(self, file_id: str) -> bool:
-        try:
-            os.unlink(self._marker_path(file_id))
-        except FileNotFoundError:
+    def _pending_claim(self, file_id: str, claimed: bytes) -> bool:
+        """Publish ``<id>.claimed`` with ``link()`` (fails if it exists: one winner), then drop ``<id>.json``.
+
+        A crash in between leaves both; the claimed one is the one read.
+        """
+        if not os.path.exists(self._marker_path(file_id)):
             return False
+        try:
+            self._write_marker(self._marker_path(file_id, _CLAIMED), claimed, os.link)
+        except FileExistsError:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._marker_path(file_id))
         return True
 
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
@@ -603,13 +619,19 @@ class LocalFileStorage(OneStepStorage):
             entries = list(os.scandir(os.path.join(self._root, _PENDING)))
         except FileNotFoundError:
             return
+        seen = set()
         for entry in entries:
-            file_id = entry.name[:-5]
-            if entry.name.endswith(".json") and _is_valid_id(file_id):
+            file_id, suffix = os.path.splitext(entry.name)
+            if suffix not in (".json", _CLAIMED) or not _is_valid_id(file_id) or file_id in seen:
+                continue
+            seen.add(file_id)
+            # Asked again by name: a marker claimed since the scan is listed all the same.
+            for path in (self._marker_path(file_id, _CLAIMED), self._marker_path(file_id)):
                 try:
-                    yield file_id, entry.stat().st_mtime
+                    yield file_id, os.stat(path).st_mtime
+                    break
                 except FileNotFoundError:
-                    continue  # attached meanwhile
+                    continue  # collected meanwhile
 
     def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,
                   content_type: Optional[str] = None) -> StoredFacts:

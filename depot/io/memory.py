@@ -183,8 +183,15 @@ class MemoryFileStorage(OneStepStorage):
     def _pending_delete(self, file_id: str) -> None:
         self.pending.pop(file_id, None)
 
-    def _pending_claim(self, file_id: str) -> bool:
-        return self.pending.pop(file_id, None) is not None
+    def _pending_claim(self, file_id: str, claimed: bytes) -> bool:
+        from depot.uploads.intents import claimed as is_claimed
+
+        with self._store_lock:
+            entry = self.pending.get(file_id)
+            if entry is None or is_claimed(entry[0]):
+                return False
+            self.pending[file_id] = (bytes(claimed), entry[1])
+            return True
 
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
         return iter([(file_id, created) for file_id, (_, created) in list(self.pending.items())])

@@ -13,9 +13,10 @@ so that a refusal costs as little as possible:
 2. :func:`admit`: the intent's pending record (``None`` when there is no
    marker), whether the file already exists and the request headers, before
    any byte of the body is read (``404``, ``403``, ``409``, ``413``,
-   ``415``, ``411``).
+   ``415``, ``411``; a ``Content-Length`` other than the intent's exact
+   ``size``, when it gave one: ``413`` larger, ``400`` shorter).
 3. :class:`BodyCheck`: the body as it streams, chunk by chunk: its size
-   (``413`` as soon as it passes ``max_size``), the type sniffed from its
+   (``413`` as soon as it passes ``max_size`` or the exact ``size``), the type sniffed from its
    first bytes (``415``), its length against ``Content-Length`` and its
    checksum against the intent's (``400``) at the end.
 
@@ -129,7 +130,7 @@ def admit(
     WSGI server without ``wsgi.input_terminated``): such a request is
     refused with ``411``; chunked bodies are otherwise counted as they come.
     """
-    if record is None:
+    if record is None or record.claimed_at is not None:
         return _NOT_AN_INTENT
     if record.expires_at <= now:
         return Refusal(HTTPStatus.FORBIDDEN, "expired", "the upload intent has expired")
@@ -140,9 +141,10 @@ def admit(
         return length
     if length is None and not length_known:
         return Refusal(HTTPStatus.LENGTH_REQUIRED, "incomplete", "send a Content-Length")
-    if length is not None and length > record.max_size:
-        return Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too-large",
-                       "%d bytes, at most %d allowed" % (length, record.max_size))
+    if length is not None and length > _limit(record):
+        return _too_large(record, "%d bytes" % length)
+    if length is not None and record.size is not None and length < record.size:
+        return _short(record, length)
     declared = headers.get("CONTENT_TYPE") or None
     if declared is not None:
         declared = declared.split(";", 1)[0].strip().lower() or None
@@ -152,6 +154,20 @@ def admit(
     if not type_allowed(declared or content_type, record.content_types):
         return _bad_type(declared or content_type, record)
     return Admitted(length, content_type)
+
+
+def _limit(record: PendingUpload) -> int:
+    """The most bytes the upload may have: the intent's exact ``size`` when it gave one."""
+    return record.max_size if record.size is None else record.size
+
+
+def _too_large(record: PendingUpload, what: str) -> Refusal:
+    return Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too-large", "%s, %s %d allowed" % (
+        what, "at most" if record.size is None else "exactly", _limit(record)))
+
+
+def _short(record: PendingUpload, size: int) -> Refusal:
+    return Refusal(HTTPStatus.BAD_REQUEST, "incomplete", "%d bytes, the intent announced %s" % (size, record.size))
 
 
 def _bad_type(content_type: str, record: PendingUpload) -> Refusal:
@@ -187,9 +203,8 @@ class BodyCheck:
     def feed(self, chunk: Any) -> Optional[Refusal]:
         """Account for the next chunk of the body."""
         self.size += len(chunk)
-        if self.size > self.record.max_size:
-            return Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too-large",
-                           "more than the %d bytes allowed" % self.record.max_size)
+        if self.size > _limit(self.record):
+            return _too_large(self.record, "more bytes")
         if self._hasher is not None:
             self._hasher.update(chunk)
         if not self.sniffed:
@@ -212,6 +227,8 @@ class BodyCheck:
         if self.admitted.length is not None and self.size != self.admitted.length:
             return Refusal(HTTPStatus.BAD_REQUEST, "incomplete",
                            "%d bytes received, %d announced" % (self.size, self.admitted.length))
+        if self.record.size is not None and self.size != self.record.size:
+            return _short(self.record, self.size)
         if not self.sniffed:
             refusal = self._sniff()
             if refusal is not None:

@@ -13,6 +13,7 @@ from depot.manager import DepotManager
 
 from .intents import (
     ATTACH_GRACE,
+    METHODS,
     SNIFF_BYTES,
     PendingUpload,
     UploadIntent,
@@ -82,6 +83,8 @@ def create_upload_intent(
     expires_in: int = 3600,
     multipart: Optional[bool] = None,
     part_size: Optional[int] = None,
+    method: Optional[str] = None,
+    size: Optional[int] = None,
 ) -> UploadIntent:
     """Permit the browser to upload one file of at most ``max_size`` bytes to ``storage``.
 
@@ -92,6 +95,13 @@ def create_upload_intent(
     for ``expires_in`` seconds (1 s to 7 days).  ``multipart`` asks for (or
     refuses, with ``False``) an upload in parts of ``part_size`` bytes where
     the storage supports it (S3); ``None`` lets the storage choose by size.
+    ``method`` asks for one way of uploading (``"POST"``, ``"PUT"``,
+    ``"MULTIPART"``, ``"RESUMABLE"``); a storage that does not offer it
+    raises :class:`ValueError` naming itself.  ``size``, the exact size of
+    the file when the browser knows it, makes any other size a refusal
+    (by the service where it can bound it, by the middleware, and when
+    the upload is attached); parts of an upload in parts are then exactly
+    those the file needs, and it is incomplete while one is missing.
 
     The marker is written before the storage is asked for a URL: any upload
     that can happen is recognisable as pending, and collected if never
@@ -111,6 +121,10 @@ def create_upload_intent(
         raise ValueError("multipart must be True, False or None, got %r" % (multipart,))
     if part_size is not None:
         part_size = _positive_int(part_size, "part_size")
+    method = _check_method(method, multipart)
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= max_size:
+            raise ValueError("size must be an integer from 0 to max_size (%d), got %r" % (max_size, size))
     if filename is not None:
         if not isinstance(filename, str) or not filename:
             raise ValueError("filename must be a non-empty string or None, got %r" % (filename,))
@@ -126,7 +140,9 @@ def create_upload_intent(
         content_types=types,
         filename=filename,
         checksum=checksum,
-        multipart=None if multipart is None and part_size is None else {"wanted": multipart, "part_size": part_size},
+        multipart=None if multipart is None and part_size is None and method is None else {
+            "wanted": multipart, "part_size": part_size, "method": method},
+        size=size,
     )
     backend._pending_put(record.file_id, record.to_json())
     try:
@@ -153,12 +169,32 @@ def create_upload_intent(
     )
 
 
+def _check_method(method: Any, multipart: Optional[bool]) -> Optional[str]:
+    """The ``method`` argument of an intent, upper-cased.
+
+    :class:`ValueError` if unknown or contradicting ``multipart``.
+    """
+    if method is None:
+        return None
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise ValueError("method must be one of %s or None, got %r" % (", ".join(METHODS), method))
+    method = method.upper()
+    in_parts = method in ("MULTIPART", "RESUMABLE")
+    if multipart is not None and multipart != in_parts:
+        raise ValueError("method %s contradicts multipart=%r" % (method, multipart))
+    return method
+
+
 def _record(backend: FileStorage, name: str, file_id: str) -> PendingUpload:
     raw = backend._pending_get(file_id)
     if raw is None:
         raise UploadRefused(name, file_id, "not-an-intent", "no upload is pending under this id "
                             "(it was never permitted, or it is already attached)")
-    return PendingUpload.from_json(raw)
+    record = PendingUpload.from_json(raw)
+    if record.claimed_at is not None:
+        raise UploadRefused(name, file_id, "not-an-intent", "the upload is being collected" if record.collecting
+                            else "the upload is already attached")
+    return record
 
 
 def _read_head(stored: StoredFile) -> bytes:
@@ -190,9 +226,11 @@ def finish_upload(
     The checks: a marker exists (else ``not-an-intent``: never permitted or
     already attached), the storage completes the upload (S3 multipart) and
     the file exists (else ``incomplete``; the marker stays, so the browser
-    may still finish), the size is within ``max_size`` (``too-large``), the
-    type sniffed from the first bytes and the stored type are both allowed
-    (``bad-type``) and the
+    may still finish), the size is within ``max_size`` (``too-large``) and
+    is the intent's ``size`` when it gave one (larger: ``too-large``;
+    shorter: ``incomplete``, the truncated file deleted, the marker kept so
+    the browser may upload again), the type sniffed from the first bytes
+    and the stored type are both allowed (``bad-type``) and the
     checksum is the expected one (``bad-checksum``).  On those last three
     the upload and its marker are deleted before :class:`UploadRefused` is
     raised: a refused upload never lingers.  More than ``grace`` seconds
@@ -200,8 +238,8 @@ def finish_upload(
     the upload is refused (``expired``) and deleted: from then on
     :func:`collect_pending` may collect it, and an attach must not race it.
 
-    The marker is kept: the attach step deletes it once the field has
-    accepted the file.  The caller closes the returned file.
+    The marker is kept: the attach step then claims the upload
+    (:func:`claim_upload`).  The caller closes the returned file.
     """
     name, backend = resolve_storage(storage)
     if not isinstance(file_id, str):
@@ -226,9 +264,8 @@ def finish_upload(
     try:
         head = _read_head(stored)
         size = stored.content_length
-        if size is not None and size > record.max_size:
-            raise UploadRefused(name, file_id, "too-large",
-                                "%d bytes, at most %d allowed" % (size, record.max_size))
+        if size is not None:
+            _check_size(backend, record, size)
         sniffed = sniff_content_type(head, stored.content_type)
         # The stored type is the one served: it must be allowed too (an HTML
         # type on PNG bytes would be served as HTML).
@@ -248,12 +285,14 @@ def finish_upload(
         if size is None:
             # A store that does not know the length: count it (bounded memory).
             size = len(head) + sum(len(chunk) for chunk in iter(lambda: stored.read(256 * 1024), b""))
-            if size > record.max_size:
-                raise UploadRefused(name, file_id, "too-large",
-                                    "%d bytes, at most %d allowed" % (size, record.max_size))
-    except UploadRefused:
+            _check_size(backend, record, size)
+    except UploadRefused as exc:
         stored.close()
-        discard_upload(backend, record)
+        if exc.code == "incomplete":
+            # Truncated: the file goes, the marker stays for another try.
+            backend._abandon_upload(record)
+        else:
+            discard_upload(backend, record)
         raise
     except BaseException:
         stored.close()
@@ -261,6 +300,42 @@ def finish_upload(
     stored.close()
     # A fresh handle: the checks consumed the first one.
     return record, backend.get(file_id)
+
+
+def _check_size(backend: FileStorage, record: PendingUpload, size: int) -> None:
+    """Refuse a stored upload over ``max_size`` or, when the intent gave one, of another ``size``.
+
+    A shorter file than announced is a truncated upload: the file is
+    deleted but the marker kept (``incomplete``), so the browser may
+    upload it again while the intent is valid.  Deleting it is safe: no
+    row can reference an upload not attached yet.
+    """
+    limit = record.max_size if record.size is None else record.size
+    if size > limit:
+        raise UploadRefused(record.storage, record.file_id, "too-large", "%d bytes, %s %d allowed" % (
+            size, "at most" if record.size is None else "exactly", limit))
+    if record.size is not None and size < record.size:
+        raise UploadRefused(record.storage, record.file_id, "incomplete",
+                            "%d bytes stored, %d announced: upload the file again" % (size, record.size))
+
+
+def claim_upload(backend: FileStorage, record: PendingUpload, now: Optional[float] = None,
+                 collecting: bool = False) -> bool:
+    """Mark the upload of ``record`` as being attached; whether this call is the one that did.
+
+    The marker is replaced by the record with ``claimed_at`` set, not
+    deleted (see :func:`depot.uploads.intents.claimed`): the file keeps a
+    marker from the intent onwards, so ``depot fsck --delete-orphans``
+    never sees it unmarked and unreferenced while the row that attaches it
+    is not committed yet, however old the upload.  A crash anywhere leaves
+    a marker, so the file is kept until ``depot gc --pending-older-than``
+    drops the claimed marker (never the file) and ``fsck`` can judge the
+    file from committed rows.  Of two requests attaching one id, only one
+    gets ``True`` (atomically where the backend can tell).  The collection
+    claims with ``collecting`` true, after which no attach can claim.
+    """
+    stamped = replace(record, claimed_at=time.time() if now is None else now, collecting=collecting)
+    return backend._pending_claim(record.file_id, stamped.to_json())
 
 
 def discard_upload(backend: FileStorage, record: PendingUpload) -> None:
@@ -293,9 +368,13 @@ def collect_pending(
     (:data:`~depot.uploads.intents.ATTACH_GRACE`, the time
     :func:`finish_upload` still accepts them): an upload that may still be
     attached, or still be streaming to the middleware, is never collected.
-    Attached files are never touched: attaching claims the marker, and
-    each upload is claimed the same way before its file is deleted, so of
-    an attach and the collection racing for one id exactly one goes on.
+    Each one is claimed (:func:`claim_upload`, ``collecting``) before its
+    file is deleted, so of an attach and the collection racing for one id
+    exactly one goes on.  Attached files are never touched: attaching
+    replaces the marker by a *claimed* one, of which only the marker is
+    removed once claimed more than ``older_than`` seconds ago (``depot
+    fsck`` then judges the file from the rows).  Pick ``older_than`` well
+    beyond the time the application takes to attach and commit.
     """
     if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or older_than < 0:
         raise ValueError("older_than must be a number of seconds >= 0, got %r" % (older_than,))
@@ -317,10 +396,12 @@ def collect_pending_in(
     ``on_candidates`` is told how many uploads are old enough, before any
     is removed, and ``on_removed`` each id once removed (progress lines).
 
-    Crash safety: the marker is claimed (deleted, atomically where the
-    backend can tell) before the file is deleted.  A crash in between
-    leaves an unreferenced file without a marker, which ``depot fsck``
-    reports as an orphan: the file is kept rather than risk an attach.
+    Crash safety: the marker is swapped for a claimed one with
+    ``collecting`` set (atomically where the backend can tell) before the
+    file is deleted, and removed after it.  A crash after the claim leaves
+    that marker: no attach can claim the upload any more, and the next
+    collection deletes the file, then the marker.  A crash before leaves
+    the pending marker as it was.
     """
     now = time.time() if now is None else now
     cutoff = now - older_than
@@ -337,11 +418,20 @@ def collect_pending_in(
         except ValueError:
             # An unreadable marker still names an upload never attached.
             record = PendingUpload(name, file_id, created, created, 0)
-        if record.expires_at + grace >= now:
-            continue  # may still be attached (or still streaming)
-        if not backend._pending_claim(file_id):
-            continue  # attached (or collected) meanwhile
-        backend._abandon_upload(record)
+        if record.claimed_at is not None and not record.collecting:
+            # Attached, or being attached: the file may be referenced by a
+            # row; only the marker goes, once old enough, never the file.
+            if record.claimed_at < cutoff:
+                backend._pending_delete(file_id)
+            continue
+        if not record.collecting:
+            if record.expires_at + grace >= now:
+                continue  # may still be attached (or still streaming)
+            if not claim_upload(backend, record, now, collecting=True):
+                continue  # attached (or collected) meanwhile
+        # Claimed for collection (now, or by a collection a crash stopped):
+        # no attach can claim it any more.
+        discard_upload(backend, record)
         removed.append(file_id)
         if on_removed is not None:
             on_removed(file_id)

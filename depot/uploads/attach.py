@@ -5,11 +5,15 @@ type around the file already stored, in four steps:
 
 1. :func:`~depot.uploads.finish_upload` checks the upload against its
    intent (size, sniffed type, checksum); a refused upload is deleted.
-2. The upload is *claimed*: its marker is deleted, atomically where the
-   backend can tell (of two requests attaching one id, one is refused).
-   This happens before the row is committed: a crash before the commit
-   leaves at worst an orphan file, which ``depot fsck`` finds, and never an
-   attached file that ``depot gc --pending-older-than`` could delete.
+2. The upload is *claimed*: its marker is replaced by a claimed one,
+   atomically where the backend can tell (of two requests attaching one
+   id, one is refused; see :func:`~depot.uploads._api.claim_upload`).
+   The file is never without a marker before the row is committed, so
+   ``depot fsck --delete-orphans`` never takes it for an orphan however
+   old the upload is; ``depot gc --pending-older-than`` never deletes a
+   claimed upload, it only drops the claimed marker once old, after which
+   ``fsck`` judges the file from committed rows.  A crash before the
+   commit leaves at worst an orphan file that ``fsck`` finds then.
 3. The value type's ``process_content`` (its validators, the image
    types' decoding) and then the field's filters (thumbnails) run on an
    :class:`UploadContent`: the stored file, read lazily, rewindable.  When
@@ -35,7 +39,7 @@ from typing import Any, Optional, Tuple
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFile
 from depot.io.utils import INMEMORY_FILESIZE
 
-from ._api import discard_upload, finish_upload, resolve_storage
+from ._api import claim_upload, discard_upload, finish_upload, resolve_storage
 from .intents import PendingUpload, UploadRefused
 
 __all__ = ["DirectUpload", "UploadContent"]
@@ -85,7 +89,7 @@ class DirectUpload:
         record, stored = finish_upload(name, self.file_id)
         # Claimed before the field's validators run: of two requests attaching
         # the same id at once, one goes on, the other is refused here.
-        if not backend._pending_claim(self.file_id):
+        if not claim_upload(backend, record):
             stored.close()
             raise UploadRefused(name, self.file_id, "not-an-intent", "attached by another request meanwhile")
         try:
@@ -188,9 +192,9 @@ class UploadContent(io.RawIOBase):
     def attached(self, kept: bool) -> None:
         """The value is built; the upload goes when the value did not keep it (it stored a processed copy).
 
-        The marker went when the upload was claimed, before the row is
-        committed (see the module's documentation for why this order is the
-        safe one).
+        The claimed marker stays until ``depot gc --pending-older-than``
+        drops it (see the module's documentation for why this is the safe
+        order).
         """
         if not kept:
             discard_upload(self.backend, self.record)

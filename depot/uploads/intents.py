@@ -26,6 +26,7 @@ __all__ = [
     "REFUSAL_CODES",
     "ATTACH_GRACE",
     "STREAM_GRACE",
+    "METHODS",
     "sniff_content_type",
     "type_allowed",
 ]
@@ -56,6 +57,9 @@ REFUSAL_CODES = (
     "rejected",  # the field's validators or filters refused the file when it was attached
 )
 
+#: The ways a browser may be told to upload (:attr:`UploadIntent.method`).
+METHODS = ("POST", "PUT", "MULTIPART", "RESUMABLE")
+
 
 class UploadRefused(ValueError):
     """A direct upload that cannot be accepted or attached.
@@ -84,8 +88,12 @@ class PendingUpload:
     :attr:`depot.io.interfaces.StoredFile.checksum`.  ``multipart`` holds what
     the backend needs to remember between the intent and the attach (the S3
     ``UploadId`` and part size); before the backend has answered it holds the
-    application's wishes, ``{"wanted": bool or None, "part_size": int or None}``.
-    Times are seconds since the epoch.
+    application's wishes, ``{"wanted": bool or None, "part_size": int or
+    None, "method": str or None}``.  ``size``, when the application gave it,
+    is the exact number of bytes the upload must have.  ``claimed_at`` is
+    set when the upload is being attached (see :func:`claimed`), or, with
+    ``collecting`` true, when ``depot gc`` claimed it to delete it.  Times
+    are seconds since the epoch.
     """
 
     storage: str
@@ -97,6 +105,9 @@ class PendingUpload:
     filename: Optional[str] = None
     checksum: Optional[str] = None
     multipart: Optional[Dict[str, Any]] = None
+    size: Optional[int] = None
+    claimed_at: Optional[float] = None
+    collecting: bool = False
 
     def to_json(self) -> bytes:
         """The marker's bytes: UTF-8 JSON with every field."""
@@ -119,9 +130,32 @@ class PendingUpload:
                 filename=data.get("filename"),
                 checksum=data.get("checksum"),
                 multipart=data.get("multipart"),
+                size=None if data.get("size") is None else int(data["size"]),
+                claimed_at=None if data.get("claimed_at") is None else float(data["claimed_at"]),
+                collecting=bool(data.get("collecting", False)),
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             raise ValueError("Not a pending upload record: %r" % (raw[:200] if raw else raw,)) from None
+
+
+def claimed(raw: Optional[bytes]) -> bool:
+    """Whether the marker ``raw`` is a *claimed* one: its upload is being (or was) attached.
+
+    Attaching does not delete the marker but replaces it by the record with
+    ``claimed_at`` set (``FileStorage._pending_claim``): while a marker of
+    either kind exists, ``depot fsck`` never takes the file for an orphan,
+    whatever its age, so an upload made long ago is safe between the claim
+    and the commit of the row.  ``depot gc --pending-older-than`` removes a
+    claimed marker once it is older than the given age, and only the
+    marker: the file is then judged by ``fsck`` from the rows, like any
+    other file.  An unreadable marker is not a claimed one.
+    """
+    if raw is None:
+        return False
+    try:
+        return PendingUpload.from_json(raw).claimed_at is not None
+    except ValueError:
+        return False
 
 
 class UploadTarget(NamedTuple):
