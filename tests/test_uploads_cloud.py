@@ -738,19 +738,19 @@ def test_a_claim_in_progress_refuses_a_second_one(request, s3, monkeypatch):
     storage = DepotManager.get(name)
     intent = create_upload_intent(name, max_size=100)
     claimed = _claimed_marker(storage, intent.file_id)
-    real_get = storage._pending_get
+    real_get = storage._raw_get_tagged
     inner = []
 
-    def get_then_claim_again(file_id):
-        raw = real_get(file_id)
+    def get_then_claim_again(name):
+        found = real_get(name)
         if not inner:
-            inner.append(storage._pending_claim(file_id, claimed))
-        return raw
+            inner.append(storage._pending_claim(intent.file_id, claimed))
+        return found
 
-    monkeypatch.setattr(storage, "_pending_get", get_then_claim_again)
+    monkeypatch.setattr(storage, "_raw_get_tagged", get_then_claim_again)
     first = storage._pending_claim(intent.file_id, claimed)
     assert sorted([first, *inner]) == [False, True]
-    assert real_get(intent.file_id) == claimed
+    assert storage._pending_get(intent.file_id) == claimed
 
 
 def test_a_gcs_marker_rewritten_meanwhile_is_not_claimed(gcs, monkeypatch):

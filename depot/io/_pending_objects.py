@@ -6,16 +6,28 @@ the name can be neither a file nor hidden among them; :meth:`list` and the
 fsck walkers drop it with :func:`visible`.  The object stores' methods call
 these helpers, which only need the store's own put/get/delete/list of raw
 objects (``_raw_put``, ``_raw_get``, ``_raw_delete``, ``_raw_list``).
+
+Stores whose write cannot be conditional on an object's content (S3)
+claim an upload with :class:`ClaimObjects`: a claim object
+``<prefix>.depot-pending/.claims/<id>`` held for the few requests of the
+claim, and a marker rewritten only at the version read.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
-__all__ = ["PENDING_DIR", "marker_name", "is_marker_name", "visible", "pending_put", "pending_get",
-           "pending_delete", "pending_list"]
+__all__ = ["PENDING_DIR", "CLAIMS_DIR", "marker_name", "is_marker_name", "visible", "pending_put", "pending_get",
+           "pending_delete", "pending_list", "ClaimObjects"]
+
+log = logging.getLogger(__name__)
 
 #: The reserved "folder" of markers, below the storage's prefix.
 PENDING_DIR = ".depot-pending/"
+#: Claims of uploads being attached or collected (:class:`ClaimObjects`);
+#: inside the markers' folder, so hidden from ``list()`` and fsck, and not
+#: taken for markers (a name with a ``/``).
+CLAIMS_DIR = PENDING_DIR + ".claims/"
 
 
 def marker_name(file_id: str) -> str:
@@ -55,3 +67,61 @@ def pending_list(storage: Any) -> Iterator[Tuple[str, float]]:
         file_id = name[cut:]
         if file_id and "/" not in file_id:
             yield file_id, modified
+
+
+class ClaimObjects:
+    """The claim of an upload (``_pending_claim``) on a store without writes conditional on content (S3).
+
+    The store provides, besides the raw operations above, ``_raw_create``
+    (write only if absent: ``If-None-Match: *``; whether it did),
+    ``_raw_get_tagged`` (content and version tag, ``None`` if absent) and
+    ``_raw_replace`` (write only at the tag read: ``If-Match``; whether it
+    did).  Mixed in before the store's base class.
+    """
+
+    def _pending_claim(self, file_id: str, claimed: bytes) -> bool:
+        """Replace the marker of ``file_id`` by ``claimed``: atomic, through conditional writes.
+
+        The claim object ``.depot-pending/.claims/<id>`` is created with
+        ``If-None-Match: *``: of two requests, one gets ``412`` and loses at
+        once.  The winner reads the marker and, when it is not claimed yet,
+        rewrites it at the version read (``If-Match``: never absent between),
+        then deletes its claim object, also when a request failed.  A claim
+        object outlives its holder only when the process died in those few
+        requests: every later claim of the id is then refused until ``depot
+        gc`` releases it, older than :data:`~depot.uploads.intents.CLAIM_TIMEOUT`
+        (:meth:`_pending_release_claims`).  The conditional rewrite keeps
+        that safe even if the holder was only stalled: of it and whoever
+        claims after the release, only the first to rewrite the marker wins.
+        """
+        from depot.uploads.intents import claimed as is_claimed
+
+        store: Any = self
+        store._check_file_id(file_id)
+        claim = CLAIMS_DIR + file_id
+        if not store._raw_create(claim, b""):
+            return False
+        try:
+            found = store._raw_get_tagged(marker_name(file_id))
+            if found is None or is_claimed(found[0]):
+                return False
+            return bool(store._raw_replace(marker_name(file_id), bytes(claimed), found[1]))
+        finally:
+            store._raw_delete(claim)
+
+    def _pending_release_claims(self, before: float) -> List[str]:
+        """Delete the claim objects created before ``before`` (epoch seconds); the ids whose claim went.
+
+        Such a claim's holder died (see :meth:`_pending_claim`); what
+        becomes of its upload is decided by its marker, as for any other.
+        """
+        store: Any = self
+        released = []
+        for name, modified in list(store._raw_list(CLAIMS_DIR)):
+            file_id = name[len(CLAIMS_DIR):]
+            if modified < before and file_id and "/" not in file_id:
+                store._raw_delete(name)
+                log.warning("Released the claim of upload %s in %r, held since %.0f by a process that never ended "
+                            "it", file_id, store, modified)
+                released.append(file_id)
+        return released

@@ -51,10 +51,8 @@ from depot.io.utils import DEFAULT_CHUNK_SIZE, check_uuid
 from depot.utils import asbool
 from depot.utils import make_content_disposition  # noqa: F401 - a name filedepot 0.12 had here
 
-#: Claims of direct uploads being attached or collected (see
-#: ``S3Storage._pending_claim``); inside the markers' folder, so hidden from
-#: ``list()`` and fsck, and not taken for markers (a name with a ``/``).
-CLAIMS_DIR = _pending_objects.PENDING_DIR + ".claims/"
+#: Codes of a conditional write that lost (``If-None-Match``, ``If-Match``).
+_LOST_CONDITION_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412")
 
 boto3 = require("boto3", "s3", "depot.io.boto3.S3Storage")
 from botocore.config import Config  # noqa: E402
@@ -288,7 +286,7 @@ class BucketDriver:
         return [obj.key[cut:] for obj in self.bucket.objects.filter(Prefix=self.prefix)]
 
 
-class S3Storage(ObjectStorage):
+class S3Storage(_pending_objects.ClaimObjects, ObjectStorage):
     """Files stored as objects ``<prefix><file id>`` of an S3 bucket.
 
     :param access_key_id: the access key; it also names the default bucket
@@ -769,35 +767,36 @@ class S3Storage(ObjectStorage):
             if not is_missing(exc):
                 raise
 
-    def _pending_claim(self, file_id: str, claimed: bytes) -> bool:
-        """Replace the marker of ``file_id`` by ``claimed``: atomic, through a conditional write.
-
-        S3 has no write conditional on an object's content, so the winner
-        is decided by the creation of ``.depot-pending/.claims/<id>`` with
-        ``If-None-Match: *``: of two requests, one gets ``412``.  The winner
-        then reads the marker and, when it is not claimed yet, overwrites
-        it with ``claimed`` (never absent between), then deletes its claim
-        object.  A crash before that deletion leaves the claim object:
-        every later claim of the id (an attach, a collection) is refused,
-        and the upload is kept (``depot fsck`` lists it as pending).
-        """
-        from depot.uploads.intents import claimed as is_claimed
-
-        self._check_file_id(file_id)
-        bucket = self._bucket_driver.bucket.name
-        claim = self._bucket_driver.prefix + CLAIMS_DIR + file_id
+    def _raw_create(self, name: str, data: bytes) -> bool:
         try:
-            self._client.put_object(Bucket=bucket, Key=claim, Body=b"", IfNoneMatch="*")
+            self._client.put_object(Bucket=self._bucket_driver.bucket.name, Key=self._bucket_driver.prefix + name,
+                                    Body=data, IfNoneMatch="*")
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if error_code(exc) in _LOST_CONDITION_CODES:
                 return False
             raise
-        raw = self._pending_get(file_id)
-        won = raw is not None and not is_claimed(raw)
-        if won:
-            self._pending_put(file_id, claimed)
-        self._client.delete_object(Bucket=bucket, Key=claim)
-        return won
+        return True
+
+    def _raw_get_tagged(self, name: str) -> Optional[Tuple[bytes, str]]:
+        try:
+            response = self._client.get_object(Bucket=self._bucket_driver.bucket.name,
+                                               Key=self._bucket_driver.prefix + name)
+        except ClientError as exc:
+            if is_missing(exc):
+                return None
+            raise
+        return response["Body"].read(), response["ETag"]
+
+    def _raw_replace(self, name: str, data: bytes, tag: str) -> bool:
+        try:
+            self._client.put_object(Bucket=self._bucket_driver.bucket.name, Key=self._bucket_driver.prefix + name,
+                                    Body=data, ContentType="application/json", IfMatch=tag)
+        except ClientError as exc:
+            # Rewritten meanwhile (412), or deleted: S3 answers 404 for If-Match on a missing key.
+            if error_code(exc) in _LOST_CONDITION_CODES or is_missing(exc):
+                return False
+            raise
+        return True
 
     def _raw_list(self, under: str) -> Iterator[Tuple[str, float]]:
         cut = len(self._bucket_driver.prefix)

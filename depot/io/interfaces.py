@@ -389,6 +389,17 @@ class FileStorage(metaclass=ABCMeta):
         self._pending_put(file_id, claimed)
         return True
 
+    def _pending_release_claims(self, before: float) -> List[str]:
+        """Release the claims held since before ``before`` by a process that died holding them; their ids.
+
+        A claim here is one atomic write (memory, local, GridFS, GCS),
+        never held across requests: nothing to release.  Object stores
+        whose claim is held for a few requests (S3, see
+        :class:`depot.io._pending_objects.ClaimObjects`) override it;
+        ``depot gc --pending-older-than`` calls it.
+        """
+        return []
+
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
         """``(file_id, created)`` of every marker, ``created`` in seconds since the epoch."""
         raise NotImplementedError("%r does not support direct uploads (no pending-upload markers)" % (self,))

@@ -13,6 +13,7 @@ from depot.manager import DepotManager
 
 from .intents import (
     ATTACH_GRACE,
+    CLAIM_TIMEOUT,
     METHODS,
     SNIFF_BYTES,
     PendingUpload,
@@ -360,6 +361,7 @@ def collect_pending(
     older_than: float,
     now: Optional[float] = None,
     grace: float = ATTACH_GRACE,
+    claim_timeout: float = CLAIM_TIMEOUT,
 ) -> List[str]:
     """Remove the uploads never attached whose intent was created more than ``older_than`` seconds ago.
 
@@ -375,11 +377,17 @@ def collect_pending(
     removed once claimed more than ``older_than`` seconds ago (``depot
     fsck`` then judges the file from the rows).  Pick ``older_than`` well
     beyond the time the application takes to attach and commit.
+
+    A claim held longer than ``claim_timeout`` seconds
+    (:data:`~depot.uploads.intents.CLAIM_TIMEOUT`; S3 only, where a claim
+    spans a few requests) was left by a process that died holding it: it
+    is released first, and its upload judged by its marker like any other
+    (a pending one is collected once expired, a claimed one keeps its file).
     """
     if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or older_than < 0:
         raise ValueError("older_than must be a number of seconds >= 0, got %r" % (older_than,))
     name, backend = resolve_storage(storage)
-    return collect_pending_in(backend, name, older_than, now, grace=grace)
+    return collect_pending_in(backend, name, older_than, now, grace=grace, claim_timeout=claim_timeout)
 
 
 def collect_pending_in(
@@ -390,6 +398,7 @@ def collect_pending_in(
     on_candidates: Optional[Callable[[int], None]] = None,
     on_removed: Optional[Callable[[str], None]] = None,
     grace: float = ATTACH_GRACE,
+    claim_timeout: float = CLAIM_TIMEOUT,
 ) -> List[str]:
     """:func:`collect_pending` on a storage object (the CLI builds its own).
 
@@ -401,11 +410,14 @@ def collect_pending_in(
     file is deleted, and removed after it.  A crash after the claim leaves
     that marker: no attach can claim the upload any more, and the next
     collection deletes the file, then the marker.  A crash before leaves
-    the pending marker as it was.
+    the pending marker as it was.  Claims held longer than
+    ``claim_timeout`` (a holder that died) are released before the markers
+    are read, so what becomes of their uploads follows from the markers.
     """
     now = time.time() if now is None else now
     cutoff = now - older_than
     removed = []
+    backend._pending_release_claims(now - claim_timeout)
     candidates = [(file_id, created) for file_id, created in list(backend._pending_list()) if created < cutoff]
     if on_candidates is not None:
         on_candidates(len(candidates))

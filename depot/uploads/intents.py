@@ -26,6 +26,7 @@ __all__ = [
     "REFUSAL_CODES",
     "ATTACH_GRACE",
     "STREAM_GRACE",
+    "CLAIM_TIMEOUT",
     "METHODS",
     "sniff_content_type",
     "type_allowed",
@@ -43,6 +44,15 @@ ATTACH_GRACE = 3600.0
 #: stored.  Much less than :data:`ATTACH_GRACE`, so the collection never meets
 #: an upload in flight.
 STREAM_GRACE = 300.0
+
+#: Seconds after which a claim still held on an object store is taken for
+#: one whose holder died.  An S3 claim object
+#: (``.depot-pending/.claims/<id>``) is held for the three requests of the
+#: claim, half an hour at worst with botocore's timeouts and retries; one a
+#: process killed in between leaves refuses every later claim of the id,
+#: until :func:`~depot.uploads.collect_pending` releases it once older than
+#: this.  Its upload is then judged by its marker, as any other.
+CLAIM_TIMEOUT = 3600.0
 
 #: Why an upload is refused, as :attr:`UploadRefused.code` says it.
 REFUSAL_CODES = (
