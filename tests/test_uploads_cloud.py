@@ -23,6 +23,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("google.cloud.storage")
 
 from depot.io import checksums  # noqa: E402
+from depot.io.boto3 import S3Storage  # noqa: E402
 from depot.manager import DepotManager  # noqa: E402
 from depot.uploads import (  # noqa: E402
     UploadIntent,
@@ -198,6 +199,14 @@ def assert_post_preflight_passes(name: str) -> None:
 
 
 # -- storages -----------------------------------------------------------------
+
+class TaggingS3Storage(S3Storage):
+    """An S3 storage whose subclass adds S3 arguments a browser's POST or PUT cannot carry."""
+
+    def _extra_args(self, filename: Optional[str], content_type: Optional[str]) -> Dict[str, Any]:
+        return dict(super()._extra_args(filename, content_type), Tagging="team=media",
+                    SSECustomerAlgorithm="AES256")
+
 
 def configure_s3(server, name: str = "cloud", **options: Any) -> str:
     settings = {
@@ -784,6 +793,18 @@ def test_collection_aborts_a_multipart_upload_the_marker_never_named(request, s3
     assert collect_pending(name, older_than=0, now=intent.expires_at + 2 * 3600) == [intent.file_id]
     left = storage._client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
     assert [up["UploadId"] for up in left] == []
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_s3_arguments_a_browser_cannot_send_are_refused_at_the_intent(seaweedfs_server, method):
+    """A subclass's extra S3 arguments: a ValueError naming the storage and them, and nothing left behind."""
+    name = configure_s3(seaweedfs_server, "tagged", backend="tests.test_uploads_cloud.TaggingS3Storage")
+    with pytest.raises(ValueError) as refused:
+        create_upload_intent(name, max_size=100, method=method)
+    message = str(refused.value)
+    assert "storage tagged (<" in message
+    assert "S3 arguments SSECustomerAlgorithm, Tagging " in message
+    assert list(pending_uploads(name)) == [] and DepotManager.get(name).list() == []
 
 
 @pytest.mark.parametrize("s3", ["seaweed", "moto"])

@@ -99,16 +99,26 @@ def _object_args(storage: Any, record: Any, content_type: Optional[str]) -> Dict
     return args
 
 
-def _headers(args: Dict[str, Any]) -> Dict[str, str]:
-    """The object headers (and POST form fields, but for ``acl``) that ``args`` stand for."""
+def _headers(storage: Any, record: Any, args: Dict[str, Any]) -> Dict[str, str]:
+    """The object headers (and POST form fields, but for ``acl``) that ``args`` stand for.
+
+    :class:`ValueError` naming the storage and the arguments when some have
+    no header a browser can be given (a storage subclass adding, say,
+    ``SSECustomerKey`` or ``Tagging`` to ``_extra_args``): the upload would
+    be stored without them.  Raised while the intent is created, which then
+    removes its marker: nothing is handed out, nothing stays.
+    """
+    unknown = set(args) - set(_HEADERS) - {"Metadata", "ACL"}
+    if unknown:
+        raise ValueError(
+            "Direct uploads to storage %s (%r) cannot carry the S3 arguments %s (from its _extra_args): "
+            "depot signs no header of a browser's POST or PUT for them"
+            % (record.storage, storage, ", ".join(sorted(unknown)))
+        )
     headers = {_HEADERS[name]: str(value) for name, value in args.items() if name in _HEADERS}
     headers.update({"x-amz-meta-" + key: value for key, value in args.get("Metadata", {}).items()})
     if "ACL" in args:
         headers["x-amz-acl"] = args["ACL"]
-    unknown = set(args) - set(_HEADERS) - {"Metadata", "ACL"}
-    if unknown:
-        # A storage subclass adding arguments this module cannot sign for a browser.
-        raise NotImplementedError("Direct uploads cannot carry the S3 arguments %s" % ", ".join(sorted(unknown)))
     return headers
 
 
@@ -117,7 +127,7 @@ def _post_target(storage: Any, record: Any, expires: int) -> Any:
 
     bucket, key = _location(storage, record)
     fixed = fixed_content_type(record)
-    fields = _headers(_object_args(storage, record, fixed))
+    fields = _headers(storage, record, _object_args(storage, record, fixed))
     if "x-amz-acl" in fields:
         fields["acl"] = fields.pop("x-amz-acl")
     conditions: List[Any] = [{name: value} for name, value in fields.items()]
@@ -137,13 +147,14 @@ def _put_target(storage: Any, record: Any, expires: int) -> Any:
 
     bucket, key = _location(storage, record)
     args = _object_args(storage, record, fixed_content_type(record))
+    headers = _headers(storage, record, args)
     # If-None-Match: * (signed): the URL can create the object, never replace
     # it, so the file once attached cannot be overwritten until the URL expires.
     url = _signer(storage).generate_presigned_url(
         "put_object", Params=dict(args, Bucket=bucket, Key=key, IfNoneMatch="*"), ExpiresIn=expires
     )
     # Every one of them is signed: the browser sends them as they are.
-    return UploadTarget("PUT", url, {}, dict(_headers(args), **{"If-None-Match": "*"}), None)
+    return UploadTarget("PUT", url, {}, dict(headers, **{"If-None-Match": "*"}), None)
 
 
 def part_size_for(max_size: int, requested: Optional[int], default: int) -> int:
