@@ -688,6 +688,38 @@ class TestLegacyAwss3:
         assert refused.value.status == 403
         assert_nothing_stored(legacy, intent)
 
+    def test_a_presigned_put_cannot_replace_the_uploaded_object(self, legacy):
+        """If-None-Match: * is signed into the URL: once the object exists the URL is spent."""
+        intent = create_upload_intent(legacy, max_size=100, content_types=["text/plain"])
+        assert intent.headers["If-None-Match"] == "*"
+        Browser().upload(intent, b"first", "text/plain")
+        with pytest.raises(Failed) as refused:
+            Browser().upload(intent, b"replaced", "text/plain")
+        assert refused.value.status == 412
+        without = replace(intent, headers={k: v for k, v in intent.headers.items() if k != "If-None-Match"})
+        with pytest.raises(Failed) as refused:
+            Browser().upload(without, b"replaced", "text/plain")  # a signed header left out
+        assert refused.value.status == 403
+        assert DepotManager.get(legacy).get(intent.id).read() == b"first"
+
+    def test_a_claim_whose_holder_died_is_released_by_age(self, legacy):
+        """The claim object a dead holder left refuses every claim, until gc releases it past CLAIM_TIMEOUT."""
+        from depot.io._pending_objects import CLAIMS_DIR
+        from depot.uploads.intents import CLAIM_TIMEOUT
+
+        storage = DepotManager.get(legacy)
+        intent = create_upload_intent(legacy, max_size=100)
+        claimed = _claimed_marker(storage, intent.file_id)
+        assert storage._raw_create(CLAIMS_DIR + intent.file_id, b"") is True  # what the dead holder left
+        assert storage._raw_create(CLAIMS_DIR + intent.file_id, b"") is False
+        assert storage._pending_claim(intent.file_id, claimed) is False
+        (held_since,) = [modified for _, modified in storage._raw_list(CLAIMS_DIR)]
+        assert collect_pending(legacy, older_than=0, now=held_since + CLAIM_TIMEOUT - 30) == []
+        assert storage._pending_claim(intent.file_id, claimed) is False
+        assert collect_pending(legacy, older_than=0, now=held_since + CLAIM_TIMEOUT + 30) == []
+        assert list(storage._raw_list(CLAIMS_DIR)) == []
+        assert storage._pending_claim(intent.file_id, claimed) is True
+
     def test_parts_need_the_boto3_storage(self, legacy):
         from depot.io import awss3
 
@@ -740,9 +772,13 @@ def _claimed_marker(storage, file_id: str) -> bytes:
     return replace(record, claimed_at=time.time()).to_json()
 
 
-@pytest.mark.parametrize("s3", ["seaweed", "moto"])
+@pytest.mark.parametrize("s3", ["seaweed", "moto", "legacy"])
 def test_a_claim_in_progress_refuses_a_second_one(request, s3, monkeypatch):
-    """The interleaving the threads may miss: the second S3 claim runs while the first holds its claim."""
+    """The interleaving the threads may miss: the second S3 claim runs while the first holds its claim.
+
+    On the legacy awss3 storage too (boto 2): its claim was read-then-write,
+    where both claims won.
+    """
     name = request.getfixturevalue(s3)
     storage = DepotManager.get(name)
     intent = create_upload_intent(name, max_size=100)

@@ -14,7 +14,7 @@ import datetime
 import hashlib
 import logging
 import tempfile
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import boto
 import boto.s3.connection
@@ -200,7 +200,7 @@ class BucketDriver:
         return [key.name[cut:] for key in self.bucket.list(prefix=self.prefix)]
 
 
-class S3Storage(ObjectStorage):
+class S3Storage(_pending_objects.ClaimObjects, ObjectStorage):
     """Files stored as objects ``<prefix><file id>`` of an S3 bucket, through legacy ``boto``.
 
     Deprecated: use :class:`depot.io.boto3.S3Storage`.  ``host`` may carry a
@@ -321,10 +321,11 @@ class S3Storage(ObjectStorage):
 
     # -- raw objects (markers of direct uploads) -------------------------------
 
-    def _raw_put(self, name: str, data: bytes) -> None:
+    def _raw_put(self, name: str, data: bytes, condition: Optional[Dict[str, str]] = None) -> None:
         key = self._bucket_driver.new_key(name)
         # Private whatever the storage's policy: markers are the server's records.
-        key.set_contents_from_string(data, policy=CANNED_ACL_PRIVATE, headers={"Content-Type": "application/json"})
+        key.set_contents_from_string(data, policy=CANNED_ACL_PRIVATE,
+                                     headers=dict(condition or {}, **{"Content-Type": "application/json"}))
 
     def _raw_get(self, name: str) -> Optional[bytes]:
         key = self._bucket_driver.get_key(name)
@@ -332,6 +333,31 @@ class S3Storage(ObjectStorage):
 
     def _raw_delete(self, name: str) -> None:
         self._bucket_driver.bucket.delete_key(self._bucket_driver.prefix + name)
+
+    def _raw_create(self, name: str, data: bytes) -> bool:
+        return self._raw_write_if(name, data, {"If-None-Match": "*"})
+
+    def _raw_get_tagged(self, name: str) -> Optional[Tuple[bytes, str]]:
+        key = self._bucket_driver.new_key(name)
+        try:
+            data = key.get_contents_as_string()  # one GET: the ETag is that response's
+        except S3ResponseError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return data, key.etag
+
+    def _raw_replace(self, name: str, data: bytes, tag: str) -> bool:
+        return self._raw_write_if(name, data, {"If-Match": tag})
+
+    def _raw_write_if(self, name: str, data: bytes, condition: Dict[str, str]) -> bool:
+        try:
+            self._raw_put(name, data, condition)
+        except S3ResponseError as exc:
+            if exc.status == 412 or exc.error_code in _pending_objects.LOST_WRITE_CODES:
+                return False
+            raise
+        return True
 
     def _raw_list(self, under: str) -> Iterator[Tuple[str, float]]:
         cut = len(self._bucket_driver.prefix)

@@ -3,8 +3,10 @@
 boto 2 presigns only single requests with SigV4 (its POST forms are SigV2,
 which current AWS regions refuse), so every upload is a presigned ``PUT``
 with depot's headers signed: the service refuses another type, other
-metadata, a tampered or expired URL.  It cannot bound the size (the attach
-step checks it), and there is no upload in parts: use
+metadata, a tampered or expired URL.  ``If-None-Match: *`` is signed too,
+as on :mod:`depot.io._s3_uploads`: the URL creates the object once, and
+can never replace the file once attached.  It cannot bound the size (the
+attach step checks it), and there is no upload in parts: use
 :class:`depot.io.boto3.S3Storage` for those.
 """
 from __future__ import annotations
@@ -41,6 +43,8 @@ def upload_target(storage: Any, record: Any) -> Any:
         headers["Content-Disposition"] = disposition
     if storage._encrypt_key:
         headers["x-amz-server-side-encryption"] = "AES256"
+    # Signed, so the browser must send it: the URL cannot replace an existing object.
+    headers["If-None-Match"] = "*"
     driver = storage._bucket_driver
     url = storage._conn.generate_url(
         seconds_left(record, longest=MAX_EXPIRES), "PUT", bucket=driver.bucket.name,

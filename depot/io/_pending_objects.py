@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
-__all__ = ["PENDING_DIR", "CLAIMS_DIR", "marker_name", "is_marker_name", "visible", "pending_put", "pending_get",
-           "pending_delete", "pending_list", "ClaimObjects"]
+__all__ = ["PENDING_DIR", "CLAIMS_DIR", "LOST_WRITE_CODES", "marker_name", "is_marker_name", "visible",
+           "pending_put", "pending_get", "pending_delete", "pending_list", "ClaimObjects"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ PENDING_DIR = ".depot-pending/"
 #: inside the markers' folder, so hidden from ``list()`` and fsck, and not
 #: taken for markers (a name with a ``/``).
 CLAIMS_DIR = PENDING_DIR + ".claims/"
+#: S3 error codes of a conditional write that lost: its condition failed, a
+#: concurrent conditional write won, or (``If-Match``) the object is gone.
+LOST_WRITE_CODES = frozenset(("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412"))
 
 
 def marker_name(file_id: str) -> str:

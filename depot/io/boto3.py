@@ -51,9 +51,6 @@ from depot.io.utils import DEFAULT_CHUNK_SIZE, check_uuid
 from depot.utils import asbool
 from depot.utils import make_content_disposition  # noqa: F401 - a name filedepot 0.12 had here
 
-#: Codes of a conditional write that lost (``If-None-Match``, ``If-Match``).
-_LOST_CONDITION_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412")
-
 boto3 = require("boto3", "s3", "depot.io.boto3.S3Storage")
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError, EndpointConnectionError  # noqa: E402
@@ -772,7 +769,7 @@ class S3Storage(_pending_objects.ClaimObjects, ObjectStorage):
             self._client.put_object(Bucket=self._bucket_driver.bucket.name, Key=self._bucket_driver.prefix + name,
                                     Body=data, IfNoneMatch="*")
         except ClientError as exc:
-            if error_code(exc) in _LOST_CONDITION_CODES:
+            if error_code(exc) in _pending_objects.LOST_WRITE_CODES:
                 return False
             raise
         return True
@@ -792,8 +789,7 @@ class S3Storage(_pending_objects.ClaimObjects, ObjectStorage):
             self._client.put_object(Bucket=self._bucket_driver.bucket.name, Key=self._bucket_driver.prefix + name,
                                     Body=data, ContentType="application/json", IfMatch=tag)
         except ClientError as exc:
-            # Rewritten meanwhile (412), or deleted: S3 answers 404 for If-Match on a missing key.
-            if error_code(exc) in _LOST_CONDITION_CODES or is_missing(exc):
+            if error_code(exc) in _pending_objects.LOST_WRITE_CODES:  # rewritten or deleted meanwhile
                 return False
             raise
         return True
