@@ -127,3 +127,52 @@ def test_gc_removes_half_written_markers(tmp_path, run_cli):
     assert (code, out) == (0, "files: 1 removed\n"), err
     assert not os.path.exists(left)
     assert [file_id for file_id, _ in pending_uploads("files")] == [intent.file_id]
+
+
+def _uploads_to_copy(tmp_path):
+    """Storage ``a``: a stored file, an upload being attached (claimed) and one not attached yet."""
+    from depot.uploads import PendingUpload
+    from depot.uploads._api import claim_upload
+
+    a = DepotManager.configure("a", {"depot.backend": "local", "depot.storage_path": str(tmp_path / "a")})
+    DepotManager.set_middleware(UploadURLs())
+    stored = a.create(b"stored the usual way")
+    attaching = create_upload_intent("a", max_size=100)
+    a._store_at(attaching.file_id, b"attached, the row maybe committed")
+    assert claim_upload(a, PendingUpload.from_json(a._pending_get(attaching.file_id)))
+    pending = create_upload_intent("a", max_size=100)
+    a._store_at(pending.file_id, b"uploaded, never attached")
+    return a, stored, attaching.file_id, pending.file_id
+
+
+def _stores(tmp_path):
+    return ("--local", "a=%s" % (tmp_path / "a"), "--local", "b=%s" % (tmp_path / "b"))
+
+
+def test_migrate_leaves_out_uploads_not_attached_yet(tmp_path, run_cli):
+    """Copied without its marker, an upload never attached would be an orphan gc never collects in the target."""
+    a, stored, attaching, pending = _uploads_to_copy(tmp_path)
+    code, out, err = run_cli(*_stores(tmp_path), "migrate", "a", "b", "--dry-run")
+    assert code == 0, err
+    assert "3 files, 2 to copy, 0 already there, 1 direct upload not attached yet left out" in out
+    assert "would copy a/%s" % pending not in out
+    code, out, err = run_cli(*_stores(tmp_path), "migrate", "a", "b")
+    assert code == 0, err
+    assert out.startswith("migrate a -> b: 3 files: 2 copied (")
+    assert "1 direct upload not attached yet left out, 0 failed" in out
+    assert "storage a, file %s: a direct upload not attached yet, not copied" % pending in err
+    # The upload being attached is copied: its row may be committed.
+    b = DepotManager.configure("b", {"depot.backend": "local", "depot.storage_path": str(tmp_path / "b")})
+    assert sorted(b.list()) == sorted([stored, attaching])
+    assert sorted(a.list()) == sorted([stored, attaching, pending])  # nothing deleted
+
+
+def test_cp_leaves_out_uploads_not_attached_yet(tmp_path, run_cli):
+    a, stored, attaching, pending = _uploads_to_copy(tmp_path)
+    code, out, err = run_cli(*_stores(tmp_path), "cp", "-s", "a", pending, stored, "a/" + attaching, "b")
+    assert code == 0, err
+    assert out.startswith("cp -> b: 3 files: 2 copied (")
+    assert "1 direct upload not attached yet left out, 0 failed" in out
+    assert "file %s: a direct upload not attached yet, not copied" % pending in err
+    b = DepotManager.configure("b", {"depot.backend": "local", "depot.storage_path": str(tmp_path / "b")})
+    assert sorted(b.list()) == sorted([stored, attaching])

@@ -78,11 +78,15 @@ class Tally:
     failed: int = 0
     bytes: int = 0
     verified: bool = False
+    #: Direct uploads not attached yet, left out (see :func:`_unattached`).
+    pending: int = 0
 
     def summary(self, label: str, elapsed: float) -> str:
         parts = ["%d copied (%s)" % (self.copied, human_size(self.bytes))]
         if self.skipped:
             parts.append("%d already there" % self.skipped)
+        if self.pending:
+            parts.append("%s not attached yet left out" % plural(self.pending, "direct upload"))
         parts.append("%d failed" % self.failed)
         text = "%s: %s: %s" % (label, plural(self.total, "file"), ", ".join(parts))
         if self.verified:
@@ -165,13 +169,32 @@ class Job(NamedTuple):
     maybe_there: bool
 
 
-def _run_transfer(ctx: Context, label: str, jobs: List[Job], *, verify: bool, workers: int = 1) -> int:
+def _unattached(ctx: Context, jobs: List[Job], source: str, listed: bool) -> List[Job]:
+    """``jobs`` without the direct uploads of ``source`` not attached yet (reported one by one).
+
+    Copied without their markers they would be orphans in the target that
+    ``depot gc --pending-older-than`` never collects; no row can reference
+    them yet.  ``listed``: every pending upload of the storage is asked
+    about (migrate), else only the ids of ``jobs`` (cp).
+    """
+    from depot.uploads._api import unattached_in
+
+    storage = ctx.storage(source)[1]
+    left_out = unattached_in(storage, None if listed else [job.file_id for job in jobs])
+    for file_id in sorted(left_out):
+        ctx.warn("storage %s, file %s: a direct upload not attached yet, not copied" % (source, file_id))
+    return [job for job in jobs if job.file_id not in left_out]
+
+
+def _run_transfer(ctx: Context, label: str, jobs: List[Job], *, verify: bool, workers: int = 1,
+                  pending: int = 0) -> int:
     """Copy the files of ``jobs`` and print a summary.
 
     With ``workers`` > 1 files are copied by that many threads; results are
     recorded by the calling thread only, so the tally needs no lock.
+    ``pending`` direct uploads were left out beforehand (counted in the total).
     """
-    tally = Tally(total=len(jobs), verified=verify)
+    tally = Tally(total=len(jobs) + pending, verified=verify, pending=pending)
     with ctx.progress(label, len(jobs)) as progress:
         tasks = [
             functools.partial(_transfer_one, progress, ctx.storage(job.source), ctx.storage(job.target),
@@ -189,7 +212,7 @@ def _run_transfer(ctx: Context, label: str, jobs: List[Job], *, verify: bool, wo
             interrupted = True
     ctx.print(tally.summary(label, progress.elapsed))
     if interrupted:
-        done = tally.copied + tally.skipped + tally.failed
+        done = tally.copied + tally.skipped + tally.failed + tally.pending
         ctx.warn("interrupted after %d of %d files; run the same command again to resume" % (done, tally.total))
         return ExitCode.INTERRUPTED
     retryable = len(ctx.errors) - ctx.not_found
@@ -230,7 +253,12 @@ def cp(args: argparse.Namespace, ctx: Context) -> int:
         if source == dest:
             raise CLIError("%s is already in storage %r" % (target, dest))
         jobs.append(Job(source, file_id, dest, maybe_there=False))
-    return _run_transfer(ctx, "cp -> %s" % dest, jobs, verify=args.verify, workers=args.jobs)
+    kept: List[Job] = []
+    for source in sorted({job.source for job in jobs}):
+        kept += _unattached(ctx, [job for job in jobs if job.source == source], source, listed=False)
+    kept.sort(key=jobs.index)
+    return _run_transfer(ctx, "cp -> %s" % dest, kept, verify=args.verify, workers=args.jobs,
+                         pending=len(jobs) - len(kept))
 
 
 #: Ids that differ only in their (lowercase, as storages give out) hex digits
@@ -279,17 +307,20 @@ def migrate(args: argparse.Namespace, ctx: Context) -> int:
         present = set(target.list())
     except Exception as exc:
         raise CLIError("cannot list storage %r: %s" % (target_name, describe(exc)), ExitCode.STORAGE) from exc
+    listed = [Job(source_name, file_id, target_name, maybe_there=file_id in present) for file_id in ids]
+    jobs = _unattached(ctx, listed, source_name, listed=True)
     if args.dry_run:
-        return _dry_run(ctx, source_name, target_name, ids, present)
+        return _dry_run(ctx, source_name, target_name, jobs, len(listed) - len(jobs))
     label = "migrate %s -> %s" % (source_name, target_name)
-    jobs = [Job(source_name, file_id, target_name, maybe_there=file_id in present) for file_id in ids]
-    return _run_transfer(ctx, label, jobs, verify=args.verify, workers=args.jobs)
+    return _run_transfer(ctx, label, jobs, verify=args.verify, workers=args.jobs, pending=len(listed) - len(jobs))
 
 
-def _dry_run(ctx: Context, source_name: str, target_name: str, ids: List[str], present: Set[str]) -> int:
-    missing = [file_id for file_id in ids if file_id not in present]
+def _dry_run(ctx: Context, source_name: str, target_name: str, jobs: List[Job], pending: int) -> int:
+    missing = [job.file_id for job in jobs if not job.maybe_there]
     for file_id in missing:
         ctx.print("would copy %s/%s" % (source_name, file_id))
-    ctx.print("migrate %s -> %s (dry run): %s, %d to copy, %d already there (lengths not compared)"
-              % (source_name, target_name, plural(len(ids), "file"), len(missing), len(ids) - len(missing)))
+    left_out = ", %s not attached yet left out" % plural(pending, "direct upload") if pending else ""
+    ctx.print("migrate %s -> %s (dry run): %s, %d to copy, %d already there%s (lengths not compared)"
+              % (source_name, target_name, plural(len(jobs) + pending, "file"), len(missing),
+                 len(jobs) - len(missing), left_out))
     return ctx.exit_code()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import replace
-from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Set, Tuple, Union
 
 from depot.io import checksums
 from depot.io.interfaces import FileStorage, StoredFile
@@ -20,6 +20,7 @@ from .intents import (
     UploadIntent,
     UploadRefused,
     check_content_types,
+    claimed,
     sniff_content_type,
     type_allowed,
 )
@@ -353,6 +354,33 @@ def discard_upload(backend: FileStorage, record: PendingUpload) -> None:
 def pending_uploads(storage: Union[None, str, FileStorage] = None) -> Iterator[Tuple[str, float]]:
     """``(file_id, created)`` of every upload of ``storage`` permitted and not attached yet."""
     return resolve_storage(storage)[1]._pending_list()
+
+
+def unattached_in(backend: FileStorage, file_ids: Optional[List[str]] = None) -> Set[str]:
+    """The ids (among ``file_ids``, else all) of ``backend``'s uploads pending and not claimed by an attach.
+
+    No committed row can reference those: a row is committed only after
+    its attach claimed the marker.  An upload being attached (a claimed
+    marker) is not among them, since its row may be committed already.
+    A storage without direct uploads has none.  ``depot cp`` and ``depot
+    migrate`` leave these out: copied without their markers, they would be
+    orphans in the target that no collection of pending uploads ever finds.
+    """
+    try:
+        ids = [file_id for file_id, _ in backend._pending_list()] if file_ids is None else file_ids
+    except NotImplementedError:
+        return set()
+    return {file_id for file_id in ids if _unattached(backend, file_id)}
+
+
+def _unattached(backend: FileStorage, file_id: str) -> bool:
+    try:
+        raw = backend._pending_get(file_id)
+    except Exception:
+        # Unsure (no markers here, a malformed id, the storage unreachable):
+        # the file is taken as attached, so it is copied, never left out.
+        return False
+    return raw is not None and not claimed(raw)
 
 
 def collect_pending(
