@@ -10,7 +10,9 @@ executes counts (gunicorn's parsing and writing, the application, the
 interpreter), syscalls only by their user-space side.
 
 Printed: instructions per request, depot's instructions above each floor,
-and ``floor / depot``, the req/s ratio a CPU-bound worker would reach.
+and ``floor / depot``, the req/s ratio a CPU-bound worker would reach if
+every instruction cost the same (the kernel's side of a request, about the
+same for all but the extra syscalls, is left out).
 With ``--strace``, the syscalls per request of each worker too (``strace -c``).
 
 Usage: ``python benchmarks/profile_middleware_small.py [--requests 300] [--strace]
@@ -224,8 +226,9 @@ def main() -> None:
         print()
         print("1 KiB GET under gunicorn %s (1 sync worker), %d requests counted per server (callgrind)" % (
             bench.gunicorn_version(), args.requests))
-        print("%-16s %14s %14s %12s %12s %s" % ("server", "instr/request", "above memory", "memory/x", "file/x",
-                                               "syscalls/request" if args.strace else ""))
+        print("ratios: the floor's instructions per request / the server's (the req/s ratio of a CPU-bound worker)")
+        print("%-16s %14s %14s %12s %12s %s" % ("server", "instr/request", "above memory", "memory ratio",
+                                               "file ratio", "syscalls/request" if args.strace else ""))
         for name, value in counted.items():
             print("%-16s %14.0f %14.0f %11.3fx %11.3fx %s" % (
                 name, value, value - memory, memory / value, files / value,
