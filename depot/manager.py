@@ -112,6 +112,9 @@ class DepotManager:
         """
         if name is None:
             name = cls._default_depot
+        depot = cls._depots.get(name) if name is not None else None  # every request served asks: no alias first
+        if depot is not None:
+            return depot
         resolved = cls.resolve_alias(name)
         return cls._depots.get(resolved) if resolved is not None else None
 

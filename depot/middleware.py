@@ -36,6 +36,7 @@ _BLOCK_SIZE = core.BLOCK_SIZE
 _SMALL_BODY = core.SMALL_BODY
 
 _NOT_FOUND = HTTPStatus.NOT_FOUND  # read on every request: a plain name (see depot.serving.core)
+_OK_LINE = status_line(HTTPStatus.OK)
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
@@ -322,9 +323,10 @@ class DepotMiddleware(core.ServingCore):
             return self.app(environ, start_response)
         plain = self.plain_get(method, environ)
         if plain:
-            hot = self.hot.respond(path, self.cache_max_age, self.inline_policy)
-            if hot is not None:
-                return _send(hot, environ, start_response)
+            kept = self.hot.answer(path, self.cache_max_age, self.inline_policy)
+            if kept is not None:
+                start_response(_OK_LINE, kept[0])
+                return [kept[1]]
         located = self.locate(path, environ.get("QUERY_STRING", ""))
         if isinstance(located, Response):
             return self._answer(located, environ, start_response)

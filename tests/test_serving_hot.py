@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from unittest import mock
 
 import pytest
@@ -15,10 +16,17 @@ import pytest
 from depot.manager import DepotManager
 from depot.middleware import FileServeApp
 from depot.serving import core
+from depot.utils import http_date
 
 from .test_middleware_support import CONTENT, make_app, on_every_adapter
 
 pytest_plugins = ["tests.test_middleware_support"]
+
+
+@pytest.fixture(autouse=True)
+def settled_at_once(monkeypatch):
+    """Files written by a test are kept at once (test_only_settled_versions_are_kept tests the wait)."""
+    monkeypatch.setattr(core, "SETTLED_AFTER_NS", 0)
 
 
 def _middleware():
@@ -214,3 +222,100 @@ def test_first_requests_in_threads_wait_for_the_wsgi_module():
     out = subprocess.run([sys.executable, "-c", _IMPORT_RACE], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "FileServeApp"
+
+
+# A settling time long enough for this machine's file system time granule (a
+# clock tick), short enough to wait for in a test.
+_SETTLE_NS = 50_000_000
+
+
+def _settle(monkeypatch):
+    monkeypatch.setattr(core, "SETTLED_AFTER_NS", _SETTLE_NS)
+    time.sleep(2 * _SETTLE_NS / 1e9)
+
+
+@pytest.fixture
+def settled(local_storage, monkeypatch):
+    """:func:`served`, with the real settling rule: the file is kept once it has settled."""
+    app = make_app()
+    fid = local_storage.create(CONTENT, "file.txt", "text/plain")
+    path = "/depot/default/%s" % fid
+    _settle(monkeypatch)
+    first = app.get(path)
+    assert first.body == CONTENT and _kept(path) is not None
+    return app, fid, path, first
+
+
+@on_every_adapter
+def test_only_settled_versions_are_kept(local_storage, monkeypatch):
+    """A version written within the settling time is answered, but not kept: its stat could be the next one's."""
+    monkeypatch.setattr(core, "SETTLED_AFTER_NS", 3600 * 10**9)
+    app = make_app()
+    fid = local_storage.create(CONTENT, "file.txt", "text/plain")
+    path = "/depot/default/%s" % fid
+    for _ in range(2):
+        assert app.get(path).body == CONTENT
+    assert _kept(path) is None
+    _settle(monkeypatch)
+    assert app.get(path).body == CONTENT
+    assert _kept(path) is not None
+
+
+@on_every_adapter
+def test_kept_bytes_are_served_without_opening_the_file(settled):
+    app, fid, path, first = settled
+    with mock.patch("os.open", side_effect=AssertionError("opened")), \
+            mock.patch("builtins.open", side_effect=AssertionError("opened")):
+        again = app.get(path)
+    assert again.body == CONTENT and _same_headers(first, again)
+
+
+@on_every_adapter
+def test_same_size_delete_and_create_again_is_served_at_once(settled, local_storage):
+    """Deleted, then stored again under the same id with bytes and facts of the same sizes (inodes may be reused)."""
+    app, fid, path, first = settled
+    other = bytes(reversed(CONTENT))
+    local_storage.delete(fid)
+    local_storage._store_at(fid, other, "file.txt", "text/plain")  # as a direct upload stores it
+    resp = app.get(path)
+    assert resp.body == other and resp.headers["ETag"] != first.headers["ETag"]
+
+
+@on_every_adapter
+def test_files_rewritten_in_place_are_served_at_once(settled, local_storage):
+    """As filedepot 0.12 replaced a file: both files rewritten in place, same inodes, same sizes."""
+    app, fid, path, first = settled
+    folder = local_storage._dir(fid)
+    other = bytes(reversed(CONTENT))
+    with open(os.path.join(folder, "file"), "r+b") as f:
+        f.write(other)
+    meta_path = os.path.join(folder, "metadata.json")
+    with open(meta_path) as f:
+        meta = f.read()
+    with open(meta_path, "r+") as f:
+        f.write(meta.replace("file.txt", "fila.txt"))
+    resp = app.get(path)
+    assert resp.body == other
+    assert "fila.txt" in resp.headers["Content-Disposition"]
+
+
+@on_every_adapter
+def test_kept_bodies_count_in_the_byte_budget(local_storage):
+    app = make_app()
+    hot = _middleware().hot = core.HotFiles("/depot", max_bytes=4 * 1024)
+    for _ in range(10):
+        fid = local_storage.create(os.urandom(1024), "file.bin")
+        assert len(app.get("/depot/default/%s" % fid).body) == 1024
+        assert hot._entries.nbytes <= 4 * 1024
+    assert 1 <= len(hot._entries) <= 3
+
+
+@on_every_adapter
+def test_expires_follows_the_clock(served, monkeypatch):
+    """Only Expires changes between two kept answers, and it tracks the current second."""
+    app, fid, path, first = served
+    later = time.time() + 100
+    monkeypatch.setattr(core.time, "time", lambda: later)
+    again = app.get(path)
+    assert again.headers["Expires"] == http_date(int(later) + 604800)
+    assert _same_headers(first, again)

@@ -64,9 +64,12 @@ _STAGING = ".new-"
 _GRAVEYARD = ".del-"
 
 
+_METADATA_NAME = os.sep + "metadata.json"
+
+
 # Plain concatenation: os.path.join costs more than the rest of a cached get().
 def _metadata_path(local_path: str) -> str:
-    return local_path + ("metadata.json" if local_path.endswith(os.sep) else os.sep + "metadata.json")
+    return local_path + (_METADATA_NAME[1:] if local_path.endswith(os.sep) else _METADATA_NAME)
 
 
 def _file_path(local_path: str) -> str:
@@ -96,7 +99,7 @@ class _ClosedLocalFile(io.BytesIO):
 _CLOSED = _ClosedLocalFile()
 
 Metadata = Tuple[str, str, Optional[datetime], Optional[int], Optional[str]]
-Key = Tuple[int, int, int, int]
+Key = Tuple[int, int, int, int, int]
 
 
 def _parse_metadata(file_id: str, raw: bytes) -> Metadata:
@@ -140,13 +143,17 @@ def _readable_content_type(value: Any) -> Any:
 
 
 def _key(st: os.stat_result) -> Key:
-    """Identifies one version of a metadata file: every write installs a new inode."""
-    return (st.st_ino, st.st_dev, st.st_ctime_ns, st.st_size)
+    """Identifies one version of a metadata file: every write installs a new inode.
+
+    The times name a version of a file rewritten in place (filedepot 0.12
+    rewrote both files of a replaced one), to the file system's granularity.
+    """
+    return (st.st_ino, st.st_dev, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
 
 
 def _version(key: Key) -> str:
     """:attr:`LocalStoredFile.version` of the metadata file with this key."""
-    ino, dev, ctime_ns, size = key
+    ino, dev, ctime_ns, mtime_ns, size = key
     return "%x-%x-%x" % (ino, ctime_ns, size)
 
 
@@ -410,27 +417,24 @@ class LocalFileStorage(OneStepStorage):
         file_id = self._checked_id(file_or_id)
         return LocalStoredFile._checked(file_id, self._dir(file_id))
 
-    def open_current(self, file_id: str) -> Tuple[int, os.stat_result, str]:
-        """A raw descriptor on the current data of ``file_id``, its ``fstat``, and the metadata's version.
+    def version_key(self, file_id: str) -> Key:
+        """What names the current version of ``file_id``, from one ``stat`` (nothing is opened or read).
 
-        For callers that keep what they derived from one version of a file
-        (the serving layer keeps the response headers of small files): the
-        data file's inode, device, change time and size identify its bytes
-        (a write never changes a data file, it installs a new one), and the
-        version (:attr:`LocalStoredFile.version`, read after the data file
-        was opened) identifies the facts.  When both are those of a version
-        seen before, what was derived from it still holds.
-        :class:`OSError` when the file is missing; the caller closes the
-        descriptor.
+        The inode, device, change and modification times and size of its
+        metadata file: every write installs a new metadata file (depot), or
+        rewrites it after the data (filedepot 0.12), so a version's data and
+        facts go with its key (:attr:`LocalStoredFile.version` is made from
+        it, see :meth:`key_version`).  For callers that keep what they
+        derived from a version (the serving layer keeps the answers to small
+        files) and must know whether it still holds.  ``file_id`` must be
+        one :meth:`get` accepted.  :class:`OSError` when the file is missing.
         """
-        _check_file_id(file_id)
-        folder = self._dir(file_id)
-        fd = os.open(_file_path(folder), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return fd, os.fstat(fd), _version(_key(os.stat(_metadata_path(folder))))
-        except BaseException:
-            os.close(fd)
-            raise
+        return _key(os.stat(self._prefix + file_id + _METADATA_NAME))
+
+    @staticmethod
+    def key_version(key: Key) -> str:
+        """The :attr:`LocalStoredFile.version` of the version :meth:`version_key` gave ``key`` for."""
+        return _version(key)
 
     def _write_files(
         self, file_id: str, data_path: str, meta_path: str, content: Any, filename: str, content_type: str
@@ -735,14 +739,14 @@ _PLAIN_GET = LocalFileStorage.get
 def finds_files_plainly(storage: Any) -> bool:
     """Whether ``storage`` is a :class:`LocalFileStorage` whose ``get`` nobody replaced or overrode.
 
-    What :meth:`LocalFileStorage.open_current` opens is then what ``get``
+    What :meth:`LocalFileStorage.version_key` looks at is then what ``get``
     would find: callers that skip ``get`` for it (the serving layer's kept
     answers) must ask this first, so that a subclass, a patched ``get`` or an
     instance's own ``get`` (a check, a test double) is always honoured.
     """
     return (
         isinstance(storage, LocalFileStorage) and type(storage).get is _PLAIN_GET
-        and type(storage).open_current is LocalFileStorage.open_current and "get" not in vars(storage)
+        and type(storage).version_key is LocalFileStorage.version_key and "get" not in vars(storage)
     )
 
 

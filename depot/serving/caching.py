@@ -97,6 +97,11 @@ class BoundedCache:
             self._entries.move_to_end(key)
             return entry[0]
 
+    def peek(self, key: Hashable) -> Any:
+        """The value kept for ``key``, or ``None``, leaving its age alone: no lock (one dict read)."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
     def put(self, key: Hashable, value: Any, size: int) -> None:
         """Keep ``value`` (costing ``size`` bytes, key included), forgetting the oldest entries as needed."""
         if size > self.max_bytes:

@@ -29,10 +29,12 @@ import json
 import os
 import time
 from http import HTTPStatus
-from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union, cast
 from urllib.parse import quote
 
 from depot.io.interfaces import StoredFile
+from depot.io.local import finds_files_plainly
+from depot.io.utils import DEFAULT_CHUNK_SIZE
 from depot.manager import DepotManager
 from depot.utils import asbool, asint
 
@@ -54,13 +56,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BLOCK_SIZE", "SMALL_BODY", "Response", "FileSpan", "StoredSpan", "Redirect", "Located", "ServingCore",
-    "HotFiles", "respond_file", "choose_body", "page", "redirect", "status_line", "identity",
+    "HotFiles", "respond_file", "choose_body", "page", "redirect", "status_line",
     "json_response", "UploadBody", "AdmittedUpload", "DRAIN_LIMIT",
 ]
 
-#: Chunk read from storages and handed to servers (256 KiB): memory per
-#: response is bounded by it.
-BLOCK_SIZE = 4096 * 64
+#: Chunk read from storages and handed to servers (256 KiB, filedepot's
+#: ``_BLOCK_SIZE``): memory per response is bounded by it.  The storages'
+#: own size for the pieces a file is streamed in, for the same reason.
+BLOCK_SIZE = DEFAULT_CHUNK_SIZE
 
 #: Bodies up to this size are read at once and sent as one chunk: for them a
 #: server's sendfile set-up (a selector, lseek, fstat...) or another trip to a
@@ -68,19 +71,6 @@ BLOCK_SIZE = 4096 * 64
 SMALL_BODY = 64 * 1024
 
 Headers = List[Tuple[str, str]]
-
-#: What identifies one version of a local file (see :func:`identity`).
-Identity = Tuple[int, int, int, int, str]
-
-
-def identity(st: os.stat_result, version: str) -> Identity:
-    """One version of a local file: its opened data file's inode, device, change time and size, and its facts' version.
-
-    Writers never change a data file in place (see :mod:`depot.io.local`):
-    a new version is a new file, so the stat names one version's bytes, and
-    ``version`` (:attr:`StoredFile.version`) the facts that describe them.
-    """
-    return (st.st_ino, st.st_dev, st.st_ctime_ns, st.st_size, version)
 
 # HTTPStatus members read through the class cost a descriptor call each
 # (Python 3.11): the statuses of every file response, as plain names.
@@ -125,8 +115,8 @@ class Response:
     A body that holds a file owns it: :meth:`close` releases it, and the
     adapter calls it once the body is sent (or abandoned).  ``identity`` is
     set when the whole response was derived from one version of a local
-    file, identified by :func:`identity` of its data file (see
-    :class:`HotFiles`).
+    file, read from its data file: that version (:attr:`StoredFile.version`,
+    see :class:`HotFiles`).
     """
 
     __slots__ = ("status", "headers", "body", "identity")
@@ -135,7 +125,7 @@ class Response:
         self.status = status
         self.headers = headers
         self.body = body
-        self.identity: Optional[Identity] = None
+        self.identity: Optional[str] = None
 
     def close(self) -> None:
         body = self.body
@@ -447,8 +437,7 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
         )
         response = Response(status, headers, choose_body(f, real, start, stop, facts.content_length))
         if whole_version:
-            assert st is not None and version is not None
-            response.identity = identity(st, version)
+            response.identity = version
         return response
     except BaseException:
         if real is not None:
@@ -463,76 +452,103 @@ _CONDITIONS = (
 )
 
 
-class _Hot(NamedTuple):
-    policy: InlinePolicy
-    storage: "LocalFileStorage"
-    depot_name: str
-    file_id: str
-    identity: Identity
-    etag: Tuple[str, str]
-    tail: Headers  # the headers after Cache-Control and Expires
+class _Hot:
+    """One kept answer: the version of the file it answers, its bytes, and its headers as of one second."""
+
+    __slots__ = ("policy", "storage", "depot_name", "file_id", "key", "etag", "tail", "body", "headers")
+
+    def __init__(self, policy: InlinePolicy, storage: "LocalFileStorage", depot_name: str, file_id: str,
+                 key: Tuple[int, ...], etag: Tuple[str, str], tail: Headers, body: bytes) -> None:
+        self.policy = policy
+        self.storage = storage
+        self.depot_name = depot_name
+        self.file_id = file_id
+        self.key = key  # LocalFileStorage.version_key
+        self.etag = etag
+        self.tail = tail  # the headers after Cache-Control and Expires
+        self.body = body
+        # (second, max-age, headers): only Expires changes, once a second.
+        # Replaced as a whole, so threads never see half of one.
+        self.headers: Tuple[int, Optional[int], Headers] = (-1, None, [])
 
 
-def _opens_current(storage: Any) -> "Optional[LocalFileStorage]":
-    """``storage`` if it is a local storage that finds its files as a plain :class:`LocalFileStorage` does."""
-    from depot.io.local import finds_files_plainly
-
-    return storage if finds_files_plainly(storage) else None
+#: Nanoseconds after its last change when a local file's version is
+#: settled: every later write gives it other times.  A file system stamps
+#: times to a granularity (a clock tick, or whole seconds), so a file
+#: rewritten in place twice within one granule (filedepot 0.12 rewrote its
+#: files), or an inode freed and reused as fast, can show the same ``stat``
+#: for two versions; two seconds covers the coarsest.
+SETTLED_AFTER_NS = 2_000_000_000
 
 
 class HotFiles:
     """The answers to plain GETs of small local files, kept per URL path while the file's version lasts.
 
     A popular small file costs more in deciding its response (finding the
-    storage, reading its metadata, planning the headers) than in sending it.
-    The first full answer, when :func:`respond_file` derived it from one
-    version of the file (its :attr:`Response.identity`), is kept; later
-    requests open the data file, and when the opened file has the same
-    identity, the headers still hold: only ``Expires`` is recomputed, and
-    the bytes are read from the file just opened.  A replaced file has a new
-    data file, so a new identity; a deleted one cannot be opened: either
-    way the request takes the full path (which answers 404 through the
-    middleware's hooks) and the entry is dropped.
+    storage, reading its metadata, planning the headers, opening and
+    reading the file) than in sending it.  The first full answer, when
+    :func:`respond_file` derived it from one version of the file (its
+    :attr:`Response.identity`), is kept with its bytes; a later request
+    asks for the current version with one ``stat``
+    (:meth:`~depot.io.local.LocalFileStorage.version_key`), and when it is
+    the same, answers the kept bytes and headers (only ``Expires`` is
+    recomputed, once a second).  A replaced file has another version; a
+    deleted one has none: either way the request takes the full path
+    (which answers 404 through the middleware's hooks) and the entry is
+    dropped.
+
+    A version is only kept once settled (:data:`SETTLED_AFTER_NS` after
+    its last change): within a file system's time granule another version
+    could show the very ``stat`` of the kept one.
 
     Only plain GETs (no ``Range``, no precondition) of files up to
     :data:`SMALL_BODY` bytes from a :class:`~depot.io.local.LocalFileStorage`
     take this path, and only when no hook can change the answer (see
-    :meth:`ServingCore.plain_get`).  Bounded by entries and bytes.
+    :meth:`ServingCore.plain_get`).  Bounded by entries and by bytes,
+    the kept bodies included.
     """
 
     def __init__(self, prefix: str, max_bytes: int = 8 * 1024 * 1024, max_entries: int = 4096) -> None:
         self._prefix = prefix
         self._entries = BoundedCache(max_bytes=max_bytes, max_entries=max_entries)
 
-    def respond(self, path: str, max_age: Optional[int], policy: InlinePolicy) -> Optional[Response]:
-        """The response to a plain GET of ``path`` from what is kept, or ``None`` (take the full path)."""
-        hot: Optional[_Hot] = self._entries.get(path)
+    def answer(self, path: str, max_age: Optional[int], policy: InlinePolicy) -> Optional[Tuple[Headers, bytes]]:
+        """The headers (a new list) and body answering a plain GET of ``path`` from what is kept, or ``None``."""
+        # Not refreshed: kept in the order first answered, a popular file
+        # dropped for a newer one comes back at its next request.
+        hot: Optional[_Hot] = self._entries.peek(path)
         if hot is None:
             return None
-        storage = DepotManager.get(hot.depot_name)
-        if storage is not hot.storage or hot.policy is not policy or _opens_current(storage) is None:  # reconfigured
+        storage = hot.storage
+        # Reconfigured, or a get() that must be asked now: the full path.
+        if DepotManager.get(hot.depot_name) is not storage or hot.policy is not policy or not finds_files_plainly(
+            storage
+        ):
             self._entries.pop(path)
             return None
         try:
-            fd, st, version = hot.storage.open_current(hot.file_id)
+            same = storage.version_key(hot.file_id) == hot.key
         except (OSError, ValueError):
+            same = False
+        if not same:
             self._entries.pop(path)
             return None
-        try:
-            if identity(st, version) != hot.identity:
-                self._entries.pop(path)
-                return None
-            size = st.st_size
-            data = os.read(fd, size) if size else b""
-        finally:
-            os.close(fd)
-        if len(data) != size:  # cannot happen to a file no one writes; take the full path if it does
-            return None
-        cache_control, expires = cache_headers(max_age)
-        return Response(_OK, [hot.etag, ("Cache-Control", cache_control), ("Expires", expires), *hot.tail], data)
+        second = int(time.time())
+        kept = hot.headers
+        if kept[0] != second or kept[1] != max_age:
+            cache_control, expires = cache_headers(max_age, now=second)
+            kept = hot.headers = (second, max_age, [hot.etag, ("Cache-Control", cache_control),
+                                                    ("Expires", expires), *hot.tail])
+        # A new list: the server, or a middleware around this one, may change it.
+        return kept[2][:], hot.body
+
+    def respond(self, path: str, max_age: Optional[int], policy: InlinePolicy) -> Optional[Response]:
+        """:meth:`answer` as a :class:`Response`, or ``None`` (take the full path)."""
+        kept = self.answer(path, max_age, policy)
+        return None if kept is None else Response(_OK, kept[0], kept[1])
 
     def remember(self, path: str, policy: InlinePolicy, response: Response) -> None:
-        """Keep ``response``, the full answer to a plain GET of ``path``, if it is one of a local file's versions."""
+        """Keep ``response``, the full answer to a plain GET of ``path``, if it answers a settled local version."""
         file_identity, headers, body = response.identity, response.headers, response.body
         if (
             file_identity is None or response.status is not _OK or not isinstance(body, bytes)
@@ -544,12 +560,20 @@ class HotFiles:
         if target is None:
             return
         depot_name, file_id = target
-        storage = _opens_current(DepotManager.get(depot_name))
-        if storage is None:
+        found = DepotManager.get(depot_name)
+        if not finds_files_plainly(found):
             return
-        tail = headers[3:]
-        hot = _Hot(policy, storage, depot_name, file_id, file_identity, headers[0], tail)
-        size = 200 + 2 * len(path) + sum(len(name) + len(value) + 100 for name, value in headers)
+        storage = cast("LocalFileStorage", found)
+        try:
+            key = storage.version_key(file_id)
+        except (OSError, ValueError):
+            return
+        # Taken after the answer: it is still the current version, and
+        # settled, so any later write shows another key.
+        if storage.key_version(key) != file_identity or key[2] > time.time_ns() - SETTLED_AFTER_NS:
+            return
+        hot = _Hot(policy, storage, depot_name, file_id, key, headers[0], headers[3:], body)
+        size = 200 + 2 * len(path) + len(body) + sum(len(name) + len(value) + 100 for name, value in headers)
         self._entries.put(path, hot, size)
 
 
@@ -835,11 +859,14 @@ class ServingCore:
         """
         if method != "GET" or self.signer is not None or self.offload is not None:
             return False
-        get = environ.get
-        for name in _CONDITIONS:
-            if get(name) is not None:
-                return False
-        return self._file_app_class() is _wsgi_module()._PLAIN_FILE_APP
+        if not environ.keys().isdisjoint(_CONDITIONS):  # one C loop for the usual request without any
+            get = environ.get
+            for name in _CONDITIONS:
+                if get(name) is not None:
+                    return False
+        module = _WSGI_MODULE or _wsgi_module()
+        app_class = self.file_app_class
+        return (module.FileServeApp if app_class is None else app_class) is module._PLAIN_FILE_APP
 
     def _file_app_class(self) -> type:
         app_class = self.file_app_class
