@@ -292,7 +292,7 @@ def _pct(value: Optional[float]) -> str:
     return "-" if value is None else "%.0f%%" % value
 
 
-HEADER = "%-9s %-6s %7s %8s %8s %8s %8s %7s %7s %8s %8s %7s %7s %7s" % (
+HEADER = "%-11s %-6s %7s %8s %8s %8s %8s %7s %7s %8s %8s %7s %7s %7s" % (
     "server", "round", "p50 ms", "p99 ms", "max ms", "own p99", "samples", "wait", "seconds", "down MB/s",
     "up MB/s", "srv CPU", "loopCPU", "clients")
 
@@ -301,7 +301,7 @@ def row(name: str, label: str, r: Dict[str, Any]) -> str:
     def rate(key: str) -> str:
         return "%.1f" % r[key] if key in r else "-"
 
-    return "%-9s %-6s %7.2f %8.2f %8.2f %8s %8d %7s %7s %8s %8s %7s %7s %7s" % (
+    return "%-11s %-6s %7.2f %8.2f %8.2f %8s %8d %7s %7s %8s %8s %7s %7s %7s" % (
         name, label, r["p50_ms"], r["p99_ms"], r["max_ms"], _ms(r.get("own_p99_ms")), r["samples"],
         _pct(r.get("loop_wait_percent")), "%.2f" % r["seconds"] if "seconds" in r else "3.00", rate("down_mbs"),
         rate("up_mbs"), _pct(r.get("server_cpu")), _pct(r.get("loop_cpu_percent")), _pct(r.get("client_cpu")))
@@ -309,7 +309,7 @@ def row(name: str, label: str, r: Dict[str, Any]) -> str:
 
 def summary(servers: List[Server]) -> None:
     print("\nsummary (p99 lateness in ms; median / worst of the rounds; own = less the loop's wait for a CPU)")
-    print("%-9s %8s %8s %10s %10s %8s  %s" % ("server", "median", "worst", "own med", "own worst", "idle",
+    print("%-11s %8s %8s %10s %10s %8s  %s" % ("server", "median", "worst", "own med", "own worst", "idle",
                                               "target < %.0f ms" % TARGET_MS))
     for server in servers:
         p99 = [r["p99_ms"] for r in server.rounds]
@@ -321,7 +321,7 @@ def summary(servers: List[Server]) -> None:
         else:
             verdict = "met" if max(p99) < TARGET_MS else "NOT met (median %s)" % (
                 "met" if statistics.median(p99) < TARGET_MS else "not met")
-        print("%-9s %8.2f %8.2f %10s %10s %8.2f  %s" % (
+        print("%-11s %8.2f %8.2f %10s %10s %8.2f  %s" % (
             server.name, statistics.median(p99), max(p99), _ms(statistics.median(own) if own else None),
             _ms(max(own) if own else None), server.idle["p99_ms"], verdict))
     floor = next((s for s in servers if s.name == "floor"), None)
