@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from typing import Any, AsyncIterator, Dict
+from typing import Any, AsyncIterator, Callable, Dict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
@@ -87,7 +87,12 @@ def make_app(data_dir: str) -> Any:
     return app
 
 
-if __name__ == "__main__":
+def main(make: Callable[[str], Any], doc: str) -> None:
+    """The command line of the benchmark's reference apps: the example's, the probe always on."""
     if "--lag-probe" in sys.argv:
-        sys.argv.remove("--lag-probe")  # always on here
-    library.main(make_app, __doc__, library.serve_asgi)
+        sys.argv.remove("--lag-probe")
+    library.main(make, doc, library.serve_asgi)
+
+
+if __name__ == "__main__":
+    main(make_app, __doc__)

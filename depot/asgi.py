@@ -32,7 +32,8 @@ from depot.serving.core import DRAIN_LIMIT, FileSpan, Located, Redirect, Respons
 
 anyio = require("anyio", "asgi", "depot.asgi")
 
-from depot.io._aio_pipe import run_with_source  # noqa: E402 - needs anyio, checked just above
+from depot.io import _workers  # noqa: E402 - needs anyio, checked just above
+from depot.io._aio_pipe import run_with_source  # noqa: E402
 
 __all__ = ["DepotMiddleware"]
 
@@ -169,7 +170,7 @@ class DepotMiddleware(ServingCore):
                 return
             response = self.unrouted(method, path)
         else:
-            response = await anyio.to_thread.run_sync(self.respond, scope, wsgi_path)
+            response = await _workers.run_sync(self.respond, scope, wsgi_path)
         await self._send(response, scope, receive, send)
 
     def respond(self, scope: Scope, path: str) -> Response:
@@ -188,7 +189,7 @@ class DepotMiddleware(ServingCore):
     async def _upload(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         """A direct upload: admitted in a worker thread, then stored by one, fed from the loop a chunk at a time."""
         environ = _environ(scope, path)
-        admitted = await anyio.to_thread.run_sync(
+        admitted = await _workers.run_sync(
             lambda: self.admit_upload(scope["method"], path, environ["QUERY_STRING"], environ)
         )
         if isinstance(admitted, Response):
@@ -223,7 +224,7 @@ class DepotMiddleware(ServingCore):
             if isinstance(body, StoredSpan):
                 # Closing may talk to the storage: off the loop, and even when cancelled.
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(response.close)
+                    await _workers.run_sync(response.close)
             else:
                 response.close()
 
@@ -275,7 +276,7 @@ async def _stream(read: Callable[[], bytes], receive: Receive, send: Send) -> No
         group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
         try:
             while True:
-                chunk = await anyio.to_thread.run_sync(read)
+                chunk = await _workers.run_sync(read)
                 if not await _sent(send, chunk, more=bool(chunk)) or not chunk:
                     return
         finally:

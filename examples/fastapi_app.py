@@ -23,6 +23,8 @@ SQLite (aiosqlite).  Nothing blocks the event loop:
 ``--lag-probe`` starts a task measuring how late a 10 ms ``asyncio.sleep``
 wakes up (what every request waits when the loop is blocked); ``GET /lag``
 reports the percentiles and ``POST /lag/reset`` starts a new measurement.
+``--worker-niceness N`` runs depot's worker threads N levels nicer than the
+event loop (Linux; see ``depot.io.aio.set_worker_niceness``).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # no
 
 import library  # noqa: E402
 from depot.fields.aio import attach  # noqa: E402
+from depot.io.aio import set_worker_niceness  # noqa: E402
 from depot.io.utils import FileIntent  # noqa: E402
 from depot.manager import DepotManager  # noqa: E402
 
@@ -82,7 +85,7 @@ class LagProbe:
         self.samples: List[float] = []
         self.own: List[float] = []  # each sample less the time the thread waited for a CPU
         # The CPU time of the loop's own thread (the probe runs in it): how busy the loop itself was.
-        self.started = (time.perf_counter(), time.thread_time())
+        self.started = (time.perf_counter(), time.thread_time(), self._run_delay())
 
     def _run_delay(self) -> Optional[float]:
         """Seconds the calling thread has waited for a CPU while runnable, if the system says."""
@@ -110,9 +113,15 @@ class LagProbe:
             return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2) if ordered else None
 
         wall, cpu = time.perf_counter() - self.started[0], time.thread_time() - self.started[1]
+        delay_before, delay = self.started[2], self._run_delay()
+        waited = delay - delay_before if delay is not None and delay_before is not None else None
         return {"samples": len(self.samples), "p50_ms": ms(self.samples, 0.5), "p99_ms": ms(self.samples, 0.99),
                 "max_ms": ms(self.samples, 1.0), "own_p99_ms": ms(self.own, 0.99),
-                "loop_cpu_percent": round(100 * cpu / wall, 1) if wall > 0 else None}
+                "loop_cpu_percent": round(100 * cpu / wall, 1) if wall > 0 else None,
+                # How long the loop's thread was ready to run but had no CPU, in % of the time.
+                "loop_wait_percent": round(100 * waited / wall, 1) if wall > 0 and waited is not None else None,
+                "server": "%s loop, %s" % (type(asyncio.get_running_loop()).__module__.split(".")[0],
+                                           "httptools" if "httptools" in sys.modules else "h11")}
 
     def add_routes(self, app: FastAPI) -> None:
         """``GET /lag``: the report; ``POST /lag/reset``: start a new measurement."""
@@ -217,4 +226,8 @@ if __name__ == "__main__":
     lag_probe = "--lag-probe" in sys.argv
     if lag_probe:
         sys.argv.remove("--lag-probe")
+    if "--worker-niceness" in sys.argv:  # depot's worker threads yield the CPU to the event loop (Linux)
+        at = sys.argv.index("--worker-niceness")
+        set_worker_niceness(int(sys.argv[at + 1]))
+        del sys.argv[at:at + 2]
     library.main(lambda data: make_app(data, lag_probe), __doc__, library.serve_asgi)

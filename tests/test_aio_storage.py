@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 import tempfile
 import threading
 import time
@@ -11,7 +13,11 @@ import pytest
 
 anyio = pytest.importorskip("anyio")
 
-from depot.io.aio import DEFAULT_THREADS, AsyncStorage, AsyncStoredFile, thread_limiter  # noqa: E402
+from depot.io import _workers  # noqa: E402
+from depot.io.aio import (  # noqa: E402
+    DEFAULT_THREADS, AsyncStorage, AsyncStoredFile, set_worker_niceness, thread_limiter,
+)
+from depot.io.aio import worker_niceness as worker_niceness_value  # noqa: E402
 from depot.io.local import LocalFileStorage  # noqa: E402
 from depot.io.memory import MemoryFileStorage  # noqa: E402
 from depot.io.utils import FileIntent  # noqa: E402
@@ -20,6 +26,7 @@ from depot.manager import DepotManager  # noqa: E402
 pytestmark = pytest.mark.anyio
 
 MB = 1024 * 1024
+MISSING = "00000000-0000-0000-0000-000000000000"
 
 
 @pytest.fixture
@@ -354,6 +361,59 @@ async def test_streamed_download_memory_is_bounded(files, local):
         tracemalloc.stop()
     assert total == size
     assert peak < 4 * MB, peak
+
+
+# -- the worker threads' priority -------------------------------------------------------
+
+
+def thread_niceness():
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+class NicenessRecorder(MemoryFileStorage):
+    """Records the niceness of the threads its calls run in."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def exists(self, file_or_id):
+        self.seen.append(thread_niceness())
+        return super().exists(file_or_id)
+
+    def create(self, content, filename=None, content_type=None):
+        self.seen.append(thread_niceness())
+        return super().create(content, filename, content_type)
+
+
+@pytest.fixture
+def worker_niceness():
+    yield set_worker_niceness
+    set_worker_niceness(0)
+    _workers._configured = False  # the next tests take anyio's own path again
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+async def test_worker_niceness_lowers_depots_threads_only(worker_niceness):
+    storage = NicenessRecorder()
+    files = AsyncStorage(storage)
+    loop_niceness = thread_niceness()
+    await files.exists(MISSING)  # by default the threads keep the loop's niceness
+    worker_niceness(5)
+    assert worker_niceness_value() == 5
+    await files.exists(MISSING)
+    await files.create(agen(b"streamed ", b"upload"), "a.txt")  # an upload fed from the loop
+    assert storage.seen == [loop_niceness] + [min(19, loop_niceness + 5)] * 2
+    assert thread_niceness() == loop_niceness  # the event loop's thread is left alone
+    # The same pool's threads run the application's work too: at the niceness depot left them.
+    assert await anyio.to_thread.run_sync(thread_niceness) in (loop_niceness, min(19, loop_niceness + 5))
+
+
+@pytest.mark.parametrize("bad", [-1, 20, True, 2.0, "5"])
+def test_worker_niceness_is_checked(bad, worker_niceness):
+    with pytest.raises(ValueError):
+        worker_niceness(bad)
+    assert worker_niceness_value() == 0
 
 
 # -- the registry ----------------------------------------------------------------------

@@ -32,11 +32,10 @@ from depot._optional import require
 
 require("anyio", "async", "depot.fields.aio")  # a message naming the extra when anyio is missing
 
-import anyio  # noqa: E402
-import anyio.to_thread  # noqa: E402
 from sqlalchemy import inspect as sa_inspect  # noqa: E402
 from sqlalchemy.ext.asyncio import async_object_session  # noqa: E402
 
+from depot.io import _workers  # noqa: E402
 from depot.io._aio_pipe import blocking_content, is_async_source, run_with_source  # noqa: E402
 from depot.io.aio import AsyncStoredFile, thread_limiter, upload_thread_limiter  # noqa: E402
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage  # noqa: E402
@@ -124,7 +123,7 @@ async def attach(obj: Any, attribute: str, content: Any, *, chunk_size: int = DE
         if is_async_source(content):
             value = await run_with_source(content, build, upload_thread_limiter(), chunk_size)
         else:
-            value = await anyio.to_thread.run_sync(build, blocking_content(content), limiter=thread_limiter())
+            value = await _workers.run_sync(build, blocking_content(content), limiter=thread_limiter())
         setattr(obj, attribute, value)
     except BaseException:
         # Stored but never assigned (a failing filter, a cancellation): nothing refers to it.

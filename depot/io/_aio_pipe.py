@@ -25,10 +25,10 @@ from typing import Any, AsyncIterator, Callable, List, Optional, TypeVar, Union
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-import anyio.to_thread
 from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from depot.io import _workers
 from depot.io.utils import FileIntent, _is_fieldstorage_like
 
 __all__ = ["is_async_source", "blocking_content", "run_with_source", "UploadCancelled", "HANDOVER_SIZE"]
@@ -233,7 +233,7 @@ async def run_with_source(
     async with anyio.create_task_group() as tg:
         tg.start_soon(produce)
         try:
-            result = await anyio.to_thread.run_sync(call, argument, limiter=limiter)
+            result = await _workers.run_sync(call, argument, limiter=limiter)
         except Exception as exc:
             failure = exc
         # Whatever the storage did, the producer has nothing more to deliver.

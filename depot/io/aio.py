@@ -45,13 +45,17 @@ from depot._optional import require
 require("anyio", "async", "depot.io.aio")  # a message naming the extra when anyio is missing
 
 import anyio  # noqa: E402
-import anyio.to_thread  # noqa: E402
 from anyio.lowlevel import RunVar  # noqa: E402
 
+from depot.io import _workers  # noqa: E402
+from depot.io._workers import set_worker_niceness, worker_niceness  # noqa: E402
 from depot.io._aio_pipe import blocking_content, is_async_source, run_with_source  # noqa: E402
 from depot.io.interfaces import DEFAULT_CHUNK_SIZE, FileStorage, StoredFacts, StoredFile  # noqa: E402
 
-__all__ = ["AsyncStorage", "AsyncStoredFile", "DEFAULT_THREADS", "thread_limiter", "upload_thread_limiter"]
+__all__ = [
+    "AsyncStorage", "AsyncStoredFile", "DEFAULT_THREADS", "set_worker_niceness", "thread_limiter",
+    "upload_thread_limiter", "worker_niceness",
+]
 
 T = TypeVar("T")
 
@@ -165,7 +169,7 @@ class AsyncStoredFile:
         method = getattr(self.file, native, None)
         if method is not None:
             return await method(*args)
-        return await anyio.to_thread.run_sync(blocking, *args, limiter=self._limiter or thread_limiter())
+        return await _workers.run_sync(blocking, *args, limiter=self._limiter or thread_limiter())
 
     async def read(self, n: int = -1) -> bytes:
         """Read up to ``n`` bytes (everything when ``n`` is negative): keep ``n`` bounded for big files."""
@@ -215,13 +219,13 @@ class AsyncStoredFile:
         chunks = cast(Generator[bytes, None, None], self.file.iter_range(start, stop, chunk_size))
         try:
             while True:
-                chunk = await anyio.to_thread.run_sync(next, chunks, None, limiter=limiter)
+                chunk = await _workers.run_sync(next, chunks, None, limiter=limiter)
                 if chunk is None:
                     return
                 yield chunk
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(chunks.close, limiter=limiter)
+                await _workers.run_sync(chunks.close, limiter=limiter)
 
     def __repr__(self) -> str:
         return "<AsyncStoredFile %r>" % (self.file,)
@@ -260,7 +264,7 @@ class AsyncStorage:
         method = getattr(self.storage, native, None)
         if method is not None:
             return await method(*args)
-        return await anyio.to_thread.run_sync(blocking, *args, limiter=self._calls())
+        return await _workers.run_sync(blocking, *args, limiter=self._calls())
 
     async def _write(self, native: str, blocking: Callable[..., T], *args: Any) -> T:
         """A create/replace: ``args`` end with ``(content, filename, content_type)``."""
@@ -270,7 +274,7 @@ class AsyncStorage:
         *head, content, filename, content_type = args
         if not is_async_source(content):
             call_args: Tuple[Any, ...] = (*head, blocking_content(content), filename, content_type)
-            return await anyio.to_thread.run_sync(blocking, *call_args, limiter=self._calls())
+            return await _workers.run_sync(blocking, *call_args, limiter=self._calls())
         limiter = self._upload_limiter or upload_thread_limiter()
         return await run_with_source(
             content, lambda stream: blocking(*head, stream, filename, content_type), limiter, self.chunk_size
