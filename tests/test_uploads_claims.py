@@ -233,3 +233,30 @@ def test_claims_are_no_files_nor_markers(s3):
     assert claim_upload(storage, record) is True
     assert seen == [([record.file_id], [record.file_id], [record.file_id])]
 
+
+def test_an_expired_attach_never_deletes_an_upload_another_attach_claimed(s3, monkeypatch):
+    """finish_upload deleting an expired upload races an attach that checked it in time and claims late.
+
+    The late attach's claim wins (nothing had claimed the marker), its row
+    may be committed: the expired request must not delete the file.
+    """
+    from depot.uploads import UploadRefused, finish_upload
+
+    storage = DepotManager.get("cloud")
+    record = uploaded()
+    real_get = storage._pending_get
+    won: List[bool] = []
+
+    def read_then_other_attach_claims(file_id: str) -> Optional[bytes]:
+        raw = real_get(file_id)
+        if not won:
+            won.append(claim_upload(storage, record))
+        return raw
+
+    monkeypatch.setattr(storage, "_pending_get", read_then_other_attach_claims)
+    with pytest.raises(UploadRefused) as refused:
+        finish_upload("cloud", record.file_id, grace=-2 * 3600)  # expired for this request
+    assert refused.value.code == "expired"
+    assert won == [True]
+    assert claimed(real_get(record.file_id))
+    assert storage.get(record.file_id).read() == b"the upload"
