@@ -260,3 +260,34 @@ def test_an_expired_attach_never_deletes_an_upload_another_attach_claimed(s3, mo
     assert won == [True]
     assert claimed(real_get(record.file_id))
     assert storage.get(record.file_id).read() == b"the upload"
+
+
+def test_gc_releases_claims_as_it_lists_them(s3, monkeypatch):
+    """Bounded memory: each old claim is released as the listing yields it, not after listing them all."""
+    import uuid
+
+    storage = DepotManager.get("cloud")
+    for _ in range(3):
+        assert storage._raw_create(CLAIMS_DIR + str(uuid.uuid4()), b"") is True
+    later = max(claims().values()) + CLAIM_TIMEOUT + 30
+    events: List[str] = []
+    real_list, real_delete = storage._raw_list, storage._raw_delete
+
+    def listing(under: str):
+        for item in real_list(under):
+            if under == CLAIMS_DIR:
+                events.append("listed")
+            yield item
+        if under == CLAIMS_DIR:
+            events.append("end")
+
+    def delete(name: str) -> None:
+        events.append("released")
+        real_delete(name)
+
+    monkeypatch.setattr(storage, "_raw_list", listing)
+    monkeypatch.setattr(storage, "_raw_delete", delete)
+    assert collect_pending("cloud", older_than=0, now=later) == []
+    assert events == ["listed", "released"] * 3 + ["end"]
+    assert claims() == {}
+

@@ -120,7 +120,9 @@ class ClaimObjects:
         """
         store: Any = self
         released = []
-        for name, modified in list(store._raw_list(CLAIMS_DIR)):
+        # Released as listed (deleting behind a listing's position is safe):
+        # memory holds one page, however many claims there are.
+        for name, modified in store._raw_list(CLAIMS_DIR):
             file_id = name[len(CLAIMS_DIR):]
             if modified < before and file_id and "/" not in file_id:
                 store._raw_delete(name)
