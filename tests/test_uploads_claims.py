@@ -291,3 +291,24 @@ def test_gc_releases_claims_as_it_lists_them(s3, monkeypatch):
     assert events == ["listed", "released"] * 3 + ["end"]
     assert claims() == {}
 
+
+def test_a_won_claim_stands_when_deleting_the_claim_object_fails(s3):
+    """The marker was rewritten: an error deleting the claim object must not make the attach fail.
+
+    Raised, it would leave a claimed marker no attach can ever claim again:
+    the upload could never be attached.  The claim object stays instead,
+    and gc releases it by age; the file is kept.
+    """
+    storage = DepotManager.get("cloud")
+    record = uploaded()
+
+    def lost() -> None:
+        raise ConnectionError("connection lost")
+
+    during_claim("DeleteObject", CLAIMS_DIR + record.file_id, lost)
+    assert claim_upload(storage, record) is True
+    assert claimed(storage._pending_get(record.file_id))
+    held_since = claims()[record.file_id]
+    assert collect_pending("cloud", older_than=10 * CLAIM_TIMEOUT, now=held_since + CLAIM_TIMEOUT + 30) == []
+    assert claims() == {} and claimed(storage._pending_get(record.file_id))
+    assert storage.get(record.file_id).read() == b"the upload"

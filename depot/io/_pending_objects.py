@@ -90,6 +90,8 @@ class ClaimObjects:
         once.  The winner reads the marker and, when it is not claimed yet,
         rewrites it at the version read (``If-Match``: never absent between),
         then deletes its claim object, also when a request failed.  A claim
+        that won stands even if that deletion fails (the claim object then
+        stays, refusing no more than the claimed marker does).  Else a claim
         object outlives its holder only when the process died in those few
         requests: every later claim of the id is then refused until ``depot
         gc`` releases it, older than :data:`~depot.uploads.intents.CLAIM_TIMEOUT`
@@ -104,13 +106,25 @@ class ClaimObjects:
         claim = CLAIMS_DIR + file_id
         if not store._raw_create(claim, b""):
             return False
+        won = False
         try:
             found = store._raw_get_tagged(marker_name(file_id))
             if found is None or is_claimed(found[0]):
                 return False
-            return bool(store._raw_replace(marker_name(file_id), bytes(claimed), found[1]))
+            won = bool(store._raw_replace(marker_name(file_id), bytes(claimed), found[1]))
+            return won
         finally:
-            store._raw_delete(claim)
+            try:
+                store._raw_delete(claim)
+            except Exception:
+                if not won:
+                    raise
+                # The marker is claimed: raising would refuse an attach that
+                # won, leaving an upload no one can attach.  The claim object
+                # refuses nothing more than the claimed marker does, and gc
+                # releases it by age.
+                log.warning("Could not delete the claim object of upload %s in %r; gc releases it after "
+                            "CLAIM_TIMEOUT", file_id, store, exc_info=True)
 
     def _pending_release_claims(self, before: float) -> List[str]:
         """Delete the claim objects created before ``before`` (epoch seconds); the ids whose claim went.
