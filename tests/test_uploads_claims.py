@@ -312,3 +312,57 @@ def test_a_won_claim_stands_when_deleting_the_claim_object_fails(s3):
     assert collect_pending("cloud", older_than=10 * CLAIM_TIMEOUT, now=held_since + CLAIM_TIMEOUT + 30) == []
     assert claims() == {} and claimed(storage._pending_get(record.file_id))
     assert storage.get(record.file_id).read() == b"the upload"
+
+
+def resend_once(key: str) -> List[int]:
+    """Make botocore send the PutObject of ``key`` again once it succeeded: an answer lost on the way back.
+
+    botocore retries a PutObject whose connection broke after the request
+    was sent; the first write landed, the second meets its own object.
+    """
+    storage = DepotManager.get("cloud")
+    resent: List[int] = []
+
+    def again(request_dict, response=None, **kwargs):
+        url = request_dict["url"].split("?", 1)[0]
+        if not resent and response is not None and url.endswith("/" + storage._bucket_driver.prefix + key):
+            resent.append(response[0].status_code)
+            return 0  # retry at once
+        return None
+
+    storage._client.meta.events.register_first("needs-retry.s3.PutObject", again)
+    return resent
+
+
+@pytest.mark.parametrize("key", ["claim", "marker"])
+def test_a_conditional_write_resent_after_a_lost_answer_still_wins(s3, key):
+    """The resent write fails its own condition (412): the claim checks whether the first one landed.
+
+    Else the claim object would be left behind (every claim refused for
+    CLAIM_TIMEOUT) or the marker left claimed by a claim reported lost (an
+    upload never attached, its file kept until fsck deletes it).
+    """
+    storage = DepotManager.get("cloud")
+    record = uploaded()
+    resent = resend_once(CLAIMS_DIR + record.file_id if key == "claim" else marker_name(record.file_id))
+    assert (claim_upload(storage, record), resent) == (True, [200])
+    assert claimed(storage._pending_get(record.file_id)) and claims() == {}
+
+
+@pytest.mark.parametrize("key", ["claim", "marker"])
+def test_a_conditional_write_whose_answer_never_came_still_wins(s3, key):
+    """The write landed but the request ended in an error (retries run out): judged by what was written."""
+    storage = DepotManager.get("cloud")
+    record = uploaded()
+    path = "/" + storage._bucket_driver.prefix + (CLAIMS_DIR + record.file_id if key == "claim"
+                                                  else marker_name(record.file_id))
+    lost: List[str] = []
+
+    def answer_lost(http_response, **kwargs):
+        if not lost and http_response.url.split("?", 1)[0].endswith(path):
+            lost.append(path)
+            raise ConnectionError("connection lost after the request was sent")
+
+    storage._client.meta.events.register("after-call.s3.PutObject", answer_lost)
+    assert (claim_upload(storage, record), lost) == (True, [path])
+    assert claimed(storage._pending_get(record.file_id)) and claims() == {}
