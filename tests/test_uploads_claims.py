@@ -233,3 +233,136 @@ def test_claims_are_no_files_nor_markers(s3):
     assert claim_upload(storage, record) is True
     assert seen == [([record.file_id], [record.file_id], [record.file_id])]
 
+
+def test_an_expired_attach_never_deletes_an_upload_another_attach_claimed(s3, monkeypatch):
+    """finish_upload deleting an expired upload races an attach that checked it in time and claims late.
+
+    The late attach's claim wins (nothing had claimed the marker), its row
+    may be committed: the expired request must not delete the file.
+    """
+    from depot.uploads import UploadRefused, finish_upload
+
+    storage = DepotManager.get("cloud")
+    record = uploaded()
+    real_get = storage._pending_get
+    won: List[bool] = []
+
+    def read_then_other_attach_claims(file_id: str) -> Optional[bytes]:
+        raw = real_get(file_id)
+        if not won:
+            won.append(claim_upload(storage, record))
+        return raw
+
+    monkeypatch.setattr(storage, "_pending_get", read_then_other_attach_claims)
+    with pytest.raises(UploadRefused) as refused:
+        finish_upload("cloud", record.file_id, grace=-2 * 3600)  # expired for this request
+    assert refused.value.code == "expired"
+    assert won == [True]
+    assert claimed(real_get(record.file_id))
+    assert storage.get(record.file_id).read() == b"the upload"
+
+
+def test_gc_releases_claims_as_it_lists_them(s3, monkeypatch):
+    """Bounded memory: each old claim is released as the listing yields it, not after listing them all."""
+    import uuid
+
+    storage = DepotManager.get("cloud")
+    for _ in range(3):
+        assert storage._raw_create(CLAIMS_DIR + str(uuid.uuid4()), b"") is True
+    later = max(claims().values()) + CLAIM_TIMEOUT + 30
+    events: List[str] = []
+    real_list, real_delete = storage._raw_list, storage._raw_delete
+
+    def listing(under: str):
+        for item in real_list(under):
+            if under == CLAIMS_DIR:
+                events.append("listed")
+            yield item
+        if under == CLAIMS_DIR:
+            events.append("end")
+
+    def delete(name: str) -> None:
+        events.append("released")
+        real_delete(name)
+
+    monkeypatch.setattr(storage, "_raw_list", listing)
+    monkeypatch.setattr(storage, "_raw_delete", delete)
+    assert collect_pending("cloud", older_than=0, now=later) == []
+    assert events == ["listed", "released"] * 3 + ["end"]
+    assert claims() == {}
+
+
+def test_a_won_claim_stands_when_deleting_the_claim_object_fails(s3):
+    """The marker was rewritten: an error deleting the claim object must not make the attach fail.
+
+    Raised, it would leave a claimed marker no attach can ever claim again:
+    the upload could never be attached.  The claim object stays instead,
+    and gc releases it by age; the file is kept.
+    """
+    storage = DepotManager.get("cloud")
+    record = uploaded()
+
+    def lost() -> None:
+        raise ConnectionError("connection lost")
+
+    during_claim("DeleteObject", CLAIMS_DIR + record.file_id, lost)
+    assert claim_upload(storage, record) is True
+    assert claimed(storage._pending_get(record.file_id))
+    held_since = claims()[record.file_id]
+    assert collect_pending("cloud", older_than=10 * CLAIM_TIMEOUT, now=held_since + CLAIM_TIMEOUT + 30) == []
+    assert claims() == {} and claimed(storage._pending_get(record.file_id))
+    assert storage.get(record.file_id).read() == b"the upload"
+
+
+def resend_once(key: str) -> List[int]:
+    """Make botocore send the PutObject of ``key`` again once it succeeded: an answer lost on the way back.
+
+    botocore retries a PutObject whose connection broke after the request
+    was sent; the first write landed, the second meets its own object.
+    """
+    storage = DepotManager.get("cloud")
+    resent: List[int] = []
+
+    def again(request_dict, response=None, **kwargs):
+        url = request_dict["url"].split("?", 1)[0]
+        if not resent and response is not None and url.endswith("/" + storage._bucket_driver.prefix + key):
+            resent.append(response[0].status_code)
+            return 0  # retry at once
+        return None
+
+    storage._client.meta.events.register_first("needs-retry.s3.PutObject", again)
+    return resent
+
+
+@pytest.mark.parametrize("key", ["claim", "marker"])
+def test_a_conditional_write_resent_after_a_lost_answer_still_wins(s3, key):
+    """The resent write fails its own condition (412): the claim checks whether the first one landed.
+
+    Else the claim object would be left behind (every claim refused for
+    CLAIM_TIMEOUT) or the marker left claimed by a claim reported lost (an
+    upload never attached, its file kept until fsck deletes it).
+    """
+    storage = DepotManager.get("cloud")
+    record = uploaded()
+    resent = resend_once(CLAIMS_DIR + record.file_id if key == "claim" else marker_name(record.file_id))
+    assert (claim_upload(storage, record), resent) == (True, [200])
+    assert claimed(storage._pending_get(record.file_id)) and claims() == {}
+
+
+@pytest.mark.parametrize("key", ["claim", "marker"])
+def test_a_conditional_write_whose_answer_never_came_still_wins(s3, key):
+    """The write landed but the request ended in an error (retries run out): judged by what was written."""
+    storage = DepotManager.get("cloud")
+    record = uploaded()
+    path = "/" + storage._bucket_driver.prefix + (CLAIMS_DIR + record.file_id if key == "claim"
+                                                  else marker_name(record.file_id))
+    lost: List[str] = []
+
+    def answer_lost(http_response, **kwargs):
+        if not lost and http_response.url.split("?", 1)[0].endswith(path):
+            lost.append(path)
+            raise ConnectionError("connection lost after the request was sent")
+
+    storage._client.meta.events.register("after-call.s3.PutObject", answer_lost)
+    assert (claim_upload(storage, record), lost) == (True, [path])
+    assert claimed(storage._pending_get(record.file_id)) and claims() == {}

@@ -176,3 +176,35 @@ def test_cp_leaves_out_uploads_not_attached_yet(tmp_path, run_cli):
     assert "file %s: a direct upload not attached yet, not copied" % pending in err
     b = DepotManager.configure("b", {"depot.backend": "local", "depot.storage_path": str(tmp_path / "b")})
     assert sorted(b.list()) == sorted([stored, attaching])
+
+
+@pytest.mark.parametrize("command", ["migrate", "cp"])
+def test_an_upload_attached_while_the_files_are_copied_is_copied(tmp_path, run_cli, command):
+    """Left out while pending, then attached (its row committed) before the copies end: copied after all.
+
+    Decided once before hours of copies, it would be missing from the target
+    the application is then pointed at, the summary saying it was never
+    attached.
+    """
+    from depot.cli import transfer
+    from depot.uploads import PendingUpload
+    from depot.uploads._api import claim_upload
+
+    a, stored, attaching, pending = _uploads_to_copy(tmp_path)
+    real_transfer = transfer._transfer_one
+    attached = []
+
+    def copy_then_attach(*args, **kwargs):
+        if not attached:  # the application attaches it while the first file is copied
+            attached.append(claim_upload(a, PendingUpload.from_json(a._pending_get(pending))))
+        return real_transfer(*args, **kwargs)
+
+    argv = ("migrate", "a", "b") if command == "migrate" else ("cp", "-s", "a", stored, attaching, pending, "b")
+    with mock.patch.object(transfer, "_transfer_one", copy_then_attach):
+        code, out, err = run_cli(*_stores(tmp_path), *argv)
+    assert code == 0, err
+    assert attached == [True]
+    assert "left out" not in out and "not copied" not in err
+    assert ": 3 files: 3 copied (" in out
+    b = DepotManager.configure("b", {"depot.backend": "local", "depot.storage_path": str(tmp_path / "b")})
+    assert sorted(b.list()) == sorted([stored, attaching, pending])

@@ -843,6 +843,58 @@ def test_s3_arguments_a_browser_cannot_send_are_refused_at_the_intent(seaweedfs_
     assert list(pending_uploads(name)) == [] and DepotManager.get(name).list() == []
 
 
+class CustomerKeyS3Storage(S3Storage):
+    """An S3 storage encrypting with a customer-provided key (SSE-C): every request must repeat the key."""
+
+    def _extra_args(self, filename: Optional[str], content_type: Optional[str]) -> Dict[str, Any]:
+        return dict(super()._extra_args(filename, content_type), SSECustomerAlgorithm="AES256",
+                    SSECustomerKey="k" * 32)
+
+
+class OnlyTaggingS3Storage(S3Storage):
+    """An S3 storage whose subclass tags every object: CreateMultipartUpload carries the tag for the parts."""
+
+    def _extra_args(self, filename: Optional[str], content_type: Optional[str]) -> Dict[str, Any]:
+        return dict(super()._extra_args(filename, content_type), Tagging="team=media")
+
+
+@pytest.mark.parametrize("server", ["seaweedfs_server", "moto_server"])
+@pytest.mark.parametrize("backend", ["CustomerKeyS3Storage", "TaggingS3Storage"])
+def test_s3_arguments_every_part_would_need_are_refused_at_a_multipart_intent(request, server, backend):
+    """SSE-C: each UploadPart must repeat the key, which the browser must not hold.
+
+    Refused like a POST's or PUT's arguments (a ValueError naming the
+    storage and them), before CreateMultipartUpload: no marker and no
+    multipart upload stay.  Arguments CreateMultipartUpload carries by
+    itself (``Tagging``) are not named.
+    """
+    name = configure_s3(request.getfixturevalue(server), "tagged", backend="tests.test_uploads_cloud." + backend)
+    storage = DepotManager.get(name)
+    with pytest.raises(ValueError) as refused:
+        create_upload_intent(name, max_size=100, method="MULTIPART")
+    message = str(refused.value)
+    assert "storage tagged (<" in message and "SSECustomerAlgorithm" in message and "Tagging" not in message
+    assert list(pending_uploads(name)) == [] and storage.list() == []
+    uploads = storage._client.list_multipart_uploads(Bucket=storage._bucket_driver.bucket.name)
+    assert uploads.get("Uploads", []) == []
+
+
+def test_a_multipart_intent_carries_what_create_multipart_upload_takes(moto_server):
+    """A subclass's Tagging, which a POST or PUT cannot carry, is set by CreateMultipartUpload."""
+    name = configure_s3(moto_server, "tagged", backend="tests.test_uploads_cloud.OnlyTaggingS3Storage")
+    with pytest.raises(ValueError):
+        create_upload_intent(name, max_size=100, method="PUT")
+    intent = create_upload_intent(name, max_size=100, method="MULTIPART")
+    Browser().upload(intent, b"in parts")
+    _, stored = finish_upload(name, intent.id)
+    with stored:
+        assert stored.read() == b"in parts"
+    storage = DepotManager.get(name)
+    tags = storage._client.get_object_tagging(Bucket=storage._bucket_driver.bucket.name,
+                                              Key=storage._bucket_driver.prefix + intent.id)["TagSet"]
+    assert tags == [{"Key": "team", "Value": "media"}]
+
+
 @pytest.mark.parametrize("s3", ["seaweed", "moto"])
 def test_a_presigned_put_cannot_replace_the_uploaded_object(request, s3):
     """The PUT URL is signed with If-None-Match: *: once the object exists the URL is spent."""

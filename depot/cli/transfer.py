@@ -78,7 +78,7 @@ class Tally:
     failed: int = 0
     bytes: int = 0
     verified: bool = False
-    #: Direct uploads not attached yet, left out (see :func:`_unattached`).
+    #: Direct uploads not attached yet, left out (see :func:`_run_transfer`).
     pending: int = 0
 
     def summary(self, label: str, elapsed: float) -> str:
@@ -169,48 +169,54 @@ class Job(NamedTuple):
     maybe_there: bool
 
 
-def _unattached(ctx: Context, jobs: List[Job], source: str, listed: bool) -> List[Job]:
-    """``jobs`` without the direct uploads of ``source`` not attached yet (reported one by one).
+def _unattached(ctx: Context, jobs: Sequence[Job], listed: bool = False) -> Set[Job]:
+    """The jobs of ``jobs`` that are direct uploads not attached yet, to be held back.
 
     Copied without their markers they would be orphans in the target that
     ``depot gc --pending-older-than`` never collects; no row can reference
-    them yet.  ``listed``: every pending upload of the storage is asked
-    about (migrate), else only the ids of ``jobs`` (cp).
+    them yet.  ``listed``: every pending upload of each source is asked
+    about (migrate, many ids), else only the ids of ``jobs`` (cp).
     """
     from depot.uploads._api import unattached_in
 
-    storage = ctx.storage(source)[1]
-    left_out = unattached_in(storage, None if listed else [job.file_id for job in jobs])
-    for file_id in sorted(left_out):
-        ctx.warn("storage %s, file %s: a direct upload not attached yet, not copied" % (source, file_id))
-    return [job for job in jobs if job.file_id not in left_out]
+    held: Set[Job] = set()
+    for source in sorted({job.source for job in jobs}):
+        of_source = [job for job in jobs if job.source == source]
+        left_out = unattached_in(ctx.storage(source)[1], None if listed else [job.file_id for job in of_source])
+        held.update(job for job in of_source if job.file_id in left_out)
+    return held
+
+
+def _warn_left_out(ctx: Context, held: Set[Job]) -> None:
+    for job in sorted(held):
+        ctx.warn("storage %s, file %s: a direct upload not attached yet, not copied" % (job.source, job.file_id))
 
 
 def _run_transfer(ctx: Context, label: str, jobs: List[Job], *, verify: bool, workers: int = 1,
-                  pending: int = 0) -> int:
+                  held: Sequence[Job] = ()) -> int:
     """Copy the files of ``jobs`` and print a summary.
 
     With ``workers`` > 1 files are copied by that many threads; results are
     recorded by the calling thread only, so the tally needs no lock.
-    ``pending`` direct uploads were left out beforehand (counted in the total).
+    ``held``: direct uploads not attached yet when the transfer began
+    (:func:`_unattached`), asked about again once the others are copied:
+    those attached meanwhile are copied then (their rows may be committed),
+    the others left out and named.
     """
-    tally = Tally(total=len(jobs) + pending, verified=verify, pending=pending)
+    tally = Tally(total=len(jobs) + len(held), verified=verify)
     with ctx.progress(label, len(jobs)) as progress:
-        tasks = [
-            functools.partial(_transfer_one, progress, ctx.storage(job.source), ctx.storage(job.target),
-                              job.file_id, skip_existing=job.maybe_there, verify=verify)
-            for job in jobs
-        ]
-        interrupted = False
-        try:
-            if workers <= 1:
-                for task in tasks:
-                    _record(ctx, tally, task())
-            else:
-                interrupted = _run_in_threads(ctx, tally, tasks, workers)
-        except KeyboardInterrupt:
-            interrupted = True
-    ctx.print(tally.summary(label, progress.elapsed))
+        interrupted = _copy_batch(ctx, tally, progress, jobs, verify, workers)
+    elapsed = progress.elapsed
+    if held and not interrupted:
+        still = _unattached(ctx, held)
+        tally.pending = len(still)
+        _warn_left_out(ctx, still)
+        late = [job for job in held if job not in still]
+        if late:
+            with ctx.progress(label, len(late)) as progress:
+                interrupted = _copy_batch(ctx, tally, progress, late, verify, workers)
+            elapsed += progress.elapsed
+    ctx.print(tally.summary(label, elapsed))
     if interrupted:
         done = tally.copied + tally.skipped + tally.failed + tally.pending
         ctx.warn("interrupted after %d of %d files; run the same command again to resume" % (done, tally.total))
@@ -220,6 +226,24 @@ def _run_transfer(ctx: Context, label: str, jobs: List[Job], *, verify: bool, wo
         ctx.warn("%s failed, listed above; run the command again to retry %s"
                  % (plural(retryable, "file"), "it" if retryable == 1 else "them"))
     return ctx.exit_code()
+
+
+def _copy_batch(ctx: Context, tally: Tally, progress: Progress, jobs: Sequence[Job], verify: bool,
+                workers: int) -> bool:
+    """Copy ``jobs``, recording each result in ``tally``; whether interrupted."""
+    tasks = [
+        functools.partial(_transfer_one, progress, ctx.storage(job.source), ctx.storage(job.target),
+                          job.file_id, skip_existing=job.maybe_there, verify=verify)
+        for job in jobs
+    ]
+    try:
+        if workers <= 1:
+            for task in tasks:
+                _record(ctx, tally, task())
+            return False
+        return _run_in_threads(ctx, tally, tasks, workers)
+    except KeyboardInterrupt:
+        return True
 
 
 def _run_in_threads(ctx: Context, tally: Tally, tasks: Sequence[Callable[[], _Result]], workers: int) -> bool:
@@ -253,12 +277,9 @@ def cp(args: argparse.Namespace, ctx: Context) -> int:
         if source == dest:
             raise CLIError("%s is already in storage %r" % (target, dest))
         jobs.append(Job(source, file_id, dest, maybe_there=False))
-    kept: List[Job] = []
-    for source in sorted({job.source for job in jobs}):
-        kept += _unattached(ctx, [job for job in jobs if job.source == source], source, listed=False)
-    kept.sort(key=jobs.index)
-    return _run_transfer(ctx, "cp -> %s" % dest, kept, verify=args.verify, workers=args.jobs,
-                         pending=len(jobs) - len(kept))
+    held = _unattached(ctx, jobs)
+    return _run_transfer(ctx, "cp -> %s" % dest, [job for job in jobs if job not in held], verify=args.verify,
+                         workers=args.jobs, held=[job for job in jobs if job in held])
 
 
 #: Ids that differ only in their (lowercase, as storages give out) hex digits
@@ -308,11 +329,14 @@ def migrate(args: argparse.Namespace, ctx: Context) -> int:
     except Exception as exc:
         raise CLIError("cannot list storage %r: %s" % (target_name, describe(exc)), ExitCode.STORAGE) from exc
     listed = [Job(source_name, file_id, target_name, maybe_there=file_id in present) for file_id in ids]
-    jobs = _unattached(ctx, listed, source_name, listed=True)
+    held = _unattached(ctx, listed, listed=True)
+    jobs = [job for job in listed if job not in held]
     if args.dry_run:
-        return _dry_run(ctx, source_name, target_name, jobs, len(listed) - len(jobs))
+        _warn_left_out(ctx, held)
+        return _dry_run(ctx, source_name, target_name, jobs, len(held))
     label = "migrate %s -> %s" % (source_name, target_name)
-    return _run_transfer(ctx, label, jobs, verify=args.verify, workers=args.jobs, pending=len(listed) - len(jobs))
+    return _run_transfer(ctx, label, jobs, verify=args.verify, workers=args.jobs,
+                         held=[job for job in listed if job in held])
 
 
 def _dry_run(ctx: Context, source_name: str, target_name: str, jobs: List[Job], pending: int) -> int:

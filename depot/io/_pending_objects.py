@@ -15,7 +15,8 @@ claim, and a marker rewritten only at the version read.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Iterator, List, Optional, Tuple
+import uuid
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 __all__ = ["PENDING_DIR", "CLAIMS_DIR", "LOST_WRITE_CODES", "marker_name", "is_marker_name", "visible",
            "pending_put", "pending_get", "pending_delete", "pending_list", "ClaimObjects"]
@@ -72,6 +73,24 @@ def pending_list(storage: Any) -> Iterator[Tuple[str, float]]:
             yield file_id, modified
 
 
+def _landed(store: Any, name: str, data: bytes, write: Callable[[], bool]) -> bool:
+    """Whether the conditional ``write`` of ``data`` at ``name`` took effect, even if its answer was lost.
+
+    A request whose answer is lost is resent (botocore, boto retry); the
+    resent one fails the condition its first attempt satisfied (``412``),
+    or the retries run out (an error).  Either way the object then holds
+    ``data``: the write took effect.
+    """
+    try:
+        if write():
+            return True
+    except Exception:
+        if store._raw_get(name) == data:
+            return True
+        raise
+    return bool(store._raw_get(name) == data)
+
+
 class ClaimObjects:
     """The claim of an upload (``_pending_claim``) on a store without writes conditional on content (S3).
 
@@ -90,27 +109,49 @@ class ClaimObjects:
         once.  The winner reads the marker and, when it is not claimed yet,
         rewrites it at the version read (``If-Match``: never absent between),
         then deletes its claim object, also when a request failed.  A claim
+        that won stands even if that deletion fails (the claim object then
+        stays, refusing no more than the claimed marker does).  Else a claim
         object outlives its holder only when the process died in those few
         requests: every later claim of the id is then refused until ``depot
         gc`` releases it, older than :data:`~depot.uploads.intents.CLAIM_TIMEOUT`
         (:meth:`_pending_release_claims`).  The conditional rewrite keeps
         that safe even if the holder was only stalled: of it and whoever
         claims after the release, only the first to rewrite the marker wins.
+
+        A conditional write that fails, or errs, is judged by what the
+        object then holds (:func:`_landed`; the claim object holds a token
+        of this claim's own): a request resent after its answer was lost
+        meets its own first attempt, and the claim has won, not lost.
         """
         from depot.uploads.intents import claimed as is_claimed
 
         store: Any = self
         store._check_file_id(file_id)
-        claim = CLAIMS_DIR + file_id
-        if not store._raw_create(claim, b""):
+        claim, marker = CLAIMS_DIR + file_id, marker_name(file_id)
+        # A token of this claim's own, so a lost answer can be told from a loss.
+        token = uuid.uuid4().hex.encode("ascii")
+        if not _landed(store, claim, token, lambda: store._raw_create(claim, token)):
             return False
+        won = False
         try:
-            found = store._raw_get_tagged(marker_name(file_id))
+            found = store._raw_get_tagged(marker)
             if found is None or is_claimed(found[0]):
                 return False
-            return bool(store._raw_replace(marker_name(file_id), bytes(claimed), found[1]))
+            tag = found[1]
+            won = _landed(store, marker, bytes(claimed), lambda: store._raw_replace(marker, bytes(claimed), tag))
+            return won
         finally:
-            store._raw_delete(claim)
+            try:
+                store._raw_delete(claim)
+            except Exception:
+                if not won:
+                    raise
+                # The marker is claimed: raising would refuse an attach that
+                # won, leaving an upload no one can attach.  The claim object
+                # refuses nothing more than the claimed marker does, and gc
+                # releases it by age.
+                log.warning("Could not delete the claim object of upload %s in %r; gc releases it after "
+                            "CLAIM_TIMEOUT", file_id, store, exc_info=True)
 
     def _pending_release_claims(self, before: float) -> List[str]:
         """Delete the claim objects created before ``before`` (epoch seconds); the ids whose claim went.
@@ -120,7 +161,9 @@ class ClaimObjects:
         """
         store: Any = self
         released = []
-        for name, modified in list(store._raw_list(CLAIMS_DIR)):
+        # Released as listed (deleting behind a listing's position is safe):
+        # memory holds one page, however many claims there are.
+        for name, modified in store._raw_list(CLAIMS_DIR):
             file_id = name[len(CLAIMS_DIR):]
             if modified < before and file_id and "/" not in file_id:
                 store._raw_delete(name)

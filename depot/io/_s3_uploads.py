@@ -14,7 +14,9 @@ the signature, so the service refuses the rest at its door:
   checked when the upload is attached.
 - ``MULTIPART`` (larger intents, or when asked): CreateMultipartUpload at
   intent time (its ``UploadId`` is kept in the marker) and one presigned
-  UploadPart URL per possible part.  :func:`complete_upload` lists the
+  UploadPart URL per possible part (CreateMultipartUpload carries the
+  storage's S3 arguments, but for a customer-provided key each part would
+  have to repeat: refused).  :func:`complete_upload` lists the
   parts and completes the upload; the browser never reads ETags.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -64,6 +66,9 @@ _HEADERS = {
     "ChecksumCRC32C": "x-amz-checksum-crc32c",
     "ContentMD5": "Content-MD5",
 }
+#: S3 arguments every UploadPart must repeat (a customer-provided key, SSE-C):
+#: the browser would need the key, so an upload in parts cannot carry them.
+_PER_PART = frozenset(("SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5"))
 #: How S3 verifies a checksum of each algorithm depot knows: the argument carrying it.
 _SERVICE_CHECKSUM = {"sha256": "ChecksumSHA256", "crc32c": "ChecksumCRC32C", "md5": "ContentMD5"}
 
@@ -108,18 +113,20 @@ def _headers(storage: Any, record: Any, args: Dict[str, Any]) -> Dict[str, str]:
     be stored without them.  Raised while the intent is created, which then
     removes its marker: nothing is handed out, nothing stays.
     """
-    unknown = set(args) - set(_HEADERS) - {"Metadata", "ACL"}
-    if unknown:
-        raise ValueError(
-            "Direct uploads to storage %s (%r) cannot carry the S3 arguments %s (from its _extra_args): "
-            "depot signs no header of a browser's POST or PUT for them"
-            % (record.storage, storage, ", ".join(sorted(unknown)))
-        )
+    _refuse_uncarried(storage, record, set(args) - set(_HEADERS) - {"Metadata", "ACL"},
+                      "depot signs no header of a browser's POST or PUT for them")
     headers = {_HEADERS[name]: str(value) for name, value in args.items() if name in _HEADERS}
     headers.update({"x-amz-meta-" + key: value for key, value in args.get("Metadata", {}).items()})
     if "ACL" in args:
         headers["x-amz-acl"] = args["ACL"]
     return headers
+
+
+def _refuse_uncarried(storage: Any, record: Any, uncarried: Set[str], why: str) -> None:
+    """:class:`ValueError` naming the storage and the S3 arguments ``uncarried`` (from its ``_extra_args``), if any."""
+    if uncarried:
+        raise ValueError("Direct uploads to storage %s (%r) cannot carry the S3 arguments %s (from its "
+                         "_extra_args): %s" % (record.storage, storage, ", ".join(sorted(uncarried)), why))
 
 
 def _post_target(storage: Any, record: Any, expires: int) -> Any:
@@ -194,6 +201,10 @@ def _multipart_target(storage: Any, record: Any, expires: int) -> Any:
         # the attach step checks it (the metadata only says what it must be).
         args.pop(name, None)
     args["Metadata"].pop(CHECKSUM_META, None)
+    # CreateMultipartUpload carries the others for every part; checked before
+    # it, so a refusal leaves no upload behind.
+    _refuse_uncarried(storage, record, set(args) & _PER_PART,
+                      "every part the browser uploads would have to repeat them")
     upload_id = storage._client.create_multipart_upload(Bucket=bucket, Key=key, **args)["UploadId"]
     signer = _signer(storage)
     urls = [

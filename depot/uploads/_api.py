@@ -237,8 +237,10 @@ def finish_upload(
     the upload and its marker are deleted before :class:`UploadRefused` is
     raised: a refused upload never lingers.  More than ``grace`` seconds
     (:data:`~depot.uploads.intents.ATTACH_GRACE`) after the intent expired,
-    the upload is refused (``expired``) and deleted: from then on
-    :func:`collect_pending` may collect it, and an attach must not race it.
+    the upload is refused (``expired``) and deleted, claimed first as the
+    collection does (an attach that passed this check in time and claims
+    late keeps its file): from then on :func:`collect_pending` may collect
+    it, and an attach must not race it.
 
     The marker is kept: the attach step then claims the upload
     (:func:`claim_upload`).  The caller closes the returned file.
@@ -252,8 +254,11 @@ def finish_upload(
         raise UploadRefused(name, file_id, "not-an-intent", "not a valid file id") from None
     record = _record(backend, name, file_id)
     if time.time() > record.expires_at + grace:
-        # Nobody may attach it any more: deleting it races no attach.
-        discard_upload(backend, record)
+        # Claimed first, as the collection does: an attach that passed this
+        # check in time may claim late (a long checksum), and its row then
+        # references the file.  Only the winner deletes.
+        if claim_upload(backend, record, collecting=True):
+            discard_upload(backend, record)
         raise UploadRefused(name, file_id, "expired", "the intent expired more than %d s ago" % grace)
     try:
         backend._complete_upload(record)

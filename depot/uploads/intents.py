@@ -7,9 +7,14 @@ storage's files, then asks the storage how the browser uploads
 (:class:`UploadTarget`).  The browser sends the bytes straight to the
 storage (or to the middleware for local, memory and GridFS storages).  The
 application then attaches the id to a field, which checks the upload
-against the record (:func:`depot.uploads.finish_upload`) and deletes the
-marker.  A marker left behind means an upload never attached: ``depot gc
---pending-older-than`` removes the upload and its marker.
+against the record (:func:`depot.uploads.finish_upload`) and *claims* it:
+the marker is replaced by the record with ``claimed_at`` set (see
+:func:`claimed`), never deleted, so the file keeps a marker until its row
+is committed.  ``depot gc --pending-older-than`` removes an upload whose
+marker is still pending once its intent expired (the file, then the
+marker); of a claimed marker it removes only the marker, once claimed
+longer ago than the given age, and ``depot fsck`` then judges the file
+from the rows like any other.
 """
 from __future__ import annotations
 
