@@ -668,23 +668,32 @@ class LocalFileStorage(OneStepStorage):
         return True
 
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
+        """The markers as the folder is read: memory does not grow with their number.
+
+        Markers may be claimed and removed meanwhile (``depot gc`` does it
+        while it lists).  An upload claimed while it is listed may be
+        listed twice (its pending marker, then the claimed one the scan
+        came upon); never is a marker there all along left out.
+        """
         try:
-            entries = list(os.scandir(os.path.join(self._root, _PENDING)))
+            entries = os.scandir(os.path.join(self._root, _PENDING))
         except FileNotFoundError:
             return
-        seen = set()
-        for entry in entries:
-            file_id, suffix = os.path.splitext(entry.name)
-            if suffix not in (".json", _CLAIMED) or not _is_valid_id(file_id) or file_id in seen:
-                continue
-            seen.add(file_id)
-            # Asked again by name: a marker claimed since the scan is listed all the same.
-            for path in (self._marker_path(file_id, _CLAIMED), self._marker_path(file_id)):
-                try:
-                    yield file_id, os.stat(path).st_mtime
-                    break
-                except FileNotFoundError:
-                    continue  # collected meanwhile
+        # Ids with both markers, already listed: there are only as many as
+        # claims in progress or cut short by a crash, not one per marker.
+        both = set()
+        with entries:
+            for entry in entries:
+                file_id, suffix = os.path.splitext(entry.name)
+                if suffix not in (".json", _CLAIMED) or not _is_valid_id(file_id) or file_id in both:
+                    continue
+                # Asked again by name: a marker claimed since the scan is listed as claimed.
+                claimed, pending = (_mtime(self._marker_path(file_id, s)) for s in (_CLAIMED, ".json"))
+                if claimed is not None and pending is not None:
+                    both.add(file_id)  # its other entry is still to come, or came already
+                when = claimed if claimed is not None else pending
+                if when is not None:  # else collected meanwhile
+                    yield file_id, when
 
     def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,
                   content_type: Optional[str] = None) -> StoredFacts:
@@ -813,6 +822,14 @@ def _remove_file_folder(path: str) -> None:
         os.rmdir(path)
     except OSError:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _mtime(path: str) -> Optional[float]:
+    """The modification time of ``path``, ``None`` if it is gone."""
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
 
 
 def _is_valid_id(name: str) -> bool:
