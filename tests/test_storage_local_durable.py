@@ -150,9 +150,12 @@ def test_without_exchange_moved_files_are_synced(tmp_path, log, monkeypatch):
     file_id = storage.create(b"one")
     monkeypatch.setattr(local, "_exchange", lambda a, b: False)
     storage.replace(file_id, b"two")
-    moved = [event for _, event in log.calls("replace") if os.path.dirname(event[2]) == storage._dir(file_id)]
+    folder = storage._dir(file_id)
+    moved = [i for i, event in log.calls("replace") if os.path.dirname(event[2]) == folder]
     assert len(moved) == 2
     assert_durable_order(log)
+    # Data first, and on the disk before the metadata moves: never new metadata on old data.
+    assert any(moved[0] < i < moved[1] for i in log.synced(folder))
     assert storage.get(file_id).read() == b"two"
 
 

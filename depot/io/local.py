@@ -570,6 +570,9 @@ class LocalFileStorage(OneStepStorage):
             # the two renames leaves complete data with the previous metadata,
             # never a missing file.
             os.replace(_file_path(staging), _file_path(folder))
+            if self.durable:
+                # The same order after a power loss: never new metadata on old data.
+                _sync_folder(folder)
             os.replace(_metadata_path(staging), _metadata_path(folder))
             return False
         raise IOError("Could not publish %s: it keeps changing" % folder)
