@@ -6,12 +6,15 @@ read back (MB/s, with the ratio to ``shutil.copyfile`` of the same file), and
 the peak RSS growth while doing it; deleting 2,000 x 1 KiB local files
 (ops/s, against two unlinks and an rmdir of the same layout); one 512 MiB
 file streamed from disk into the memory storage (MB/s, against one
-``read()`` of the whole file).  Each figure is the median of several
+``read()`` of the whole file); local creates of 1 KiB and of 64 MiB with
+``durable`` off (filedepot 0.12's behaviour) and on (every step synced to
+the disk), this project only.  Each figure is the median of several
 interleaved rounds, each round in fresh processes; the delete and stream
 ratios are taken within each round, then their median is shown.
 
     python benchmarks/bench_core.py [--rounds 3] [--large-mib 512] [--count 2000]
-                                    [--only small,large,delete,memstream]
+                                    [--only small,large,delete,memstream,durable]
+                                    [--durable-large-count 4]
 """
 import argparse
 import os
@@ -81,14 +84,18 @@ def main():
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--large-mib", type=int, default=512)
     parser.add_argument("--workdir", default=None, help="folder on the disk to measure (default: a temp dir)")
-    parser.add_argument("--only", default="small,large,delete,memstream",
+    parser.add_argument("--durable-large-count", type=int, default=4,
+                        help="64 MiB files created per round of the durable workload")
+    parser.add_argument("--only", default="small,large,delete,memstream,durable",
                         help="comma-separated workloads to run (default: all)")
     opts = parser.parse_args()
     only = set(opts.only.split(","))
 
-    pythons = {"depot": ours_python(), "filedepot": ensure_filedepot_venv()}
+    pythons = {"depot": ours_python()}
+    if only - {"durable"}:  # the durable workload measures this project alone
+        pythons["filedepot"] = ensure_filedepot_venv()
     work = tempfile.mkdtemp(prefix="depot-bench-", dir=opts.workdir)
-    rows, paired_rows, notes = [], [], []
+    rows, paired_rows, durable_rows, notes = [], [], [], []
     try:
         if "small" in only:
             rows += small_rows(pythons, opts, work)
@@ -118,6 +125,8 @@ def main():
                 [("write_mbs", "memory stream %d MiB [MB/s]" % opts.large_mib),
                  ("write_mbs_cpu", "memory stream %d MiB [MB per CPU-s]" % opts.large_mib),
                  ("rss_growth_mib", "memory stream peak RSS growth [MiB]")])
+        if "durable" in only:
+            durable_rows = durable_create_rows(pythons["depot"], opts, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -127,6 +136,9 @@ def main():
     if paired_rows:
         print(paired_table("Delete and memory stream (median of %d rounds; ratios taken within each round; "
                            "floor: os.unlink x2 + os.rmdir / one read())" % opts.rounds, paired_rows))
+    if durable_rows:
+        print(table("Local create, durable=True against the default durable=False (depot only; median of %d "
+                    "rounds)" % opts.rounds, durable_rows, {}, columns=("durable=True", "durable=False")))
 
 
 def small_rows(pythons, opts, work):
@@ -145,6 +157,27 @@ def small_rows(pythons, opts, work):
             unit = "ops per CPU-s" if key.endswith("_cpu") else "ops/s"
             rows.append(("%s %s %d x 1 KiB" % (backend, label, opts.count), unit,
                          median_of(small["depot", backend], key), median_of(small["filedepot", backend], key)))
+    return rows
+
+
+def durable_create_rows(python, opts, work):
+    """Local creates with ``durable`` on and off, alternating which goes first from round to round."""
+    sizes = [("1 KiB", 1024, opts.count), ("64 MiB", 64 << 20, opts.durable_large_count)]
+    results = {(label, on): [] for label, _, _ in sizes for on in ("yes", "no")}
+    for r in range(opts.rounds):
+        for label, size, count in sizes:
+            for on in (("yes", "no") if r % 2 == 0 else ("no", "yes")):
+                path = os.path.join(work, "durable-%s-%d" % (on, r))
+                results[label, on].append(
+                    run_worker(python, "core_worker.py", ["durable", on, str(count), str(size), path]))
+                shutil.rmtree(path, ignore_errors=True)
+    rows = []
+    for label, size, count in sizes:
+        for key, unit in (("create_ops", "ops/s"), ("create_mbs", "MB/s"), ("create_ops_cpu", "ops per CPU-s")):
+            if key == ("create_mbs" if size < 1 << 20 else "create_ops"):
+                continue  # small files in ops/s, large ones in MB/s
+            rows.append(("local create %d x %s" % (count, label), unit,
+                         median_of(results[label, "yes"], key), median_of(results[label, "no"], key)))
     return rows
 
 

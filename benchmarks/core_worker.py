@@ -3,6 +3,7 @@
 Usage: core_worker.py small BACKEND COUNT SIZE DIR  |  large SOURCE DIR  |  copyfile SOURCE DIR
        core_worker.py delete COUNT SIZE DIR  |  delete-floor COUNT SIZE DIR
        core_worker.py memstream SOURCE  |  memstream-floor SOURCE
+       core_worker.py durable yes|no COUNT SIZE DIR
 Prints one JSON line.
 """
 import json
@@ -172,6 +173,17 @@ def large(source, path):
             "rss_growth_mib": (peak_kib() - base) / 1024.0}
 
 
+def durable_create(durable, count, size, path):
+    """Create ``count`` local files of ``size`` bytes with ``durable`` on or off (this project only)."""
+    from depot.io.local import LocalFileStorage
+    storage = LocalFileStorage(path, durable=durable)
+    payload = os.urandom(size)
+    storage.create(b"warm-up")  # the storage folder exists before the timing, as in a running app
+    os.sync()
+    ops, ops_cpu = _timed(lambda i: storage.create(payload, "file.bin"), range(count))
+    return {"create_ops": ops, "create_mbs": ops * size / 1e6, "create_ops_cpu": ops_cpu}
+
+
 def copyfile(source, path):
     size = os.path.getsize(source)
     os.makedirs(path, exist_ok=True)
@@ -188,6 +200,8 @@ if __name__ == "__main__":
         result = large(args[0], args[1])
     elif kind in ("delete", "delete-floor"):
         result = (delete if kind == "delete" else delete_floor)(int(args[0]), int(args[1]), args[2])
+    elif kind == "durable":
+        result = durable_create(args[0] == "yes", int(args[1]), int(args[2]), args[3])
     elif kind in ("memstream", "memstream-floor"):
         result = (memstream if kind == "memstream" else memstream_floor)(args[0])
     else:

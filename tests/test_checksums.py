@@ -261,9 +261,9 @@ def test_verify_finds_a_byte_flipped_in_a_gridfs_chunk(run, mongo_database_uri):
 
 
 def _lossy_write_new(real):
-    def write_new(path, data, size=False):
+    def write_new(path, data, size=False, **options):
         # The checksum was taken of ``data``; the last byte never reaches the disk.
-        return real(path, bytes(data)[:-1], size)
+        return real(path, bytes(data)[:-1], size, **options)
     return write_new
 
 

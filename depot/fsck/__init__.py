@@ -64,7 +64,7 @@ import datetime
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from depot.io.interfaces import FileStorage
 from depot.manager import DepotManager
@@ -307,11 +307,11 @@ def check(
             storage = _storage(lookup, name)
             # Markers before files: an upload listed as a file had its marker
             # listed already (markers are written before any upload can happen).
-            pending = _pending_ids(storage)
+            for batch in batches(_pending_ids(storage)):
+                index.add_pending(name, batch)
             for batch in batches(iter_ids(storage)):
-                kept = [file_id for file_id in batch if file_id not in pending]
-                report.pending_uploads += len(batch) - len(kept)
-                index.add_stored(name, kept)
+                index.add_stored(name, batch)
+            report.pending_uploads += index.drop_pending(name)
         report.stored = index.count_stored()
         say("reading rows")
         for refs in batches(_references(sources, lookup, report, emit)):
@@ -361,12 +361,13 @@ def _storages_to_list(sources: Sequence[Source], lookup: StorageLookup, extra: I
     return names
 
 
-def _pending_ids(storage: FileStorage) -> Set[str]:
+def _pending_ids(storage: FileStorage) -> Iterator[str]:
     """The ids of the direct uploads of ``storage`` that are not attached yet (see :mod:`depot.uploads`)."""
     try:
-        return {file_id for file_id, _ in storage._pending_list()}
+        for file_id, _ in storage._pending_list():
+            yield file_id
     except NotImplementedError:
-        return set()  # a storage without direct uploads
+        return  # a storage without direct uploads
 
 
 def _storage(lookup: StorageLookup, name: str) -> FileStorage:

@@ -22,6 +22,7 @@ _SCHEMA = """
 CREATE TABLE stored (storage TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (storage, id)) WITHOUT ROWID;
 CREATE TABLE refs (storage TEXT NOT NULL, id TEXT NOT NULL, location TEXT NOT NULL);
 CREATE TABLE candidates (storage TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (storage, id)) WITHOUT ROWID;
+CREATE TABLE pending (storage TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (storage, id)) WITHOUT ROWID;
 """
 
 
@@ -62,6 +63,17 @@ class Index:
 
     def add_stored(self, storage: str, ids: Iterable[str]) -> None:
         self._insert("INSERT OR IGNORE INTO stored VALUES (?, ?)", ((storage, file_id) for file_id in ids))
+
+    def add_pending(self, storage: str, ids: Iterable[str]) -> None:
+        """Ids of direct uploads not attached yet (their markers): not stored files, see :meth:`drop_pending`."""
+        self._insert("INSERT OR IGNORE INTO pending VALUES (?, ?)", ((storage, file_id) for file_id in ids))
+
+    def drop_pending(self, storage: str) -> int:
+        """Remove the pending uploads from the stored files of ``storage``; how many were listed."""
+        return self._db.execute(
+            "DELETE FROM stored WHERE storage = ? AND id IN (SELECT id FROM pending WHERE storage = ?)",
+            (storage, storage),
+        ).rowcount
 
     def add_refs(self, refs: Iterable[Tuple[str, str, Any]]) -> None:
         """``(storage, id, location)`` triples; the location is kept as JSON."""

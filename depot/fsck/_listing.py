@@ -8,10 +8,10 @@ arrive; other storages fall back to :meth:`~FileStorage.list`.
 from __future__ import annotations
 
 import os
-from itertools import islice
 from typing import Iterable, Iterator, List, Optional, TypeVar
 
 from depot.io._pending_objects import is_marker_name
+from depot.io import utils
 from depot.io.interfaces import FileStorage
 
 __all__ = ["iter_ids", "batches", "PAGE_SIZE"]
@@ -33,13 +33,7 @@ def iter_ids(storage: FileStorage, page_size: Optional[int] = None) -> Iterator[
 
 def batches(items: Iterable[T], size: Optional[int] = None) -> Iterator[List[T]]:
     """Lists of up to ``size`` (default :data:`PAGE_SIZE`) consecutive items."""
-    size = size or PAGE_SIZE
-    it = iter(items)
-    while True:
-        batch = list(islice(it, size))
-        if not batch:
-            return
-        yield batch
+    return utils.batches(items, size or PAGE_SIZE)
 
 
 def _is_a(storage: FileStorage, dotted: str) -> bool:

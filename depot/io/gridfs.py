@@ -79,6 +79,8 @@ SWAP_WAIT_SECONDS = 30.0
 #: How many times a read that has delivered nothing restarts on a newer version.
 READ_RESTARTS = 20
 
+#: Markers of direct uploads fetched per round trip when they are listed.
+_PENDING_PAGE = 1000
 _GEN = "_depot_gen"
 _PENDING = "_depot_replacing"
 
@@ -728,17 +730,20 @@ class GridFSStorage(FileStorage):
         )
         return found.modified_count == 1
 
-    @_server_errors
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
-        entries = []
-        for doc in self._pending.find({}, {"created": 1}):
-            created = doc.get("created")
-            # Without a known age, the oldest.
-            when = 0.0
-            if isinstance(created, datetime.datetime):
-                when = created.replace(tzinfo=datetime.timezone.utc).timestamp()
-            entries.append((str(doc["_id"]), when))
-        return iter(entries)
+        # A cursor, fetched a page at a time, in _id order: an index scan, so
+        # markers claimed (updated) or removed while it runs, as gc does,
+        # never make it repeat or skip the others.
+        with _naming_uri(self):
+            cursor = self._pending.find({}, {"created": 1}, batch_size=_PENDING_PAGE).sort("_id", 1)
+            with cursor:
+                for doc in cursor:
+                    created = doc.get("created")
+                    # Without a known age, the oldest.
+                    when = 0.0
+                    if isinstance(created, datetime.datetime):
+                        when = created.replace(tzinfo=datetime.timezone.utc).timestamp()
+                    yield str(doc["_id"]), when
 
     @_server_errors
     def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,

@@ -16,6 +16,16 @@ the other (the previous behaviour: complete files, but not atomic as a pair).
 Temporary names start with a dot and are never valid ids, so
 :meth:`LocalFileStorage.list` skips them; what killed writers leave behind is
 removed by :meth:`LocalFileStorage.collect_garbage` (``depot gc``).
+
+All of that holds when a process dies: the kernel keeps what it was given.
+A power loss can also lose what the kernel had not yet written to the disk,
+in any order: a renamed file can come back empty, a rename can be undone.
+With ``durable=True`` every step is written through before the next one
+depends on it: the data and metadata files and their staging folder are
+synced before the rename that publishes them, and the folder that received
+the rename (or a new folder, or lost a name) is synced after it.  filedepot
+0.12 never syncs, and syncing costs a disk flush per step, so it is off by
+default.
 """
 from __future__ import annotations
 
@@ -35,6 +45,7 @@ from depot.io import checksums, utils
 from depot.io.interfaces import OneStepStorage, StoredFacts, StoredFile
 from depot.io.interfaces import FileStorage  # noqa: F401 - a name filedepot 0.12 had here
 from depot.io.utils import DEFAULT_CHUNK_SIZE, DEFAULT_CONTENT_TYPE, check_uuid, read_chunks
+from depot.utils import asbool
 
 try:
     import fcntl
@@ -393,7 +404,9 @@ class LocalFileStorage(OneStepStorage):
     the first write.
     """
 
-    def __init__(self, storage_path: Optional[str] = None, checksum: Any = checksums.DEFAULT_ALGORITHM) -> None:
+    def __init__(
+        self, storage_path: Optional[str] = None, checksum: Any = checksums.DEFAULT_ALGORITHM, *, durable: bool = False
+    ) -> None:
         # A missing path is a configuration error that names the setting
         # (rather than Python's "missing 1 required positional argument"),
         # still a TypeError as in filedepot.
@@ -405,6 +418,9 @@ class LocalFileStorage(OneStepStorage):
         self._root = os.path.abspath(os.path.expanduser(os.fspath(storage_path)))
         self._prefix = os.path.join(self._root, "")
         self._set_checksum(checksum)
+        #: Whether writes survive a power loss (see the module's docstring); a
+        #: string from a settings file (``depot.durable = true``) is read as a bool.
+        self.durable = asbool(durable)
 
     def __repr__(self) -> str:
         return "<LocalFileStorage %s>" % self._root
@@ -447,12 +463,14 @@ class LocalFileStorage(OneStepStorage):
             if hasher is not None:
                 hasher.update(content)
             length = memoryview(content).nbytes
-            on_disk = _write_new(data_path, content, size=True)
+            on_disk = _write_new(data_path, content, size=True, sync=self.durable)
         else:
             with open(data_path, "xb") as f:
                 length = utils.write_content(content, f, HASHED_CHUNK_SIZE if hasher else utils.CHUNK_SIZE, hasher)
                 f.flush()
                 on_disk = os.fstat(f.fileno()).st_size
+                if self.durable:
+                    os.fsync(f.fileno())
         if on_disk != length:
             # Free to check (one fstat of the open file) and worth it: the
             # checksum describes the bytes handed to write(), so a write
@@ -470,7 +488,7 @@ class LocalFileStorage(OneStepStorage):
         }
         if hasher is not None:
             metadata["checksum"] = hasher.result()
-        _write_new(meta_path, json.dumps(metadata).encode("utf-8"))
+        _write_new(meta_path, json.dumps(metadata).encode("utf-8"), sync=self.durable)
         return StoredFacts(file_id, filename, content_type, utils.parse_timestamp(stamp), None)
 
     def _stage(
@@ -486,7 +504,7 @@ class LocalFileStorage(OneStepStorage):
         try:
             os.mkdir(staging)
         except FileNotFoundError:
-            os.makedirs(self._root, exist_ok=True)
+            _make_folders(self._root, self.durable)
             os.mkdir(staging)
         lock = None
         try:
@@ -494,6 +512,9 @@ class LocalFileStorage(OneStepStorage):
             facts = self._write_files(
                 file_id, _file_path(staging), _metadata_path(staging), content, filename, content_type
             )
+            if self.durable:
+                # The names of the two files, which the rename publishes with the folder.
+                _sync_folder(staging)
         except BaseException:
             _unlock(lock)
             shutil.rmtree(staging, ignore_errors=True)
@@ -510,31 +531,41 @@ class LocalFileStorage(OneStepStorage):
             raise
         finally:
             _unlock(lock)
+        if self.durable:
+            _sync_folder(self._root)
         return facts
 
     def _save(self, file_id: str, content: Any, filename: str, content_type: str) -> StoredFacts:
         staging, lock, facts = self._stage(file_id, content, filename, content_type)
         try:
-            self._publish(staging, self._dir(file_id))
+            folder = self._dir(file_id)
+            renamed = self._publish(staging, folder)
+            if self.durable:
+                # Renamed folders changed the storage folder; moved files, the file's own.
+                _sync_folder(self._root if renamed else folder)
         finally:
             _unlock(lock)
             # After an exchange the staging name holds the replaced version.
             shutil.rmtree(staging, ignore_errors=True)
         return facts
 
-    def _publish(self, staging: str, folder: str) -> None:
-        """Make the folder ``staging`` the content of ``folder``, whether it exists or not."""
+    def _publish(self, staging: str, folder: str) -> bool:
+        """Make the folder ``staging`` the content of ``folder``, whether it exists or not.
+
+        ``True`` when whole folders were renamed (their parent changed),
+        ``False`` when the two files were moved into ``folder``.
+        """
         for _ in range(_OPEN_ATTEMPTS):
             try:
                 if _exchange(staging, folder):
-                    return
+                    return True
                 missing = not os.path.isdir(folder)
             except FileNotFoundError:
                 missing = True
             if missing:  # a new id (the backup form of replace), or deleted meanwhile
                 try:
                     os.rename(staging, folder)
-                    return
+                    return True
                 except OSError as exc:
                     if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                         raise
@@ -543,8 +574,11 @@ class LocalFileStorage(OneStepStorage):
             # the two renames leaves complete data with the previous metadata,
             # never a missing file.
             os.replace(_file_path(staging), _file_path(folder))
+            if self.durable:
+                # The same order after a power loss: never new metadata on old data.
+                _sync_folder(folder)
             os.replace(_metadata_path(staging), _metadata_path(folder))
-            return
+            return False
         raise IOError("Could not publish %s: it keeps changing" % folder)
 
     def delete(self, file_or_id: Any) -> None:
@@ -555,6 +589,9 @@ class LocalFileStorage(OneStepStorage):
             os.rename(self._dir(file_id), graveyard)
         except FileNotFoundError:
             return
+        if self.durable:
+            # Only the rename must last: a graveyard that comes back is collected by gc.
+            _sync_folder(self._root)
         _remove_file_folder(graveyard)
 
     def exists(self, file_or_id: Any) -> bool:
@@ -573,17 +610,34 @@ class LocalFileStorage(OneStepStorage):
         _check_file_id(file_id)
         return os.path.join(self._root, _PENDING, file_id + suffix)
 
-    def _write_marker(self, path: str, data: bytes, publish: Callable[[str, str], None] = os.replace) -> None:
+    def _write_marker(self, path: str, data: bytes, publish: Optional[Callable[[str, str], None]] = None) -> None:
+        """Write a marker aside, then ``publish`` it (``os.replace`` by default) at ``path``."""
         folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
         # Written aside and published whole: a reader sees the whole marker or none.
         tmp = os.path.join(folder, _tmp_name(_MARKER_TMP))
         try:
-            _write_new(tmp, data)
-            publish(tmp, path)
+            try:
+                _write_new(tmp, data, sync=self.durable)
+            except FileNotFoundError:
+                _make_folders(folder, self.durable)
+                _write_new(tmp, data, sync=self.durable)
+            (publish or os.replace)(tmp, path)
+            if self.durable:
+                _sync_folder(folder)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+    def _sync_markers(self) -> None:
+        """With ``durable``, make the removal of markers last too.
+
+        A removed marker that came back would be harmless (gc removes it
+        again, a claimed one is read first), but a durable storage's calls
+        should all have happened once they return.
+        """
+        if self.durable:
+            with contextlib.suppress(FileNotFoundError):
+                _sync_folder(os.path.join(self._root, _PENDING))
 
     def _pending_put(self, file_id: str, data: bytes) -> None:
         self._write_marker(self._marker_path(file_id), data)
@@ -602,6 +656,7 @@ class LocalFileStorage(OneStepStorage):
         for suffix in (".json", _CLAIMED):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._marker_path(file_id, suffix))
+        self._sync_markers()
 
     def _pending_claim(self, file_id: str, claimed: bytes) -> bool:
         """Publish ``<id>.claimed`` with ``link()`` (fails if it exists: one winner), then drop ``<id>.json``.
@@ -616,26 +671,36 @@ class LocalFileStorage(OneStepStorage):
             return False
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._marker_path(file_id))
+        self._sync_markers()
         return True
 
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
+        """The markers as the folder is read: memory does not grow with their number.
+
+        Markers may be claimed and removed meanwhile (``depot gc`` does it
+        while it lists).  An upload claimed while it is listed may be
+        listed twice (its pending marker, then the claimed one the scan
+        came upon); never is a marker there all along left out.
+        """
         try:
-            entries = list(os.scandir(os.path.join(self._root, _PENDING)))
+            entries = os.scandir(os.path.join(self._root, _PENDING))
         except FileNotFoundError:
             return
-        seen = set()
-        for entry in entries:
-            file_id, suffix = os.path.splitext(entry.name)
-            if suffix not in (".json", _CLAIMED) or not _is_valid_id(file_id) or file_id in seen:
-                continue
-            seen.add(file_id)
-            # Asked again by name: a marker claimed since the scan is listed all the same.
-            for path in (self._marker_path(file_id, _CLAIMED), self._marker_path(file_id)):
-                try:
-                    yield file_id, os.stat(path).st_mtime
-                    break
-                except FileNotFoundError:
-                    continue  # collected meanwhile
+        # Ids with both markers, already listed: there are only as many as
+        # claims in progress or cut short by a crash, not one per marker.
+        both = set()
+        with entries:
+            for entry in entries:
+                file_id, suffix = os.path.splitext(entry.name)
+                if suffix not in (".json", _CLAIMED) or not _is_valid_id(file_id) or file_id in both:
+                    continue
+                # Asked again by name: a marker claimed since the scan is listed as claimed.
+                claimed, pending = (_mtime(self._marker_path(file_id, s)) for s in (_CLAIMED, ".json"))
+                if claimed is not None and pending is not None:
+                    both.add(file_id)  # its other entry is still to come, or came already
+                when = claimed if claimed is not None else pending
+                if when is not None:  # else collected meanwhile
+                    yield file_id, when
 
     def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,
                   content_type: Optional[str] = None) -> StoredFacts:
@@ -766,6 +831,14 @@ def _remove_file_folder(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _mtime(path: str) -> Optional[float]:
+    """The modification time of ``path``, ``None`` if it is gone."""
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def _is_valid_id(name: str) -> bool:
     try:
         _check_file_id(name)
@@ -774,13 +847,46 @@ def _is_valid_id(name: str) -> bool:
     return True
 
 
-def _write_new(path: str, data: Any, size: bool = False) -> int:
-    """Write ``data`` to a file that must not exist yet; with ``size``, returns the file's size once written."""
+def _write_new(path: str, data: Any, size: bool = False, sync: bool = False) -> int:
+    """Write ``data`` to a file that must not exist yet; with ``size``, returns the file's size once written.
+
+    With ``sync``, the bytes are on the disk when it returns.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         view = memoryview(data).cast("B")
         while view:
             view = view[os.write(fd, view):]
+        if sync:
+            os.fsync(fd)
         return os.fstat(fd).st_size if size else -1
     finally:
         os.close(fd)
+
+
+def _sync_folder(path: str) -> None:
+    """Write the names a folder holds (added, renamed or removed ones) to the disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # A file system that cannot sync folders (some network ones) says
+        # EINVAL: there is nothing more this process can do for them.
+        if exc.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _make_folders(path: str, durable: bool) -> None:
+    """``os.makedirs(path, exist_ok=True)``; with ``durable``, each folder's name is synced in its parent."""
+    if not durable:
+        os.makedirs(path, exist_ok=True)
+        return
+    parent = os.path.dirname(path)
+    if parent != path and not os.path.isdir(parent):
+        _make_folders(parent, durable)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path)
+    # Synced even when another process made it just now: it may not have synced it yet.
+    _sync_folder(parent)

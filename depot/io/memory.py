@@ -194,7 +194,12 @@ class MemoryFileStorage(OneStepStorage):
             return True
 
     def _pending_list(self) -> Iterator[Tuple[str, float]]:
-        return iter([(file_id, created) for file_id, (_, created) in list(self.pending.items())])
+        # The ids are copied (the dict may change while the caller goes on:
+        # gc removes markers as it lists them), the rest is read as it goes.
+        for file_id in list(self.pending):
+            entry = self.pending.get(file_id)
+            if entry is not None:  # else removed meanwhile
+                yield file_id, entry[1]
 
     def _store_at(self, file_id: str, content: Any, filename: Optional[str] = None,
                   content_type: Optional[str] = None) -> StoredFacts:

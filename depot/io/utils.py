@@ -10,7 +10,8 @@ import tempfile
 import time
 import uuid
 from datetime import datetime
-from typing import IO, Any, Callable, Iterable, Iterator, Optional, Tuple
+from itertools import islice
+from typing import IO, Any, Callable, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 from depot.utils import utcfromtimestamp_naive, utcnow_naive
 
@@ -306,6 +307,19 @@ def check_chunk(chunk: Any) -> None:
     """
     if not isinstance(chunk, (bytes, bytearray, memoryview)):
         raise _refuse(chunk)
+
+
+T = TypeVar("T")
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[List[T]]:
+    """Lists of up to ``size`` consecutive items: what a listing holds at a time."""
+    it = iter(items)
+    while True:
+        batch = list(islice(it, size))
+        if not batch:
+            return
+        yield batch
 
 
 def read_chunks(read: Callable[[int], bytes], remaining: Optional[int], chunk_size: int) -> Iterator[bytes]:

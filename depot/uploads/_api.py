@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator, List, Optional, Set, Tuple, Union
 
 from depot.io import checksums
 from depot.io.interfaces import FileStorage, StoredFile
-from depot.io.utils import clean_filename
+from depot.io.utils import batches, clean_filename
 from depot.manager import DepotManager
 
 from .intents import (
@@ -26,6 +26,10 @@ from .intents import (
 )
 
 __all__ = ["create_upload_intent", "finish_upload", "collect_pending", "pending_uploads", "resolve_storage"]
+
+#: Uploads :func:`collect_pending` takes from the listing at a time: what it
+#: holds in memory, whatever the number of markers.
+COLLECT_BATCH = 1000
 
 #: Bounds of ``expires_in``: S3 signs URLs for at most seven days.
 MIN_EXPIRES_IN = 1
@@ -435,8 +439,12 @@ def collect_pending_in(
 ) -> List[str]:
     """:func:`collect_pending` on a storage object (the CLI builds its own).
 
-    ``on_candidates`` is told how many uploads are old enough, before any
-    is removed, and ``on_removed`` each id once removed (progress lines).
+    The markers are listed as they are collected, :data:`COLLECT_BATCH` at
+    a time, so memory does not grow with their number (only the returned
+    ids do, one per upload removed).  ``on_candidates`` is told how many
+    uploads old enough were found so far, each time more are found and
+    before they are removed (a total that grows while the listing goes
+    on), and ``on_removed`` each id once removed (progress lines).
 
     Crash safety: the marker is swapped for a claimed one with
     ``collecting`` set (atomically where the backend can tell) before the
@@ -451,9 +459,29 @@ def collect_pending_in(
     cutoff = now - older_than
     removed = []
     backend._pending_release_claims(now - claim_timeout)
-    candidates = [(file_id, created) for file_id, created in list(backend._pending_list()) if created < cutoff]
-    if on_candidates is not None:
-        on_candidates(len(candidates))
+    found = 0
+    # Every backend's listing may go on while markers are removed: S3 and
+    # GCS pages, a folder scan, a GridFS cursor in _id order.
+    old_enough = ((file_id, created) for file_id, created in backend._pending_list() if created < cutoff)
+    for batch in batches(old_enough, COLLECT_BATCH):
+        found += len(batch)
+        if on_candidates is not None:
+            on_candidates(found)
+        removed += _collect_batch(backend, name, batch, cutoff, now, grace, on_removed)
+    return removed
+
+
+def _collect_batch(
+    backend: FileStorage,
+    name: str,
+    candidates: List[Tuple[str, float]],
+    cutoff: float,
+    now: float,
+    grace: float,
+    on_removed: Optional[Callable[[str], None]],
+) -> List[str]:
+    """Collect these ``(file_id, created)``, all older than ``cutoff``; the ids removed."""
+    removed = []
     for file_id, created in candidates:
         raw = backend._pending_get(file_id)
         if raw is None:
