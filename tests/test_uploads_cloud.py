@@ -422,7 +422,52 @@ class TestS3Multipart:
         with pytest.raises(UploadRefused) as short:
             finish_upload(seaweed, intent.id)
         assert short.value.code == "incomplete" and "announced" in str(short.value)
+        # SeaweedFS lists both copies of part 3, stamped in whole seconds: the
+        # one sent again must be the newer one (see the next test for a tie).
+        time.sleep(1.1)
         browser.upload(intent, data, parts=[3])
+        _, stored = finish_upload(seaweed, intent.id)
+        with stored:
+            assert stored.read() == data
+
+    @pytest.mark.parametrize("listing", ["newest-first", "newest-last"])
+    def test_a_part_sent_again_completes_with_its_last_copy(self, seaweed, monkeypatch, listing):
+        """SeaweedFS lists every copy of a part sent twice, in no set order: the newest is the one sent last."""
+        intent, browser, data, listed = _part_2_sent_twice(seaweed, wait=1.1)  # LastModified: whole seconds
+
+        def in_order(**args: Any) -> Dict[str, Any]:
+            page = listed(**args)
+            copies = [part for part in page["Parts"] if part["PartNumber"] == 2]
+            assert len(copies) in (1, 2)  # 2 on the SeaweedFS the tests run
+            page["Parts"].sort(key=lambda part: (part["PartNumber"], part["LastModified"]),
+                               reverse=listing == "newest-first")
+            return page
+
+        monkeypatch.setattr(DepotManager.get(seaweed)._client, "list_parts", in_order)
+        _, stored = finish_upload(seaweed, intent.id)
+        with stored:
+            assert stored.read() == data
+
+    def test_copies_of_a_part_sent_within_one_second_are_not_guessed(self, seaweed, monkeypatch):
+        """Two different copies of a part stamped alike: incomplete, until the part is sent again."""
+        intent, browser, data, listed = _part_2_sent_twice(seaweed, wait=0)
+
+        def stamped_alike(**args: Any) -> Dict[str, Any]:
+            page = listed(**args)
+            copies = [part for part in page["Parts"] if part["PartNumber"] == 2]
+            assert len(copies) == 2, page["Parts"]
+            for part in copies:
+                part["LastModified"] = copies[0]["LastModified"]
+            return page
+
+        monkeypatch.setattr(DepotManager.get(seaweed)._client, "list_parts", stamped_alike)
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(seaweed, intent.id)
+        assert refused.value.code == "incomplete" and "send it again" in str(refused.value)
+        assert DepotManager.get(seaweed)._pending_get(intent.id) is not None
+        monkeypatch.undo()
+        time.sleep(1.1)
+        browser.upload(intent, data, parts=[2])
         _, stored = finish_upload(seaweed, intent.id)
         with stored:
             assert stored.read() == data
@@ -489,6 +534,21 @@ class TestS3Multipart:
         intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB)
         assert allows_origin(preflight(intent.parts["urls"][0], "PUT", ""))
         collect_pending(seaweed, older_than=0, now=time.time() + 3 * 3600)
+
+
+def _part_2_sent_twice(name: str, wait: float) -> Any:
+    """A multipart upload of 6 MiB whose part 2 was sent short first, then ``wait`` s later with the rest.
+
+    ``(intent, browser, data, list_parts)``, the last being the storage
+    client's own ListParts, to wrap.
+    """
+    data = pattern(6 * MB)
+    intent = create_upload_intent(name, max_size=10 * MB, multipart=True, part_size=5 * MB)
+    browser = Browser()
+    browser._check(browser.client.put(intent.parts["urls"][1], content=b"stale part"))
+    time.sleep(wait)
+    browser.upload(intent, data)
+    return intent, browser, data, DepotManager.get(name)._client.list_parts
 
 
 # -- S3 on moto: no policy checked by the service, the attach step refuses -----

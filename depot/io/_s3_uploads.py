@@ -236,17 +236,34 @@ def upload_target(storage: Any, record: Any) -> Any:
 
 
 def _listed_parts(client: Any, bucket: str, key: str, upload_id: str) -> List[Dict[str, Any]]:
-    """Every part S3 holds for the upload, one per number (the last sent wins), in order."""
-    parts: Dict[int, Dict[str, Any]] = {}
+    """Every part S3 holds for the upload, one per number (the last sent), in order.
+
+    Some services (SeaweedFS) list a part sent twice twice, in no set
+    order, and complete with whichever copy the ETag names: the newest
+    copy is the one the browser sent last.  Copies of one number that
+    differ but bear the same ``LastModified`` (whole seconds there) cannot
+    be told apart: :class:`IOError` (incomplete), rather than completing
+    with a copy the browser may have replaced; sent again, the part has
+    one newest copy.
+    """
+    copies: Dict[int, List[Dict[str, Any]]] = {}
     args: Dict[str, Any] = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
     while True:
         page = client.list_parts(**args)
         for part in page.get("Parts", ()):
-            # Some services (SeaweedFS) list a part sent twice twice.
-            parts[part["PartNumber"]] = part
+            copies.setdefault(part["PartNumber"], []).append(part)
         if not page.get("IsTruncated"):
-            return [parts[number] for number in sorted(parts)]
+            break
         args["PartNumberMarker"] = page["NextPartNumberMarker"]
+    parts = []
+    for number in sorted(copies):
+        newest = max(part["LastModified"] for part in copies[number])
+        last = [part for part in copies[number] if part["LastModified"] == newest]
+        if len({part["ETag"] for part in last}) > 1:
+            raise IOError("Part %d of upload %s to %s was sent %d times with different bytes at %s: which came "
+                          "last cannot be told, send it again" % (number, upload_id, key, len(last), newest))
+        parts.append(last[0])
+    return parts
 
 
 def _multipart_of(record: Any) -> Optional[str]:
