@@ -422,7 +422,52 @@ class TestS3Multipart:
         with pytest.raises(UploadRefused) as short:
             finish_upload(seaweed, intent.id)
         assert short.value.code == "incomplete" and "announced" in str(short.value)
+        # SeaweedFS lists both copies of part 3, stamped in whole seconds: the
+        # one sent again must be the newer one (see the next test for a tie).
+        time.sleep(1.1)
         browser.upload(intent, data, parts=[3])
+        _, stored = finish_upload(seaweed, intent.id)
+        with stored:
+            assert stored.read() == data
+
+    @pytest.mark.parametrize("listing", ["newest-first", "newest-last"])
+    def test_a_part_sent_again_completes_with_its_last_copy(self, seaweed, monkeypatch, listing):
+        """SeaweedFS lists every copy of a part sent twice, in no set order: the newest is the one sent last."""
+        intent, browser, data, listed = _part_2_sent_twice(seaweed, wait=1.1)  # LastModified: whole seconds
+
+        def in_order(**args: Any) -> Dict[str, Any]:
+            page = listed(**args)
+            copies = [part for part in page["Parts"] if part["PartNumber"] == 2]
+            assert len(copies) in (1, 2)  # 2 on the SeaweedFS the tests run
+            page["Parts"].sort(key=lambda part: (part["PartNumber"], part["LastModified"]),
+                               reverse=listing == "newest-first")
+            return page
+
+        monkeypatch.setattr(DepotManager.get(seaweed)._client, "list_parts", in_order)
+        _, stored = finish_upload(seaweed, intent.id)
+        with stored:
+            assert stored.read() == data
+
+    def test_copies_of_a_part_sent_within_one_second_are_not_guessed(self, seaweed, monkeypatch):
+        """Two different copies of a part stamped alike: incomplete, until the part is sent again."""
+        intent, browser, data, listed = _part_2_sent_twice(seaweed, wait=0)
+
+        def stamped_alike(**args: Any) -> Dict[str, Any]:
+            page = listed(**args)
+            copies = [part for part in page["Parts"] if part["PartNumber"] == 2]
+            assert len(copies) == 2, page["Parts"]
+            for part in copies:
+                part["LastModified"] = copies[0]["LastModified"]
+            return page
+
+        monkeypatch.setattr(DepotManager.get(seaweed)._client, "list_parts", stamped_alike)
+        with pytest.raises(UploadRefused) as refused:
+            finish_upload(seaweed, intent.id)
+        assert refused.value.code == "incomplete" and "send it again" in str(refused.value)
+        assert DepotManager.get(seaweed)._pending_get(intent.id) is not None
+        monkeypatch.undo()
+        time.sleep(1.1)
+        browser.upload(intent, data, parts=[2])
         _, stored = finish_upload(seaweed, intent.id)
         with stored:
             assert stored.read() == data
@@ -489,6 +534,21 @@ class TestS3Multipart:
         intent = create_upload_intent(seaweed, max_size=10 * MB, multipart=True, part_size=5 * MB)
         assert allows_origin(preflight(intent.parts["urls"][0], "PUT", ""))
         collect_pending(seaweed, older_than=0, now=time.time() + 3 * 3600)
+
+
+def _part_2_sent_twice(name: str, wait: float) -> Any:
+    """A multipart upload of 6 MiB whose part 2 was sent short first, then ``wait`` s later with the rest.
+
+    ``(intent, browser, data, list_parts)``, the last being the storage
+    client's own ListParts, to wrap.
+    """
+    data = pattern(6 * MB)
+    intent = create_upload_intent(name, max_size=10 * MB, multipart=True, part_size=5 * MB)
+    browser = Browser()
+    browser._check(browser.client.put(intent.parts["urls"][1], content=b"stale part"))
+    time.sleep(wait)
+    browser.upload(intent, data)
+    return intent, browser, data, DepotManager.get(name)._client.list_parts
 
 
 # -- S3 on moto: no policy checked by the service, the attach step refuses -----
@@ -950,3 +1010,107 @@ def test_a_post_policy_cannot_change_the_attached_file(request, s3, tmp_path):
         assert (value.filename, value.content_type) == ("cat.png", "image/png")
         assert value.file.read() == data
     assert storage.get(intent.file_id).read() == evil  # unreferenced: depot fsck reports it
+
+
+def _upload_again_before(storage: Any, method: str, monkeypatch: Any, intent: UploadIntent, data: bytes,
+                         content_type: str) -> None:
+    """Make ``storage.<method>`` upload ``data`` with the intent's URL first, once: a browser racing the attach."""
+    original = getattr(storage, method)
+
+    def upload_then_go_on(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(storage, method, original)
+        if method == "get":  # the handle first (the HEAD the checks start from), the new bytes after
+            handle = original(*args, **kwargs)
+            Browser().upload(intent, data, content_type)
+            return handle
+        Browser().upload(intent, data, content_type)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(storage, method, upload_then_go_on)
+
+
+def _png_intent(name: str) -> UploadIntent:
+    """An intent for a PNG or JPEG (POST on S3, PUT on GCS), and a PNG uploaded."""
+    intent = create_upload_intent(name, max_size=100000, content_types=["image/png", "image/jpeg"],
+                                  filename="cat.png")
+    Browser().upload(intent, png(), "image/png")
+    return intent
+
+
+@pytest.mark.parametrize("s3", ["seaweed", "moto"])
+def test_a_post_replacing_the_upload_before_the_seal_is_not_attached(request, s3, monkeypatch):
+    """The seal copies the version checked (CopySourceIfMatch): SeaweedFS refuses the copy, moto ignores it."""
+    from depot.uploads.attach import DirectUpload
+
+    name = request.getfixturevalue(s3)
+    storage = DepotManager.get(name)
+    intent = _png_intent(name)
+    assert intent.method == "POST"
+    evil = b"<html><script>alert(document.domain)</script></html>"
+    _upload_again_before(storage, "_seal_upload", monkeypatch, intent, evil, "image/png")
+    if s3 == "moto":
+        # moto copies whatever is there: the unchecked bytes are attached
+        # (under the type that was checked).  docs/uploads_cloud.rst says so.
+        with DirectUpload(intent.file_id, name).open() as content:
+            assert (content.read(), content.content_type) == (evil, "image/png")
+        return
+    with pytest.raises(UploadRefused) as refused:
+        DirectUpload(intent.file_id, name).open()
+    assert refused.value.code == "incomplete" and "replaced" in str(refused.value)
+    assert "%s to storage %s" % (intent.file_id, name) in str(refused.value)
+    # Nothing attached, nothing copied: the upload is pending again, with the new bytes.
+    assert storage.list() == [intent.file_id] and storage.get(intent.file_id).read() == evil
+    assert [file_id for file_id, _ in storage._pending_list()] == [intent.file_id]
+    assert not claimed(storage._pending_get(intent.file_id))
+    # Attaching again checks what is there now.
+    with pytest.raises(UploadRefused) as again:
+        DirectUpload(intent.file_id, name).open()
+    assert again.value.code == "bad-type"
+    assert storage.list() == [] and list(storage._pending_list()) == []
+
+
+@pytest.mark.parametrize("s3", ["seaweed", "moto"])
+def test_a_post_of_the_same_bytes_under_another_type_does_not_change_the_sealed_type(request, s3, monkeypatch):
+    """Same bytes, same ETag: the copy goes on, with the type and metadata that were checked."""
+    from depot.uploads.attach import DirectUpload
+
+    name = request.getfixturevalue(s3)
+    intent = _png_intent(name)
+    assert intent.method == "POST"
+    _upload_again_before(DepotManager.get(name), "_seal_upload", monkeypatch, intent, png(), "image/jpeg")
+    with DirectUpload(intent.file_id, name).open() as content:
+        assert content.file_id != intent.file_id
+        assert (content.read(), content.content_type, content.filename) == (png(), "image/png", "cat.png")
+
+
+def test_the_gcs_emulator_lets_a_signed_put_replace_the_upload(gcs):
+    """fake-gcs-server ignores x-goog-if-generation-match: 0, which GCS honours (docs/uploads_cloud.rst)."""
+    intent = _png_intent(gcs)
+    assert intent.method == "PUT" and intent.headers["x-goog-if-generation-match"] == "0"
+    Browser().upload(intent, png(600), "image/png")
+    assert DepotManager.get(gcs).get(intent.file_id).read() == png(600)
+
+
+def test_the_url_of_a_gcs_session_is_spent_once_the_upload_is_finished(gcs):
+    intent = create_upload_intent(gcs, max_size=1000, method="RESUMABLE")
+    Browser().upload(intent, b"first")
+    with pytest.raises(Failed):
+        Browser().upload(intent, b"second")
+    assert DepotManager.get(gcs).get(intent.file_id).read() == b"first"
+
+
+@pytest.mark.parametrize("store", ["seaweed", "moto", "gcs"])
+def test_an_upload_replaced_during_the_checks_is_refused(request, store, monkeypatch):
+    """Every byte checked is of the version the checks began with; another one is refused, and kept."""
+    name = request.getfixturevalue(store)
+    storage = DepotManager.get(name)
+    intent = _png_intent(name)
+    other = png(600)
+    _upload_again_before(storage, "get", monkeypatch, intent, other, "image/png")
+    with pytest.raises(UploadRefused) as refused:
+        finish_upload(name, intent.id)
+    assert refused.value.code == "incomplete" and "replaced" in str(refused.value)
+    assert not claimed(storage._pending_get(intent.file_id))
+    _, stored = finish_upload(name, intent.id)
+    with stored:
+        assert stored.read() == other

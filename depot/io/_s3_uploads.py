@@ -35,6 +35,7 @@ from depot.io._upload_targets import (
     fixed_content_type,
     initial_content_type,
     refuse,
+    replaced,
     seconds_left,
     size_range,
     type_family,
@@ -236,17 +237,34 @@ def upload_target(storage: Any, record: Any) -> Any:
 
 
 def _listed_parts(client: Any, bucket: str, key: str, upload_id: str) -> List[Dict[str, Any]]:
-    """Every part S3 holds for the upload, one per number (the last sent wins), in order."""
-    parts: Dict[int, Dict[str, Any]] = {}
+    """Every part S3 holds for the upload, one per number (the last sent), in order.
+
+    Some services (SeaweedFS) list a part sent twice twice, in no set
+    order, and complete with whichever copy the ETag names: the newest
+    copy is the one the browser sent last.  Copies of one number that
+    differ but bear the same ``LastModified`` (whole seconds there) cannot
+    be told apart: :class:`IOError` (incomplete), rather than completing
+    with a copy the browser may have replaced; sent again, the part has
+    one newest copy.
+    """
+    copies: Dict[int, List[Dict[str, Any]]] = {}
     args: Dict[str, Any] = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
     while True:
         page = client.list_parts(**args)
         for part in page.get("Parts", ()):
-            # Some services (SeaweedFS) list a part sent twice twice.
-            parts[part["PartNumber"]] = part
+            copies.setdefault(part["PartNumber"], []).append(part)
         if not page.get("IsTruncated"):
-            return [parts[number] for number in sorted(parts)]
+            break
         args["PartNumberMarker"] = page["NextPartNumberMarker"]
+    parts = []
+    for number in sorted(copies):
+        newest = max(part["LastModified"] for part in copies[number])
+        last = [part for part in copies[number] if part["LastModified"] == newest]
+        if len({part["ETag"] for part in last}) > 1:
+            raise IOError("Part %d of upload %s to %s was sent %d times with different bytes at %s: which came "
+                          "last cannot be told, send it again" % (number, upload_id, key, len(last), newest))
+        parts.append(last[0])
+    return parts
 
 
 def _multipart_of(record: Any) -> Optional[str]:
@@ -353,7 +371,7 @@ def _vouch_for_checksum(storage: Any, record: Any) -> None:
         refuse(storage, record, "bad-checksum", "checksum %s:%s, expected %s" % (algorithm, reported, record.checksum))
 
 
-def seal_upload(storage: Any, record: Any) -> Optional[str]:
+def seal_upload(storage: Any, record: Any, checked: Any) -> Optional[str]:
     """Move a claimed POST upload to a fresh id (server-side copy); the new id, ``None`` for the others.
 
     A POST policy has no conditional write: until it expires it could
@@ -362,6 +380,17 @@ def seal_upload(storage: Any, record: Any) -> Optional[str]:
     key, which ``depot fsck`` reports).  A presigned PUT is signed with
     ``If-None-Match: *`` and multipart URLs die with their completed
     upload, so those stay where they are.
+
+    The copy is of the version the attach step checked (``checked``, the
+    handle :func:`~depot.uploads.finish_upload` returned), never of one a
+    POST wrote since: ``CopySourceIfMatch`` on its ETag, and the type and
+    metadata it was checked with (a POST of the same bytes under another
+    type keeps the ETag).  A service that ignores the condition (moto)
+    copies whatever is there.  When the condition fails, nothing is
+    attached: the new id's marker goes, the upload's marker is pending
+    again (attaching again checks the new bytes; ``depot gc`` collects it
+    once expired), and :class:`~depot.uploads.UploadRefused`
+    (``incomplete``) is raised.
 
     Crash safety: a claimed marker for the new id is written before the
     copy (so ``depot fsck`` never takes the copy for an orphan before the
@@ -372,18 +401,35 @@ def seal_upload(storage: Any, record: Any) -> Optional[str]:
     """
     if _multipart_of(record) is not None or wishes(record)[2] == "PUT":
         return None
+    from depot.io.boto3 import error_code
+
     bucket, key = _location(storage, record)
+    source = checked._key
     new_id = storage._new_upload_id()
     claimed_at = record.claimed_at if record.claimed_at is not None else time.time()
     storage._pending_put(new_id, dataclasses.replace(record, file_id=new_id, claimed_at=claimed_at).to_json())
-    extra: Dict[str, Any] = {}
+    extra: Dict[str, Any] = {"Metadata": dict(source.metadata or {})}
+    if source.content_type:
+        extra["ContentType"] = source.content_type
+    if source.content_disposition:
+        extra["ContentDisposition"] = source.content_disposition
     # CopyObject carries neither the ACL nor the storage class over.
     if storage._policy:
         extra["ACL"] = storage._policy
     if storage._storage_class:
         extra["StorageClass"] = storage._storage_class
-    storage._client.copy_object(Bucket=bucket, Key=storage._bucket_driver.prefix + new_id,
-                                CopySource={"Bucket": bucket, "Key": key}, MetadataDirective="COPY", **extra)
+    try:
+        storage._client.copy_object(Bucket=bucket, Key=storage._bucket_driver.prefix + new_id,
+                                    CopySource={"Bucket": bucket, "Key": key}, CopySourceIfMatch=source.e_tag,
+                                    MetadataDirective="REPLACE", **extra)
+    except ClientError as exc:
+        if error_code(exc) not in ("PreconditionFailed", "412"):
+            raise
+        # Pending again before the new marker goes: a crash in between
+        # leaves a claimed marker with no file, which gc drops.
+        storage._pending_put(record.file_id, dataclasses.replace(record, claimed_at=None, collecting=False).to_json())
+        storage._pending_delete(new_id)
+        raise replaced(record.storage, record.file_id) from exc
     storage._remove(record.file_id)
     storage._pending_delete(record.file_id)
     return new_id

@@ -101,6 +101,19 @@ def size_range(record: Any) -> Tuple[int, int]:
     return (0, record.max_size) if record.size is None else (record.size, record.size)
 
 
+def replaced(storage_name: str, file_id: str) -> Any:
+    """The :class:`~depot.uploads.UploadRefused` (``incomplete``) of an upload replaced while it was attached.
+
+    A URL still valid (an S3 POST policy) wrote other bytes after the
+    checks began: nothing is attached, nothing deleted, the intent stays;
+    attaching again checks the new upload.
+    """
+    from depot.uploads.intents import UploadRefused
+
+    return UploadRefused(storage_name, file_id, "incomplete", "another upload replaced it while it was being checked "
+                         "and attached; nothing was attached: attach it again to check the new file")
+
+
 def refuse(storage: Any, record: Any, code: str, reason: str) -> NoReturn:
     """Remove the upload and its marker, then raise :class:`~depot.uploads.UploadRefused` (``code``).
 

@@ -813,8 +813,8 @@ class S3Storage(_pending_objects.ClaimObjects, ObjectStorage):
     def _complete_upload(self, record: Any) -> None:
         _s3_uploads.complete_upload(self, record)
 
-    def _seal_upload(self, record: Any) -> Optional[str]:
-        return _s3_uploads.seal_upload(self, record)
+    def _seal_upload(self, record: Any, checked: StoredFile) -> Optional[str]:
+        return _s3_uploads.seal_upload(self, record, checked)
 
     def _abandon_upload(self, record: Any) -> None:
         _s3_uploads.abandon_upload(self, record)

@@ -446,14 +446,17 @@ class FileStorage(metaclass=ABCMeta):
         """
         return None  # a single-request upload is complete once stored
 
-    def _seal_upload(self, record: Any) -> Optional[str]:
+    def _seal_upload(self, record: Any, checked: StoredFile) -> Optional[str]:
         """Make a claimed upload unreachable by its upload URL; the id it now has, ``None`` when unchanged.
 
         Called by the attach step once it has claimed the upload, before
-        the field sees it.  By default nothing: the upload URLs of the base
+        the field sees it; ``checked`` is the handle
+        :func:`~depot.uploads.finish_upload` returned, of the version its
+        checks read.  By default nothing: the upload URLs of the base
         refuse a second upload once the file exists.  A backend whose URLs
         could replace the object until they expire (an S3 POST policy)
-        moves it to a fresh id instead.
+        moves that version, and only that one, to a fresh id instead
+        (another one: :class:`~depot.uploads.UploadRefused`).
         """
         return None
 

@@ -1,12 +1,14 @@
 """The application side of direct uploads: intents, the check before attaching, collection."""
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from dataclasses import replace
-from typing import Any, Callable, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Generator, Iterator, List, Optional, Set, Tuple, Union
 
 from depot.io import checksums
+from depot.io._upload_targets import replaced
 from depot.io.interfaces import FileStorage, StoredFile
 from depot.io.utils import batches, clean_filename
 from depot.manager import DepotManager
@@ -203,25 +205,51 @@ def _record(backend: FileStorage, name: str, file_id: str) -> PendingUpload:
     return record
 
 
-def _read_head(stored: StoredFile) -> bytes:
+#: How much the checks of an upload read at a time.
+_CHECK_CHUNK = 256 * 1024
+
+
+def _chunks(stored: StoredFile) -> Generator[bytes, None, None]:
+    """The bytes of ``stored`` as the checks read them; closing it ends the transfer early."""
+    yield from stored.iter_range(0, None, _CHECK_CHUNK)
+
+
+def _close(chunks: Generator[bytes, None, None], stored: StoredFile) -> None:
+    chunks.close()  # checks that stop early (a refusal, the head only) end the transfer here
+    stored.close()
+
+
+def _head_and_rest(chunks: Iterator[bytes]) -> Tuple[bytes, Iterator[bytes]]:
+    """The first :data:`SNIFF_BYTES` of ``chunks``, and the rest of them."""
     head = b""
-    while len(head) < SNIFF_BYTES:
-        chunk = stored.read(SNIFF_BYTES - len(head))
-        if not chunk:
-            break
+    for chunk in chunks:
         head += chunk
-    return head
+        if len(head) >= SNIFF_BYTES:
+            break
+    rest = head[SNIFF_BYTES:]
+    return head[:SNIFF_BYTES], itertools.chain((rest,) if rest else (), chunks)
 
 
-def _content_checksum(stored: StoredFile, algorithm: str, head: bytes) -> str:
-    """The checksum of the whole content, reading on from ``head`` in bounded chunks."""
-    hasher = checksums.Hasher(algorithm)
-    hasher.update(head)
-    while True:
-        chunk = stored.read(256 * 1024)
-        if not chunk:
-            return hasher.result()
-        hasher.update(chunk)
+def _count(chunks: Iterator[bytes], hasher: Optional[checksums.Hasher]) -> int:
+    """How many bytes ``chunks`` hold, fed to ``hasher`` (if any) on the way (bounded memory)."""
+    count = 0
+    for chunk in chunks:
+        count += len(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
+    return count
+
+
+def _replaced(backend: FileStorage, file_id: str, version: Optional[str]) -> bool:
+    """Whether the file ``file_id`` is no longer at ``version`` (``False`` when the backend cannot tell)."""
+    if version is None:
+        return False
+    try:
+        current = backend.get(file_id)
+    except IOError:
+        return False
+    with current:
+        return current.version != version
 
 
 def finish_upload(
@@ -245,6 +273,13 @@ def finish_upload(
     collection does (an attach that passed this check in time and claims
     late keeps its file): from then on :func:`collect_pending` may collect
     it, and an attach must not race it.
+
+    The checks judge one version of the file: its bytes are read with
+    ``iter_range``, which S3 and GCS pin to the version whose metadata is
+    judged.  Replaced meanwhile (an S3 POST policy is still valid), the
+    upload is refused ``incomplete`` and kept, marker included: attaching
+    again checks the new version.  The returned file is of the version
+    checked (the S3 seal copies only that one).
 
     The marker is kept: the attach step then claims the upload
     (:func:`claim_upload`).  The caller closes the returned file.
@@ -272,8 +307,13 @@ def finish_upload(
         stored = backend.get(file_id)
     except IOError:
         raise UploadRefused(name, file_id, "incomplete", "nothing was uploaded yet") from None
+    # Read through iter_range: where the store can (S3, GCS), every byte
+    # checked is of the version this handle describes, the version the
+    # attach step goes on with (a POST policy could replace it meanwhile).
+    version = stored.version
+    chunks = _chunks(stored)
     try:
-        head = _read_head(stored)
+        head, rest = _head_and_rest(chunks)
         size = stored.content_length
         if size is not None:
             _check_size(backend, record, size)
@@ -285,32 +325,46 @@ def finish_upload(
             if not type_allowed(found, record.content_types):
                 raise UploadRefused(name, file_id, "bad-type", "content of type %s, allowed: %s"
                                     % (found, ", ".join(record.content_types)))
+        actual = stored.checksum
+        hasher = None
         if record.checksum is not None:
             algorithm = record.checksum.split(":", 1)[0]
-            actual = stored.checksum
             if actual is None or not actual.startswith(algorithm + ":"):
-                actual = _content_checksum(stored, algorithm, head)
-            if actual != record.checksum:
-                raise UploadRefused(name, file_id, "bad-checksum",
-                                    "checksum %s, expected %s" % (actual, record.checksum))
+                hasher = checksums.Hasher(algorithm)
+                hasher.update(head)
+        if hasher is not None or size is None:
+            # The checksum, or the length a store did not know: read to the end.
+            counted = len(head) + _count(rest, hasher)
+            if hasher is not None:
+                actual = hasher.result()
+        if record.checksum is not None and actual != record.checksum:
+            raise UploadRefused(name, file_id, "bad-checksum", "checksum %s, expected %s" % (actual, record.checksum))
         if size is None:
-            # A store that does not know the length: count it (bounded memory).
-            size = len(head) + sum(len(chunk) for chunk in iter(lambda: stored.read(256 * 1024), b""))
-            _check_size(backend, record, size)
+            _check_size(backend, record, counted)
     except UploadRefused as exc:
-        stored.close()
+        _close(chunks, stored)
         if exc.code == "incomplete":
             # Truncated: the file goes, the marker stays for another try.
             backend._abandon_upload(record)
         else:
             discard_upload(backend, record)
         raise
-    except BaseException:
-        stored.close()
+    except IOError as exc:
+        _close(chunks, stored)
+        if _replaced(backend, file_id, version):
+            # Its bytes were not all of one version: none of them is judged.
+            raise replaced(name, file_id) from exc
         raise
-    stored.close()
-    # A fresh handle: the checks consumed the first one.
-    return record, backend.get(file_id)
+    except BaseException:
+        _close(chunks, stored)
+        raise
+    _close(chunks, stored)
+    # A fresh handle (the checks consumed the first one), of the version checked.
+    fresh = backend.get(file_id)
+    if fresh.version != version:
+        fresh.close()
+        raise replaced(name, file_id)
+    return record, fresh
 
 
 def _check_size(backend: FileStorage, record: PendingUpload, size: int) -> None:

@@ -93,7 +93,7 @@ class DirectUpload:
             stored.close()
             raise UploadRefused(name, self.file_id, "not-an-intent", "attached by another request meanwhile")
         try:
-            sealed = backend._seal_upload(record)
+            sealed = backend._seal_upload(record, stored)
         except BaseException:
             stored.close()
             raise
