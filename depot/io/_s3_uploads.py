@@ -220,8 +220,12 @@ def _listed_parts(client: Any, bucket: str, key: str, upload_id: str) -> List[Di
     while True:
         page = client.list_parts(**args)
         for part in page.get("Parts", ()):
-            # Some services (SeaweedFS) list a part sent twice twice.
-            parts[part["PartNumber"]] = part
+            # Some services (SeaweedFS) list a part sent twice twice, in no
+            # set order: the newest wins (the last listed among equals).
+            seen = parts.get(part["PartNumber"])
+            if seen is None or not part.get("LastModified") or not seen.get("LastModified") \
+                    or part["LastModified"] >= seen["LastModified"]:
+                parts[part["PartNumber"]] = part
         if not page.get("IsTruncated"):
             return [parts[number] for number in sorted(parts)]
         args["PartNumberMarker"] = page["NextPartNumberMarker"]
