@@ -7,6 +7,10 @@ a fixture's, a ``skipif`` mark's, and a whole module skipped at collection
 where it happens (so ``-x`` stops there), and the end of the run lists them
 with their reasons.  Without the variable skips stay skips.
 
+Under pytest-xdist the turning happens in the worker that ran the test; the
+report carries the reason (attribute ``depot_turned_skip``) to the controller,
+which lists them at the end.
+
 Loaded by tests/conftest.py; tests/test_skip_policy.py loads it with ``-p``
 into pytest runs of generated test files.
 """
@@ -21,7 +25,7 @@ from depot.utils import asbool
 
 REQUIRE_SERVERS_ENV = "DEPOT_TEST_REQUIRE_SERVERS"
 
-_turned = pytest.StashKey[list]()
+TURNED_ATTRIBUTE = "depot_turned_skip"
 
 
 def skips_are_failures() -> bool:
@@ -36,15 +40,12 @@ def _skip_reason(report) -> str:
     return str(longrepr)
 
 
-def _turn_into_failure(config, report) -> None:
+def _turn_into_failure(report) -> None:
     reason = _skip_reason(report)
     report.outcome = "failed"
     report.longrepr = f"skipped, but {REQUIRE_SERVERS_ENV} is set so skips fail the run: {reason}"
-    config.stash.setdefault(_turned, []).append((report.nodeid or "<session>", reason))
-
-
-def pytest_configure(config):
-    config.stash[_turned] = []
+    # A plain attribute: xdist sends it along with the report to the controller.
+    setattr(report, TURNED_ATTRIBUTE, reason)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -54,7 +55,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.skipped and not hasattr(report, "wasxfail") and skips_are_failures():
-        _turn_into_failure(item.config, report)
+        _turn_into_failure(report)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -62,11 +63,13 @@ def pytest_make_collect_report(collector):
     outcome = yield
     report = outcome.get_result()
     if report.skipped and skips_are_failures():
-        _turn_into_failure(collector.config, report)
+        _turn_into_failure(report)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    turned = config.stash.get(_turned, [])
+    turned = [(report.nodeid or "<session>", getattr(report, TURNED_ATTRIBUTE))
+              for kind in ("failed", "error") for report in terminalreporter.stats.get(kind, ())
+              if getattr(report, TURNED_ATTRIBUTE, None) is not None]
     if not turned:
         return
     terminalreporter.section(f"skips turned into failures ({REQUIRE_SERVERS_ENV} is set)", red=True)

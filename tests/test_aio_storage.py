@@ -436,3 +436,23 @@ def test_missing_anyio_names_the_extra():
             "try:\n    import depot.io.aio\nexcept ImportError as exc:\n    print(exc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install 'depot[async]'" in out
+
+
+def test_a_sync_file_collected_unclosed_closes_without_the_portal():
+    """Its finalizer may run on a worker thread that a stopping portal waits for (a deadlock seen in CI)."""
+    import gc
+
+    from depot.io.aio_sync import SyncStoredFile
+
+    class StoppingPortal:
+        calls = 0
+
+        def call(self, *args):
+            StoppingPortal.calls += 1
+            raise AssertionError("a finalizer waited for the portal")
+
+    backend = MemoryFileStorage()
+    stored = backend.get(backend.create(b"data"))
+    SyncStoredFile(AsyncStoredFile(stored), StoppingPortal())
+    gc.collect()
+    assert stored.closed and StoppingPortal.calls == 0

@@ -297,7 +297,9 @@ def test_disconnect_mid_body_stops_reading_and_closes_the_stored_file(server, hu
     time.sleep(0.5)  # a read in flight when the client left ends before the file is closed
     read = sum(int(line.split()[-1]) for line in server.log() if line.startswith("read %s " % huge))
     # The reading followed the client (flow control), then stopped: memory stays bounded.
-    assert read < HUGE_SIZE / 4, read
+    # A server starved of CPU (the other xdist worker busy) was seen reading 12 MiB
+    # (granian, 1 MiB chunks) before it noticed the reset: a bound, not the whole file.
+    assert read < HUGE_SIZE / 2, read
     assert server.log().index("close %s" % huge) > max(
         i for i, line in enumerate(server.log()) if line.startswith("read %s " % huge))
 

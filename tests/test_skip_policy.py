@@ -62,7 +62,9 @@ def test_uses_gridfs():
 
 def run_pytest(cwd: pathlib.Path, *args: str, required: str, pythonpath: tuple = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, REQUIRE_SERVERS_ENV: required,
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *map(str, pythonpath)])}
+           # The caller's path stays last: plugins (xdist) may be installed there.
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *map(str, pythonpath), *os.environ.get("PYTHONPATH", "").split(
+               os.pathsep)]).rstrip(os.pathsep)}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
@@ -106,6 +108,22 @@ def test_every_skip_in_a_test_fails_the_run_when_servers_are_required(tmp_path):
     # An expected failure ran: it is not a skip.
     assert "test_expected_failure" not in turned_into_failures(run), run.stdout
     assert re.search(r"1 failed, 1 passed, 1 xfailed, 1 error in", run.stdout), run.stdout
+
+
+def test_skips_fail_the_run_under_xdist_too(tmp_path):
+    # The suite runs on xdist's workers (pyproject's addopts): a skip there must fail the run,
+    # and the controller still lists it with its reason.
+    files = {"test_gen.py": SKIPPING_TESTS, "test_gone.py": SKIPPED_MODULE}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    run = run_pytest(tmp_path, "-p", "tests.skip_policy", "-n", "2", "--rootdir", str(tmp_path),
+                     str(tmp_path), required="1", pythonpath=(tmp_path,))
+    assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.stdout
+    assert "2 workers" in run.stdout or "created: 2/2 workers" in run.stdout, run.stdout
+    assert not missing(turned_into_failures(run), "test_gen.py::test_skips_itself: no frobnicator here",
+                       "test_gen.py::test_skipped_by_mark: marked away",
+                       "test_gone.py: could not import 'depot_no_such_module_anywhere'"), run.stdout
+    assert "skipped" not in run.stdout.splitlines()[-1], run.stdout
 
 
 def test_a_module_skipped_at_collection_fails_the_run_when_servers_are_required(tmp_path):

@@ -1,13 +1,16 @@
 """depot.io.boto3.S3Storage against real S3 servers: SeaweedFS (signatures checked) and moto (ACLs)."""
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import logging
 import os
 import pathlib
+import re
 import socket
 import tempfile
+import threading
 import tracemalloc
 import uuid
 
@@ -306,18 +309,25 @@ class TestUploads:
 
 
 def record_parts(storage, alter_part=None):
-    """The (x-amz-content-sha256, x-amz-checksum-*) headers of each UploadPart sent.
+    """The (x-amz-content-sha256, x-amz-checksum-*) headers of each UploadPart sent, in part order.
 
+    Parts go out on several threads: a busy machine sends part 2 before part 1.
     With ``alter_part``, one bit of that part's body is flipped after signing.
     """
     sent = []
+    lock = threading.Lock()
+    numbers: list = []  # the part number of each entry of ``sent``, sorted
 
     def record(request, **kwargs):
         checksum = [name for name in request.headers.keys() if name.lower().startswith("x-amz-checksum-")
                     and name.lower() not in ("x-amz-checksum-algorithm", "x-amz-checksum-type")]
         headers = [request.headers.get(name) for name in ["x-amz-content-sha256"] + checksum[:1]]
         headers += [None] * (2 - len(headers))
-        sent.append(tuple(h.decode() if isinstance(h, bytes) else h for h in headers))
+        number = int(re.search(r"[?&]partNumber=(\d+)", request.url).group(1))
+        with lock:
+            at = bisect.bisect_right(numbers, number)
+            numbers.insert(at, number)
+            sent.insert(at, tuple(h.decode() if isinstance(h, bytes) else h for h in headers))
         if alter_part is not None and "partNumber=%d&" % alter_part in request.url + "&":
             body = bytearray(request.body)
             body[100] ^= 1

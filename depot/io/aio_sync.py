@@ -80,6 +80,16 @@ class SyncStoredFile(StoredFile):
             # The portal has stopped (a file garbage-collected late): close directly.
             self.afile.file.close()
 
+    def __del__(self) -> None:
+        # Garbage collection runs a finalizer on whichever thread happens to
+        # allocate, possibly one of the portal's worker threads while its
+        # loop, stopping, waits for them: waiting for the portal there never
+        # ends.  So no portal here (io.IOBase's finalizer would close through
+        # it): the wrapped file is closed directly, as after the portal stops.
+        afile = self.__dict__.get("afile")
+        if afile is not None and not afile.closed:
+            afile.file.close()
+
     def real_file(self) -> Optional[IO[bytes]]:
         return self._portal.call(self.afile.real_file)
 
