@@ -50,8 +50,7 @@ def ensure_filedepot_venv(packages: Iterable[str] = ()) -> str:
 
 def run_worker(python: str, script: str, args: Sequence[str] = (), env: Optional[Dict[str, str]] = None) -> dict:
     """Run ``script`` (a file in benchmarks/) with ``python``; it prints one JSON object last."""
-    full_env = dict(os.environ)
-    full_env.pop("PYTHONPATH", None)
+    full_env = _worker_env(python)
     full_env.update(env or {})
     # cwd outside the repository so the filedepot venv cannot import this checkout's depot.
     proc = subprocess.run(
@@ -63,9 +62,24 @@ def run_worker(python: str, script: str, args: Sequence[str] = (), env: Optional
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _worker_env(python: str) -> Dict[str, str]:
+    """The environment of a worker: this checkout first for ours, nothing added for the filedepot venv.
+
+    Ours gets this checkout on ``PYTHONPATH`` so that a run from a second
+    worktree (``PYTHONPATH=<tree>``) measures that tree, not the one
+    installed in the interpreter; the filedepot venv must never see it.
+    """
+    full_env = dict(os.environ)
+    full_env.pop("PYTHONPATH", None)
+    if os.path.abspath(python) == os.path.abspath(sys.executable):  # not realpath: venvs link one binary
+        full_env["PYTHONPATH"] = ROOT
+    return full_env
+
+
 def which_depot(python: str) -> str:
     code = "import depot, os; print(os.path.dirname(depot.__file__))"
-    return subprocess.run([python, "-c", code], cwd="/", capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run([python, "-c", code], cwd="/", env=_worker_env(python), capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def ours_python() -> str:

@@ -153,10 +153,11 @@ def test_verify_catches_a_transfer_broken_on_the_way():
         copy_file(lambda: source.get(file_id), FlipInTransit(), file_id, skip_existing=False, verify=True)
 
 
-def test_verify_catches_a_source_that_rotted():
-    source = MemoryFileStorage()
+def test_verify_catches_a_source_that_rotted(tmp_path):
+    source = LocalFileStorage(str(tmp_path))
     file_id = source.create(b"precious bytes", "p.txt")
-    source.files[file_id]["data"] = b"Precious bytes"
+    with open(os.path.join(str(tmp_path), file_id, "file"), "r+b") as data:
+        data.write(b"P")  # one byte rots on the disk, the stored checksum stays
     with pytest.raises(CopyError, match="differ from its stored checksum"):
         copy_file(lambda: source.get(file_id), MemoryFileStorage(), file_id, skip_existing=False, verify=True)
 

@@ -1,9 +1,11 @@
+import hashlib
 import io
 import os
 
+import google_crc32c
 import pytest
 
-from depot.io import utils
+from depot.io import checksums, utils
 from depot.io.memory import MemoryFileStorage
 from depot.testing import StorageConformance
 
@@ -104,3 +106,34 @@ def test_bytes_io_is_stored_from_its_position():
     content.seek(0)
     content.write(b"W")  # the buffer handed over is copied before the caller changes it
     assert storage.get(file_id).read() == b"whole"
+
+
+def test_checksum_is_taken_when_first_asked_and_kept(monkeypatch):
+    storage = MemoryFileStorage()
+    computed = []
+    real = checksums.compute
+    monkeypatch.setattr(checksums, "compute", lambda *a: computed.append(a[0]) or real(*a))
+    file_id = storage.create(b"some bytes", "a.txt")
+    assert computed == []  # writing costs no checksum: the bytes never leave the process
+    expected = "crc32c:" + "%08x" % google_crc32c.value(b"some bytes")
+    assert storage.get(file_id).checksum == expected
+    assert storage.get(file_id).checksum == expected
+    assert computed == ["crc32c"]  # once per entry
+
+
+def test_checksum_follows_the_entry_a_handle_reads():
+    storage = MemoryFileStorage(checksum="sha256")
+    file_id = storage.create(b"old", "a.txt")
+    handle = storage.get(file_id)
+    storage.replace(file_id, b"new")
+    assert handle.read() == b"new"  # looked up at the first read, as in filedepot
+    assert handle.checksum == "sha256:" + hashlib.sha256(b"new").hexdigest()
+
+
+def test_no_checksum_when_turned_off_or_written_as_0_12_did():
+    storage = MemoryFileStorage(checksum=None)
+    assert storage.get(storage.create(b"x")).checksum is None
+    storage.files["9a8b7c6d-0000-4000-8000-000000000000"] = {
+        "data": b"y", "metadata": {"filename": "y", "content_type": "text/plain",
+                                   "content_length": 1, "last_modified": None}, "version": 0}
+    assert storage.get("9a8b7c6d-0000-4000-8000-000000000000").checksum is None
