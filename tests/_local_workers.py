@@ -5,7 +5,8 @@ replaces ID again and again; with PAUSE it stops at that named point of its
 first write, prints ``PAUSED`` and waits to be killed.  ``reader ROOT ID
 SECONDS`` reads ID again and again and prints a JSON report of every read
 whose bytes do not belong to the facts it came with.  ``forker ROOT ID``
-forks writers on demand (see :func:`forker`).
+forks writers on demand (see :func:`forker`).  :func:`coarse_key` models
+a file system on which two versions show one ``stat``.
 """
 from __future__ import annotations
 
@@ -29,6 +30,24 @@ def payload(name: str) -> bytes:
     size = int(name.rsplit("-", 1)[1].split(".")[0])
     unit = name.encode() + b"|"
     return (unit * (size // len(unit) + 1))[:size]
+
+
+def coarse_key(st: os.stat_result) -> Any:
+    """``depot.io.local._key`` on a file system that hands a freed inode to the next file and stamps whole seconds.
+
+    There, two versions of one size written within one second show the same
+    key (on ext4 it takes a reused inode and one clock tick: rare, but it
+    happens under load).  Patch it in, call :func:`early_in_a_second`, and
+    the next writes collide every time.
+    """
+    second = 10**9
+    return (0, st.st_dev, st.st_ctime_ns // second * second, st.st_mtime_ns // second * second, st.st_size)
+
+
+def early_in_a_second() -> None:
+    """Wait until the wall clock is early in a second: writes in the next half second are stamped alike."""
+    while time.time() % 1 > 0.3:
+        time.sleep(0.02)
 
 
 def pair_problem(storage: LocalFileStorage, file_id: str) -> Any:

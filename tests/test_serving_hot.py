@@ -13,11 +13,13 @@ from unittest import mock
 
 import pytest
 
+from depot.io import local
 from depot.manager import DepotManager
 from depot.middleware import FileServeApp
 from depot.serving import core
 from depot.utils import http_date
 
+from ._local_workers import coarse_key, early_in_a_second
 from .test_middleware_support import CONTENT, make_app, on_every_adapter
 
 pytest_plugins = ["tests.test_middleware_support"]
@@ -184,6 +186,29 @@ def test_identity_needs_an_unchanged_version(local_storage):
     app._remember = kept.append
     response = app.respond({"REQUEST_METHOD": "GET"})
     assert response.body == b"changed" and response.identity is None and kept == []
+
+
+@on_every_adapter
+def test_identity_needs_the_same_facts(local_storage, monkeypatch):
+    """Replaced between get() and opening its data by a version showing the same stat: answered, not kept.
+
+    (An inode freed and reused within one tick of the file system's clock:
+    the versions' names are the same, their facts are not.)
+    """
+    monkeypatch.setattr(local, "_key", coarse_key)
+    early_in_a_second()
+    fid = local_storage.create(CONTENT, "file.txt", "text/plain")
+    mw = DepotManager.make_middleware(None)
+    located = mw.locate("/depot/default/%s" % fid, "")
+    version = located.file.version
+    other = bytes(reversed(CONTENT))
+    local_storage.replace(fid, other, "fila.txt", "text/plain")
+    assert local_storage.get(fid).version == version  # the model holds
+    kept = []
+    app = mw.file_app(located, remember="/depot/default/%s" % fid)
+    app._remember = kept.append
+    response = app.respond({"REQUEST_METHOD": "GET"})
+    assert response.body == other and response.identity is None and kept == []
 
 
 _IMPORT_RACE = r'''

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import pytest
 
@@ -21,7 +23,7 @@ from depot.io import local
 from depot.io.local import LocalFileStorage
 from depot.testing import StorageConformance
 
-from ._local_workers import name_for, pair_problem, payload
+from ._local_workers import coarse_key, early_in_a_second, name_for, pair_problem, payload
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -209,6 +211,69 @@ def test_real_file_of_unread_handle_matches_its_facts(storage):
     with f.real_file() as real:
         assert real.read() == payload(f.filename)
     assert f.content_length == 300
+
+
+def test_versions_showing_one_stat_never_mix(storage, monkeypatch):
+    """Two versions with one ``stat`` (an inode reused within a clock tick): facts and bytes of one version.
+
+    Neither a handle taken before the replace nor a later ``get()`` (the
+    metadata cache) may take the first version's facts for the second's.
+    """
+    monkeypatch.setattr(local, "_key", coarse_key)
+    early_in_a_second()
+    file_id, old = stored(storage, size=20)
+    first = storage.get(file_id)
+    early = storage.get(file_id)
+    new = name_for(1, 1, 20)
+    storage.replace(file_id, payload(new), new, "application/x-test")
+    assert storage.version_key(file_id) == first._key  # the model holds: the new version shows the old stat
+    assert first.filename == old  # facts taken before the replace, until the data is opened
+    assert first.read() == payload(first.filename) and first.filename == new
+    with early.real_file() as real:
+        assert real.read() == payload(early.filename) and early.filename == new
+    again = storage.get(file_id)
+    assert (again.filename, again.read()) == (new, payload(new))
+    assert pair_problem(storage, file_id) is None
+
+
+@pytest.mark.parametrize("removed", [True, False])
+def test_replaced_between_reading_the_facts_and_opening_the_data(storage, monkeypatch, removed):
+    """The folder exchanged between the two opens: read whole, the old version (still there) or the new one."""
+    file_id, old = stored(storage, size=20)
+    f = storage.get(file_id)
+    new = name_for(1, 1, 1000)
+    real_opener, replaced = local._opener, []
+
+    def replacing_opener(folder):
+        if not replaced:
+            replaced.append(folder)
+            with mock.patch.object(local.shutil, "rmtree", (lambda *a, **k: None) if not removed else shutil.rmtree):
+                storage.replace(file_id, payload(new), new, "application/x-test")
+        return real_opener(folder)
+
+    monkeypatch.setattr(local, "_opener", replacing_opener)
+    assert f.read() == payload(f.filename) and replaced
+    assert f.filename == (new if removed else old) and f.content_length == len(payload(f.filename))
+
+
+def test_only_settled_metadata_is_cached(storage, monkeypatch):
+    """A version written moments ago is read again at each get(); once settled, one stat answers."""
+    monkeypatch.setattr(local, "_METADATA", local._MetadataCache())
+    file_id, name = stored(storage)
+    assert storage.get(file_id).filename == name
+    assert local._METADATA._entries == {}
+    monkeypatch.setattr(local, "SETTLED_AFTER_NS", 0)  # settled once its times are in the past
+    assert storage.get(file_id).filename == name
+    assert len(local._METADATA._entries) == 1
+    real_open, opened = os.open, []
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(path)
+        return real_open(path, *args, **kwargs)
+
+    with mock.patch("os.open", counting_open):
+        f = storage.get(file_id)
+    assert opened == [] and f.filename == name and f.read() == payload(name)
 
 
 # -- collect_garbage and depot gc -----------------------------------------

@@ -8,10 +8,12 @@ Every write builds the complete new folder under a temporary name beside
 the others (``.new-<random>.tmp``) and publishes it in one step: a rename for
 a new id, and for an existing one an exchange of the two folders
 (``renameat2(RENAME_EXCHANGE)`` on Linux), so data and metadata always change
-together.  Readers see the old pair or the new pair, a crash leaves one of
-them whole, and open files keep reading the version they opened.  Where the
-file system cannot exchange folders, the two files are moved in one after
-the other (the previous behaviour: complete files, but not atomic as a pair).
+together.  Readers see the old pair or the new pair (they open both files
+through one descriptor of the folder, or check a key that no other version
+can show), a crash leaves one of them whole, and open files keep reading
+the version they opened.  Where the file system cannot exchange folders,
+the two files are moved in one after the other (the previous behaviour:
+complete files, but not atomic as a pair).
 
 Temporary names start with a dot and are never valid ids, so
 :meth:`LocalFileStorage.list` skips them; what killed writers leave behind is
@@ -76,6 +78,8 @@ _GRAVEYARD = ".del-"
 
 
 _METADATA_NAME = os.sep + "metadata.json"
+#: Flags of the descriptors opened for reading (Python makes them non-inheritable).
+_O_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 
 
 # Plain concatenation: os.path.join costs more than the rest of a cached get().
@@ -83,8 +87,11 @@ def _metadata_path(local_path: str) -> str:
     return local_path + (_METADATA_NAME[1:] if local_path.endswith(os.sep) else _METADATA_NAME)
 
 
+_DATA_NAME = "file"
+
+
 def _file_path(local_path: str) -> str:
-    return local_path + ("file" if local_path.endswith(os.sep) else os.sep + "file")
+    return local_path + (_DATA_NAME if local_path.endswith(os.sep) else os.sep + _DATA_NAME)
 
 
 def _tmp_name(prefix: str) -> str:
@@ -168,43 +175,108 @@ def _version(key: Key) -> str:
     return "%x-%x-%x" % (ino, ctime_ns, size)
 
 
+#: Nanoseconds after its last change when a version of a file is settled:
+#: every later write, to that file or to a new one, gets other times.  A
+#: file system stamps times to a granularity (a clock tick, or whole
+#: seconds), so a file rewritten in place twice within one granule
+#: (filedepot 0.12 rewrote its files), or an inode freed and reused as fast
+#: (ext4 hands a freed inode to the next file), can show the same ``stat``
+#: for two versions; two seconds covers the coarsest.  Only a key that was
+#: settled when it was taken names one version for good.
+SETTLED_AFTER_NS = 2_000_000_000
+
+
+def _settled(key: Key, before_ns: int) -> bool:
+    """Whether ``key``, taken after ``before_ns`` (``time.time_ns()``), can never show for another version.
+
+    The file was there after ``before_ns``, so any file that takes its
+    inode later is created (or rewritten) after ``before_ns`` too, and is
+    stamped at least ``before_ns`` minus one granule: later than ``key``'s
+    change time when that was settled at ``before_ns``.  (It assumes the
+    file system's clock does not run far behind the caller's.)
+    """
+    return key[2] < before_ns - SETTLED_AFTER_NS
+
+
+def _read_all(fd: int) -> Tuple[Key, bytes]:
+    """The key and the whole content of the open file ``fd`` (raw calls: fewer than a file object's)."""
+    st = os.fstat(fd)
+    parts: List[bytes] = []
+    while True:
+        chunk = os.read(fd, max(st.st_size + 1, 1024))
+        if not chunk:
+            return _key(st), b"".join(parts)
+        parts.append(chunk)
+
+
 class _MetadataCache:
     """Parsed ``metadata.json`` files, each valid while its file is unchanged.
 
     Reading and decoding the metadata is most of the cost of :meth:`get`, and
     a served file is asked for again and again.  Every write installs a new
     metadata file with a rename, so its inode, change time and size identify
-    the version: one ``stat`` tells whether the cached facts still hold.  The
-    key is taken from the very file descriptor that was read, so facts are
-    never stored under another version's key.
+    the version, once settled (:data:`SETTLED_AFTER_NS`): one ``stat`` then
+    tells whether the cached facts still hold.  Only settled versions are
+    kept: a version written moments ago is read again at each :meth:`get`,
+    as another version may show its very ``stat`` (an inode freed and
+    reused within one tick of the file system's clock).  The key is taken
+    from the very file descriptor that was read, so facts are never stored
+    under another version's key.
     """
 
     def __init__(self, max_entries: int = 4096) -> None:
         self.max_entries = max_entries
         self._entries: Dict[str, Tuple[Key, Metadata]] = {}
+        # Facts of unsettled versions by their bytes (the same bytes are the
+        # same facts): a file read just after it was written is read twice,
+        # at get() and at its first read, but decoded once.
+        self._recent: Dict[bytes, Metadata] = {}
 
-    def read(self, file_id: str, path: str) -> Tuple[Key, Metadata]:
-        """The key of the metadata file at ``path`` and the facts it holds."""
+    def read(self, file_id: str, path: str, folder: Optional[int] = None) -> Tuple[Key, Metadata, bool]:
+        """The key of the metadata file at ``path``, the facts it holds, and whether the key is settled.
+
+        With ``folder`` (a descriptor of the file's folder, ``path`` still
+        naming the entry) the file is looked up in that very folder.
+        """
+        name = path if folder is None else _METADATA_NAME[1:]
         try:
             entry = self._entries.get(path)
-            if entry is not None and entry[0] == _key(os.stat(path)):
-                return entry
-            with open(path, "rb") as f:
-                key = _key(os.fstat(f.fileno()))
-                raw = f.read()
+            if entry is not None and entry[0] == _key(os.stat(name, dir_fd=folder)):
+                return entry[0], entry[1], True
+            before = time.time_ns()
+            fd = os.open(name, _O_READ, dir_fd=folder)
+            try:
+                key, raw = _read_all(fd)
+            finally:
+                os.close(fd)
         except OSError:
             self._entries.pop(path, None)
             raise utils.missing_file(file_id) from None
-        entry = (key, _parse_metadata(file_id, raw))
+        recent = self._recent
+        metadata = recent.get(raw)
+        if metadata is None:
+            metadata = _parse_metadata(file_id, raw)
+        settled = _settled(key, before)
         if len(raw) > _MAX_CACHED_METADATA:
-            return entry  # a huge name: cheap to re-read next time, costly to keep
-        entries = self._entries
-        if len(entries) >= self.max_entries:
-            # Forget the oldest half: cheap, and a hot file comes right back.
-            for stale in list(entries)[: self.max_entries // 2]:
-                entries.pop(stale, None)
-        entries[path] = entry
-        return entry
+            return key, metadata, settled  # a huge name: cheap to re-read next time, costly to keep
+        if not settled:
+            # Another version may show this key: kept by its bytes only.
+            _bounded_put(recent, raw, metadata, _RECENT_ENTRIES)
+            return key, metadata, False
+        _bounded_put(self._entries, path, (key, metadata), self.max_entries)
+        return key, metadata, True
+
+
+#: Unsettled versions whose decoded facts are kept (by their bytes).
+_RECENT_ENTRIES = 256
+
+
+def _bounded_put(entries: Dict[Any, Any], key: Any, value: Any, max_entries: int) -> None:
+    if len(entries) >= max_entries:
+        # Forget the oldest half: cheap, and a hot file comes right back.
+        for stale in list(entries)[: max_entries // 2]:
+            entries.pop(stale, None)
+    entries[key] = value
 
 
 _METADATA = _MetadataCache()
@@ -212,14 +284,38 @@ _METADATA = _MetadataCache()
 #: Attempts to open a data file while writers keep replacing it.
 _OPEN_ATTEMPTS = 100
 
+#: Whether a folder can be opened and its files opened through it (not on Windows).
+_FOLDER_FDS = hasattr(os, "O_DIRECTORY") and os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
+
+
+def _open_folder(path: str) -> Optional[int]:
+    """A descriptor of the folder ``path`` (``None`` where files cannot be opened through one)."""
+    if not _FOLDER_FDS:  # pragma: no cover - Windows
+        return None
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _opener(folder: int) -> Callable[[str, int], int]:
+    """An ``opener`` for :func:`open`: the data file of the open folder ``folder``, whatever the path given."""
+    return lambda path, flags: os.open(_DATA_NAME, flags, dir_fd=folder)
+
+
+def _still_at(path: str, folder: int) -> bool:
+    """Whether ``path`` names the open folder ``folder`` (held open, its inode is nobody else's)."""
+    try:
+        st, held = os.stat(path), os.fstat(folder)
+    except OSError:
+        return False
+    return (st.st_ino, st.st_dev) == (held.st_ino, held.st_dev)
+
 
 class LocalStoredFile(StoredFile):
     """A file of :class:`LocalFileStorage`; the data file is opened on the first read.
 
     As in filedepot, a handle taken before a replace reads the new content.
-    Its facts then follow: the first read checks that the metadata file is
-    still the one the facts came from, and otherwise reads the new ones, so
-    the bytes read always belong to the facts the handle reports.
+    Its facts then follow: the data file is opened with the metadata of the
+    same folder (see :meth:`_open_current`), so the bytes read always belong
+    to the facts the handle reports.
     """
 
     def __init__(self, file_id: str, local_path: str) -> None:
@@ -234,42 +330,74 @@ class LocalStoredFile(StoredFile):
         return self
 
     def _setup(self, file_id: str, local_path: str) -> None:
+        self._folder = local_path
         self._metadata_path = _metadata_path(local_path)
         self._file_path = _file_path(local_path)
-        self._key, facts = _METADATA.read(file_id, self._metadata_path)
+        self._key, facts, self._settled = _METADATA.read(file_id, self._metadata_path)
         StoredFile.__init__(self, file_id, *facts)
         self._file: Optional[IO[bytes]] = None
 
-    def _open_matching(self, refresh: bool = True) -> IO[bytes]:
-        """Open the data file of the version the facts describe.
+    def _open_current(self) -> IO[bytes]:
+        """Open the data file of the current version, the facts becoming that version's.
 
-        The metadata file is the same before and after the data file is
-        opened, and a version never comes back once replaced, so both belong
-        to one version.  If it changed (replaced since :meth:`get`), the facts
-        are re-read when ``refresh`` allows, else :class:`IOError` is raised.
+        With a settled key (:data:`SETTLED_AFTER_NS`), no other metadata
+        file ever shows it: if the metadata file is still the one the facts
+        came from after the data file is opened, both belong to one version,
+        as a version never comes back to the id once replaced.  Otherwise
+        (replaced since :meth:`get`, or written too recently for its key to
+        tell) the folder is opened once and both files are read through it.
         """
-        for _ in range(_OPEN_ATTEMPTS):
+        if self._settled:
             try:
                 f = open(self._file_path, "rb")
             except OSError:
                 raise utils.missing_file(self.file_id) from None
             try:
-                same = _key(os.stat(self._metadata_path)) == self._key
+                if _key(os.stat(self._metadata_path)) == self._key:
+                    return f
             except OSError:
-                same = False
-            if same:
-                return f
+                pass
             f.close()
-            if not refresh:
-                break
-            self._key, facts = _METADATA.read(self.file_id, self._metadata_path)
+        return self._open_generation()
+
+    def _open_generation(self) -> IO[bytes]:
+        """Open the data file and read the facts of one version: both through one descriptor of its folder.
+
+        A write publishes a complete folder by renaming or exchanging it,
+        and never changes a published one, so the two files of one folder
+        are one version's, whatever is published meanwhile.  A folder
+        replaced and removed while it is opened is left for the new one.
+        (Where folders cannot be exchanged, the two files are moved into
+        the folder one after the other: a reader between the two moves pairs
+        the new data with the previous facts.  That is the case on Windows,
+        where the two files are opened by their paths.)
+        """
+        for _ in range(_OPEN_ATTEMPTS):
+            try:
+                folder = _open_folder(self._folder)
+            except OSError:
+                raise utils.missing_file(self.file_id) from None
+            try:
+                try:
+                    key, facts, settled = _METADATA.read(self.file_id, self._metadata_path, folder)
+                    # Named by its path (servers send files by their name), opened in the folder.
+                    data = open(self._file_path, "rb", opener=None if folder is None else _opener(folder))
+                except OSError:
+                    if folder is not None and not _still_at(self._folder, folder):
+                        continue  # removed after a replace: read the new version
+                    raise utils.missing_file(self.file_id) from None
+            finally:
+                if folder is not None:
+                    os.close(folder)
+            self._key, self._settled = key, settled
             self.filename, self.content_type, self.last_modified, self.content_length, self.checksum = facts
+            return data
         raise IOError("File %s changed while it was opened" % self.file_id)
 
     def _opened(self) -> IO[bytes]:
         f = self._file
         if f is None:
-            f = self._file = self._open_matching()
+            f = self._file = self._open_current()
         return f
 
     def read(self, n: int = -1) -> bytes:
@@ -295,8 +423,11 @@ class LocalStoredFile(StoredFile):
     def version(self) -> str:
         """Changes with every write (each installs a new metadata inode); no I/O.
 
-        It names the version the facts describe, so an ETag made of both
-        never mixes two versions.
+        It names the version the facts describe.  Two versions written
+        within one tick of the file system's clock may show the same one
+        (an inode freed and reused at once): the ETag also carries the
+        checksum, and what is kept by version waits until it is settled
+        (:data:`SETTLED_AFTER_NS`).
         """
         return _version(self._key)
 
@@ -316,12 +447,22 @@ class LocalStoredFile(StoredFile):
         self._check_open()
         f = self._file
         if f is None:
-            return self._open_matching()
+            return self._open_current()
         # Already reading a version: the same one, even if replaced since.
         try:
             return open("/proc/self/fd/%d" % f.fileno(), "rb")
         except OSError:
-            return self._open_matching(refresh=False)
+            pass
+        try:
+            again = open(self._file_path, "rb")
+        except OSError:
+            raise utils.missing_file(self.file_id) from None
+        # The file held open keeps its inode: the same inode is the same file.
+        st, held = os.fstat(again.fileno()), os.fstat(f.fileno())
+        if (st.st_ino, st.st_dev) == (held.st_ino, held.st_dev):
+            return again
+        again.close()
+        raise IOError("File %s changed while it was opened" % self.file_id)
 
 
 # -- publishing a folder in one step ----------------------------------------
@@ -442,8 +583,10 @@ class LocalFileStorage(OneStepStorage):
         facts go with its key (:attr:`LocalStoredFile.version` is made from
         it, see :meth:`key_version`).  For callers that keep what they
         derived from a version (the serving layer keeps the answers to small
-        files) and must know whether it still holds.  ``file_id`` must be
-        one :meth:`get` accepted.  :class:`OSError` when the file is missing.
+        files) and must know whether it still holds; only a key settled when
+        it was taken (:data:`SETTLED_AFTER_NS`) is never shown by another
+        version.  ``file_id`` must be one :meth:`get` accepted.
+        :class:`OSError` when the file is missing.
         """
         return _key(os.stat(self._prefix + file_id + _METADATA_NAME))
 

@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedT
 from urllib.parse import quote
 
 from depot.io.interfaces import StoredFile
-from depot.io.local import finds_files_plainly
+from depot.io.local import SETTLED_AFTER_NS, finds_files_plainly
 from depot.io.utils import DEFAULT_CHUNK_SIZE
 from depot.manager import DepotManager
 from depot.utils import asbool, asint
@@ -365,6 +365,7 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
     f = app.file
     real = None
     version = getattr(f, "version", None)
+    described: Tuple[Any, ...] = ()
     try:
         try:
             etag = app.generate_etag()
@@ -404,6 +405,7 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
             return Response(HTTPStatus.OK, [h for h in headers if h[0] != "Content-Length"] + [target])
         if not head:
             # Only now that content is needed.
+            described = _facts_of(f)
             try:
                 real = f.real_file()
                 st = None if real is None else os.fstat(real.fileno())
@@ -430,10 +432,12 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
             return Response(status, headers)
         start, stop = (0, facts.content_length) if wanted is None else wanted
         # Whether the headers describe exactly the bytes opened: the facts
-        # were not re-read when the file was opened (a replace meanwhile).
+        # were not re-read when the file was opened (a replace meanwhile),
+        # or read again the same.  Versions written within one clock tick
+        # may show one version, so the facts are compared too.
         whole_version = (
             real is not None and version is not None and size == app.content_length
-            and getattr(f, "version", None) == version
+            and getattr(f, "version", None) == version and _facts_of(f) == described
         )
         response = Response(status, headers, choose_body(f, real, start, stop, facts.content_length))
         if whole_version:
@@ -444,6 +448,11 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
             real.close()
         f.close()
         raise
+
+
+def _facts_of(f: StoredFile) -> Tuple[Any, ...]:
+    """What the headers of a response are made of (with the version), as the stored file holds them now."""
+    return (f.filename, f.content_type, f.content_length, f.last_modified, getattr(f, "checksum", None))
 
 
 # Request headers that make a GET ask for more than "the current file, whole".
@@ -471,14 +480,6 @@ class _Hot:
         # Replaced as a whole, so threads never see half of one.
         self.headers: Tuple[int, Optional[int], Headers] = (-1, None, [])
 
-
-#: Nanoseconds after its last change when a local file's version is
-#: settled: every later write gives it other times.  A file system stamps
-#: times to a granularity (a clock tick, or whole seconds), so a file
-#: rewritten in place twice within one granule (filedepot 0.12 rewrote its
-#: files), or an inode freed and reused as fast, can show the same ``stat``
-#: for two versions; two seconds covers the coarsest.
-SETTLED_AFTER_NS = 2_000_000_000
 
 
 class HotFiles:
