@@ -287,6 +287,76 @@ def test_length_comes_from_the_opened_file(local_storage):
     assert resp.headers["Content-Length"] == str(len(resp.body))
 
 
+def _stale_get(storage, fid):
+    """Make the next ``get`` of ``fid`` return a handle taken now: the test's replace then lands between get and open."""
+    stale = [storage.get(fid)]
+    original = storage.get
+
+    def get(file_or_id):
+        return stale.pop() if stale else original(file_or_id)
+
+    return mock.patch.object(storage, "get", get)
+
+
+_DESCRIBING = ("ETag", "Last-Modified", "Content-Disposition", "Content-Type", "Content-Length")
+_OLD, _NEW = b"the old content, longer than the new one", b"new bytes"
+
+
+def _replaced_meanwhile(storage, app):
+    """A file whose old version (another date, name, type and size) a request's get() sees, but not its open.
+
+    The url, the patch that makes it so for the next request, and the old version's ETag.
+    """
+    with mock.patch("depot.io.utils.timestamp", return_value="2020-01-02 03:04:05"):
+        fid = storage.create(_OLD, "old.txt", "text/plain")
+    url = "/depot/default/%s" % fid
+    old_etag = app.head(url).headers["ETag"]
+    stale = _stale_get(storage, fid)
+    storage.replace(fid, _NEW, "new.csv", "text/csv")
+    return url, stale, old_etag
+
+
+@on_every_adapter
+def test_a_replace_before_the_open_is_described_whole(storage):
+    """Every header describing the content is the version sent, not the one get() saw."""
+    app = make_app()
+    url, stale, old_etag = _replaced_meanwhile(storage, app)
+    with stale:
+        torn = app.get(url)
+    assert torn.body == _NEW
+    fresh = app.get(url)
+    assert [torn.headers[name] for name in _DESCRIBING] == [fresh.headers[name] for name in _DESCRIBING]
+    assert torn.headers["ETag"] != old_etag and torn.headers["Content-Length"] == str(len(_NEW))
+    assert "new.csv" in torn.headers["Content-Disposition"] and torn.headers["Content-Type"].startswith("text/csv")
+    assert "2020" not in torn.headers["Last-Modified"]
+
+
+@on_every_adapter
+def test_a_replace_before_the_open_is_judged_by_the_new_version(storage):
+    """Preconditions and ranges are decided again against the version opened: 304, 416, If-Range."""
+    app = make_app()
+    url, stale, _ = _replaced_meanwhile(storage, app)
+    new_etag = app.head(url).headers["ETag"]
+    with stale:
+        not_modified = app.get(url, headers={"If-None-Match": new_etag}, status=304)
+    assert not_modified.body == b"" and not_modified.headers["ETag"] == new_etag
+
+    url, stale, _ = _replaced_meanwhile(storage, app)
+    with stale:
+        unsatisfiable = app.get(url, headers={"Range": "bytes=%d-" % len(_NEW)}, status=416)
+    assert unsatisfiable.headers["Content-Range"] == "bytes */%d" % len(_NEW)
+
+    # A download resumed with the old version's validator gets the new version whole, not a part of it.
+    url, stale, old_etag = _replaced_meanwhile(storage, app)
+    with stale:
+        resumed = app.get(url, headers={"Range": "bytes=4-", "If-Range": old_etag}, status=200)
+    assert resumed.body == _NEW and "Content-Range" not in resumed.headers
+
+    url, stale, old_etag = _replaced_meanwhile(storage, app)
+    with stale:
+        app.get(url, headers={"If-Match": old_etag}, status=412)
+
+
 @on_every_adapter
 def test_not_modified_and_errors_open_no_content(local_storage):
     app = make_app()

@@ -166,6 +166,47 @@ def test_a_failure_closes_the_file(local):
     assert f.closed and opened[0].closed
 
 
+def test_a_replace_before_the_open_plans_again_with_the_hooks(local):
+    """Replaced between get() and the open: the hooks judge the version opened, which is closed if not sent."""
+    fid = local.create(BIG, "old.bin", "application/octet-stream")
+    stale = local.get(fid)
+    local.replace(fid, b"new", "new.txt", "text/plain")
+    seen = []
+
+    class Named(FileServeApp):
+        def generate_etag(self):
+            return '"%s-%s"' % (self.filename, self.content_length)
+
+        def has_been_modified(self, environ, etag, last_modified):
+            seen.append((etag, last_modified))
+            return super().has_been_modified(environ, etag, last_modified)
+
+    opened = []
+    original = type(stale).real_file
+
+    def real_file(self):
+        opened.append(original(self))
+        return opened[-1]
+
+    with mock.patch.object(type(stale), "real_file", real_file):
+        response = respond_file(Named(stale, 60), {"REQUEST_METHOD": "GET", "HTTP_IF_NONE_MATCH": '"new.txt-3"'})
+    assert response.status == HTTPStatus.NOT_MODIFIED and response.body is None
+    assert stale.closed and opened[0].closed
+    assert [etag for etag, _ in seen] == ['"old.bin-%d"' % len(BIG), '"new.txt-3"']
+    assert seen[1][1] == local.get(fid).last_modified
+
+
+def test_a_replace_of_a_memory_file_before_its_first_read_is_described_whole():
+    storage = MemoryFileStorage()
+    fid = storage.create(BIG, "old.bin", "application/octet-stream")
+    stale = storage.get(fid)
+    storage.replace(fid, b"new", "new.txt", "text/plain")
+    response = respond_file(_app(stale), {"REQUEST_METHOD": "GET"})
+    headers = dict(response.headers)
+    assert response.body == b"new" and headers["Content-Length"] == "3" and headers["Content-Type"].startswith("text/plain")
+    assert headers["ETag"] == _app(storage.get(fid)).generate_etag()
+
+
 def test_unrouted_without_an_application():
     mw = ServingCore(None, "/files")
     assert mw.unrouted("POST", "/files/default/x").status is HTTPStatus.METHOD_NOT_ALLOWED

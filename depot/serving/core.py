@@ -359,51 +359,58 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
     ``has_been_modified``, ``make_date``; ``parse_date`` through
     ``has_been_modified``) are honoured.  ``environ`` holds the request's
     WSGI keys.  Conditional requests, HEAD and unsatisfiable ranges never
-    open the file's content.  The stored file is closed, or owned by the
-    returned body.
+    open the file's content.  A file replaced between ``get()`` and that
+    open is planned again from the version opened (the app's facts
+    refreshed, the hooks asked again), so the headers always describe the
+    bytes sent.  The stored file is closed, or owned by the returned body.
     """
     f = app.file
-    real = None
+    real: Optional[IO[bytes]] = None
+    size: Optional[int] = None
     version = getattr(f, "version", None)
-    described: Tuple[Any, ...] = ()
     try:
-        try:
-            etag = app.generate_etag()
-        except OSError:
-            f.close()  # deleted between get() and now: as missing as a failed get()
-            return page(HTTPStatus.NOT_FOUND)
-        try:
-            modified = app.has_been_modified(environ, etag, app.last_modified)
-        except RuntimeError:
-            f.close()
-            return page(HTTPStatus.BAD_REQUEST)
         # The shared, memoised date formatting unless a subclass has its own.
         app_class: type = type(app)
         make_date = app.make_date if _make_date_overridden(app_class) else None
-        facts = FileFacts(etag, app.last_modified, app.content_length, app.content_type, app.filename)
         policy, offload = app._policy, app._offload
         cache_control, expires = cache_headers(app.cache_expires, app._link_remaining, make_date=make_date)
-        outcome = check_preconditions(environ, facts, not modified)
-        if outcome is not PROCEED:
-            f.close()
-            if outcome is Outcome.NOT_MODIFIED:
-                headers = not_modified_headers(facts, cache_control, expires, policy, make_date)
-                return Response(HTTPStatus.NOT_MODIFIED, headers)
-            return page(OUTCOME_STATUS[outcome])
-        wanted = requested_range(environ, facts)
-        if wanted is UNSATISFIABLE:
-            f.close()
-            return page(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, unsatisfiable_headers(facts))
         head = environ.get("REQUEST_METHOD") == "HEAD"
-        local_path = None if offload is None else f.local_path
-        target = None if local_path is None else offload.header_for(local_path)
-        if target is not None:
-            # The front server opens the path and sends the bytes: it applies
-            # Range itself and computes the length, so neither is decided here.
-            f.close()
-            headers = content_headers(facts, None, cache_control, expires, policy, make_date, ranges=False)
-            return Response(HTTPStatus.OK, [h for h in headers if h[0] != "Content-Length"] + [target])
-        if not head:
+        opened = False
+        while True:
+            try:
+                etag = app.generate_etag()
+            except OSError:
+                _close(real, f)  # deleted between get() and now: as missing as a failed get()
+                return page(HTTPStatus.NOT_FOUND)
+            try:
+                modified = app.has_been_modified(environ, etag, app.last_modified)
+            except RuntimeError:
+                _close(real, f)
+                return page(HTTPStatus.BAD_REQUEST)
+            facts = FileFacts(etag, app.last_modified, app.content_length, app.content_type, app.filename)
+            outcome = check_preconditions(environ, facts, not modified)
+            if outcome is not PROCEED:
+                _close(real, f)
+                if outcome is Outcome.NOT_MODIFIED:
+                    headers = not_modified_headers(facts, cache_control, expires, policy, make_date)
+                    return Response(HTTPStatus.NOT_MODIFIED, headers)
+                return page(OUTCOME_STATUS[outcome])
+            wanted = requested_range(environ, facts)
+            if wanted is UNSATISFIABLE:
+                _close(real, f)
+                return page(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, unsatisfiable_headers(facts))
+            if opened:
+                break
+            local_path = None if offload is None else f.local_path
+            target = None if local_path is None else offload.header_for(local_path)
+            if target is not None:
+                # The front server opens the path and sends the bytes: it applies
+                # Range itself and computes the length, so neither is decided here.
+                f.close()
+                headers = content_headers(facts, None, cache_control, expires, policy, make_date, ranges=False)
+                return Response(HTTPStatus.OK, [h for h in headers if h[0] != "Content-Length"] + [target])
+            if head:
+                break
             # Only now that content is needed.
             described = _facts_of(f)
             try:
@@ -413,41 +420,53 @@ def respond_file(app: Any, environ: Mapping[str, str]) -> Response:
             except OSError:
                 f.close()
                 return page(HTTPStatus.NOT_FOUND)
-            if real is not None and size != facts.content_length:
-                # Rewritten since its metadata was read: describe the bytes
-                # actually opened, so that the length sent is theirs.
-                facts = facts._replace(content_length=size)
-                if wanted is not None:
-                    wanted = requested_range(environ, facts)
-                    if wanted is UNSATISFIABLE:
-                        real.close()
-                        f.close()
-                        return page(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, unsatisfiable_headers(facts))
+            opened = True
+            now_version = getattr(f, "version", None)
+            if now_version == version and _facts_of(f) == described:
+                break
+            # Replaced between get() and the open, which chose the new
+            # version (and gave the file its facts): every header must
+            # describe those bytes, and the request's conditions be judged
+            # against them.  Planned once more, from the version now held
+            # open, which cannot change again.  Such an answer is not kept
+            # (its identity stays unset): rare, and HotFiles only keeps
+            # what was never in doubt.
+            version = None
+            app.filename, app.content_type = f.filename, f.content_type
+            app.last_modified, app.content_length = f.last_modified, f.content_length
+        if real is not None and size != facts.content_length:
+            # The data file does not match its metadata (written in place, as
+            # filedepot 0.12 did): at least the length sent is the bytes'.
+            facts = facts._replace(content_length=size)
+            if wanted is not None:
+                wanted = requested_range(environ, facts)
+                if wanted is UNSATISFIABLE:
+                    _close(real, f)
+                    return page(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, unsatisfiable_headers(facts))
         headers = content_headers(facts, wanted, cache_control, expires, policy, make_date)
         status = _OK if wanted is None else _PARTIAL_CONTENT
         if head:
-            if real is not None:
-                real.close()
             f.close()
             return Response(status, headers)
         start, stop = (0, facts.content_length) if wanted is None else wanted
-        # Whether the headers describe exactly the bytes opened: the facts
-        # were not re-read when the file was opened (a replace meanwhile),
-        # or read again the same.  Versions written within one clock tick
-        # may show one version, so the facts are compared too.
-        whole_version = (
-            real is not None and version is not None and size == app.content_length
-            and getattr(f, "version", None) == version and _facts_of(f) == described
-        )
+        # The headers describe exactly the bytes opened, all of them: the
+        # facts and version did not change when the file was opened (or
+        # versions written within one clock tick, showing one version, would
+        # differ in their facts), and its data file has the size they state.
+        whole_version = real is not None and version is not None and size == app.content_length
         response = Response(status, headers, choose_body(f, real, start, stop, facts.content_length))
         if whole_version:
             response.identity = version
         return response
     except BaseException:
-        if real is not None:
-            real.close()
-        f.close()
+        _close(real, f)
         raise
+
+
+def _close(real: Optional[IO[bytes]], f: StoredFile) -> None:
+    if real is not None:
+        real.close()
+    f.close()
 
 
 def _facts_of(f: StoredFile) -> Tuple[Any, ...]:
