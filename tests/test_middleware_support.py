@@ -39,14 +39,26 @@ def clean_manager():
     DepotManager._clear()
 
 
-@pytest.fixture(params=["memory", "local"])
-def storage(request, clean_manager, tmp_path):
-    """The default storage, ``'default'``: each test runs on memory and on local storage."""
-    if request.param == "memory":
+def configure_default(request, backend):
+    """Configure ``backend`` (memory, local or gridfs) as the default storage, ``'default'``, for the test."""
+    if backend == "memory":
         config = {"depot.backend": "depot.io.memory.MemoryFileStorage"}
-    else:
+    elif backend == "local":
+        tmp_path = request.getfixturevalue("tmp_path")
         config = {"depot.backend": "depot.io.local.LocalFileStorage", "depot.storage_path": str(tmp_path / "files")}
-    return DepotManager.configure("default", config)
+    else:
+        uri = request.getfixturevalue("mongo_database_uri")
+        config = {"depot.backend": "depot.io.gridfs.GridFSStorage", "depot.mongouri": uri}
+    storage = DepotManager.configure("default", config)
+    if backend == "gridfs":
+        request.addfinalizer(storage._cli.close)
+    return storage
+
+
+@pytest.fixture(params=["memory", "local"])
+def storage(request, clean_manager):
+    """The default storage, ``'default'``: each test runs on memory and on local storage."""
+    return configure_default(request, request.param)
 
 
 @pytest.fixture

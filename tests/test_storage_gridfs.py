@@ -197,6 +197,30 @@ def test_partially_read_handle_never_mixes_versions(mongo_database_uri):
     assert b"".join(storage.get(file_id).iter_range(3990, None, 7)) == b"c" * 10
 
 
+def test_real_file_pins_the_version_it_describes(gridfs_storage):
+    """A handle opened (real_file(), as the serving core does) after a replace reports and reads the new version."""
+    storage = gridfs_storage
+    file_id = storage.create(b"old content", "old.txt", "text/plain")
+    f = storage.get(file_id)
+    old_version = f.version
+    storage.replace(file_id, b"new", "new.csv", "text/csv")
+    assert f.real_file() is None
+    assert (f.filename, f.content_type, f.content_length) == ("new.csv", "text/csv", 3)
+    assert f.version != old_version and f.version == storage.get(file_id).version
+    assert f.checksum == storage.get(file_id).checksum
+    assert b"".join(f.iter_range(1)) == b"ew" and f.read() == b"new"
+    # Pinned: a later replace is not followed silently, even before the first byte.
+    g = storage.get(file_id)
+    g.real_file()
+    storage.replace(file_id, b"newer")
+    with pytest.raises(IOError, match="replaced while it was being read"):
+        g.read()
+    # Not opened: a handle still follows a replace, as in filedepot.
+    h = storage.get(file_id)
+    storage.replace(file_id, b"newest")
+    assert h.read() == b"newest"
+
+
 def test_open_cursor_reads_one_consistent_version(mongo_database_uri, monkeypatch):
     monkeypatch.setattr(gridfs_module, "BATCH_BYTES", 1000)  # one chunk per round trip
     storage = GridFSStorage(mongo_database_uri, chunk_size=1000)

@@ -280,26 +280,49 @@ class GridFSStoredFile(ClosableStoredFile):
         self._storage = storage
         self._gridout = gridout
         self._oid = files_doc["_id"]
-        version = _Version(self._oid, files_doc)
-        doc = version.doc
-        super().__init__(
-            str(file_id),
-            filename=doc.get("filename"),
-            content_type=doc.get("contentType"),
-            last_modified=utils.parse_timestamp(doc.get("last_modified")),
-            content_length=version.length,
-            # Absent from files written by filedepot 0.12 and depot before checksums: None.
-            checksum=checksums.readable(doc.get("checksum")),
-        )
-        self._version = version
+        super().__init__(str(file_id))
+        self._describe(_Version(self._oid, files_doc))
+        # Set by real_file(): reads then keep to self._version, never follow a newer one.
+        self._pinned = False
         self._stream: Optional[Iterator[bytes]] = None
         self._pending = b""
+
+    def _describe(self, version: _Version) -> None:
+        """Take ``version`` as the one this handle reads and reports the facts of."""
+        doc = version.doc
+        self.filename = doc.get("filename")
+        self.content_type = doc.get("contentType")
+        self.last_modified = utils.parse_timestamp(doc.get("last_modified"))
+        self.content_length = version.length
+        # Absent from files written by filedepot 0.12 and depot before checksums: None.
+        self.checksum = checksums.readable(doc.get("checksum"))
+        self._version = version
 
     closed_message = "cannot read from a closed file"
 
     @property
     def version(self) -> str:
         return self._version.token
+
+    @_server_errors
+    def real_file(self) -> None:
+        """``None`` (no OS file), but the version read from now on is chosen here, as local files choose it.
+
+        The serving core opens content with this call and then checks the
+        facts: a replace since :meth:`GridFSStorage.get` shows now (the
+        facts become the current version's), before any header is sent,
+        instead of as a silent restart at the first read.  From then on
+        reads keep to that version: one replaced again raises
+        :class:`IOError`.  The price is one lookup of the files document.
+        """
+        self._check_open()
+        # A stream already started has chosen its version; a GridOut reads its own.
+        if self._storage is not None and self._stream is None and not self._pinned:
+            latest = self._storage._resolve(self._oid)
+            if latest.token != self._version.token:
+                self._describe(latest)
+            self._pinned = True
+        return None
 
     @_server_errors
     def read(self, n: int = -1) -> bytes:
@@ -326,7 +349,7 @@ class GridFSStoredFile(ClosableStoredFile):
     def _chunks_from(self, start: int) -> Iterator[bytes]:
         """The content from offset ``start``, as a closable iterator of chunks."""
         if self._gridout is None:
-            return self._storage._stream(self._oid, start, self._version)
+            return self._storage._stream(self._oid, start, self._version, 0 if self._pinned else READ_RESTARTS)
         return self._gridout_chunks(start)
 
     def _gridout_chunks(self, start: int) -> Iterator[bytes]:
@@ -438,14 +461,17 @@ class GridFSStorage(FileStorage):
             raise utils.missing_file(oid)
         return _Version(oid, doc)
 
-    def _stream(self, oid: Any, start: int, version: Optional[_Version] = None) -> Iterator[bytes]:
+    def _stream(
+        self, oid: Any, start: int, version: Optional[_Version] = None, restarts_allowed: int = READ_RESTARTS
+    ) -> Iterator[bytes]:
         """Yield the bytes of ``version`` (by default the current one) from offset ``start``.
 
         If that version is gone before anything was yielded, the stream
-        restarts on the current version: a handle whose file was replaced
-        after :meth:`get` reads the new content, without paying a lookup of
-        the files document when it was not.  Once bytes were yielded it
-        raises :class:`IOError` rather than mix versions.
+        restarts on the current version (up to ``restarts_allowed`` times):
+        a handle whose file was replaced after :meth:`get` reads the new
+        content, without paying a lookup of the files document when it was
+        not.  Once bytes were yielded it raises :class:`IOError` rather than
+        mix versions.
         """
         if version is None:
             version = self._resolve(oid)
@@ -466,7 +492,7 @@ class GridFSStorage(FileStorage):
                     raise gridfs.errors.CorruptGridFile(
                         "file %s has a missing or truncated chunk %d" % (oid, pos // version.chunk_size)
                     ) from None
-                if pos != start or restarts >= READ_RESTARTS:
+                if pos != start or restarts >= restarts_allowed:
                     raise IOError("File %s was replaced while it was being read" % oid) from None
                 version = latest
                 restarts += 1
